@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL cluster for the demo, the tests and the benchmark.
+#   dev/pg.sh start   initdb (once) and start; prints the connection settings
+#   dev/pg.sh stop    stop it
+#   dev/pg.sh env     print export lines for PGHOST/PGPORT/PGUSER
+# The cluster lives in $SPP_PG_DIR (default: a folder under /tmp named after
+# this checkout), listens on 127.0.0.1:$SPP_PG_PORT (default 55432) with trust
+# authentication, and is owned by the 'postgres' OS user when run as root
+# (initdb refuses to run as root).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+key=$(printf '%s' "$here" | cksum | cut -d' ' -f1)
+PG_DIR=${SPP_PG_DIR:-/tmp/spp_backup_pg_$key}
+PG_PORT=${SPP_PG_PORT:-55432}
+PG_BIN=${SPP_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}
+[ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries not found (set SPP_PG_BIN)" >&2; exit 2; }
+
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "${1:-}" in
+  start)
+    if [ ! -s "$PG_DIR/data/PG_VERSION" ]; then
+      mkdir -p "$PG_DIR"
+      [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR"
+      as_owner "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
+        || { cat "$PG_DIR/initdb.log" >&2; exit 2; }
+    fi
+    if ! as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
+      as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 start \
+        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c max_connections=100 -c shared_buffers=256MB" >/dev/null \
+        || { tail -n 20 "$PG_DIR/server.log" >&2; exit 2; }
+    fi
+    echo "PostgreSQL running: host=127.0.0.1 port=$PG_PORT user=postgres (data in $PG_DIR/data)"
+    ;;
+  stop)
+    as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+    ;;
+  env)
+    echo "export PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=postgres"
+    ;;
+  *)
+    echo "usage: dev/pg.sh start|stop|env" >&2; exit 2 ;;
+esac

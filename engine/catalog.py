@@ -1,0 +1,109 @@
+"""Finding backup sets in a destination, and naming one from the command line."""
+
+import os
+from dataclasses import dataclass
+
+from .config import DestinationConfig
+from .errors import PreflightError, VerifyError
+from .manifest import MANIFEST_NAME, backup_time, is_backup_id, loads
+from .storage import open_storage
+
+
+@dataclass
+class BackupRef:
+    """One backup set: a storage, a database name and a backup id."""
+
+    storage: object
+    db_name: str
+    backup_id: str
+
+    @property
+    def prefix(self):
+        return "%s/%s" % (self.db_name, self.backup_id)
+
+    def key(self, name):
+        return "%s/%s" % (self.prefix, name)
+
+    def location(self):
+        return self.storage.describe(self.prefix)
+
+    def read_manifest(self):
+        key = self.key(MANIFEST_NAME)
+        if not self.storage.exists(key):
+            raise VerifyError(
+                "%s has no manifest.json: the backup is incomplete (it was interrupted or is still being written) "
+                "and cannot be restored." % self.location()
+            )
+        return loads(self.storage.read_bytes(key), where=self.storage.describe(key))
+
+
+@dataclass
+class BackupEntry:
+    db_name: str
+    backup_id: str
+    location: str
+    restorable: bool
+    size: int = 0
+
+    def as_dict(self):
+        return {
+            "db_name": self.db_name,
+            "backup_id": self.backup_id,
+            "created_at": backup_time(self.backup_id).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "location": self.location,
+            "restorable": self.restorable,
+            "size": self.size,
+        }
+
+
+def list_backups(storage, db_name=None, include_incomplete=True):
+    """Backup sets under a destination, oldest first.
+
+    Only a set whose manifest exists is restorable; an interrupted one is
+    listed (for clean-up) with ``restorable=False`` when asked for.
+    """
+    entries = []
+    databases = [db_name] if db_name else storage.list_dir("")
+    for db in databases:
+        if db.startswith("."):
+            continue
+        for backup_id in storage.list_dir(db):
+            if not is_backup_id(backup_id):
+                continue
+            ref = BackupRef(storage, db, backup_id)
+            restorable = storage.exists(ref.key(MANIFEST_NAME))
+            if not restorable and not include_incomplete:
+                continue
+            size = 0
+            for name in storage.list_dir(ref.prefix):
+                if storage.exists(ref.key(name)):
+                    size += storage.size(ref.key(name))
+            entries.append(BackupEntry(db, backup_id, ref.location(), restorable, size))
+    entries.sort(key=lambda e: (e.backup_id, e.db_name))
+    return entries
+
+
+def latest(storage, db_name):
+    entries = [e for e in list_backups(storage, db_name) if e.restorable]
+    if not entries:
+        raise PreflightError("There is no complete backup of %r in %s." % (db_name, storage.describe()))
+    return BackupRef(storage, db_name, entries[-1].backup_id)
+
+
+def resolve(location):
+    """A BackupRef from ``<root>/<db>/<backup_id>`` or ``<root>/<db>/latest``."""
+    path = os.path.abspath(os.path.expanduser(location.rstrip("/")))
+    parent, backup_id = os.path.split(path)
+    root, db_name = os.path.split(parent)
+    if not db_name or not (is_backup_id(backup_id) or backup_id == "latest"):
+        raise PreflightError(
+            "%r is not a backup location: give <destination>/<database>/<backup id> "
+            "(for example /var/backups/odoo/mydb/20261126T030000Z-3f9a1c) or <destination>/<database>/latest."
+            % location
+        )
+    storage = open_storage(DestinationConfig(kind="local", path=root))
+    if backup_id == "latest":
+        return latest(storage, db_name)
+    if not os.path.isdir(path):
+        raise PreflightError("No backup at %s." % path)
+    return BackupRef(storage, db_name, backup_id)

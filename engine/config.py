@@ -1,0 +1,199 @@
+"""Plain configuration objects, and reading them from odoo.conf / the environment.
+
+Per-deployment settings live in odoo.conf: the ``[options]`` section gives the
+database connection and ``data_dir`` as Odoo uses them, the ``[spp_backup]``
+section the engine's own settings. ``SPP_BACKUP_<KEY>`` environment variables
+take precedence over ``[spp_backup]`` keys.
+"""
+
+import configparser
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+
+from .errors import PreflightError
+
+SECRET_KEY_RE = re.compile(r"(pass|secret|token|key|credential|auth)", re.I)
+
+# Tables whose exact row counts go into the manifest (those that exist).
+DEFAULT_MAIN_TABLES = (
+    "res_partner",
+    "res_users",
+    "res_company",
+    "ir_attachment",
+    "mail_message",
+    "ir_module_module",
+    "g2p_program",
+    "g2p_program_membership",
+    "g2p_cycle",
+    "g2p_entitlement",
+    "g2p_payment",
+    "spp_area",
+)
+
+
+@dataclass
+class PgConfig:
+    """How to reach the PostgreSQL server; the password never leaves memory."""
+
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    maintenance_db: str = "postgres"
+    bin_dir: str | None = None
+
+    def tool(self, name):
+        return os.path.join(self.bin_dir, name) if self.bin_dir else name
+
+    def env(self):
+        """Environment for pg_dump / pg_restore: libpq variables, no argv secrets."""
+        env = dict(os.environ)
+        for var, value in (
+            ("PGHOST", self.host),
+            ("PGPORT", self.port),
+            ("PGUSER", self.user),
+            ("PGPASSWORD", self.password),
+        ):
+            if value not in (None, "", False):
+                env[var] = str(value)
+        return env
+
+    def dsn_kwargs(self, dbname):
+        kwargs = {"dbname": dbname}
+        for key in ("host", "port", "user", "password"):
+            value = getattr(self, key)
+            if value not in (None, "", False):
+                kwargs[key] = value
+        return kwargs
+
+    def describe(self):
+        return "%s:%s" % (self.host or os.environ.get("PGHOST") or "local socket", self.port or os.environ.get("PGPORT") or 5432)
+
+    def public_dict(self):
+        data = dataclasses.asdict(self)
+        data.pop("password")
+        return data
+
+
+@dataclass
+class DestinationConfig:
+    """Where backups are stored. ``kind`` is ``local`` (a directory)."""
+
+    kind: str = "local"
+    path: str = ""
+    name: str = ""
+
+    def describe(self):
+        return self.name or self.path
+
+
+@dataclass
+class BackupPlan:
+    """Everything one backup run needs, as plain data."""
+
+    db_name: str
+    destinations: list
+    pg: PgConfig = field(default_factory=PgConfig)
+    data_dir: str | None = None
+    include_database: bool = True
+    include_filestore: bool = True
+    include_application: bool = True
+    compression: str = "zstd"
+    compression_level: int = 3
+    threads: int = 2
+    odoo_conf: str | None = None
+    odoo_version: dict | None = None
+    main_tables: tuple = DEFAULT_MAIN_TABLES
+    min_free_bytes: int = 0
+    lock_key: int | None = None
+    label: str = ""
+
+    def filestore_dir(self):
+        if not self.data_dir:
+            return None
+        return os.path.join(self.data_dir, "filestore", self.db_name)
+
+    def to_dict(self):
+        data = dataclasses.asdict(self)
+        data["pg"] = self.pg.public_dict()
+        data["main_tables"] = list(self.main_tables)
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        data = dict(data)
+        data["pg"] = PgConfig(**data.get("pg") or {})
+        data["destinations"] = [DestinationConfig(**d) for d in data.get("destinations") or []]
+        data["main_tables"] = tuple(data.get("main_tables") or DEFAULT_MAIN_TABLES)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise PreflightError("Unknown plan settings: %s" % ", ".join(sorted(unknown)))
+        return cls(**data)
+
+
+def default_data_dir():
+    """Odoo's default data_dir for the current user (``~/.local/share/Odoo``)."""
+    return os.path.join(os.path.expanduser("~"), ".local", "share", "Odoo")
+
+
+@dataclass
+class Settings:
+    """odoo.conf ``[options]`` database settings plus the ``[spp_backup]`` section."""
+
+    pg: PgConfig = field(default_factory=PgConfig)
+    data_dir: str | None = None
+    section: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict, repr=False)
+
+    def get(self, key, default=None):
+        env = os.environ.get("SPP_BACKUP_" + key.upper())
+        if env not in (None, ""):
+            return env
+        return self.section.get(key, default)
+
+    @classmethod
+    def from_config(cls, conf_path=None):
+        """Read odoo.conf (path given, or ``$ODOO_RC``) and the environment."""
+        conf_path = conf_path or os.environ.get("ODOO_RC")
+        options, section = {}, {}
+        if conf_path:
+            parser = configparser.RawConfigParser()
+            try:
+                with open(conf_path, encoding="utf-8") as handle:
+                    parser.read_file(handle)
+            except OSError as exc:
+                raise PreflightError("Cannot read the Odoo configuration file %s: %s" % (conf_path, exc.strerror)) from exc
+            except configparser.Error as exc:
+                raise PreflightError("The Odoo configuration file %s is not valid: %s" % (conf_path, exc)) from exc
+            if parser.has_section("options"):
+                options = dict(parser.items("options"))
+            if parser.has_section("spp_backup"):
+                section = dict(parser.items("spp_backup"))
+
+        def opt(key):
+            value = options.get(key)
+            return None if value in (None, "", "False", "false") else value
+
+        port = opt("db_port")
+        pg = PgConfig(
+            host=opt("db_host"),
+            port=int(port) if port else None,
+            user=opt("db_user"),
+            password=opt("db_password"),
+            bin_dir=section.get("pg_bin_dir") or None,
+        )
+        settings = cls(pg=pg, data_dir=opt("data_dir"), section=section, options=options)
+        if settings.get("pg_bin_dir"):
+            pg.bin_dir = settings.get("pg_bin_dir")
+        return settings
+
+
+def sanitize_options(options):
+    """odoo.conf options with every password, secret, key and token removed."""
+    return {
+        key: ("<removed>" if SECRET_KEY_RE.search(key) else value)
+        for key, value in sorted(options.items())
+    }

@@ -1,0 +1,144 @@
+"""Odoo's filestore: ``<data_dir>/filestore/<db>/<2 hex>/<sha1>``, as a tar stream.
+
+Archiving streams every regular file under the database's filestore folder
+into a tar written to any file-like sink. Extraction refuses members that
+could write outside the target (absolute paths, ``..``), links, devices and
+anything but regular files and folders.
+"""
+
+import contextlib
+import errno
+import os
+import posixpath
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass, field
+
+from .errors import UnsafeArchive
+
+CHUNK = 1 << 20
+TAR_BUFSIZE = 1 << 20
+
+
+@dataclass
+class FilestoreStats:
+    files: int = 0
+    bytes: int = 0
+    vanished: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+
+
+def iter_files(root):
+    """Relative POSIX paths of regular files under ``root``, sorted, links skipped."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        path = os.path.join(root, rel) if rel else root
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name, reverse=True)
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            child = posixpath.join(rel, entry.name) if rel else entry.name
+            if entry.is_symlink():
+                yield child, None
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(child)
+            elif entry.is_file(follow_symlinks=False):
+                yield child, entry
+
+
+def write_tar(root, sink, on_file=None):
+    """Stream the files under ``root`` as a tar into ``sink``; returns stats.
+
+    A file that disappears while it is archived (Odoo's garbage collector
+    may remove unreferenced files) is recorded in ``vanished``, not fatal.
+    """
+    stats = FilestoreStats()
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=TAR_BUFSIZE) as tar:
+        if not os.path.isdir(root):
+            return stats
+        for rel, entry in iter_files(root):
+            if entry is None:
+                stats.skipped.append(rel)
+                continue
+            path = os.path.join(root, rel)
+            try:
+                handle = open(path, "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                stats.vanished.append(rel)
+                continue
+            with handle:
+                st = os.fstat(handle.fileno())
+                info = tarfile.TarInfo(rel)
+                info.size = st.st_size
+                info.mtime = int(st.st_mtime)
+                info.mode = st.st_mode & 0o777
+                info.type = tarfile.REGTYPE
+                tar.addfile(info, handle)
+            stats.files += 1
+            stats.bytes += st.st_size
+            if on_file is not None:
+                on_file(stats)
+    return stats
+
+
+def check_member(member):
+    """Refuse a tar member that is not a plain relative file or folder."""
+    name = member.name
+    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchive("Refused archive member %r: absolute path." % name)
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchive("Refused archive member %r: it climbs out of the target with '..'." % name)
+    if member.issym() or member.islnk():
+        raise UnsafeArchive("Refused archive member %r: links are not allowed (%s)." % (name, member.linkname))
+    if not (member.isreg() or member.isdir()):
+        raise UnsafeArchive("Refused archive member %r: devices, pipes and other special files are not allowed." % name)
+    if not parts:
+        raise UnsafeArchive("Refused archive member %r: empty name." % name)
+    return parts
+
+
+def extract_tar(source, target, on_file=None):
+    """Extract a tar stream into the new folder ``target``; returns stats.
+
+    ``target`` must not exist. Members are checked one by one before anything
+    is written for them; on a refused member the partly written folder is
+    removed, so nothing is left behind and nothing was written outside it.
+    """
+    stats = FilestoreStats()
+    os.makedirs(target)
+    try:
+        with tarfile.open(fileobj=source, mode="r|", bufsize=TAR_BUFSIZE) as tar:
+            for member in tar:
+                parts = check_member(member)
+                path = os.path.join(target, *parts)
+                if member.isdir():
+                    os.makedirs(path, exist_ok=True)
+                    continue
+                parent = os.path.dirname(path)
+                os.makedirs(parent, exist_ok=True)
+                if os.path.realpath(parent) != os.path.join(os.path.realpath(target), *parts[:-1]):
+                    raise UnsafeArchive("Refused archive member %r: its folder resolves outside the target." % member.name)
+                stream = tar.extractfile(member)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                try:
+                    fd = os.open(path, flags, (member.mode & 0o666) | 0o600)
+                except OSError as exc:
+                    if exc.errno == errno.EEXIST:
+                        raise UnsafeArchive("Refused archive member %r: it appears twice." % member.name) from exc
+                    raise
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(stream, out, CHUNK)
+                with contextlib.suppress(OSError):
+                    os.utime(path, (time.time(), member.mtime))
+                stats.files += 1
+                stats.bytes += member.size
+                if on_file is not None:
+                    on_file(stats)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return stats

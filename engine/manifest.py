@@ -1,0 +1,117 @@
+"""The backup set's manifest: format, ids, validation (pure, no I/O)."""
+
+import datetime
+import json
+import re
+import secrets
+
+from . import MANIFEST_FORMAT
+from .errors import VerifyError
+
+MANIFEST_NAME = "manifest.json"
+BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+ARTIFACT_BASE = {
+    "database": "database.dump",
+    "filestore": "filestore.tar",
+    "application": "application.json",
+}
+COMPRESSION_SUFFIX = {"zstd": ".zst", "none": ""}
+REQUIRED_KEYS = ("format", "backup_id", "db_name", "created_at", "finished_at", "artifacts")
+ARTIFACT_KEYS = ("file", "size", "sha256", "compression")
+
+
+def new_backup_id(now=None):
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return "%s-%s" % (now.strftime("%Y%m%dT%H%M%SZ"), secrets.token_hex(3))
+
+
+def backup_time(backup_id):
+    """The UTC datetime encoded in a backup id."""
+    return datetime.datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+
+
+def is_backup_id(value):
+    return bool(BACKUP_ID_RE.match(value or ""))
+
+
+def artifact_file(kind, compression):
+    return ARTIFACT_BASE[kind] + COMPRESSION_SUFFIX[compression]
+
+
+def utc_iso(ts=None):
+    moment = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc) if ts else datetime.datetime.now(datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def dumps(manifest):
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def loads(data, where="manifest.json"):
+    """Parse and validate a manifest; raise VerifyError with what is wrong."""
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise VerifyError("%s is not valid JSON: %s" % (where, exc)) from exc
+    problems = validate(manifest)
+    if problems:
+        raise VerifyError("%s is not a valid spp_backup manifest: %s" % (where, "; ".join(problems)))
+    return manifest
+
+
+def validate(manifest):
+    """A list of problems with a manifest's shape (empty when it is valid)."""
+    if not isinstance(manifest, dict):
+        return ["it is not a JSON object"]
+    problems = ["missing key %r" % key for key in REQUIRED_KEYS if key not in manifest]
+    if problems:
+        return problems
+    if manifest["format"] != MANIFEST_FORMAT:
+        problems.append("format version %r is not supported (this engine reads %d)" % (manifest["format"], MANIFEST_FORMAT))
+    if not is_backup_id(manifest["backup_id"]):
+        problems.append("backup_id %r is malformed" % manifest["backup_id"])
+    artifacts = manifest["artifacts"]
+    if not isinstance(artifacts, dict) or not artifacts:
+        problems.append("artifacts must be a non-empty object")
+        return problems
+    for name, art in artifacts.items():
+        if name not in ARTIFACT_BASE:
+            problems.append("unknown artifact %r" % name)
+            continue
+        if not isinstance(art, dict):
+            problems.append("artifact %r is not an object" % name)
+            continue
+        missing = [key for key in ARTIFACT_KEYS if key not in art]
+        if missing:
+            problems.append("artifact %r lacks %s" % (name, ", ".join(missing)))
+            continue
+        if art["compression"] not in COMPRESSION_SUFFIX:
+            problems.append("artifact %r has unknown compression %r" % (name, art["compression"]))
+        elif art["file"] != artifact_file(name, art["compression"]):
+            problems.append("artifact %r names file %r" % (name, art["file"]))
+        if not isinstance(art["size"], int) or art["size"] < 0:
+            problems.append("artifact %r has a bad size" % name)
+        if not (isinstance(art["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", art["sha256"])):
+            problems.append("artifact %r has a bad sha256" % name)
+    return problems
+
+
+def summary(manifest):
+    """The figures an administrator looks at, for job records and reports."""
+    database = manifest.get("database") or {}
+    filestore = manifest.get("filestore") or {}
+    return {
+        "backup_id": manifest.get("backup_id"),
+        "db_name": manifest.get("db_name"),
+        "created_at": manifest.get("created_at"),
+        "version": manifest.get("version"),
+        "module_count": len(manifest.get("modules") or {}),
+        "row_counts": database.get("row_counts") or {},
+        "filestore_files": filestore.get("files", 0),
+        "filestore_bytes": filestore.get("bytes", 0),
+        "missing_files": filestore.get("missing") or [],
+        "artifacts": {
+            name: {"file": art["file"], "size": art["size"], "sha256": art["sha256"]}
+            for name, art in (manifest.get("artifacts") or {}).items()
+        },
+    }

@@ -1,0 +1,241 @@
+"""PostgreSQL: connections, versions, exported snapshots, pg_dump and pg_restore."""
+
+import contextlib
+import re
+import tempfile
+import shutil
+import subprocess
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from .errors import BackupError, LockBusy, PreflightError, RestoreError
+
+VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+def connect(pg, dbname, autocommit=True):
+    """A psycopg2 connection, with errors turned into sentences."""
+    try:
+        conn = psycopg2.connect(connect_timeout=15, application_name="spp_backup", **pg.dsn_kwargs(dbname))
+    except psycopg2.OperationalError as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        if "does not exist" in text and "database" in text:
+            raise PreflightError(
+                "The database %r does not exist on the PostgreSQL server at %s." % (dbname, pg.describe())
+            ) from exc
+        raise PreflightError("Cannot connect to PostgreSQL at %s: %s" % (pg.describe(), text)) from exc
+    conn.autocommit = autocommit
+    return conn
+
+
+@contextlib.contextmanager
+def maintenance(pg):
+    conn = connect(pg, pg.maintenance_db)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def database_exists(pg, dbname):
+    with maintenance(pg) as conn, conn.cursor() as cr:
+        cr.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+        return cr.fetchone() is not None
+
+
+def tool_version(pg, tool):
+    """(major, text) of a PostgreSQL client tool, or a PreflightError if absent."""
+    path = pg.tool(tool)
+    if shutil.which(path) is None:
+        raise PreflightError(
+            "%s was not found%s. Install the PostgreSQL client tools (Debian: postgresql-client) "
+            "or set pg_bin_dir in the [spp_backup] section of odoo.conf."
+            % (tool, " at %s" % path if pg.bin_dir else " on the PATH")
+        )
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise PreflightError("%s could not be run: %s" % (path, exc)) from exc
+    match = VERSION_RE.search(out)
+    if not match:
+        raise PreflightError("Cannot tell the version of %s from %r." % (path, out.strip()))
+    return int(match.group(1)), out.strip()
+
+
+def server_version(conn):
+    """(major, text) of the connected server."""
+    num = conn.server_version
+    major = num // 10000
+    with conn.cursor() as cr:
+        cr.execute("SHOW server_version")
+        text = cr.fetchone()[0]
+    return major, text
+
+
+def check_dump_compatible(dump_major, dump_text, server_major, server_text):
+    """pg_dump must be at least the server's major version (pure check)."""
+    if dump_major < server_major:
+        raise PreflightError(
+            "pg_dump is version %s but the database server is PostgreSQL %s: pg_dump's major version must be "
+            "at least the server's (%d < %d). Install the PostgreSQL %d client tools, or point pg_bin_dir in "
+            "odoo.conf's [spp_backup] section at them." % (dump_text, server_text, dump_major, server_major, server_major)
+        )
+
+
+def try_advisory_lock(conn, key):
+    with conn.cursor() as cr:
+        cr.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+        if not cr.fetchone()[0]:
+            raise LockBusy(
+                "Another backup of this policy is still running (advisory lock %d is held); this run was skipped." % key
+            )
+
+
+class Snapshot:
+    """A REPEATABLE READ transaction with an exported snapshot id."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.conn.autocommit = False
+        self.conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+        with conn.cursor() as cr:
+            cr.execute("SELECT pg_export_snapshot()")
+            self.snapshot_id = cr.fetchone()[0]
+
+    def cursor(self, name=None):
+        return self.conn.cursor(name=name) if name else self.conn.cursor()
+
+    def close(self):
+        with contextlib.suppress(psycopg2.Error):
+            self.conn.rollback()
+
+
+def table_exists(cr, table):
+    cr.execute("SELECT to_regclass(%s) IS NOT NULL", ("public.%s" % table,))
+    return cr.fetchone()[0]
+
+
+def run_dump(pg, dbname, snapshot_id, sink, compress_inside=False, on_bytes=None, chunk=1 << 20):
+    """Run pg_dump (custom format) from the snapshot; stream its stdout into ``sink``."""
+    args = [
+        pg.tool("pg_dump"),
+        "--format=custom",
+        "--no-password",
+        "--dbname=%s" % dbname,
+    ]
+    if snapshot_id:
+        args.append("--snapshot=%s" % snapshot_id)
+    if not compress_inside:
+        args.append("--compress=0")
+    with tempfile.TemporaryFile() as errfile, subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=errfile, env=pg.env()
+    ) as proc:
+        total = 0
+        try:
+            while True:
+                data = proc.stdout.read(chunk)
+                if not data:
+                    break
+                sink.write(data)
+                total += len(data)
+                if on_bytes is not None:
+                    on_bytes(total)
+        except BaseException:
+            proc.kill()
+            raise
+        code = proc.wait()
+        err = read_tail(errfile)
+    if code != 0:
+        raise BackupError("pg_dump failed (exit %d): %s" % (code, last_lines(err)))
+    return total
+
+
+def read_tail(handle, limit=65536):
+    """The last ``limit`` bytes written to a temporary file, as text."""
+    handle.seek(0, 2)
+    size = handle.tell()
+    handle.seek(max(0, size - limit))
+    return handle.read().decode("utf-8", "replace")
+
+
+def last_lines(text, count=5):
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-count:]) if lines else "no error output"
+
+
+def create_database(pg, dbname, encoding="UTF8", collate=None, ctype=None):
+    """CREATE DATABASE from template0; the source's locale when this server has it."""
+    base = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {}").format(
+        sql.Identifier(dbname), sql.Literal(encoding)
+    )
+    attempts = [base]
+    if collate and ctype:
+        attempts.insert(0, base + sql.SQL(" LC_COLLATE {} LC_CTYPE {}").format(sql.Literal(collate), sql.Literal(ctype)))
+    with maintenance(pg) as conn, conn.cursor() as cr:
+        for index, query in enumerate(attempts):
+            try:
+                cr.execute(query)
+                return
+            except psycopg2.Error as exc:
+                if index == len(attempts) - 1:
+                    raise RestoreError("Cannot create database %r: %s" % (dbname, str(exc).strip())) from exc
+
+
+def terminate_connections(cr, dbname):
+    cr.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (dbname,),
+    )
+
+
+def rename_database(pg, old, new):
+    with maintenance(pg) as conn, conn.cursor() as cr:
+        terminate_connections(cr, old)
+        try:
+            cr.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+        except psycopg2.Error as exc:
+            raise RestoreError("Cannot rename database %r to %r: %s" % (old, new, str(exc).strip())) from exc
+
+
+def drop_database(pg, dbname):
+    with maintenance(pg) as conn, conn.cursor() as cr:
+        terminate_connections(cr, dbname)
+        cr.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
+
+
+def run_restore(pg, dbname, source=None, path=None, jobs=1, chunk=1 << 20, on_bytes=None):
+    """pg_restore into an existing empty database, from a stream or a file."""
+    args = [pg.tool("pg_restore"), "--no-owner", "--no-password", "--dbname=%s" % dbname]
+    if path:
+        if jobs and jobs > 1:
+            args.append("--jobs=%d" % jobs)
+        args.append(path)
+        proc = subprocess.run(args, capture_output=True, env=pg.env())
+        code, err = proc.returncode, proc.stderr.decode("utf-8", "replace")
+    else:
+        with tempfile.TemporaryFile() as errfile, subprocess.Popen(
+            args, stdin=subprocess.PIPE, stderr=errfile, env=pg.env()
+        ) as proc:
+            total = 0
+            try:
+                while True:
+                    data = source.read(chunk)
+                    if not data:
+                        break
+                    proc.stdin.write(data)
+                    total += len(data)
+                    if on_bytes is not None:
+                        on_bytes(total)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            except BaseException:
+                proc.kill()
+                raise
+            code = proc.wait()
+            err = read_tail(errfile)
+    if code != 0:
+        raise RestoreError("pg_restore failed (exit %d): %s" % (code, last_lines(err)))
+    return err

@@ -1,0 +1,122 @@
+"""The detached runner: runs a plan outside Odoo's worker and reports through a status file.
+
+Odoo's cron writes the plan (JSON, no secrets), starts
+``python3 -m engine run --plan P --status S`` in its own session and returns;
+the runner rewrites the status file atomically as it goes (state, progress,
+heartbeat, a log excerpt) and finally stores the result or the error. A short
+cron reads it back; a runner whose process is gone while the status is not
+final has died.
+"""
+
+import collections
+import json
+import os
+import socket
+import threading
+import time
+import traceback
+
+from .backup import run_backup
+from .config import BackupPlan
+from .errors import BackupError
+
+FINAL_STATES = ("done", "failed")
+HEARTBEAT_SECONDS = 15
+
+
+class StatusFile:
+    def __init__(self, path, log_lines=60):
+        self.path = path
+        self.lock = threading.Lock()
+        self.log = collections.deque(maxlen=log_lines)
+        self.data = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "state": "running",
+            "progress": 0.0,
+            "message": "",
+            "started_at": time.time(),
+            "heartbeat": time.time(),
+            "result": None,
+            "error": None,
+            "log": [],
+        }
+        self._last_write = 0.0
+
+    def update(self, force=False, **values):
+        with self.lock:
+            message = values.get("message")
+            if message and message != self.data.get("message"):
+                self.log.append("%s %s" % (time.strftime("%H:%M:%S"), message))
+            self.data.update(values)
+            now = time.time()
+            self.data["heartbeat"] = now
+            if not force and now - self._last_write < 1.0:
+                return
+            self._last_write = now
+            self.data["log"] = list(self.log)
+            write_json_atomic(self.path, self.data)
+
+
+def write_json_atomic(path, data):
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_status(path):
+    """The status a runner wrote, or None if there is none (yet)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open("/proc/%d/stat" % int(pid), encoding="ascii") as handle:
+            return handle.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def run_plan_file(plan_path, status_path):
+    """Entry point of ``engine run``: 0 done, 1 done with warnings, 2 failed."""
+    status = StatusFile(status_path)
+    status.update(force=True, message="Runner started (pid %d)" % os.getpid())
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(HEARTBEAT_SECONDS):
+            status.update(force=True)
+
+    threading.Thread(target=beat, daemon=True).start()
+    try:
+        with open(plan_path, encoding="utf-8") as handle:
+            plan = BackupPlan.from_dict(json.load(handle))
+        result = run_backup(plan, progress=lambda fraction, message: status.update(progress=round(fraction, 4), message=message))
+    except BackupError as exc:
+        stop.set()
+        status.update(force=True, state="failed", error=str(exc), message="Failed: %s" % exc, finished_at=time.time())
+        return exc.exit_code
+    except Exception as exc:  # reported in words; the traceback goes to the runner's stderr log only
+        stop.set()
+        traceback.print_exc()
+        error = "Unexpected error (%s): %s" % (type(exc).__name__, exc)
+        status.update(force=True, state="failed", error=error, message="Failed: %s" % error, finished_at=time.time())
+        return 2
+    stop.set()
+    status.update(force=True, state="done", progress=1.0, result=result.to_dict(), message="Done", finished_at=time.time())
+    return 1 if result.warnings else 0

@@ -1,0 +1,130 @@
+"""A directory on a local (or mounted) file system."""
+
+import os
+import shutil
+import uuid
+
+from ..errors import PreflightError
+
+CHUNK = 1 << 20
+
+
+class LocalWriter:
+    """Writes to ``.<name>.partial`` then fsyncs and renames into place."""
+
+    def __init__(self, path):
+        self.path = path
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        self.partial = os.path.join(directory, "." + os.path.basename(path) + ".partial")
+        self._file = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort
+
+    def write(self, data):
+        self._file.write(data)
+
+    def commit(self):
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.partial, self.path)
+        fsync_dir(os.path.dirname(self.path))
+
+    def abort(self):
+        if not self._file.closed:
+            self._file.close()
+        try:
+            os.unlink(self.partial)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        elif not self._file.closed:
+            self.commit()
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStorage:
+    kind = "local"
+
+    def __init__(self, root):
+        if not root:
+            raise PreflightError("The destination has no directory set.")
+        self.root = os.path.abspath(os.path.expanduser(root))
+
+    def describe(self, key=""):
+        return os.path.join(self.root, key) if key else self.root
+
+    def _path(self, key):
+        parts = [p for p in key.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise ValueError("invalid storage key %r" % key)
+        return os.path.join(self.root, *parts)
+
+    def open_writer(self, key):
+        return LocalWriter(self._path(key))
+
+    def open_reader(self, key):
+        return open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
+
+    def read_bytes(self, key):
+        with self.open_reader(key) as handle:
+            return handle.read()
+
+    def exists(self, key):
+        return os.path.isfile(self._path(key))
+
+    def size(self, key):
+        return os.path.getsize(self._path(key))
+
+    def delete(self, key):
+        os.unlink(self._path(key))
+
+    def list_dir(self, prefix=""):
+        """Names directly under ``prefix`` (directories and files)."""
+        try:
+            return sorted(os.listdir(self._path(prefix)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def remove_tree(self, prefix):
+        shutil.rmtree(self._path(prefix), ignore_errors=True)
+
+    def free_bytes(self):
+        path = self.root
+        while not os.path.exists(path):
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
+        return shutil.disk_usage(path).free
+
+    def probe(self):
+        """Write, read back and delete a probe file; raise with what failed."""
+        key = ".spp_backup_probe_%s" % uuid.uuid4().hex
+        payload = os.urandom(64)
+        step = "create the directory %s" % self.root
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            step = "write a file in %s" % self.root
+            with self.open_writer(key) as writer:
+                writer.write(payload)
+            step = "read back the probe file in %s" % self.root
+            if self.read_bytes(key) != payload:
+                raise PreflightError("The probe file read back from %s differs from what was written." % self.root)
+            step = "delete the probe file in %s" % self.root
+            self.delete(key)
+        except OSError as exc:
+            raise PreflightError("Cannot %s: %s." % (step, exc.strerror or exc)) from exc
+        return "Wrote, read back and deleted a probe file in %s." % self.root
