@@ -4,14 +4,34 @@
 #   dev/pg.sh stop    stop it
 #   dev/pg.sh env     print export lines for PGHOST/PGPORT/PGUSER
 # The cluster lives in $SPP_PG_DIR (default: a folder under /tmp named after
-# this checkout), listens on 127.0.0.1:$SPP_PG_PORT (default 55432) with trust
+# this checkout), listens on 127.0.0.1:$SPP_PG_PORT (default: the first free port
+# from 55432 on, remembered in the cluster folder) with trust
 # authentication, and is owned by the 'postgres' OS user when run as root
 # (initdb refuses to run as root).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 key=$(printf '%s' "$here" | cksum | cut -d' ' -f1)
 PG_DIR=${SPP_PG_DIR:-/tmp/spp_backup_pg_$key}
-PG_PORT=${SPP_PG_PORT:-55432}
+if [ -n "${SPP_PG_PORT:-}" ]; then
+  PG_PORT=$SPP_PG_PORT
+elif [ -s "$PG_DIR/port" ]; then
+  PG_PORT=$(cat "$PG_DIR/port")
+else
+  # The first free port from 55432 on; remembered beside the cluster.
+  PG_PORT=$(python3 -c '
+import socket
+for port in range(55432, 55532):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+')
+fi
 PG_BIN=${SPP_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}
 [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries not found (set SPP_PG_BIN)" >&2; exit 2; }
 
@@ -23,6 +43,7 @@ case "${1:-}" in
   start)
     if [ ! -s "$PG_DIR/data/PG_VERSION" ]; then
       mkdir -p "$PG_DIR"
+      echo "$PG_PORT" >"$PG_DIR/port"
       [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR"
       as_owner "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
         || { cat "$PG_DIR/initdb.log" >&2; exit 2; }

@@ -1,0 +1,5 @@
+# The engine (engine/) is plain Python and is also imported without Odoo, by
+# its command line and its tests; the Odoo parts load only as an Odoo addon.
+if __name__.startswith("odoo.addons."):
+    from . import models
+    from . import wizards

@@ -1,0 +1,304 @@
+"""Bad input and faults: each fails with a sentence, leaves nothing restorable behind."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+
+from conftest import ROOT, conn_kwargs, query
+from engine import catalog, filestore, pg
+from engine.backup import run_backup
+from engine.config import DestinationConfig, PgConfig
+from engine.errors import LockBusy, PreflightError, RestoreError, UnsafeArchive
+from engine.restore import RestoreOptions, restore
+from engine.storage import LocalStorage
+from engine.verify import verify
+
+
+def cli(*args, env_extra=None, **kwargs):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True, text=True, **kwargs)
+
+
+def test_missing_database_is_named(sample, plan_for, dbs):
+    """Backing up a database that does not exist says which one, and writes nothing."""
+    missing = dbs.name("nope")
+    with pytest.raises(PreflightError, match="database '%s' does not exist" % missing):
+        run_backup(plan_for(sample, db_name=missing))
+    assert not os.path.exists(os.path.join(sample["dest"], missing))
+
+
+def test_missing_database_through_the_cli_exits_2(sample, dbs):
+    """The CLI turns the same failure into exit code 2 and one line on stderr, no traceback."""
+    proc = cli("backup", "-d", dbs.name("nope"), "--dest", sample["dest"], "--data-dir", sample["data_dir"])
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_pg_dump_missing(sample, plan_for, pgconf, tmp_path):
+    """Without pg_dump the error says so and how to fix it."""
+    empty = tmp_path / "nobin"
+    empty.mkdir()
+    conf = PgConfig(host=pgconf.host, port=pgconf.port, user=pgconf.user, bin_dir=str(empty))
+    with pytest.raises(PreflightError, match="pg_dump was not found.*postgresql-client"):
+        run_backup(plan_for(sample, pg=conf))
+
+
+def test_pg_dump_older_than_the_server_names_both_versions(sample, plan_for, pgconf, tmp_path):
+    """An older pg_dump (a stand-in script: no older client can be installed here) is refused before dumping."""
+    bindir = tmp_path / "oldbin"
+    bindir.mkdir()
+    fake = bindir / "pg_dump"
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.9'\n")
+    fake.chmod(0o755)
+    conf = PgConfig(host=pgconf.host, port=pgconf.port, user=pgconf.user, bin_dir=str(bindir))
+    with pytest.raises(PreflightError) as err:
+        run_backup(plan_for(sample, pg=conf))
+    assert "12.9" in str(err.value) and "PostgreSQL 15" in str(err.value)
+    assert not os.path.exists(sample["dest"]) or not os.listdir(sample["dest"])
+
+
+def test_check_dump_compatible_is_pure():
+    """Equal or newer pg_dump passes; older fails."""
+    pg.check_dump_compatible(15, "15.1", 15, "15.1")
+    pg.check_dump_compatible(16, "16.0", 15, "15.1")
+    with pytest.raises(PreflightError):
+        pg.check_dump_compatible(14, "14.0", 15, "15.1")
+
+
+def test_unwritable_destination(sample, plan_for, tmp_path):
+    """A destination that cannot be written is refused before the dump, with the reason."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PreflightError, match="Cannot create the directory .*a-file/backups"):
+        run_backup(plan_for(sample, destinations=[DestinationConfig(path=str(blocker / "backups"))]))
+
+
+def test_not_enough_free_space(sample, plan_for):
+    """A configured minimum larger than the free space stops the run before it starts."""
+    with pytest.raises(PreflightError, match="Not enough free space"):
+        run_backup(plan_for(sample, min_free_bytes=1 << 60))
+
+
+def test_lock_held_by_another_run(sample, plan_for):
+    """Two runs of one policy never overlap: the second finds the advisory lock taken."""
+    conn = pg.connect(plan_for(sample).pg, sample["db"])
+    try:
+        with conn.cursor() as cr:
+            cr.execute("SELECT pg_advisory_lock(424242)")
+        with pytest.raises(LockBusy, match="still running"):
+            run_backup(plan_for(sample, lock_key=424242))
+    finally:
+        conn.close()
+    assert run_backup(plan_for(sample, lock_key=424242)).backup_id
+
+
+def test_killed_backup_is_never_listed_as_restorable(dbs, tmp_path, pgconf):
+    """A backup killed in the middle of the dump leaves no manifest: list says incomplete, restore refuses."""
+    import sampledb
+
+    name = dbs.name("big")
+    data_dir = str(tmp_path / "data")
+    sampledb.build(conn_kwargs(), name, data_dir, partners=1000, messages=400000, files=5, file_size=1000, body_repeat=8)
+    dest = str(tmp_path / "backups")
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "backup", "-d", name, "--dest", dest, "--data-dir", data_dir], cwd=ROOT)
+    deadline = time.time() + 60
+    partial = None
+    while time.time() < deadline and partial is None:
+        for folder, _dirs, files in os.walk(dest):
+            if ".database.dump.zst.partial" in files and os.path.getsize(os.path.join(folder, ".database.dump.zst.partial")) > 0:
+                partial = folder
+        time.sleep(0.01)
+    assert partial, "the dump never started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    entries = catalog.list_backups(LocalStorage(dest), name)
+    assert len(entries) == 1 and not entries[0].restorable
+    with pytest.raises(PreflightError, match="no complete backup"):
+        catalog.resolve(os.path.join(dest, name, "latest"))
+    with pytest.raises(Exception, match="no manifest.json"):
+        restore(catalog.BackupRef(LocalStorage(dest), name, entries[0].backup_id), RestoreOptions(target_db=dbs.name("x"), pg=pgconf))
+    listing = cli("list", dest)
+    assert "INCOMPLETE" in listing.stdout
+
+
+@pytest.mark.parametrize("artifact", ["database", "filestore", "application"])
+def test_one_flipped_byte_fails_verify_and_names_the_artifact(sample, plan_for, artifact):
+    """Any single changed byte in any artifact makes verify fail on exactly that artifact."""
+    result = run_backup(plan_for(sample))
+    path = os.path.join(result.locations[0], result.artifacts[artifact]["file"])
+    with open(path, "r+b") as handle:
+        handle.seek(os.path.getsize(path) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0x01]))
+    report = verify(catalog.resolve(result.locations[0]))
+    assert not report.ok and report.failed_artifacts() == [artifact]
+    assert report.exit_code == 2
+    proc = cli("verify", result.locations[0])
+    assert proc.returncode == 2 and "FAIL" in proc.stdout and artifact in proc.stdout
+
+
+def test_verify_passes_and_cli_reports_json(sample, plan_for):
+    """An untouched backup verifies with exit 0 and machine-readable output."""
+    result = run_backup(plan_for(sample))
+    proc = cli("--json", "verify", os.path.join(sample["dest"], sample["db"], "latest"))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["ok"] and data["backup_id"] == result.backup_id and len(data["checks"]) == 3
+
+
+def test_tampered_manifest_is_reported(sample, plan_for):
+    """A manifest that is not valid JSON or lists a wrong size fails verification with the reason."""
+    result = run_backup(plan_for(sample))
+    manifest_path = os.path.join(result.locations[0], "manifest.json")
+    data = json.load(open(manifest_path))
+    data["artifacts"]["database"]["size"] += 1
+    open(manifest_path, "w").write(json.dumps(data))
+    report = verify(catalog.resolve(result.locations[0]))
+    assert not report.ok and report.failed_artifacts() == ["database"]
+    open(manifest_path, "w").write("{not json")
+    report = verify(catalog.resolve(result.locations[0]))
+    assert not report.ok and "not valid JSON" in report.problems[0]
+
+
+def test_restore_of_a_damaged_backup_touches_nothing(sample, plan_for, dbs, pgconf):
+    """Verification runs before any change: a damaged dump creates no database."""
+    result = run_backup(plan_for(sample))
+    path = os.path.join(result.locations[0], result.artifacts["database"]["file"])
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) - 10)
+    target = dbs.name("dmg")
+    with pytest.raises(RestoreError, match="failed verification.*database"):
+        restore(catalog.resolve(result.locations[0]), RestoreOptions(target_db=target, pg=pgconf, data_dir=sample["data_dir"]))
+    assert not pg.database_exists(pgconf, target)
+    assert not os.path.exists(os.path.join(sample["data_dir"], "filestore", target))
+
+
+def hostile_tar(kind):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        ok = tarfile.TarInfo("ab/good")
+        ok.size = 4
+        tar.addfile(ok, io.BytesIO(b"good"))
+        if kind == "absolute":
+            info = tarfile.TarInfo("/tmp/spp_backup_evil")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        elif kind == "dotdot":
+            info = tarfile.TarInfo("ab/../../escaped")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        elif kind == "symlink":
+            info = tarfile.TarInfo("cd/link")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc"
+            tar.addfile(info)
+        elif kind == "hardlink":
+            info = tarfile.TarInfo("cd/hard")
+            info.type = tarfile.LNKTYPE
+            info.linkname = "/etc/passwd"
+            tar.addfile(info)
+        elif kind == "device":
+            info = tarfile.TarInfo("cd/dev")
+            info.type = tarfile.CHRTYPE
+            info.devmajor, info.devminor = 1, 3
+            tar.addfile(info)
+    buf.seek(0)
+    return buf
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink", "hardlink", "device"])
+def test_hostile_archive_member_is_refused(tmp_path, kind):
+    """Absolute paths, '..', links and devices are refused; the partial target is removed."""
+    target = tmp_path / "fs" / "db"
+    with pytest.raises(UnsafeArchive, match="Refused archive member"):
+        filestore.extract_tar(hostile_tar(kind), str(target))
+    assert not target.exists()
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "fs" / "escaped").exists()
+    assert not os.path.exists("/tmp/spp_backup_evil")
+
+
+def test_restore_refuses_a_backup_with_a_hostile_filestore(sample, plan_for, dbs, pgconf):
+    """A backup set whose (checksummed) filestore archive climbs out is refused and rolled back."""
+    import hashlib
+
+    import zstandard
+
+    result = run_backup(plan_for(sample))
+    location = result.locations[0]
+    data = zstandard.ZstdCompressor().compress(hostile_tar("dotdot").getvalue())
+    art_path = os.path.join(location, result.artifacts["filestore"]["file"])
+    open(art_path, "wb").write(data)
+    manifest_path = os.path.join(location, "manifest.json")
+    manifest = json.load(open(manifest_path))
+    manifest["artifacts"]["filestore"].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    open(manifest_path, "w").write(json.dumps(manifest))
+    target = dbs.name("hostile")
+    restore_dir = sample["tmp"] / "rdata"
+    with pytest.raises(RestoreError, match="Refused archive member"):
+        restore(catalog.resolve(location), RestoreOptions(target_db=target, pg=pgconf, data_dir=str(restore_dir)))
+    assert not pg.database_exists(pgconf, target), "the half-restored database must be dropped"
+    assert os.listdir(restore_dir / "filestore") == []
+    assert not (restore_dir / "escaped").exists()
+
+
+def test_runner_reports_done_and_failed_through_the_status_file(sample, tmp_path, plan_for):
+    """The detached runner writes a final status with the result, or the error in words."""
+    from engine.runner import read_status
+
+    plan = plan_for(sample)
+    plan_path, status_path = tmp_path / "plan.json", tmp_path / "status.json"
+    plan_path.write_text(json.dumps(plan.to_dict()))
+    proc = cli("run", "--plan", str(plan_path), "--status", str(status_path))
+    assert proc.returncode == 0, proc.stderr
+    status = read_status(str(status_path))
+    assert status["state"] == "done" and status["result"]["summary"]["filestore_files"] == 40
+    assert status["log"] and status["progress"] == 1.0
+    bad = plan.to_dict()
+    bad["db_name"] = "no_such_database_here"
+    plan_path.write_text(json.dumps(bad))
+    proc = cli("run", "--plan", str(plan_path), "--status", str(status_path))
+    status = read_status(str(status_path))
+    assert proc.returncode == 2 and status["state"] == "failed"
+    assert "does not exist" in status["error"] and "Traceback" not in status["error"]
+
+
+def test_a_killed_runner_is_detectable(sample, tmp_path, plan_for):
+    """A runner killed mid-run leaves a non-final status whose pid is gone."""
+    from engine.runner import FINAL_STATES, pid_alive, read_status
+
+    plan_path, status_path = tmp_path / "plan.json", tmp_path / "status.json"
+    plan_path.write_text(json.dumps(plan_for(sample).to_dict()))
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "--plan", str(plan_path), "--status", str(status_path)], cwd=ROOT)
+    deadline = time.time() + 30
+    while time.time() < deadline and read_status(str(status_path)) is None:
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    status = read_status(str(status_path))
+    if status["state"] in FINAL_STATES:
+        pytest.skip("the runner finished before it could be killed")
+    assert not pid_alive(status["pid"])
+
+
+def test_cli_help_reads_for_a_person():
+    """--help names every command and the exit codes."""
+    proc = cli("--help")
+    assert proc.returncode == 0
+    for word in ("backup", "list", "verify", "restore", "exit codes"):
+        assert word in proc.stdout
+    proc = cli("restore", "--help")
+    assert "--replace" in proc.stdout and "renamed" in proc.stdout
+
+
+def test_bad_backup_location_is_explained():
+    """A path that is not <dest>/<db>/<id> gets a sentence with an example."""
+    proc = cli("verify", "/nonexistent/place")
+    assert proc.returncode == 2 and "is not a backup location" in proc.stderr
