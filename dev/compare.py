@@ -14,7 +14,15 @@ from psycopg2 import sql
 
 
 def conn_kwargs():
-    return {k: v for k, v in (("host", os.environ.get("PGHOST")), ("port", os.environ.get("PGPORT")), ("user", os.environ.get("PGUSER"))) if v}
+    return {
+        k: v
+        for k, v in (
+            ("host", os.environ.get("PGHOST")),
+            ("port", os.environ.get("PGPORT")),
+            ("user", os.environ.get("PGUSER")),
+        )
+        if v
+    }
 
 
 def table_digests(dbname):
@@ -25,9 +33,10 @@ def table_digests(dbname):
             digests = {}
             for (table,) in cr.fetchall():
                 cr.execute(
-                    sql.SQL("SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') FROM {} t").format(
-                        sql.Identifier(table)
-                    )
+                    sql.SQL(
+                        "SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') "
+                        "FROM {} t"
+                    ).format(sql.Identifier(table))
                 )
                 digests[table] = cr.fetchone()
             return digests
@@ -62,8 +71,13 @@ def main(argv):
     fa, fb = tree(src_fs), tree(dst_fs)
     files_ok = fa == fb
     same &= files_ok
-    print("filestore: %d files in the source, %d restored, %s" % (len(fa), len(fb), "byte-identical" if files_ok else "DIFFERENT"))
-    print("RESULT: %s" % ("the restored copy matches the source" if same else "the restored copy DIFFERS from the source"))
+    print(
+        "filestore: %d files in the source, %d restored, %s"
+        % (len(fa), len(fb), "byte-identical" if files_ok else "DIFFERENT")
+    )
+    print(
+        "RESULT: %s" % ("the restored copy matches the source" if same else "the restored copy DIFFERS from the source")
+    )
     return 0 if same else 1
 
 

@@ -28,7 +28,8 @@ MODULES = [
 ]
 
 SCHEMA = """
-CREATE TABLE ir_module_module (id serial PRIMARY KEY, name varchar NOT NULL UNIQUE, state varchar, latest_version varchar);
+CREATE TABLE ir_module_module (
+    id serial PRIMARY KEY, name varchar NOT NULL UNIQUE, state varchar, latest_version varchar);
 CREATE TABLE ir_config_parameter (id serial PRIMARY KEY, key varchar NOT NULL UNIQUE, value text);
 CREATE TABLE res_partner (
     id serial PRIMARY KEY, name varchar NOT NULL, is_registrant boolean, is_group boolean,
@@ -94,7 +95,8 @@ def build(conn_kwargs, database, data_dir, partners, messages, files, file_size,
         )
         cr.execute(
             "INSERT INTO mail_message (model, res_id, body) "
-            "SELECT 'res.partner', 1 + i %% %s, '<p>Entitlement ' || i || ' approved for household ' || (i * 31 %% 99991) "
+            "SELECT 'res.partner', 1 + i %% %s, "
+            "'<p>Entitlement ' || i || ' approved for household ' || (i * 31 %% 99991) "
             "|| ': ' || repeat(md5(i::text) || ' ', %s) || 'paid ' || (random() * 500)::int || ' PHP</p>' "
             "FROM generate_series(1, %s) AS i",
             (max(partners, 1), body_repeat, messages),
@@ -123,8 +125,25 @@ def main(argv=None):
     parser.add_argument("--file-size", type=int, default=65536)
     parser.add_argument("--body-repeat", type=int, default=8, help="md5 words per message body (row width)")
     args = parser.parse_args(argv)
-    conn_kwargs = {k: v for k, v in (("host", os.environ.get("PGHOST")), ("port", os.environ.get("PGPORT")), ("user", os.environ.get("PGUSER"))) if v}
-    root = build(conn_kwargs, args.database, args.data_dir, args.partners, args.messages, args.files, args.file_size, args.body_repeat)
+    conn_kwargs = {
+        k: v
+        for k, v in (
+            ("host", os.environ.get("PGHOST")),
+            ("port", os.environ.get("PGPORT")),
+            ("user", os.environ.get("PGUSER")),
+        )
+        if v
+    }
+    root = build(
+        conn_kwargs,
+        args.database,
+        args.data_dir,
+        args.partners,
+        args.messages,
+        args.files,
+        args.file_size,
+        args.body_repeat,
+    )
     print("sample database %s ready; filestore %s" % (args.database, root))
     return 0
 

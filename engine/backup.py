@@ -17,7 +17,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import ENGINE_VERSION, MANIFEST_FORMAT, filestore, manifest as mf, pg
+from . import ENGINE_VERSION, MANIFEST_FORMAT, filestore, pg
+from . import manifest as mf
 from .catalog import BackupRef, list_backups
 from .config import Settings, sanitize_options
 from .errors import BackupError, PreflightError
@@ -81,7 +82,9 @@ def preflight(plan, storages, conn):
                     storage.describe(),
                     human_bytes(free),
                     human_bytes(need),
-                    "the size of the previous backup" if previous and need == previous[-1].size else "the configured minimum",
+                    "the size of the previous backup"
+                    if previous and need == previous[-1].size
+                    else "the configured minimum",
                 )
             )
     if plan.include_filestore and not plan.data_dir:
@@ -183,7 +186,9 @@ def run_backup(plan, progress=None):
     if not plan.destinations:
         raise PreflightError("The policy has no destination: add at least one.")
     if not (plan.include_database or plan.include_filestore or plan.include_application):
-        raise PreflightError("The policy includes nothing: choose the database, the filestore or the application snapshot.")
+        raise PreflightError(
+            "The policy includes nothing: choose the database, the filestore or the application snapshot."
+        )
     storages = [open_storage(dest) for dest in plan.destinations]
     progress(0.0, "Connecting to %s on %s" % (plan.db_name, plan.pg.describe()))
     lock_conn = pg.connect(plan.pg, plan.db_name)
@@ -219,15 +224,25 @@ def _make_set(plan, storages, prefix, backup_id, tools, progress, started_wall):
         if plan.include_filestore and facts["has_attachments"]:
             referenced, missing = check_referenced_files(snapshot, root)
             if missing:
-                warnings.append("%d attachment file(s) referenced by the database are missing from %s" % (len(missing), root))
+                warnings.append(
+                    "%d attachment file(s) referenced by the database are missing from %s" % (len(missing), root)
+                )
         estimate = max(1, (facts["size_bytes"] if plan.include_database else 0) + facts["attachments_bytes"])
 
         if plan.include_database:
+
             def on_dump(done):
                 progress(min(0.95, 0.02 + done / estimate), "Dumping the database: %s" % human_bytes(done))
 
             with artifacts.open("database", plan.compression) as sink:
-                pg.run_dump(plan.pg, plan.db_name, snapshot.snapshot_id, sink, compress_inside=plan.compression == "none", on_bytes=on_dump)
+                pg.run_dump(
+                    plan.pg,
+                    plan.db_name,
+                    snapshot.snapshot_id,
+                    sink,
+                    compress_inside=plan.compression == "none",
+                    on_bytes=on_dump,
+                )
             dumped = artifacts.results["database"]["raw_size"]
         else:
             dumped = 0
@@ -242,7 +257,10 @@ def _make_set(plan, storages, prefix, backup_id, tools, progress, started_wall):
 
         def on_file(stats):
             if stats.files % 200 == 0:
-                progress(min(0.97, 0.02 + (dumped + stats.bytes) / estimate), "Archiving the filestore: %d files" % stats.files)
+                progress(
+                    min(0.97, 0.02 + (dumped + stats.bytes) / estimate),
+                    "Archiving the filestore: %d files" % stats.files,
+                )
 
         with artifacts.open("filestore", plan.compression) as sink:
             fs_stats = filestore.write_tar(root, sink, on_file=on_file)

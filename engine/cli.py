@@ -19,7 +19,8 @@ examples:
   back up:    python3 -m engine --conf /etc/odoo/odoo.conf backup --database prod --dest /var/backups/odoo
   list:       python3 -m engine list /var/backups/odoo --database prod
   verify:     python3 -m engine verify /var/backups/odoo/prod/latest
-  restore:    python3 -m engine --conf /etc/odoo/odoo.conf restore /var/backups/odoo/prod/latest --target prod_copy --copy
+  restore:    python3 -m engine --conf /etc/odoo/odoo.conf restore /var/backups/odoo/prod/latest \
+                  --target prod_copy --copy
 
 Connection settings come from odoo.conf ([options] db_host, db_port, db_user,
 db_password, data_dir) when --conf (or $ODOO_RC) is given, then from the
@@ -36,7 +37,9 @@ def build_parser():
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--conf", metavar="ODOO_CONF", help="odoo.conf to read the connection, data_dir and [spp_backup] from")
+    parser.add_argument(
+        "--conf", metavar="ODOO_CONF", help="odoo.conf to read the connection, data_dir and [spp_backup] from"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -46,22 +49,39 @@ def build_parser():
         group.add_argument("--db-host", help="server host (default: odoo.conf, then $PGHOST)")
         group.add_argument("--db-port", type=int, help="server port")
         group.add_argument("--db-user", help="user name")
-        group.add_argument("--data-dir", help="Odoo data_dir holding filestore/<database> (default: odoo.conf, then ~/.local/share/Odoo)")
+        group.add_argument(
+            "--data-dir",
+            help="Odoo data_dir holding filestore/<database> (default: odoo.conf, then ~/.local/share/Odoo)",
+        )
 
-    p = sub.add_parser("backup", help="back up a database and its filestore now", description="Back up a database, its filestore and an application snapshot into a destination directory.")
+    p = sub.add_parser(
+        "backup",
+        help="back up a database and its filestore now",
+        description="Back up a database, its filestore and an application snapshot into a destination directory.",
+    )
     p.add_argument("--database", "-d", required=True, help="database to back up")
     p.add_argument("--dest", required=True, action="append", help="destination directory (repeat for several copies)")
     p.add_argument("--no-database", action="store_true", help="leave the database dump out")
     p.add_argument("--no-filestore", action="store_true", help="leave the filestore out")
     p.add_argument("--no-application", action="store_true", help="leave the application snapshot out")
-    p.add_argument("--compression", choices=["zstd", "none"], default="zstd", help="zstd (default) or none (pg_dump's own)")
+    p.add_argument(
+        "--compression", choices=["zstd", "none"], default="zstd", help="zstd (default) or none (pg_dump's own)"
+    )
     connection(p)
 
-    p = sub.add_parser("list", help="list the backups in a destination", description="List backup sets; only those with a manifest are restorable.")
+    p = sub.add_parser(
+        "list",
+        help="list the backups in a destination",
+        description="List backup sets; only those with a manifest are restorable.",
+    )
     p.add_argument("dest", help="destination directory")
     p.add_argument("--database", "-d", help="only this database")
 
-    p = sub.add_parser("verify", help="check a backup's sizes and SHA-256s", description="Read every stored byte of a backup back and compare it with the manifest.")
+    p = sub.add_parser(
+        "verify",
+        help="check a backup's sizes and SHA-256s",
+        description="Read every stored byte of a backup back and compare it with the manifest.",
+    )
     p.add_argument("backup", help="<dest>/<database>/<backup id>, or <dest>/<database>/latest")
 
     p = sub.add_parser(
@@ -72,11 +92,21 @@ def build_parser():
     )
     p.add_argument("backup", help="<dest>/<database>/<backup id>, or <dest>/<database>/latest")
     p.add_argument("--target", "-t", required=True, help="database name to restore into")
-    p.add_argument("--replace", action="store_true", help="replace an existing target (it is renamed to <target>_replaced_<time>)")
-    p.add_argument("--copy", action="store_true", help="give the restored database a new database.uuid and secret (a copy, not a move)")
+    p.add_argument(
+        "--replace", action="store_true", help="replace an existing target (it is renamed to <target>_replaced_<time>)"
+    )
+    p.add_argument(
+        "--copy",
+        action="store_true",
+        help="give the restored database a new database.uuid and secret (a copy, not a move)",
+    )
     p.add_argument("--no-filestore", action="store_true", help="restore the database only")
-    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel pg_restore jobs (needs temporary disk space for the dump)")
-    p.add_argument("--tmp-dir", help="where the dump is unpacked for --jobs > 1 (default: the system temporary directory)")
+    p.add_argument(
+        "--jobs", "-j", type=int, default=1, help="parallel pg_restore jobs (needs temporary disk space for the dump)"
+    )
+    p.add_argument(
+        "--tmp-dir", help="where the dump is unpacked for --jobs > 1 (default: the system temporary directory)"
+    )
     connection(p)
 
     p = sub.add_parser("run", help="(used by Odoo) run a backup plan and report into a status file")
@@ -88,7 +118,11 @@ def build_parser():
 def settings_for(args):
     settings = Settings.from_config(args.conf)
     pg = settings.pg
-    for attr, value in (("host", getattr(args, "db_host", None)), ("port", getattr(args, "db_port", None)), ("user", getattr(args, "db_user", None))):
+    for attr, value in (
+        ("host", getattr(args, "db_host", None)),
+        ("port", getattr(args, "db_port", None)),
+        ("user", getattr(args, "db_user", None)),
+    ):
         if value:
             setattr(pg, attr, value)
     data_dir = getattr(args, "data_dir", None) or settings.data_dir or default_data_dir()
@@ -125,7 +159,15 @@ def cmd_list(args):
     data = [e.as_dict() for e in entries]
     lines = ["%-28s %-24s %10s  %s" % ("DATABASE", "BACKUP ID", "SIZE", "STATE")]
     for e in entries:
-        lines.append("%-28s %-24s %10s  %s" % (e.db_name, e.backup_id, human_bytes(e.size), "restorable" if e.restorable else "INCOMPLETE (not restorable)"))
+        lines.append(
+            "%-28s %-24s %10s  %s"
+            % (
+                e.db_name,
+                e.backup_id,
+                human_bytes(e.size),
+                "restorable" if e.restorable else "INCOMPLETE (not restorable)",
+            )
+        )
     if not entries:
         lines.append("(no backups in %s)" % storage.describe())
     return 0, data, "\n".join(lines)

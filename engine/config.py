@@ -69,7 +69,10 @@ class PgConfig:
         return kwargs
 
     def describe(self):
-        return "%s:%s" % (self.host or os.environ.get("PGHOST") or "local socket", self.port or os.environ.get("PGPORT") or 5432)
+        return "%s:%s" % (
+            self.host or os.environ.get("PGHOST") or "local socket",
+            self.port or os.environ.get("PGPORT") or 5432,
+        )
 
     def public_dict(self):
         data = dataclasses.asdict(self)
@@ -165,7 +168,9 @@ class Settings:
                 with open(conf_path, encoding="utf-8") as handle:
                     parser.read_file(handle)
             except OSError as exc:
-                raise PreflightError("Cannot read the Odoo configuration file %s: %s" % (conf_path, exc.strerror)) from exc
+                raise PreflightError(
+                    "Cannot read the Odoo configuration file %s: %s" % (conf_path, exc.strerror)
+                ) from exc
             except configparser.Error as exc:
                 raise PreflightError("The Odoo configuration file %s is not valid: %s" % (conf_path, exc)) from exc
             if parser.has_section("options"):
@@ -193,7 +198,4 @@ class Settings:
 
 def sanitize_options(options):
     """odoo.conf options with every password, secret, key and token removed."""
-    return {
-        key: ("<removed>" if SECRET_KEY_RE.search(key) else value)
-        for key, value in sorted(options.items())
-    }
+    return {key: ("<removed>" if SECRET_KEY_RE.search(key) else value) for key, value in sorted(options.items())}

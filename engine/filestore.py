@@ -121,7 +121,9 @@ def extract_tar(source, target, on_file=None):
                 parent = os.path.dirname(path)
                 os.makedirs(parent, exist_ok=True)
                 if os.path.realpath(parent) != os.path.join(os.path.realpath(target), *parts[:-1]):
-                    raise UnsafeArchive("Refused archive member %r: its folder resolves outside the target." % member.name)
+                    raise UnsafeArchive(
+                        "Refused archive member %r: its folder resolves outside the target." % member.name
+                    )
                 stream = tar.extractfile(member)
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                 try:

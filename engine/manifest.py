@@ -39,7 +39,11 @@ def artifact_file(kind, compression):
 
 
 def utc_iso(ts=None):
-    moment = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc) if ts else datetime.datetime.now(datetime.timezone.utc)
+    moment = (
+        datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+        if ts
+        else datetime.datetime.now(datetime.timezone.utc)
+    )
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -67,7 +71,9 @@ def validate(manifest):
     if problems:
         return problems
     if manifest["format"] != MANIFEST_FORMAT:
-        problems.append("format version %r is not supported (this engine reads %d)" % (manifest["format"], MANIFEST_FORMAT))
+        problems.append(
+            "format version %r is not supported (this engine reads %d)" % (manifest["format"], MANIFEST_FORMAT)
+        )
     if not is_backup_id(manifest["backup_id"]):
         problems.append("backup_id %r is malformed" % manifest["backup_id"])
     artifacts = manifest["artifacts"]

@@ -2,9 +2,9 @@
 
 import contextlib
 import re
-import tempfile
 import shutil
 import subprocess
+import tempfile
 
 import psycopg2
 import psycopg2.extensions
@@ -80,7 +80,8 @@ def check_dump_compatible(dump_major, dump_text, server_major, server_text):
         raise PreflightError(
             "pg_dump is version %s but the database server is PostgreSQL %s: pg_dump's major version must be "
             "at least the server's (%d < %d). Install the PostgreSQL %d client tools, or point pg_bin_dir in "
-            "odoo.conf's [spp_backup] section at them." % (dump_text, server_text, dump_major, server_major, server_major)
+            "odoo.conf's [spp_backup] section at them."
+            % (dump_text, server_text, dump_major, server_major, server_major)
         )
 
 
@@ -129,9 +130,10 @@ def run_dump(pg, dbname, snapshot_id, sink, compress_inside=False, on_bytes=None
         args.append("--snapshot=%s" % snapshot_id)
     if not compress_inside:
         args.append("--compress=0")
-    with tempfile.TemporaryFile() as errfile, subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=errfile, env=pg.env()
-    ) as proc:
+    with (
+        tempfile.TemporaryFile() as errfile,
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errfile, env=pg.env()) as proc,
+    ):
         total = 0
         try:
             while True:
@@ -172,7 +174,9 @@ def create_database(pg, dbname, encoding="UTF8", collate=None, ctype=None):
     )
     attempts = [base]
     if collate and ctype:
-        attempts.insert(0, base + sql.SQL(" LC_COLLATE {} LC_CTYPE {}").format(sql.Literal(collate), sql.Literal(ctype)))
+        attempts.insert(
+            0, base + sql.SQL(" LC_COLLATE {} LC_CTYPE {}").format(sql.Literal(collate), sql.Literal(ctype))
+        )
     with maintenance(pg) as conn, conn.cursor() as cr:
         for index, query in enumerate(attempts):
             try:
@@ -215,9 +219,10 @@ def run_restore(pg, dbname, source=None, path=None, jobs=1, chunk=1 << 20, on_by
         proc = subprocess.run(args, capture_output=True, env=pg.env())
         code, err = proc.returncode, proc.stderr.decode("utf-8", "replace")
     else:
-        with tempfile.TemporaryFile() as errfile, subprocess.Popen(
-            args, stdin=subprocess.PIPE, stderr=errfile, env=pg.env()
-        ) as proc:
+        with (
+            tempfile.TemporaryFile() as errfile,
+            subprocess.Popen(args, stdin=subprocess.PIPE, stderr=errfile, env=pg.env()) as proc,
+        ):
             total = 0
             try:
                 while True:

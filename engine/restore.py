@@ -96,7 +96,9 @@ def restore(ref, options, progress=None):
     db_exists = pg.database_exists(options.pg, target) if do_db else False
     fs_exists = bool(fs_target) and os.path.lexists(fs_target)
     if (db_exists or fs_exists) and not options.replace:
-        what = " and ".join(w for w, e in (("database %r" % target, db_exists), ("filestore folder %s" % fs_target, fs_exists)) if e)
+        what = " and ".join(
+            w for w, e in (("database %r" % target, db_exists), ("filestore folder %s" % fs_target, fs_exists)) if e
+        )
         raise RestoreError(
             "The %s already exist%s. Restore into a new name, or replace it explicitly "
             "(the current one is then renamed aside, not dropped)." % (what, "" if db_exists and fs_exists else "s")
@@ -107,7 +109,9 @@ def restore(ref, options, progress=None):
     seconds["verify"] = report.seconds
     if not report.ok:
         detail = report.problems + ["%s: %s" % (c.name, c.message) for c in report.checks if not c.ok]
-        raise RestoreError("The backup at %s failed verification, nothing was restored: %s" % (ref.location(), "; ".join(detail)))
+        raise RestoreError(
+            "The backup at %s failed verification, nothing was restored: %s" % (ref.location(), "; ".join(detail))
+        )
 
     renamed, created = {}, set()
     try:
@@ -189,7 +193,13 @@ def _finish_checked(stored, art):
 
 def _restore_database(ref, art, options, manifest, created):
     database = manifest.get("database") or {}
-    pg.create_database(options.pg, options.target_db, database.get("encoding") or "UTF8", database.get("collate"), database.get("ctype"))
+    pg.create_database(
+        options.pg,
+        options.target_db,
+        database.get("encoding") or "UTF8",
+        database.get("collate"),
+        database.get("ctype"),
+    )
     created.add("database")
     stored, raw = _open_checked(ref, art)
     with contextlib.closing(stored):

@@ -106,7 +106,9 @@ def run_plan_file(plan_path, status_path):
     try:
         with open(plan_path, encoding="utf-8") as handle:
             plan = BackupPlan.from_dict(json.load(handle))
-        result = run_backup(plan, progress=lambda fraction, message: status.update(progress=round(fraction, 4), message=message))
+        result = run_backup(
+            plan, progress=lambda fraction, message: status.update(progress=round(fraction, 4), message=message)
+        )
     except BackupError as exc:
         stop.set()
         status.update(force=True, state="failed", error=str(exc), message="Failed: %s" % exc, finished_at=time.time())
@@ -118,5 +120,7 @@ def run_plan_file(plan_path, status_path):
         status.update(force=True, state="failed", error=error, message="Failed: %s" % error, finished_at=time.time())
         return 2
     stop.set()
-    status.update(force=True, state="done", progress=1.0, result=result.to_dict(), message="Done", finished_at=time.time())
+    status.update(
+        force=True, state="done", progress=1.0, result=result.to_dict(), message="Done", finished_at=time.time()
+    )
     return 1 if result.warnings else 0

@@ -47,7 +47,9 @@ class VerifyReport:
     def text(self):
         lines = ["Backup %s at %s: %s" % (self.backup_id, self.location, "OK" if self.ok else "FAILED")]
         for check in self.checks:
-            lines.append("  %-12s %-24s %s  %s" % (check.name, check.file, "ok  " if check.ok else "FAIL", check.message))
+            lines.append(
+                "  %-12s %-24s %s  %s" % (check.name, check.file, "ok  " if check.ok else "FAIL", check.message)
+            )
         lines += ["  problem: %s" % p for p in self.problems]
         lines += ["  warning: %s" % w for w in self.warnings]
         return "\n".join(lines)
@@ -55,7 +57,9 @@ class VerifyReport:
 
 def check_artifact(storage, key, name, art):
     """Read one artifact back and compare its size and SHA-256 with the manifest."""
-    check = ArtifactCheck(name=name, file=art["file"], ok=False, message="", expected_size=art["size"], expected_sha256=art["sha256"])
+    check = ArtifactCheck(
+        name=name, file=art["file"], ok=False, message="", expected_size=art["size"], expected_sha256=art["sha256"]
+    )
     if not storage.exists(key):
         check.message = "the file is missing"
         return check

@@ -1,5 +1,6 @@
 """A directory on a local (or mounted) file system."""
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -32,10 +33,8 @@ class LocalWriter:
     def abort(self):
         if not self._file.closed:
             self._file.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.partial)
-        except FileNotFoundError:
-            pass
 
     def __enter__(self):
         return self

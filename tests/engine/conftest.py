@@ -22,7 +22,15 @@ from engine.config import BackupPlan, DestinationConfig, PgConfig  # noqa: E402
 
 
 def conn_kwargs():
-    return {k: v for k, v in (("host", os.environ.get("PGHOST")), ("port", os.environ.get("PGPORT")), ("user", os.environ.get("PGUSER"))) if v}
+    return {
+        k: v
+        for k, v in (
+            ("host", os.environ.get("PGHOST")),
+            ("port", os.environ.get("PGPORT")),
+            ("user", os.environ.get("PGUSER")),
+        )
+        if v
+    }
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +40,11 @@ def pgconf():
     except psycopg2.OperationalError as exc:
         pytest.fail("The engine tests need a PostgreSQL server (run them through dev/test): %s" % exc)
     conn.close()
-    return PgConfig(host=os.environ.get("PGHOST"), port=int(os.environ["PGPORT"]) if os.environ.get("PGPORT") else None, user=os.environ.get("PGUSER"))
+    return PgConfig(
+        host=os.environ.get("PGHOST"),
+        port=int(os.environ["PGPORT"]) if os.environ.get("PGPORT") else None,
+        user=os.environ.get("PGUSER"),
+    )
 
 
 class Databases:
@@ -78,7 +90,12 @@ def sample(dbs, tmp_path, pgconf):
 @pytest.fixture
 def plan_for(pgconf):
     def make(sample, **overrides):
-        values = dict(db_name=sample["db"], destinations=[DestinationConfig(path=sample["dest"])], pg=pgconf, data_dir=sample["data_dir"])
+        values = dict(
+            db_name=sample["db"],
+            destinations=[DestinationConfig(path=sample["dest"])],
+            pg=pgconf,
+            data_dir=sample["data_dir"],
+        )
         values.update(overrides)
         return BackupPlan(**values)
 

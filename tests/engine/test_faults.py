@@ -8,10 +8,11 @@ import subprocess
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
+from conftest import ROOT, conn_kwargs
 
-from conftest import ROOT, conn_kwargs, query
 from engine import catalog, filestore, pg
 from engine.backup import run_backup
 from engine.config import DestinationConfig, PgConfig
@@ -23,7 +24,9 @@ from engine.verify import verify
 
 def cli(*args, env_extra=None, **kwargs):
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True, text=True, **kwargs
+    )
 
 
 def test_missing_database_is_named(sample, plan_for, dbs):
@@ -105,14 +108,21 @@ def test_killed_backup_is_never_listed_as_restorable(dbs, tmp_path, pgconf):
 
     name = dbs.name("big")
     data_dir = str(tmp_path / "data")
-    sampledb.build(conn_kwargs(), name, data_dir, partners=1000, messages=400000, files=5, file_size=1000, body_repeat=8)
+    sampledb.build(
+        conn_kwargs(), name, data_dir, partners=1000, messages=400000, files=5, file_size=1000, body_repeat=8
+    )
     dest = str(tmp_path / "backups")
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "backup", "-d", name, "--dest", dest, "--data-dir", data_dir], cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", "backup", "-d", name, "--dest", dest, "--data-dir", data_dir], cwd=ROOT
+    )
     deadline = time.time() + 60
     partial = None
     while time.time() < deadline and partial is None:
         for folder, _dirs, files in os.walk(dest):
-            if ".database.dump.zst.partial" in files and os.path.getsize(os.path.join(folder, ".database.dump.zst.partial")) > 0:
+            if (
+                ".database.dump.zst.partial" in files
+                and os.path.getsize(os.path.join(folder, ".database.dump.zst.partial")) > 0
+            ):
                 partial = folder
         time.sleep(0.01)
     assert partial, "the dump never started"
@@ -123,7 +133,10 @@ def test_killed_backup_is_never_listed_as_restorable(dbs, tmp_path, pgconf):
     with pytest.raises(PreflightError, match="no complete backup"):
         catalog.resolve(os.path.join(dest, name, "latest"))
     with pytest.raises(Exception, match="no manifest.json"):
-        restore(catalog.BackupRef(LocalStorage(dest), name, entries[0].backup_id), RestoreOptions(target_db=dbs.name("x"), pg=pgconf))
+        restore(
+            catalog.BackupRef(LocalStorage(dest), name, entries[0].backup_id),
+            RestoreOptions(target_db=dbs.name("x"), pg=pgconf),
+        )
     listing = cli("list", dest)
     assert "INCOMPLETE" in listing.stdout
 
@@ -158,12 +171,12 @@ def test_tampered_manifest_is_reported(sample, plan_for):
     """A manifest that is not valid JSON or lists a wrong size fails verification with the reason."""
     result = run_backup(plan_for(sample))
     manifest_path = os.path.join(result.locations[0], "manifest.json")
-    data = json.load(open(manifest_path))
+    data = json.loads(Path(manifest_path).read_text())
     data["artifacts"]["database"]["size"] += 1
-    open(manifest_path, "w").write(json.dumps(data))
+    Path(manifest_path).write_text(json.dumps(data))
     report = verify(catalog.resolve(result.locations[0]))
     assert not report.ok and report.failed_artifacts() == ["database"]
-    open(manifest_path, "w").write("{not json")
+    Path(manifest_path).write_text("{not json")
     report = verify(catalog.resolve(result.locations[0]))
     assert not report.ok and "not valid JSON" in report.problems[0]
 
@@ -176,7 +189,10 @@ def test_restore_of_a_damaged_backup_touches_nothing(sample, plan_for, dbs, pgco
         handle.truncate(os.path.getsize(path) - 10)
     target = dbs.name("dmg")
     with pytest.raises(RestoreError, match="failed verification.*database"):
-        restore(catalog.resolve(result.locations[0]), RestoreOptions(target_db=target, pg=pgconf, data_dir=sample["data_dir"]))
+        restore(
+            catalog.resolve(result.locations[0]),
+            RestoreOptions(target_db=target, pg=pgconf, data_dir=sample["data_dir"]),
+        )
     assert not pg.database_exists(pgconf, target)
     assert not os.path.exists(os.path.join(sample["data_dir"], "filestore", target))
 
@@ -235,11 +251,11 @@ def test_restore_refuses_a_backup_with_a_hostile_filestore(sample, plan_for, dbs
     location = result.locations[0]
     data = zstandard.ZstdCompressor().compress(hostile_tar("dotdot").getvalue())
     art_path = os.path.join(location, result.artifacts["filestore"]["file"])
-    open(art_path, "wb").write(data)
+    Path(art_path).write_bytes(data)
     manifest_path = os.path.join(location, "manifest.json")
-    manifest = json.load(open(manifest_path))
+    manifest = json.loads(Path(manifest_path).read_text())
     manifest["artifacts"]["filestore"].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    open(manifest_path, "w").write(json.dumps(manifest))
+    Path(manifest_path).write_text(json.dumps(manifest))
     target = dbs.name("hostile")
     restore_dir = sample["tmp"] / "rdata"
     with pytest.raises(RestoreError, match="Refused archive member"):
@@ -276,7 +292,9 @@ def test_a_killed_runner_is_detectable(sample, tmp_path, plan_for):
 
     plan_path, status_path = tmp_path / "plan.json", tmp_path / "status.json"
     plan_path.write_text(json.dumps(plan_for(sample).to_dict()))
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", "--plan", str(plan_path), "--status", str(status_path)], cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", "run", "--plan", str(plan_path), "--status", str(status_path)], cwd=ROOT
+    )
     deadline = time.time() + 30
     while time.time() < deadline and read_status(str(status_path)) is None:
         time.sleep(0.005)

@@ -58,7 +58,11 @@ def test_malformed_manifests_are_refused_with_the_reason(change, problem):
 
 def test_odoo_version_keys_from_base_module_or_caller():
     """Without Odoo, the version comes from the base module; inside Odoo, from odoo.release."""
-    assert odoo_version_keys(None, "17.0.1.3") == {"version": "17.0", "version_info": [17, 0, 0, "final", 0, ""], "major_version": "17.0"}
+    assert odoo_version_keys(None, "17.0.1.3") == {
+        "version": "17.0",
+        "version_info": [17, 0, 0, "final", 0, ""],
+        "major_version": "17.0",
+    }
     given = {"version": "17.0+e", "version_info": (17, 0, 0, "final", 0, "e"), "major_version": "17.0"}
     assert odoo_version_keys(given, "17.0.1.3")["version"] == "17.0+e"
     assert odoo_version_keys(None, None)["major_version"] is None
@@ -66,16 +70,32 @@ def test_odoo_version_keys_from_base_module_or_caller():
 
 def test_sanitize_removes_every_secret():
     """Passwords, secrets, keys and tokens are replaced; other settings stay."""
-    clean = sanitize_options({"admin_passwd": "a", "db_password": "b", "smtp_ssl_private_key": "c", "api_token": "d", "workers": "4"})
-    assert clean == {"admin_passwd": "<removed>", "api_token": "<removed>", "db_password": "<removed>", "smtp_ssl_private_key": "<removed>", "workers": "4"}
+    clean = sanitize_options(
+        {"admin_passwd": "a", "db_password": "b", "smtp_ssl_private_key": "c", "api_token": "d", "workers": "4"}
+    )
+    assert clean == {
+        "admin_passwd": "<removed>",
+        "api_token": "<removed>",
+        "db_password": "<removed>",
+        "smtp_ssl_private_key": "<removed>",
+        "workers": "4",
+    }
 
 
 def test_settings_from_odoo_conf_with_environment_override(tmp_path, monkeypatch):
     """odoo.conf gives the connection and [spp_backup]; SPP_BACKUP_* variables win."""
     conf = tmp_path / "odoo.conf"
-    conf.write_text("[options]\ndb_host = dbserver\ndb_port = 6543\ndb_user = odoo\ndb_password = pw\ndata_dir = /srv/odoo\n[spp_backup]\nmin_free_bytes = 100\n")
+    conf.write_text(
+        "[options]\ndb_host = dbserver\ndb_port = 6543\ndb_user = odoo\ndb_password = pw\ndata_dir = /srv/odoo\n"
+        "[spp_backup]\nmin_free_bytes = 100\n"
+    )
     settings = Settings.from_config(str(conf))
-    assert (settings.pg.host, settings.pg.port, settings.pg.user, settings.pg.password) == ("dbserver", 6543, "odoo", "pw")
+    assert (settings.pg.host, settings.pg.port, settings.pg.user, settings.pg.password) == (
+        "dbserver",
+        6543,
+        "odoo",
+        "pw",
+    )
     assert settings.data_dir == "/srv/odoo" and settings.get("min_free_bytes") == "100"
     monkeypatch.setenv("SPP_BACKUP_MIN_FREE_BYTES", "200")
     assert settings.get("min_free_bytes") == "200"
@@ -90,7 +110,9 @@ def test_unreadable_odoo_conf_is_a_sentence(tmp_path):
 
 def test_plan_round_trips_without_the_password():
     """A plan written for the runner never carries the database password."""
-    plan = BackupPlan(db_name="prod", destinations=[DestinationConfig(path="/b")], pg=PgConfig(host="h", password="secret"))
+    plan = BackupPlan(
+        db_name="prod", destinations=[DestinationConfig(path="/b")], pg=PgConfig(host="h", password="secret")
+    )
     data = plan.to_dict()
     assert "secret" not in repr(data)
     back = BackupPlan.from_dict(data)

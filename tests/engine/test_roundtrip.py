@@ -2,10 +2,11 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
-
 from conftest import query, table_contents, tree_digest
+
 from engine import catalog
 from engine.backup import run_backup
 from engine.errors import RestoreError
@@ -35,14 +36,19 @@ def test_parallel_restore_gives_the_same_content(sample, plan_for, dbs, pgconf):
     """--jobs 2 (pg_restore -j through a temporary file) restores the same rows."""
     result = run_backup(plan_for(sample, include_filestore=False))
     target = dbs.name("par")
-    restore(ref_of(result, sample), RestoreOptions(target_db=target, pg=pgconf, data_dir=str(sample["tmp"] / "r"), jobs=2, tmp_dir=str(sample["tmp"])))
+    restore(
+        ref_of(result, sample),
+        RestoreOptions(
+            target_db=target, pg=pgconf, data_dir=str(sample["tmp"] / "r"), jobs=2, tmp_dir=str(sample["tmp"])
+        ),
+    )
     assert table_contents(target) == table_contents(sample["db"])
 
 
 def test_manifest_describes_the_snapshot(sample, plan_for):
     """The manifest carries Odoo's keys, exact row counts and the filestore figures."""
     result = run_backup(plan_for(sample))
-    manifest = json.loads(open(os.path.join(result.locations[0], "manifest.json")).read())
+    manifest = json.loads(Path(os.path.join(result.locations[0], "manifest.json")).read_text())
     assert manifest["odoo_dump"] == "1" and manifest["db_name"] == sample["db"]
     assert manifest["version"] == "17.0" and manifest["major_version"] == "17.0"
     assert manifest["modules"]["base"] == "17.0.1.3" and "website" not in manifest["modules"]
@@ -60,7 +66,7 @@ def test_manifest_describes_the_snapshot(sample, plan_for):
     for name in ("database", "filestore", "application"):
         art = manifest["artifacts"][name]
         assert os.path.getsize(os.path.join(result.locations[0], art["file"])) == art["size"]
-    app = json.loads(open(os.path.join(result.locations[0], "application.json")).read())
+    app = json.loads(Path(os.path.join(result.locations[0], "application.json")).read_text())
     assert app["modules"]["mail"] == "17.0.1.15" and "PostgreSQL" in app["pg_dump"]
 
 
@@ -83,10 +89,10 @@ def test_odoo_conf_secrets_never_reach_the_application_snapshot(sample, plan_for
         "addons_path = /srv/addons\n[spp_backup]\naws_secret_access_key = SuperSecret4\n"
     )
     result = run_backup(plan_for(sample, odoo_conf=str(conf), include_database=False, include_filestore=False))
-    text = open(os.path.join(result.locations[0], "application.json")).read()
+    text = Path(os.path.join(result.locations[0], "application.json")).read_text()
     assert "SuperSecret" not in text
     assert json.loads(text)["odoo_conf"]["addons_path"] == "/srv/addons"
-    assert "SuperSecret" not in open(os.path.join(result.locations[0], "manifest.json")).read()
+    assert "SuperSecret" not in Path(os.path.join(result.locations[0], "manifest.json")).read_text()
 
 
 def test_restore_refuses_an_existing_target_and_changes_nothing(sample, plan_for, dbs, pgconf):
@@ -103,7 +109,10 @@ def test_replace_renames_the_old_database_aside(sample, plan_for, dbs, pgconf):
     result = run_backup(plan_for(sample))
     query(sample["db"], "DELETE FROM mail_message WHERE id > 1000")
     changed = table_contents(sample["db"])
-    out = restore(ref_of(result, sample), RestoreOptions(target_db=sample["db"], pg=pgconf, data_dir=sample["data_dir"], replace=True))
+    out = restore(
+        ref_of(result, sample),
+        RestoreOptions(target_db=sample["db"], pg=pgconf, data_dir=sample["data_dir"], replace=True),
+    )
     aside = out.renamed_aside["database"]
     assert aside.startswith(sample["db"] + "_replaced_")
     assert table_contents(aside) == changed
@@ -128,5 +137,7 @@ def test_database_only_backup_restores_without_filestore(sample, plan_for, dbs, 
     result = run_backup(plan_for(sample, include_filestore=False))
     assert set(result.artifacts) == {"database", "application"}
     target = dbs.name("db")
-    out = restore(ref_of(result, sample), RestoreOptions(target_db=target, pg=pgconf, data_dir=str(sample["tmp"] / "x")))
+    out = restore(
+        ref_of(result, sample), RestoreOptions(target_db=target, pg=pgconf, data_dir=str(sample["tmp"] / "x"))
+    )
     assert out.filestore_path is None and table_contents(target) == table_contents(sample["db"])
