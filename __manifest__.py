@@ -1,0 +1,28 @@
+{  # noqa: B018 - an Odoo manifest is a bare dictionary
+    "name": "OpenSPP Backup & Recovery",
+    "summary": "Scheduled, verifiable backups of the database, filestore and application, with evidence for auditors.",
+    "version": "17.0.1.0.0",
+    "author": "OpenSPP.org",
+    "website": "https://github.com/OpenSPP/openspp-modules",
+    "license": "LGPL-3",
+    "category": "OpenSPP",
+    "depends": ["base", "mail"],
+    "external_dependencies": {
+        "python": ["boto3", "pyrage", "cryptography", "psycopg2", "zstandard"],
+    },
+    "data": [
+        "security/security.xml",
+        "security/ir.model.access.csv",
+        "data/mail_message_subtype.xml",
+        "data/ir_cron.xml",
+        "wizards/backup_run_now_views.xml",
+        "views/backup_destination_views.xml",
+        "views/backup_job_views.xml",
+        "views/backup_policy_views.xml",
+        "views/menus.xml",
+    ],
+    "development_status": "Alpha",
+    "maintainers": ["jeremi", "gonzalesedwin1123"],
+    "installable": True,
+    "application": True,
+}

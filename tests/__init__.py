@@ -1,0 +1,11 @@
+# Plain pytest also imports this package when it collects tests/engine/; the
+# Odoo tests are only imported when Odoo loads the addon.
+if __name__.startswith("odoo.addons."):
+    from . import (  # noqa: F401
+        test_backup_destination,
+        test_backup_end_to_end,
+        test_backup_job,
+        test_backup_policy,
+        test_backup_schedule,
+        test_backup_security,
+    )

@@ -1,0 +1,143 @@
+import os
+import shutil
+import socket
+import tempfile
+import time
+from unittest.mock import patch
+
+from odoo import fields
+from odoo.tests.common import TransactionCase, new_test_user
+
+from ..engine import runner
+
+
+class BackupCase(TransactionCase):
+    """A destination and a policy in a temporary folder, and one user per role."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.tmp = tempfile.mkdtemp(prefix="spp_backup_test_")
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
+        cls.runs_dir = os.path.join(cls.tmp, "runs")
+        runs_dir = cls.runs_dir
+        cls.Job = cls.env["spp.backup.job"]
+        cls.Policy = cls.env["spp.backup.policy"]
+        cls.Destination = cls.env["spp.backup.destination"]
+        cls.startClassPatcher(patch.object(type(cls.Job), "_runs_dir", lambda self: runs_dir))
+        cls.destination = cls.Destination.create({"name": "Test disk", "path": os.path.join(cls.tmp, "dest")})
+        cls.policy = cls.Policy.create(
+            {
+                "name": "Nightly",
+                "destination_ids": [(6, 0, cls.destination.ids)],
+                "time_of_day": 2.5,
+            }
+        )
+        cls.manager = new_test_user(
+            cls.env, login="sppb_manager", groups="base.group_user,spp_backup.group_backup_manager"
+        )
+        cls.auditor = new_test_user(
+            cls.env, login="sppb_auditor", groups="base.group_user,spp_backup.group_backup_auditor"
+        )
+        cls.internal = new_test_user(cls.env, login="sppb_internal", groups="base.group_user")
+
+    # ----------------------------------------------------------------- helpers
+
+    def make_job(self, policy=None, **values):
+        """A job as _start_runner leaves it: running, with its status file path set."""
+        policy = policy or self.policy
+        job = self.Job.create({"policy_id": policy.id, "trigger": "schedule"})
+        status_path = os.path.join(self.tmp, "job-%d.status.json" % job.id)
+        vals = {
+            "state": "running",
+            "started_at": fields.Datetime.now(),
+            "runner_pid": os.getpid(),
+            "runner_host": socket.gethostname(),
+            "status_path": status_path,
+        }
+        vals.update(values)
+        job.write(vals)
+        return job
+
+    def write_status(self, job, **values):
+        """Write the job's status file the way the runner does."""
+        now = time.time()
+        status = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "state": "running",
+            "progress": 0.0,
+            "message": "",
+            "started_at": now - 5,
+            "heartbeat": now,
+            "result": None,
+            "error": None,
+            "log": [],
+        }
+        status.update(values)
+        runner.write_json_atomic(job.status_path, status)
+        return status
+
+    @staticmethod
+    def fake_result(backup_id="20261126T030000Z-abc123", location="/backups/db/20261126T030000Z-abc123"):
+        """A BackupResult.to_dict() as the runner stores it."""
+        return {
+            "backup_id": backup_id,
+            "db_name": "db",
+            "locations": [location],
+            "artifacts": {
+                "database": {
+                    "file": "database.dump.zst",
+                    "size": 3_000_000_000,
+                    "sha256": "a" * 64,
+                    "raw_size": 9_000_000_000,
+                    "compression": "zstd",
+                    "encryption": None,
+                    "seconds": 100.0,
+                },
+                "filestore": {
+                    "file": "filestore.tar.zst",
+                    "size": 2048,
+                    "sha256": "b" * 64,
+                    "raw_size": 4096,
+                    "compression": "zstd",
+                    "encryption": None,
+                    "seconds": 1.0,
+                },
+                "application": {
+                    "file": "application.json",
+                    "size": 512,
+                    "sha256": "c" * 64,
+                    "raw_size": 512,
+                    "compression": "none",
+                    "encryption": None,
+                    "seconds": 0.1,
+                },
+            },
+            "started_at": "2026-11-26T03:00:00Z",
+            "finished_at": "2026-11-26T03:01:40Z",
+            "duration": 100.5,
+            "warnings": ["1 attachment file(s) referenced by the database are missing from /data/filestore/db"],
+            "summary": {
+                "backup_id": backup_id,
+                "db_name": "db",
+                "created_at": "2026-11-26T03:00:00Z",
+                "version": "17.0",
+                "module_count": 42,
+                "row_counts": {"res_partner": 1200, "res_users": 7},
+                "filestore_files": 30,
+                "filestore_bytes": 4096,
+                "missing_files": ["ab/ab12"],
+                "artifacts": {},
+            },
+        }
+
+    def wait_for_runner(self, job, timeout=240):
+        """Collect the job until its runner has finished (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job._collect()
+            if job.state in ("done", "failed"):
+                return job
+            time.sleep(0.5)
+        self.fail("The backup runner did not finish within %d s (job state %s)" % (timeout, job.state))

@@ -1,0 +1,99 @@
+import hashlib
+import json
+import os
+import shutil
+
+from odoo.tests import tagged
+
+from .common import BackupCase
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@tagged("post_install", "-at_install")
+class TestBackupEndToEnd(BackupCase):
+    """One real backup of this test database by the detached runner, started from the wizard."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        wizard = cls.env["spp.backup.run.now"].with_user(cls.manager).create({"policy_id": cls.policy.id})
+        action = wizard.action_confirm()
+        cls.job = cls.Job.browse(action["res_id"])
+
+    def setUp(self):
+        super().setUp()
+        # The first test waits for the runner; the others find the job finished.
+        self.wait_for_runner(self.job)
+
+    def test_job_done_with_real_evidence(self):
+        """The runner backs up the database; the job holds the real sizes and SHA-256s of files on disk."""
+        job = self.job
+        self.assertEqual(job.state, "done", job.error_message)
+        self.assertEqual(job.trigger, "manual")
+        self.assertEqual(job.user_id, self.manager)
+        self.assertTrue(job.runner_pid)
+        self.assertEqual(job.progress, 100.0)
+        location = job.location.strip()
+        self.assertEqual(location, os.path.join(self.destination.path, self.env.cr.dbname, job.backup_id))
+        dump = os.path.join(location, "database.dump.zst")
+        self.assertTrue(os.path.isfile(os.path.join(location, "manifest.json")))
+        self.assertEqual(job.database_sha256, sha256_of(dump))
+        self.assertEqual(job.database_size, os.path.getsize(dump))
+        self.assertGreater(job.database_size, 10_000)
+        application = os.path.join(location, "application.json")
+        self.assertEqual(job.application_sha256, sha256_of(application))
+        self.assertEqual(job.filestore_sha256, sha256_of(os.path.join(location, "filestore.tar.zst")))
+        self.assertEqual(job.total_size, job.database_size + job.filestore_size + job.application_size)
+        self.assertGreater(job.module_count, 2)
+        self.assertIn("res_users:", job.row_counts_text)
+        self.assertEqual(self.policy.last_success_at, job.finished_at)
+        self.assertIn("Done", job.log_excerpt)
+
+    def test_plan_file_has_no_password(self):
+        """The plan handed to the runner names the database and destination and holds no password."""
+        with open(self.job.plan_path, encoding="utf-8") as handle:
+            plan = json.load(handle)
+        self.assertEqual(plan["db_name"], self.env.cr.dbname)
+        self.assertEqual(plan["destinations"][0]["path"], self.destination.path)
+        self.assertNotIn("password", plan["pg"])
+
+    def test_verify_ok(self):
+        """Verify on an intact backup records an OK verdict and a report."""
+        self.job.with_user(self.manager).action_verify()
+        self.assertEqual(self.job.verify_state, "ok")
+        self.assertTrue(self.job.verified_at)
+        self.assertIn("OK", self.job.verify_report)
+        self.assertIn("database.dump.zst", self.job.verify_report)
+
+    def test_verify_detects_flipped_byte(self):
+        """Verify on a copy with one flipped byte fails, names the artifact and posts to the chatter."""
+        source = self.job.location.strip()
+        copy_root = os.path.join(self.tmp, "tampered")
+        copy = os.path.join(copy_root, self.env.cr.dbname, self.job.backup_id)
+        shutil.copytree(source, copy)
+        dump = os.path.join(copy, "database.dump.zst")
+        with open(dump, "r+b") as handle:
+            handle.seek(os.path.getsize(dump) // 2)
+            byte = handle.read(1)
+            handle.seek(-1, os.SEEK_CUR)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+        tampered = self.job.copy({"location": copy})
+        tampered.write({"state": "done", "backup_id": self.job.backup_id})
+        tampered.with_user(self.manager).action_verify()
+        self.assertEqual(tampered.verify_state, "failed")
+        self.assertIn("database", tampered.verify_report)
+        self.assertIn("SHA-256 differs", tampered.verify_report)
+        subtype = self.env.ref("spp_backup.mt_verify_failed")
+        posted = tampered.message_ids.filtered(lambda m: m.subtype_id == subtype)
+        self.assertEqual(len(posted), 1)
+        self.assertIn("database (database.dump.zst)", posted.body)
+        # the original is untouched
+        self.job.with_user(self.manager).action_verify()
+        self.assertEqual(self.job.verify_state, "ok")

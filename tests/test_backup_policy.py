@@ -1,0 +1,128 @@
+import datetime
+from unittest.mock import patch
+
+from odoo import fields, release
+from odoo.exceptions import ValidationError
+from odoo.tests import tagged
+from odoo.tools import config as odoo_config
+
+from ..models.backup_policy import LOCK_NAMESPACE, next_slot
+from .common import BackupCase
+
+
+@tagged("post_install", "-at_install")
+class TestBackupPolicy(BackupCase):
+    def test_defaults(self):
+        """A new policy backs up this database, everything included, and has never run."""
+        policy = self.Policy.create({"name": "Defaults", "destination_ids": [(6, 0, self.destination.ids)]})
+        self.assertEqual(policy.database, self.env.cr.dbname)
+        self.assertTrue(policy.include_database)
+        self.assertTrue(policy.include_filestore)
+        self.assertTrue(policy.include_application)
+        self.assertEqual((policy.interval_number, policy.interval_type), (1, "days"))
+        self.assertEqual(policy.state, "never")
+        self.assertFalse(policy.last_success_at)
+
+    def test_next_run_computed_on_create(self):
+        """next_run is the first slot after now at the policy's time of day (UTC)."""
+        before = fields.Datetime.now()
+        self.assertGreater(self.policy.next_run, before - datetime.timedelta(seconds=1))
+        self.assertLessEqual(self.policy.next_run, before + datetime.timedelta(days=1))
+        self.assertEqual((self.policy.next_run.hour, self.policy.next_run.minute), (2, 30))
+
+    def test_next_run_given_is_kept_and_schedule_change_recomputes(self):
+        """A next_run given at creation is kept; changing the schedule recomputes it."""
+        wanted = datetime.datetime(2030, 1, 1, 5, 0)
+        policy = self.Policy.create(
+            {"name": "Given", "destination_ids": [(6, 0, self.destination.ids)], "next_run": wanted}
+        )
+        self.assertEqual(policy.next_run, wanted)
+        policy.write({"time_of_day": 4.0, "interval_type": "hours", "interval_number": 6})
+        now = fields.Datetime.now()
+        self.assertGreater(policy.next_run, now)
+        self.assertLessEqual(policy.next_run, now + datetime.timedelta(hours=6))
+        self.assertEqual(policy.next_run.minute, 0)
+        self.assertEqual(policy.next_run.hour % 6, 4)
+
+    def test_next_slot(self):
+        """Slots fall at the time of day; an anchor keeps the phase and skips missed slots."""
+        after = datetime.datetime(2026, 11, 26, 10, 0)
+        self.assertEqual(next_slot(after, 1, "days", 2.5), datetime.datetime(2026, 11, 27, 2, 30))
+        self.assertEqual(next_slot(after, 1, "days", 23.75), datetime.datetime(2026, 11, 26, 23, 45))
+        self.assertEqual(next_slot(after, 6, "hours", 2.0), datetime.datetime(2026, 11, 26, 14, 0))
+        # exactly on a slot: the next one, strictly after
+        self.assertEqual(next_slot(after, 1, "hours", 0.0), datetime.datetime(2026, 11, 26, 11, 0))
+        # missed for 5 days: one slot, in the future, same phase
+        anchor = datetime.datetime(2026, 11, 21, 3, 15)
+        self.assertEqual(next_slot(after, 1, "days", 2.0, anchor=anchor), datetime.datetime(2026, 11, 27, 3, 15))
+        anchor = datetime.datetime(2026, 11, 1, 3, 0)
+        self.assertEqual(next_slot(after, 1, "weeks", 2.0, anchor=anchor), datetime.datetime(2026, 11, 29, 3, 0))
+
+    def test_constraint_interval(self):
+        """An interval of 0 is refused."""
+        with self.assertRaisesRegex(ValidationError, "interval must be at least 1"):
+            self.policy.interval_number = 0
+
+    def test_constraint_rpo(self):
+        """An RPO of 0 hours is refused."""
+        with self.assertRaisesRegex(ValidationError, "RPO must be more than 0"):
+            self.policy.rpo_hours = 0
+
+    def test_constraint_time_of_day(self):
+        """A time of day outside [0, 24) is refused."""
+        with self.assertRaisesRegex(ValidationError, "time of day"):
+            self.policy.time_of_day = 24.0
+        with self.assertRaisesRegex(ValidationError, "time of day"):
+            self.policy.time_of_day = -1.0
+
+    def test_constraint_destination_when_active(self):
+        """An active policy needs a destination; an archived one may have none."""
+        with self.assertRaisesRegex(ValidationError, "add at least one"):
+            self.Policy.create({"name": "Nowhere"})
+        archived = self.Policy.create({"name": "Nowhere, archived", "active": False})
+        self.assertFalse(archived.destination_ids)
+        with self.assertRaisesRegex(ValidationError, "add at least one"):
+            archived.active = True
+
+    def test_constraint_includes_something(self):
+        """A policy that includes nothing is refused."""
+        with self.assertRaisesRegex(ValidationError, "backs up nothing"):
+            self.policy.write({"include_database": False, "include_filestore": False, "include_application": False})
+
+    def test_state(self):
+        """The badge: never, ok, late (RPO exceeded or run overdue), failing (last finished job failed)."""
+        now = fields.Datetime.now()
+        policy = self.policy
+        self.assertEqual(policy.state, "never")
+        policy.write(
+            {"last_success_at": now - datetime.timedelta(hours=1), "next_run": now + datetime.timedelta(hours=1)}
+        )
+        self.assertEqual(policy.state, "ok")
+        policy.write({"last_success_at": now - datetime.timedelta(hours=30)})
+        self.assertEqual(policy.state, "late", "last success older than the 24 h RPO")
+        policy.write(
+            {"last_success_at": now - datetime.timedelta(hours=1), "next_run": now - datetime.timedelta(hours=2)}
+        )
+        self.assertEqual(policy.state, "late", "next run overdue by more than an hour")
+        policy.write({"last_failure_at": now, "next_run": now + datetime.timedelta(hours=1)})
+        self.assertEqual(policy.state, "failing")
+        policy.write({"last_success_at": now + datetime.timedelta(seconds=1)})
+        self.assertEqual(policy.state, "ok", "a later success clears the failure")
+
+    def test_to_engine_plan(self):
+        """The plan carries the policy's choices, Odoo's connection and version, a per-policy lock, no password."""
+        self.policy.include_filestore = False
+        with patch.dict(odoo_config.options, {"db_password": "s3cret", "db_port": 55499, "db_host": "dbhost"}):
+            plan = self.policy._to_engine_plan()
+        self.assertEqual(plan.db_name, self.env.cr.dbname)
+        self.assertEqual([d.path for d in plan.destinations], [self.destination.path])
+        self.assertFalse(plan.include_filestore)
+        self.assertTrue(plan.include_database)
+        self.assertEqual(plan.lock_key, LOCK_NAMESPACE + self.policy.id)
+        self.assertEqual(plan.label, "Nightly")
+        self.assertEqual(plan.odoo_version["major_version"], release.major_version)
+        self.assertEqual(plan.pg.host, "dbhost")
+        self.assertEqual(plan.pg.port, 55499)
+        self.assertEqual(plan.pg.password, "s3cret")
+        self.assertNotIn("password", plan.to_dict()["pg"])
+        self.assertNotIn("s3cret", str(plan.to_dict()))

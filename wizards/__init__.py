@@ -1,0 +1,1 @@
+from . import backup_run_now  # noqa: F401

@@ -1,0 +1,72 @@
+from markupsafe import Markup
+from odoo import _, api, fields, models
+from odoo.exceptions import UserError
+
+
+class SppBackupRunNow(models.TransientModel):
+    _name = "spp.backup.run.now"
+    _description = "Back up now"
+    _order = "id desc"
+
+    policy_id = fields.Many2one(
+        "spp.backup.policy", string="Policy", required=True, ondelete="cascade", help="The policy to back up now."
+    )
+    database = fields.Char(related="policy_id.database")
+    description = fields.Html(string="What will be backed up", compute="_compute_description", sanitize=True)
+
+    @api.depends("policy_id")
+    def _compute_description(self):
+        for wizard in self:
+            policy = wizard.policy_id
+            if not policy:
+                wizard.description = False
+                continue
+            parts = [
+                label
+                for included, label in (
+                    (policy.include_database, _("the database")),
+                    (policy.include_filestore, _("the filestore")),
+                    (policy.include_application, _("the application snapshot")),
+                )
+                if included
+            ]
+            where = Markup("").join(
+                Markup("<li>%s: <code>%s</code></li>") % (dest.name, dest.path or "") for dest in policy.destination_ids
+            )
+            wizard.description = Markup("<p>%s</p><p>%s</p><ul>%s</ul>") % (
+                _("Back up %(what)s of database %(db)s.", what=", ".join(parts), db=policy.database),
+                _("The backup set is written to:"),
+                where or Markup("<li>%s</li>") % _("no destination"),
+            )
+
+    def action_confirm(self):
+        """Create a manual job for the policy, start its runner and open the job."""
+        self.ensure_one()
+        policy = self.policy_id
+        policy._check_backup_manager()
+        if not policy.destination_ids:
+            raise UserError(_("Policy '%s' has no destination: add one before backing up.", policy.name))
+        running = self.env["spp.backup.job"].search(
+            [("policy_id", "=", policy.id), ("state", "in", ("queued", "running"))], limit=1
+        )
+        if running:
+            raise UserError(
+                _(
+                    "A backup of policy '%(policy)s' is already in progress (%(job)s). Wait for it to finish.",
+                    policy=policy.name,
+                    job=running.display_name,
+                )
+            )
+        job = self.env["spp.backup.job"].create(
+            {"policy_id": policy.id, "trigger": "manual", "user_id": self.env.user.id}
+        )
+        policy._commit_unless_testing()
+        job._start_runner()
+        return {
+            "type": "ir.actions.act_window",
+            "name": _("Backup job"),
+            "res_model": "spp.backup.job",
+            "res_id": job.id,
+            "view_mode": "form",
+            "target": "current",
+        }
