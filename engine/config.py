@@ -82,14 +82,34 @@ class PgConfig:
 
 @dataclass
 class DestinationConfig:
-    """Where backups are stored. ``kind`` is ``local`` (a directory)."""
+    """Where backups are stored: ``kind`` is ``local`` (a directory) or ``s3``.
+
+    No credential is ever part of a destination: S3 keys come from boto3's
+    chain, a named ``profile``, or odoo.conf's ``[spp_backup]`` section.
+    """
 
     kind: str = "local"
     path: str = ""
     name: str = ""
+    endpoint_url: str = ""
+    region: str = ""
+    bucket: str = ""
+    prefix: str = ""
+    storage_class: str = ""
+    sse: str = ""
+    sse_kms_key_id: str = ""
+    addressing_style: str = ""
+    profile: str = ""
+    object_lock_mode: str = ""
+    object_lock_days: int = 0
+    part_size_mb: int = 16
 
     def describe(self):
-        return self.name or self.path
+        if self.name:
+            return self.name
+        if self.kind == "s3":
+            return "s3://%s/%s" % (self.bucket, self.prefix.strip("/"))
+        return self.path
 
 
 @dataclass

@@ -138,3 +138,78 @@ def query(dbname, statement, params=None):
             return cr.fetchall() if cr.description else None
     finally:
         conn.close()
+
+
+def moto_server_command():
+    """The S3 test server: moto in server mode, from its own environment (.venv-s3)."""
+    path = os.environ.get("SPP_MOTO_SERVER") or os.path.join(ROOT, ".venv-s3", "bin", "moto_server")
+    if not os.path.exists(path):
+        pytest.fail("The S3 tests need moto's server at %s (dev/setup installs it, or set SPP_MOTO_SERVER)" % path)
+    return path
+
+
+class MotoServer:
+    """A real S3 HTTP server on loopback, in its own process."""
+
+    def __init__(self, env=None):
+        import socket
+        import subprocess
+        import time
+        import urllib.request
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.endpoint = "http://127.0.0.1:%d" % self.port
+        self.process = subprocess.Popen(
+            [moto_server_command(), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(os.environ, **(env or {})),
+        )
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1).read()
+                break
+            except OSError:
+                if time.time() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    pytest.fail("moto's S3 server did not start on %s" % self.endpoint)
+                time.sleep(0.1)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except Exception:
+                self.process.kill()
+                self.process.wait()
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    saved = {key: os.environ.get(key) for key in S3_ENV}
+    os.environ.update(S3_ENV)
+    server = MotoServer()
+    yield server
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh bucket on the shared S3 server; returns (endpoint, bucket name)."""
+    import boto3
+
+    name = "b-%s" % uuid.uuid4().hex[:12]
+    boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return s3_server.endpoint, name
