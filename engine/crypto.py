@@ -1,0 +1,315 @@
+"""Encryption (age, X25519 recipients, via pyrage) and manifest signing (Ed25519).
+
+The server that makes backups holds only public keys: the age recipients and
+the Ed25519 signing key's public half travel with the policy, while the age
+identity (the private key) and the signing key are files named in odoo.conf.
+A backup decrypts with the standalone ``age`` tool::
+
+    age -d -i identity.txt database.dump.zst.age | zstd -d > database.dump
+
+Streams stay bounded: pyrage encrypts or decrypts from a pipe in a helper
+thread while the caller writes to (or reads from) the other end.
+"""
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import os
+import threading
+
+from .errors import BackupError, PreflightError, VerifyError
+
+AGE_SUFFIX = ".age"
+SIGNATURE_NAME = "manifest.sig"
+PIPE_CHUNK = 1 << 20
+
+
+def _pyrage():
+    try:
+        import pyrage
+    except ImportError as exc:  # pragma: no cover - a missing dependency is a setup error
+        raise PreflightError("Encryption needs the Python package pyrage (pip install pyrage).") from exc
+    return pyrage
+
+
+# ----------------------------------------------------------------- age keys
+
+
+def generate_identity():
+    """A new age X25519 key pair: (identity ``AGE-SECRET-KEY-1...``, recipient ``age1...``)."""
+    identity = _pyrage().x25519.Identity.generate()
+    return str(identity), str(identity.to_public())
+
+
+def parse_recipients(values):
+    """pyrage recipients from ``age1...`` strings (one per item or per line); a sentence if one is wrong."""
+    pyrage = _pyrage()
+    recipients = []
+    for value in values or []:
+        for line in str(value).splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            try:
+                recipients.append(pyrage.x25519.Recipient.from_str(line))
+            except Exception as exc:
+                raise PreflightError(
+                    "%r is not an age public key (recipient): it should look like age1... (62 characters)." % line[:80]
+                ) from exc
+    return recipients
+
+
+def recipient_fingerprint(recipient):
+    """A short, stable name for a recipient, recorded in manifests."""
+    return hashlib.sha256(str(recipient).strip().encode("ascii")).hexdigest()[:16]
+
+
+def load_identities(path):
+    """age identities from an identity file (lines ``AGE-SECRET-KEY-1...``, ``#`` comments)."""
+    pyrage = _pyrage()
+    if not path:
+        raise PreflightError(
+            "This backup is encrypted: give the age identity file (--identity, or identity_file in the "
+            "[spp_backup] section of odoo.conf, or SPP_BACKUP_IDENTITY_FILE)."
+        )
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise PreflightError("Cannot read the age identity file %s: %s." % (path, exc.strerror or exc)) from exc
+    identities = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            identities.append(pyrage.x25519.Identity.from_str(line))
+        except Exception as exc:
+            raise PreflightError("The identity file %s holds a line that is not an age secret key." % path) from exc
+    if not identities:
+        raise PreflightError("The identity file %s holds no age secret key (AGE-SECRET-KEY-1...)." % path)
+    return identities
+
+
+# ----------------------------------------------------------------- streams
+
+
+class _PipeThread:
+    """Runs ``work(reader_or_writer)`` in a thread against one end of an os.pipe."""
+
+    def __init__(self):
+        read_fd, write_fd = os.pipe()
+        self.pipe_reader = os.fdopen(read_fd, "rb", buffering=PIPE_CHUNK)
+        self.pipe_writer = os.fdopen(write_fd, "wb", buffering=0)
+        self.error = None
+        self.thread = None
+
+    def start(self, target):
+        def run():
+            try:
+                target()
+            except BaseException as exc:  # reported to the caller's thread
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, name="spp_backup-age", daemon=True)
+        self.thread.start()
+
+
+class _Downstream:
+    """A minimal file-like for pyrage to write into."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def write(self, data):
+        self.sink.write(bytes(data))
+        return len(data)
+
+    def flush(self):
+        pass
+
+
+class AgeWriter:
+    """Push-style encryption: ``write()`` plaintext, ciphertext goes to ``downstream.write``."""
+
+    def __init__(self, downstream, recipients):
+        if not recipients:
+            raise PreflightError("Encryption is on but no age recipient (public key) is configured.")
+        pyrage = _pyrage()
+        self._pipe = _PipeThread()
+        reader, out = self._pipe.pipe_reader, _Downstream(downstream)
+
+        def work():
+            try:
+                pyrage.encrypt_io(reader, out, recipients)
+            finally:
+                reader.close()
+
+        self._pipe.start(work)
+        self.closed = False
+
+    def write(self, data):
+        try:
+            self._pipe.pipe_writer.write(data)
+        except (BrokenPipeError, ValueError, OSError) as exc:
+            self._pipe.thread.join()
+            raise self._failure() from exc
+        return len(data)
+
+    def _failure(self):
+        error = self._pipe.error
+        if isinstance(error, BackupError):
+            return error
+        return BackupError("Encryption failed: %s" % (error or "the encrypting thread stopped"))
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(OSError):
+            self._pipe.pipe_writer.close()
+        self._pipe.thread.join()
+        if self._pipe.error is not None:
+            raise self._failure()
+
+    def abort(self):
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self._pipe.pipe_writer.close()
+            self._pipe.thread.join()
+
+
+class AgeReader:
+    """Pull-style decryption of a ciphertext reader; raises at the end if the ciphertext was bad."""
+
+    def __init__(self, source, identities, what="artifact"):
+        pyrage = _pyrage()
+        self.what = what
+        self._pipe = _PipeThread()
+        writer = self._pipe.pipe_writer
+
+        class _Source:
+            def read(self, size=-1):
+                return source.read(PIPE_CHUNK if size is None or size < 0 else size)
+
+            def readable(self):
+                return True
+
+        def work():
+            try:
+                pyrage.decrypt_io(_Source(), writer, identities)
+            finally:
+                with contextlib.suppress(OSError):
+                    writer.close()
+
+        self._pipe.start(work)
+        self._done = False
+
+    def read(self, size=-1):
+        data = self._pipe.pipe_reader.read(size if size is not None and size >= 0 else -1)
+        if not data and not self._done:
+            self._done = True
+            self._pipe.thread.join()
+            if self._pipe.error is not None:
+                raise VerifyError(describe_decrypt_error(self._pipe.error, self.what)) from self._pipe.error
+        return data
+
+    def readable(self):
+        return True
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self._pipe.pipe_reader.close()
+        if self._pipe.thread is not None:
+            self._pipe.thread.join(timeout=30)
+
+
+def describe_decrypt_error(error, what):
+    text = str(error)
+    lowered = text.lower()
+    if "no matching keys" in lowered or "no identity matched" in lowered:
+        return "%s cannot be decrypted with the given identity: it was encrypted to other keys." % what
+    if "header" in lowered:
+        return "%s is not a valid age file (damaged or not encrypted): %s" % (what, text)
+    return "%s failed to decrypt (truncated or changed ciphertext): %s" % (what, text)
+
+
+# ----------------------------------------------------------------- signing
+
+
+def generate_signing_key():
+    """A new Ed25519 key pair: (private key as PKCS#8 PEM text, public key as base64 text)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+    return pem, public_key_text(key.public_key())
+
+
+def public_key_text(public_key):
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def load_signing_key(path):
+    """The Ed25519 private key from a PEM file named in odoo.conf / the environment."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        with open(os.path.expanduser(path), "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise PreflightError("Cannot read the signing key file %s: %s." % (path, exc.strerror or exc)) from exc
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise PreflightError("The signing key file %s is not an unencrypted PEM private key." % path) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise PreflightError("The signing key in %s is not an Ed25519 key." % path)
+    return key
+
+
+def load_public_key(text):
+    """An Ed25519 public key from its base64 text (as shown on the policy)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        raw = base64.b64decode((text or "").strip(), validate=True)
+        if len(raw) != 32:
+            raise ValueError("length")
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except (ValueError, binascii.Error) as exc:
+        raise PreflightError(
+            "%r is not an Ed25519 public key: expected 44 characters of base64." % (text or "")[:60]
+        ) from exc
+
+
+def sign(data, private_key):
+    """The signature file's content: base64 of the 64-byte Ed25519 signature, and a newline."""
+    return base64.b64encode(private_key.sign(data)) + b"\n"
+
+
+def check_signature(data, signature_text, public_key_text_value):
+    """Raise VerifyError unless ``signature_text`` is a valid signature of ``data``."""
+    from cryptography.exceptions import InvalidSignature
+
+    public_key = load_public_key(public_key_text_value)
+    try:
+        signature = base64.b64decode(signature_text.strip(), validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise VerifyError("manifest.sig is not a base64 signature.") from exc
+    try:
+        public_key.verify(signature, data)
+    except InvalidSignature as exc:
+        raise VerifyError(
+            "The manifest's signature does not match the policy's public key: the manifest was changed, "
+            "or it was signed by another key."
+        ) from exc
