@@ -1,29 +1,40 @@
 """One backup, end to end (DESIGN.md "One backup, end to end").
 
 1. Pre-flight: destinations writable with room, pg_dump recent enough, the
-   database present, the policy's advisory lock free.
+   database present, keys readable, the policy's advisory lock free.
 2. A REPEATABLE READ transaction exports a snapshot; the manifest's queries
    (modules, row counts, referenced attachments) and pg_dump all read it.
-3. The filestore is streamed after the snapshot exists.
-4. Each artifact flows source -> zstd -> SHA-256 -> destination writers.
-5. The manifest is written last; without it a set is never restorable.
+3. The filestore is streamed after the snapshot exists; attachment files the
+   snapshot references but the archive lacks are recorded as missing.
+4. Each artifact flows source -> zstd -> age -> SHA-256 -> every destination.
+   A destination that fails is dropped and reported; the others go on.
+5. The manifest (and its signature) is written last; without it a set is
+   never restorable.
 """
 
 import contextlib
+import datetime
 import os
 import platform
 import socket
+import sqlite3
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import ENGINE_VERSION, MANIFEST_FORMAT, filestore, pg
+from . import ENGINE_VERSION, MANIFEST_FORMAT, crypto, filestore, pg
 from . import manifest as mf
 from .catalog import BackupRef, list_backups
 from .config import Settings, sanitize_options
 from .errors import BackupError, PreflightError
 from .storage import open_storage
-from .stream import ArtifactWriter
+from .stream import ArtifactWriter, FanOut
+
+MAX_LISTED_MISSING = 10000
+# Multipart uploads of this database older than this are orphans of a run
+# whose network failed; the next run aborts them.
+STALE_UPLOAD = datetime.timedelta(hours=6)
 
 
 @dataclass
@@ -37,6 +48,11 @@ class BackupResult:
     finished_at: str
     duration: float
     warnings: list = field(default_factory=list)
+    copies: list = field(default_factory=list)
+
+    @property
+    def failed_copies(self):
+        return [copy for copy in self.copies if not copy["ok"]]
 
     def to_dict(self):
         data = asdict(self)
@@ -47,6 +63,15 @@ class BackupResult:
 
 def _noop(fraction, message):
     pass
+
+
+def human_bytes(value):
+    value = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return "%.1f %s" % (value, unit) if unit != "B" else "%d B" % value
+        value /= 1024
+    return str(value)
 
 
 def odoo_version_keys(given, base_version):
@@ -65,14 +90,29 @@ def odoo_version_keys(given, base_version):
     return {"version": major, "version_info": info, "major_version": major}
 
 
-def preflight(plan, storages, conn):
+@dataclass
+class Destination:
+    """One configured destination during a run."""
+
+    name: str
+    storage: object
+    error: str | None = None
+
+
+def preflight(plan, destinations, conn):
     """Checks before anything is written; raises PreflightError with the reason."""
     dump_major, dump_text = pg.tool_version(plan.pg, "pg_dump")
     server_major, server_text = pg.server_version(conn)
     pg.check_dump_compatible(dump_major, dump_text, server_major, server_text)
-    for storage in storages:
+    newest = ""
+    for dest in destinations:
+        storage = dest.storage
         storage.probe()
-        previous = [e for e in list_backups(storage, plan.db_name) if e.restorable]
+        if hasattr(storage, "abort_uploads"):
+            storage.abort_uploads(plan.db_name + "/", older_than=STALE_UPLOAD)
+        entries = list_backups(storage, plan.db_name)
+        newest = max([newest] + [e.backup_id for e in entries])
+        previous = [e for e in entries if e.restorable]
         need = max(plan.min_free_bytes or 0, previous[-1].size if previous else 0)
         free = storage.free_bytes()
         if free is not None and free < need:
@@ -92,16 +132,16 @@ def preflight(plan, storages, conn):
             "The Odoo data directory is not known, so the filestore cannot be backed up: set data_dir in odoo.conf "
             "or pass --data-dir (or leave the filestore out of this policy)."
         )
-    return {"pg_dump": dump_text, "postgresql": server_text, "server_major": server_major}
+    return {"pg_dump": dump_text, "postgresql": server_text, "server_major": server_major, "newest_id": newest}
 
 
-def human_bytes(value):
-    value = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return "%.1f %s" % (value, unit) if unit != "B" else "%d B" % value
-        value /= 1024
-    return str(value)
+def next_backup_id(newest_existing):
+    """A new id that sorts after every existing one (ids carry whole seconds)."""
+    while True:
+        backup_id = mf.new_backup_id()
+        if backup_id[:16] > newest_existing[:16]:
+            return backup_id
+        time.sleep(0.2)
 
 
 def collect_database_facts(snapshot, plan):
@@ -128,107 +168,197 @@ def collect_database_facts(snapshot, plan):
     return facts
 
 
-def check_referenced_files(snapshot, root):
-    """Count attachment files the snapshot references; list those not on disk."""
-    referenced, missing = 0, []
-    with snapshot.cursor(name="spp_backup_store_fnames") as cr:
-        cr.itersize = 10000
-        cr.execute("SELECT DISTINCT store_fname FROM ir_attachment WHERE store_fname IS NOT NULL AND store_fname <> ''")
-        for (store_fname,) in cr:
-            referenced += 1
-            parts = store_fname.split("/")
-            if store_fname.startswith("/") or ".." in parts or not os.path.isfile(os.path.join(root, *parts)):
-                missing.append(store_fname)
-    return referenced, missing
+class FileLedger:
+    """Referenced and archived filestore names, in a temporary SQLite file.
+
+    Memory stays bounded for millions of attachments; what the snapshot
+    references but the archive lacks is computed once archiving is over.
+    """
+
+    def __init__(self):
+        self._dir = tempfile.TemporaryDirectory(prefix="spp_backup_ledger_")
+        self.db = sqlite3.connect(os.path.join(self._dir.name, "ledger.sqlite"))
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
+        self.db.execute("CREATE TABLE referenced (name TEXT PRIMARY KEY) WITHOUT ROWID")
+        self.db.execute("CREATE TABLE archived (name TEXT PRIMARY KEY) WITHOUT ROWID")
+        self._pending = []
+        self.referenced = 0
+
+    def load_referenced(self, snapshot):
+        with snapshot.cursor(name="spp_backup_store_fnames") as cr:
+            cr.itersize = 10000
+            cr.execute(
+                "SELECT DISTINCT store_fname FROM ir_attachment WHERE store_fname IS NOT NULL AND store_fname <> ''"
+            )
+            while True:
+                rows = cr.fetchmany(10000)
+                if not rows:
+                    break
+                self.db.executemany("INSERT OR IGNORE INTO referenced VALUES (?)", rows)
+                self.referenced += len(rows)
+
+    def archived(self, name):
+        self._pending.append((name,))
+        if len(self._pending) >= 10000:
+            self._flush()
+
+    def _flush(self):
+        self.db.executemany("INSERT OR IGNORE INTO archived VALUES (?)", self._pending)
+        self._pending = []
+
+    def missing(self, limit=MAX_LISTED_MISSING):
+        """(count, first ``limit`` names) referenced but not archived."""
+        self._flush()
+        query = "SELECT name FROM referenced EXCEPT SELECT name FROM archived"
+        count = self.db.execute("SELECT count(*) FROM (%s)" % query).fetchone()[0]
+        names = [row[0] for row in self.db.execute(query + " ORDER BY name LIMIT ?", (limit,))]
+        return count, names
+
+    def close(self):
+        self.db.close()
+        self._dir.cleanup()
 
 
 class _Artifacts:
-    """Writes artifacts of one backup set to every destination at once."""
+    """Writes the artifacts of one backup set to every destination still standing."""
 
-    def __init__(self, plan, storages, prefix):
+    def __init__(self, plan, destinations, prefix, recipients):
         self.plan = plan
-        self.storages = storages
+        self.destinations = destinations
         self.prefix = prefix
+        self.recipients = recipients
         self.results = {}
 
+    def alive(self):
+        return [dest for dest in self.destinations if dest.error is None]
+
     @contextlib.contextmanager
-    def open(self, kind, compression):
-        file = mf.artifact_file(kind, compression)
-        writers = []
+    def open(self, kind, compression, encrypt=True):
+        encrypted = bool(self.recipients) and encrypt
+        file = mf.artifact_file(kind, compression, encrypted)
+        key = "%s/%s" % (self.prefix, file)
+        alive = self.alive()
+        if not alive:
+            raise BackupError("No destination is left to write to.")
+        writers, names = [], []
+        for dest in alive:
+            try:
+                writers.append(dest.storage.open_writer(key))
+                names.append(dest.name)
+            except Exception as exc:
+                dest.error = "cannot write %s: %s" % (file, exc)
+        fanout = FanOut(writers, names)
+        sink = ArtifactWriter(
+            fanout, compression, self.plan.compression_level, self.plan.threads, self.recipients if encrypted else None
+        )
+        started = time.monotonic()
         try:
-            for storage in self.storages:
-                writers.append(storage.open_writer("%s/%s" % (self.prefix, file)))
-            sink = ArtifactWriter(writers, compression, self.plan.compression_level, self.plan.threads)
-            started = time.monotonic()
             yield sink
             sink.close()
-            for writer in writers:
-                writer.commit()
+            fanout.commit()
         except BaseException:
-            for writer in writers:
-                writer.abort()
+            sink.abort()
+            fanout.abort()
+            for dest in alive:
+                if dest.name in fanout.failures and dest.error is None:
+                    dest.error = fanout.failures[dest.name]
             raise
+        for dest in alive:
+            if dest.name in fanout.failures and dest.error is None:
+                dest.error = fanout.failures[dest.name]
+        encryption = None
+        if encrypted:
+            encryption = {
+                "format": "age",
+                "recipients": [crypto.recipient_fingerprint(r) for r in self.recipients],
+            }
         self.results[kind] = {
             "file": file,
             "size": sink.size,
             "sha256": sink.sha256,
             "raw_size": sink.raw_size,
             "compression": compression,
-            "encryption": None,
+            "encryption": encryption,
             "seconds": round(time.monotonic() - started, 3),
         }
 
 
 def run_backup(plan, progress=None):
-    """Make one backup set in every destination of ``plan``; returns a BackupResult."""
+    """Make one backup set in every destination of ``plan``; returns a BackupResult.
+
+    Raises BackupError when nothing usable was written. When some
+    destinations failed and others succeeded, the result lists every copy
+    with its outcome (``result.failed_copies``).
+    """
     progress = progress or _noop
     started_wall, started = time.time(), time.monotonic()
+    pg.check_db_name(plan.db_name)
     if not plan.destinations:
         raise PreflightError("The policy has no destination: add at least one.")
     if not (plan.include_database or plan.include_filestore or plan.include_application):
         raise PreflightError(
             "The policy includes nothing: choose the database, the filestore or the application snapshot."
         )
-    storages = [open_storage(dest) for dest in plan.destinations]
+    settings = Settings.from_config(plan.odoo_conf) if plan.odoo_conf else Settings.from_config(None)
+    destinations = []
+    for index, config in enumerate(plan.destinations, 1):
+        storage = open_storage(config, settings)
+        destinations.append(Destination(name="%d: %s" % (index, storage.describe()), storage=storage))
+    recipients = crypto.parse_recipients(plan.recipients)
+    signing_key = crypto.load_signing_key(plan.signing_key_file) if plan.signing_key_file else None
     progress(0.0, "Connecting to %s on %s" % (plan.db_name, plan.pg.describe()))
     lock_conn = pg.connect(plan.pg, plan.db_name)
     try:
         if plan.lock_key is not None:
             pg.try_advisory_lock(lock_conn, plan.lock_key)
-        tools = preflight(plan, storages, lock_conn)
-        backup_id = mf.new_backup_id()
+        tools = preflight(plan, destinations, lock_conn)
+        backup_id = next_backup_id(tools["newest_id"])
         prefix = "%s/%s" % (plan.db_name, backup_id)
         try:
-            result = _make_set(plan, storages, prefix, backup_id, tools, progress, started_wall)
+            result = _make_set(
+                plan, destinations, prefix, backup_id, tools, progress, started_wall, recipients, signing_key
+            )
         except BaseException:
-            for storage in storages:
+            for dest in destinations:
                 with contextlib.suppress(Exception):
-                    storage.remove_tree(prefix)
+                    dest.storage.remove_tree(prefix)
             raise
+        for dest in destinations:
+            if dest.error is not None:
+                with contextlib.suppress(Exception):
+                    dest.storage.remove_tree(prefix)
     finally:
         lock_conn.close()
     result.duration = round(time.monotonic() - started, 3)
-    progress(1.0, "Backup %s done in %.1f s" % (result.backup_id, result.duration))
+    if result.failed_copies:
+        progress(
+            1.0,
+            "Backup %s done, but %d of %d copies failed"
+            % (result.backup_id, len(result.failed_copies), len(result.copies)),
+        )
+    else:
+        progress(1.0, "Backup %s done in %.1f s" % (result.backup_id, result.duration))
     return result
 
 
-def _make_set(plan, storages, prefix, backup_id, tools, progress, started_wall):
-    artifacts = _Artifacts(plan, storages, prefix)
+def _make_set(plan, destinations, prefix, backup_id, tools, progress, started_wall, recipients, signing_key):
+    artifacts = _Artifacts(plan, destinations, prefix, recipients)
     warnings = []
     root = plan.filestore_dir()
-    snapshot = pg.Snapshot(pg.connect(plan.pg, plan.db_name, autocommit=False))
+    ledger = FileLedger()
+    try:
+        snapshot = pg.Snapshot(pg.connect(plan.pg, plan.db_name, autocommit=False))
+    except BaseException:
+        ledger.close()
+        raise
     try:
         progress(0.01, "Reading the database facts inside snapshot %s" % snapshot.snapshot_id)
         facts = collect_database_facts(snapshot, plan)
-        referenced, missing = 0, []
         if plan.include_filestore and facts["has_attachments"]:
-            referenced, missing = check_referenced_files(snapshot, root)
-            if missing:
-                warnings.append(
-                    "%d attachment file(s) referenced by the database are missing from %s" % (len(missing), root)
-                )
+            ledger.load_referenced(snapshot)
         estimate = max(1, (facts["size_bytes"] if plan.include_database else 0) + facts["attachments_bytes"])
-
+        dumped = 0
         if plan.include_database:
 
             def on_dump(done):
@@ -244,31 +374,44 @@ def _make_set(plan, storages, prefix, backup_id, tools, progress, started_wall):
                     on_bytes=on_dump,
                 )
             dumped = artifacts.results["database"]["raw_size"]
-        else:
-            dumped = 0
+    except BaseException:
+        ledger.close()
+        raise
     finally:
         snapshot.close()
         snapshot.conn.close()
 
-    fs_stats = filestore.FilestoreStats()
-    if plan.include_filestore:
-        if not os.path.isdir(root):
-            warnings.append("The filestore folder %s does not exist; the filestore archive is empty" % root)
+    try:
+        fs_stats = filestore.FilestoreStats()
+        missing_count, missing = 0, []
+        if plan.include_filestore:
+            if not os.path.isdir(root):
+                warnings.append("The filestore folder %s does not exist; the filestore archive is empty" % root)
 
-        def on_file(stats):
-            if stats.files % 200 == 0:
-                progress(
-                    min(0.97, 0.02 + (dumped + stats.bytes) / estimate),
-                    "Archiving the filestore: %d files" % stats.files,
+            def on_file(stats):
+                if stats.files % 200 == 0:
+                    progress(
+                        min(0.97, 0.02 + (dumped + stats.bytes) / estimate),
+                        "Archiving the filestore: %d files" % stats.files,
+                    )
+
+            with artifacts.open("filestore", plan.compression) as sink:
+                fs_stats = filestore.write_tar(root, sink, on_file=on_file, on_archived=ledger.archived)
+            missing_count, missing = ledger.missing()
+            if missing_count:
+                warnings.append(
+                    "%d attachment file(s) referenced by the database are missing from the filestore archive"
+                    % missing_count
                 )
-
-        with artifacts.open("filestore", plan.compression) as sink:
-            fs_stats = filestore.write_tar(root, sink, on_file=on_file)
-        if fs_stats.vanished:
-            warnings.append("%d file(s) vanished from the filestore while it was archived" % len(fs_stats.vanished))
+            if fs_stats.vanished:
+                warnings.append("%d file(s) vanished from the filestore while it was archived" % len(fs_stats.vanished))
+            if fs_stats.unreadable:
+                warnings.append("%d filestore file(s) or folder(s) could not be read" % len(fs_stats.unreadable))
+        referenced = ledger.referenced
+    finally:
+        ledger.close()
 
     version = odoo_version_keys(plan.odoo_version, facts["base_version"])
-    pg_version = "%d.0" % tools["server_major"]
     if plan.include_application:
         progress(0.98, "Writing the application snapshot")
         snapshot_doc = application_snapshot(plan, version, facts, tools)
@@ -289,7 +432,7 @@ def _make_set(plan, storages, prefix, backup_id, tools, progress, started_wall):
         "version": version["version"],
         "version_info": version["version_info"],
         "major_version": version["major_version"],
-        "pg_version": pg_version,
+        "pg_version": "%d.0" % tools["server_major"],
         "modules": facts["modules"],
         "source": {"server": plan.pg.describe(), "postgresql": tools["postgresql"], "pg_dump": tools["pg_dump"]},
         "database": {
@@ -305,30 +448,58 @@ def _make_set(plan, storages, prefix, backup_id, tools, progress, started_wall):
             "files": fs_stats.files,
             "bytes": fs_stats.bytes,
             "referenced": referenced,
+            "missing_count": missing_count,
             "missing": missing,
             "vanished": fs_stats.vanished,
+            "unreadable": fs_stats.unreadable,
             "skipped_links": fs_stats.skipped,
         },
+        "encryption": {
+            "format": "age",
+            "recipients": [crypto.recipient_fingerprint(r) for r in recipients],
+        }
+        if recipients
+        else None,
+        "signed": signing_key is not None,
         "artifacts": {
             name: {k: v for k, v in art.items() if k != "seconds"} for name, art in artifacts.results.items()
         },
         "warnings": warnings,
     }
     data = mf.dumps(manifest)
-    for storage in storages:
-        with storage.open_writer("%s/%s" % (prefix, mf.MANIFEST_NAME)) as writer:
-            writer.write(data)
-    locations = [BackupRef(storage, plan.db_name, backup_id).location() for storage in storages]
+    signature = crypto.sign(data, signing_key) if signing_key is not None else None
+    copies = []
+    for dest in destinations:
+        if dest.error is None:
+            try:
+                if signature is not None:
+                    with dest.storage.open_writer("%s/%s" % (prefix, crypto.SIGNATURE_NAME)) as writer:
+                        writer.write(signature)
+                with dest.storage.open_writer("%s/%s" % (prefix, mf.MANIFEST_NAME)) as writer:
+                    writer.write(data)
+            except Exception as exc:
+                dest.error = "cannot write the manifest: %s" % exc
+        location = BackupRef(dest.storage, plan.db_name, backup_id).location()
+        copies.append({"destination": dest.name, "location": location, "ok": dest.error is None, "error": dest.error})
+    if not any(copy["ok"] for copy in copies):
+        raise BackupError(
+            "The backup could not be stored anywhere: %s"
+            % "; ".join("%s: %s" % (c["destination"], c["error"]) for c in copies)
+        )
+    for copy in copies:
+        if not copy["ok"]:
+            warnings.append("the copy to %s failed: %s" % (copy["destination"], copy["error"]))
     return BackupResult(
         backup_id=backup_id,
         db_name=plan.db_name,
-        locations=locations,
+        locations=[copy["location"] for copy in copies if copy["ok"]],
         artifacts=artifacts.results,
         manifest=manifest,
         started_at=manifest["created_at"],
         finished_at=manifest["finished_at"],
         duration=0.0,
         warnings=warnings,
+        copies=copies,
     )
 
 

@@ -27,14 +27,17 @@ class BackupRef:
     def location(self):
         return self.storage.describe(self.prefix)
 
-    def read_manifest(self):
+    def read_manifest_bytes(self):
         key = self.key(MANIFEST_NAME)
         if not self.storage.exists(key):
             raise VerifyError(
                 "%s has no manifest.json: the backup is incomplete (it was interrupted or is still being written) "
                 "and cannot be restored." % self.location()
             )
-        return loads(self.storage.read_bytes(key), where=self.storage.describe(key))
+        return self.storage.read_bytes(key)
+
+    def read_manifest(self):
+        return loads(self.read_manifest_bytes(), where=self.storage.describe(self.key(MANIFEST_NAME)))
 
 
 @dataclass
@@ -71,14 +74,11 @@ def list_backups(storage, db_name=None, include_incomplete=True):
             if not is_backup_id(backup_id):
                 continue
             ref = BackupRef(storage, db, backup_id)
-            restorable = storage.exists(ref.key(MANIFEST_NAME))
+            sizes = storage.object_sizes(ref.prefix)
+            restorable = MANIFEST_NAME in sizes
             if not restorable and not include_incomplete:
                 continue
-            size = 0
-            for name in storage.list_dir(ref.prefix):
-                if storage.exists(ref.key(name)):
-                    size += storage.size(ref.key(name))
-            entries.append(BackupEntry(db, backup_id, ref.location(), restorable, size))
+            entries.append(BackupEntry(db, backup_id, ref.location(), restorable, sum(sizes.values())))
     entries.sort(key=lambda e: (e.backup_id, e.db_name))
     return entries
 
@@ -90,20 +90,43 @@ def latest(storage, db_name):
     return BackupRef(storage, db_name, entries[-1].backup_id)
 
 
-def resolve(location):
-    """A BackupRef from ``<root>/<db>/<backup_id>`` or ``<root>/<db>/latest``."""
-    path = os.path.abspath(os.path.expanduser(location.rstrip("/")))
-    parent, backup_id = os.path.split(path)
-    root, db_name = os.path.split(parent)
-    if not db_name or not (is_backup_id(backup_id) or backup_id == "latest"):
+def destination_for(location, settings=None):
+    """(DestinationConfig, remainder) for a local path or an ``s3://bucket/prefix`` URL."""
+    if location.startswith("s3://"):
+        rest = location[len("s3://") :].strip("/")
+        bucket, _, path = rest.partition("/")
+        return DestinationConfig(kind="s3", bucket=bucket, prefix=path), path
+    return DestinationConfig(kind="local", path=os.path.abspath(os.path.expanduser(location))), None
+
+
+def open_location(location, settings=None):
+    """A storage for a destination given as a directory or ``s3://bucket/prefix``."""
+    config, _ = destination_for(location, settings)
+    return open_storage(config, settings)
+
+
+def resolve(location, settings=None):
+    """A BackupRef from ``<destination>/<db>/<backup_id>`` or ``<destination>/<db>/latest``.
+
+    The destination is a directory or ``s3://bucket[/prefix]`` (the endpoint
+    and credentials come from the environment or odoo.conf's [spp_backup]).
+    """
+    text = location.rstrip("/")
+    is_s3 = text.startswith("s3://")
+    path = text if is_s3 else os.path.abspath(os.path.expanduser(text))
+    parent, _, backup_id = path.rpartition("/")
+    root, _, db_name = parent.rpartition("/")
+    bad_root = not root or (is_s3 and not root.startswith("s3://"))
+    if not db_name or bad_root or not (is_backup_id(backup_id) or backup_id == "latest"):
         raise PreflightError(
             "%r is not a backup location: give <destination>/<database>/<backup id> "
-            "(for example /var/backups/odoo/mydb/20261126T030000Z-3f9a1c) or <destination>/<database>/latest."
-            % location
+            "(for example /var/backups/odoo/mydb/20261126T030000Z-3f9a1c or s3://bucket/odoo/mydb/latest) "
+            "or <destination>/<database>/latest." % location
         )
-    storage = open_storage(DestinationConfig(kind="local", path=root))
+    storage = open_location(root, settings)
     if backup_id == "latest":
         return latest(storage, db_name)
-    if not os.path.isdir(path):
-        raise PreflightError("No backup at %s." % path)
-    return BackupRef(storage, db_name, backup_id)
+    ref = BackupRef(storage, db_name, backup_id)
+    if not storage.object_sizes(ref.prefix):
+        raise PreflightError("No backup at %s." % ref.location())
+    return ref

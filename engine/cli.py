@@ -2,16 +2,18 @@
 
 import argparse
 import json
+import os
 import resource
+import signal
 import sys
+import traceback
 
-from . import catalog
+from . import catalog, crypto
 from .backup import human_bytes, run_backup
-from .config import BackupPlan, DestinationConfig, Settings, default_data_dir
+from .config import BackupPlan, Settings, default_data_dir
 from .errors import BackupError
 from .restore import RestoreOptions, restore
 from .runner import run_plan_file
-from .storage import open_storage
 from .verify import verify
 
 EPILOG = """\
@@ -19,12 +21,17 @@ examples:
   back up:    python3 -m engine --conf /etc/odoo/odoo.conf backup --database prod --dest /var/backups/odoo
   list:       python3 -m engine list /var/backups/odoo --database prod
   verify:     python3 -m engine verify /var/backups/odoo/prod/latest
-  restore:    python3 -m engine --conf /etc/odoo/odoo.conf restore /var/backups/odoo/prod/latest \
+  restore:    python3 -m engine --conf /etc/odoo/odoo.conf restore /var/backups/odoo/prod/latest \\
                   --target prod_copy --copy
+  S3:         a destination may be s3://bucket/prefix (endpoint: $AWS_ENDPOINT_URL or s3_endpoint_url
+              in odoo.conf's [spp_backup]; credentials: boto3's usual chain or s3_* keys there)
 
 Connection settings come from odoo.conf ([options] db_host, db_port, db_user,
 db_password, data_dir) when --conf (or $ODOO_RC) is given, then from the
---db-* options, then from libpq's PG* environment variables.
+--db-* options, then from libpq's PG* environment variables. Keys: the age
+identity file (to decrypt) and the signature public key come from --identity
+and --verify-key, or identity_file / verify_key in odoo.conf's [spp_backup]
+section (SPP_BACKUP_IDENTITY_FILE / SPP_BACKUP_VERIFY_KEY).
 exit codes: 0 ok, 1 finished with warnings, 2 error (nothing was changed
 unless the message says otherwise).
 """
@@ -54,19 +61,29 @@ def build_parser():
             help="Odoo data_dir holding filestore/<database> (default: odoo.conf, then ~/.local/share/Odoo)",
         )
 
+    def keys(p, identity=True):
+        group = p.add_argument_group("keys")
+        group.add_argument("--verify-key", help="Ed25519 public key (base64) the manifest must be signed with")
+        if identity:
+            group.add_argument("--identity", help="age identity file (private key) to decrypt an encrypted backup")
+
     p = sub.add_parser(
         "backup",
         help="back up a database and its filestore now",
-        description="Back up a database, its filestore and an application snapshot into a destination directory.",
+        description="Back up a database, its filestore and an application snapshot into one or more destinations.",
     )
     p.add_argument("--database", "-d", required=True, help="database to back up")
-    p.add_argument("--dest", required=True, action="append", help="destination directory (repeat for several copies)")
+    p.add_argument(
+        "--dest", required=True, action="append", help="destination directory or s3://bucket/prefix (repeat for copies)"
+    )
     p.add_argument("--no-database", action="store_true", help="leave the database dump out")
     p.add_argument("--no-filestore", action="store_true", help="leave the filestore out")
     p.add_argument("--no-application", action="store_true", help="leave the application snapshot out")
+    p.add_argument("--compression", choices=["zstd", "none"], default="zstd", help="zstd (default) or none")
     p.add_argument(
-        "--compression", choices=["zstd", "none"], default="zstd", help="zstd (default) or none (pg_dump's own)"
+        "--encrypt-to", action="append", default=[], metavar="AGE_RECIPIENT", help="encrypt to this age public key"
     )
+    p.add_argument("--sign-key", help="Ed25519 private key file (PEM) to sign the manifest with")
     connection(p)
 
     p = sub.add_parser(
@@ -74,15 +91,18 @@ def build_parser():
         help="list the backups in a destination",
         description="List backup sets; only those with a manifest are restorable.",
     )
-    p.add_argument("dest", help="destination directory")
+    p.add_argument("dest", help="destination directory or s3://bucket/prefix")
     p.add_argument("--database", "-d", help="only this database")
 
     p = sub.add_parser(
         "verify",
-        help="check a backup's sizes and SHA-256s",
-        description="Read every stored byte of a backup back and compare it with the manifest.",
+        help="check a backup's signature, sizes and SHA-256s",
+        description="Read every stored byte of a backup back and compare it with the manifest; with --deep also "
+        "decrypt and decompress every artifact to its end.",
     )
     p.add_argument("backup", help="<dest>/<database>/<backup id>, or <dest>/<database>/latest")
+    p.add_argument("--deep", action="store_true", help="also decrypt (needs --identity) and decompress everything")
+    keys(p)
 
     p = sub.add_parser(
         "restore",
@@ -96,18 +116,19 @@ def build_parser():
         "--replace", action="store_true", help="replace an existing target (it is renamed to <target>_replaced_<time>)"
     )
     p.add_argument(
-        "--copy",
-        action="store_true",
-        help="give the restored database a new database.uuid and secret (a copy, not a move)",
+        "--copy", action="store_true", help="give the restored database a new database.uuid and secret (a copy)"
     )
     p.add_argument("--no-filestore", action="store_true", help="restore the database only")
     p.add_argument(
         "--jobs", "-j", type=int, default=1, help="parallel pg_restore jobs (needs temporary disk space for the dump)"
     )
-    p.add_argument(
-        "--tmp-dir", help="where the dump is unpacked for --jobs > 1 (default: the system temporary directory)"
-    )
+    p.add_argument("--tmp-dir", help="where the dump is unpacked for --jobs > 1 (default: the system temporary folder)")
+    keys(p)
     connection(p)
+
+    p = sub.add_parser("keys", help="make a new age key pair or Ed25519 signing key", description="Generate keys.")
+    p.add_argument("kind", choices=["age", "signing"], help="age: encryption identity; signing: manifest signing key")
+    p.add_argument("--out", required=True, help="file to write the PRIVATE key to (mode 0600; must not exist)")
 
     p = sub.add_parser("run", help="(used by Odoo) run a backup plan and report into a status file")
     p.add_argument("--plan", required=True)
@@ -129,11 +150,23 @@ def settings_for(args):
     return settings, pg, data_dir
 
 
+def key_options(args, settings):
+    """(identities or [], public key or None) from the options, then odoo.conf / environment."""
+    identity_file = getattr(args, "identity", None) or settings.get("identity_file")
+    identities = crypto.load_identities(identity_file) if identity_file else []
+    public_key = getattr(args, "verify_key", None) or settings.get("verify_key")
+    return identities, public_key
+
+
 def cmd_backup(args):
     settings, pg, data_dir = settings_for(args)
+    try:
+        min_free = int(settings.get("min_free_bytes", 0) or 0)
+    except ValueError:
+        raise BackupError("min_free_bytes in odoo.conf's [spp_backup] section must be a whole number of bytes.")
     plan = BackupPlan(
         db_name=args.database,
-        destinations=[DestinationConfig(kind="local", path=d) for d in args.dest],
+        destinations=[catalog.destination_for(d, settings)[0] for d in args.dest],
         pg=pg,
         data_dir=data_dir,
         include_database=not args.no_database,
@@ -141,46 +174,48 @@ def cmd_backup(args):
         include_application=not args.no_application,
         compression=args.compression,
         odoo_conf=args.conf,
-        min_free_bytes=int(settings.get("min_free_bytes", 0) or 0),
+        min_free_bytes=min_free,
+        recipients=args.encrypt_to,
+        signing_key_file=args.sign_key or settings.get("signing_key_file"),
     )
     result = run_backup(plan, progress=None if args.json else progress_printer())
     data = result.to_dict()
     lines = ["Backup %s of %s done in %.1f s" % (result.backup_id, result.db_name, result.duration)]
     for name, art in result.artifacts.items():
-        lines.append("  %-12s %-22s %10s  sha256 %s" % (name, art["file"], human_bytes(art["size"]), art["sha256"]))
-    lines += ["  stored at %s" % loc for loc in result.locations]
+        lines.append("  %-12s %-26s %10s  sha256 %s" % (name, art["file"], human_bytes(art["size"]), art["sha256"]))
+    for copy in result.copies:
+        lines.append("  %s %s" % ("stored at" if copy["ok"] else "FAILED   ", copy["location"]))
     lines += ["  warning: %s" % w for w in result.warnings]
-    return (1 if result.warnings else 0), data, "\n".join(lines)
+    code = 2 if result.failed_copies else (1 if result.warnings else 0)
+    return code, data, "\n".join(lines)
 
 
 def cmd_list(args):
-    storage = open_storage(DestinationConfig(kind="local", path=args.dest))
+    settings = Settings.from_config(args.conf)
+    storage = catalog.open_location(args.dest, settings)
     entries = catalog.list_backups(storage, args.database)
     data = [e.as_dict() for e in entries]
     lines = ["%-28s %-24s %10s  %s" % ("DATABASE", "BACKUP ID", "SIZE", "STATE")]
     for e in entries:
-        lines.append(
-            "%-28s %-24s %10s  %s"
-            % (
-                e.db_name,
-                e.backup_id,
-                human_bytes(e.size),
-                "restorable" if e.restorable else "INCOMPLETE (not restorable)",
-            )
-        )
+        state = "restorable" if e.restorable else "INCOMPLETE (not restorable)"
+        lines.append("%-28s %-24s %10s  %s" % (e.db_name, e.backup_id, human_bytes(e.size), state))
     if not entries:
         lines.append("(no backups in %s)" % storage.describe())
     return 0, data, "\n".join(lines)
 
 
 def cmd_verify(args):
-    report = verify(catalog.resolve(args.backup))
+    settings = Settings.from_config(args.conf)
+    identities, public_key = key_options(args, settings)
+    ref = catalog.resolve(args.backup, settings)
+    report = verify(ref, public_key=public_key, identities=identities, deep=args.deep)
     return report.exit_code, report.to_dict(), report.text()
 
 
 def cmd_restore(args):
     settings, pg, data_dir = settings_for(args)
-    ref = catalog.resolve(args.backup)
+    identities, public_key = key_options(args, settings)
+    ref = catalog.resolve(args.backup, settings)
     options = RestoreOptions(
         target_db=args.target,
         pg=pg,
@@ -190,15 +225,37 @@ def cmd_restore(args):
         new_uuid=args.copy,
         jobs=max(1, args.jobs),
         tmp_dir=args.tmp_dir,
+        identities=identities,
+        public_key=public_key,
     )
     result = restore(ref, options, progress=None if args.json else progress_printer())
     lines = ["Restored backup %s into database %s in %.1f s" % (result.backup_id, result.target_db, result.duration)]
+    lines.append("  signature: %s" % result.signature)
     if result.filestore_path:
         lines.append("  filestore: %s (%d files)" % (result.filestore_path, result.filestore_files))
     for what, name in result.renamed_aside.items():
         lines.append("  the previous %s was kept as %s" % (what, name))
-    lines += ["  warning from the backup: %s" % w for w in result.warnings]
+    lines += ["  warning: %s" % w for w in result.warnings]
     return 0, result.to_dict(), "\n".join(lines)
+
+
+def cmd_keys(args):
+    if os.path.exists(args.out):
+        raise BackupError("%s exists already: choose a new file (keys are never overwritten)." % args.out)
+    if args.kind == "age":
+        secret, public = crypto.generate_identity()
+        content = "# spp_backup age identity; public key: %s\n%s\n" % (public, secret)
+        what = "age identity (private key)"
+        lines = ["public key (recipient), for the policy: %s" % public]
+    else:
+        content, public = crypto.generate_signing_key()
+        what = "Ed25519 signing key"
+        lines = ["public key, for the policy and --verify-key: %s" % public]
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(content)
+    lines.insert(0, "wrote the %s to %s (keep it safe, offline for the age identity)" % (what, args.out))
+    return 0, {"file": args.out, "public_key": public}, "\n".join(lines)
 
 
 def progress_printer():
@@ -213,23 +270,30 @@ def progress_printer():
     return show
 
 
-COMMANDS = {"backup": cmd_backup, "list": cmd_list, "verify": cmd_verify, "restore": cmd_restore}
+COMMANDS = {"backup": cmd_backup, "list": cmd_list, "verify": cmd_verify, "restore": cmd_restore, "keys": cmd_keys}
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # A service manager stops with SIGTERM: unwind like Ctrl-C so partial work is cleaned up.
+    signal.signal(signal.SIGTERM, _terminate)
     if args.command == "run":
         return run_plan_file(args.plan, args.status)
     try:
         code, data, text = COMMANDS[args.command](args)
     except BackupError as exc:
-        if args.json:
-            print(json.dumps({"ok": False, "error": str(exc)}))
-        print("error: %s" % exc, file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, str(exc))
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was marked complete", file=sys.stderr)
-        return 2
+        return _fail(args, "interrupted; partial work was removed and nothing was marked complete")
+    except OSError as exc:
+        return _fail(args, "%s%s" % (exc.strerror or exc, " (%s)" % exc.filename if exc.filename else ""))
+    except Exception as exc:  # the traceback is for the logs; the person gets a sentence and exit code 2
+        traceback.print_exc(file=sys.stderr)
+        return _fail(args, "unexpected %s: %s" % (type(exc).__name__, str(exc).strip() or "no detail"))
     if args.json:
         if isinstance(data, dict):
             data["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -237,3 +301,10 @@ def main(argv=None):
     else:
         print(text)
     return code
+
+
+def _fail(args, message):
+    if args.json:
+        print(json.dumps({"ok": False, "error": message}))
+    print("error: %s" % message, file=sys.stderr)
+    return 2

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from .errors import PreflightError
 
-SECRET_KEY_RE = re.compile(r"(pass|secret|token|key|credential|auth)", re.I)
+SECRET_KEY_RE = re.compile(r"(pass|secret|token|key|credential|auth|dsn)", re.I)
+URL_CREDENTIALS_RE = re.compile(r"(://)[^@/\s]*@")
 
 # Tables whose exact row counts go into the manifest (those that exist).
 DEFAULT_MAIN_TABLES = (
@@ -103,6 +104,7 @@ class DestinationConfig:
     object_lock_mode: str = ""
     object_lock_days: int = 0
     part_size_mb: int = 16
+    max_attempts: int = 8
 
     def describe(self):
         if self.name:
@@ -132,6 +134,15 @@ class BackupPlan:
     min_free_bytes: int = 0
     lock_key: int | None = None
     label: str = ""
+    # age recipients (public keys, ``age1...``); empty: no encryption.
+    recipients: list = field(default_factory=list)
+    # The Ed25519 signing key file (PEM); the key itself never enters a plan.
+    signing_key_file: str | None = None
+    # Grandfather-father-son counts (engine.retention.RetentionRules fields), applied
+    # per destination after a successful backup; None: keep everything.
+    retention: dict | None = None
+    # Backups known to be verified (the newest of them is never pruned).
+    verified_ids: list = field(default_factory=list)
 
     def filestore_dir(self):
         if not self.data_dir:
@@ -217,5 +228,13 @@ class Settings:
 
 
 def sanitize_options(options):
-    """odoo.conf options with every password, secret, key and token removed."""
-    return {key: ("<removed>" if SECRET_KEY_RE.search(key) else value) for key, value in sorted(options.items())}
+    """odoo.conf options with every password, secret, key, token and URL credential removed."""
+    clean = {}
+    for key, value in sorted(options.items()):
+        if SECRET_KEY_RE.search(key):
+            clean[key] = "<removed>"
+        elif isinstance(value, str):
+            clean[key] = URL_CREDENTIALS_RE.sub(r"\1<removed>@", value)
+        else:
+            clean[key] = value
+    return clean

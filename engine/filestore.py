@@ -27,10 +27,15 @@ class FilestoreStats:
     bytes: int = 0
     vanished: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
+    unreadable: list = field(default_factory=list)
 
 
-def iter_files(root):
-    """Relative POSIX paths of regular files under ``root``, sorted, links skipped."""
+def iter_files(root, unreadable=None):
+    """Relative POSIX paths of regular files under ``root``, sorted, links skipped.
+
+    Yields ``(rel, entry)``; ``entry`` is None for a symbolic link. A folder
+    that cannot be listed is appended to ``unreadable``.
+    """
     stack = [""]
     while stack:
         rel = stack.pop()
@@ -38,6 +43,10 @@ def iter_files(root):
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name, reverse=True)
         except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if unreadable is not None:
+                unreadable.append("%s/ (%s)" % (rel or ".", exc.strerror or exc))
             continue
         for entry in entries:
             child = posixpath.join(rel, entry.name) if rel else entry.name
@@ -49,17 +58,19 @@ def iter_files(root):
                 yield child, entry
 
 
-def write_tar(root, sink, on_file=None):
+def write_tar(root, sink, on_file=None, on_archived=None):
     """Stream the files under ``root`` as a tar into ``sink``; returns stats.
 
     A file that disappears while it is archived (Odoo's garbage collector
-    may remove unreferenced files) is recorded in ``vanished``, not fatal.
+    may remove unreferenced files) is recorded in ``vanished``, one that
+    cannot be read in ``unreadable``: evidence, not a crash. ``on_archived``
+    is called with the relative name of every archived file.
     """
     stats = FilestoreStats()
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=TAR_BUFSIZE) as tar:
         if not os.path.isdir(root):
             return stats
-        for rel, entry in iter_files(root):
+        for rel, entry in iter_files(root, stats.unreadable):
             if entry is None:
                 stats.skipped.append(rel)
                 continue
@@ -68,6 +79,9 @@ def write_tar(root, sink, on_file=None):
                 handle = open(path, "rb")  # noqa: SIM115
             except FileNotFoundError:
                 stats.vanished.append(rel)
+                continue
+            except OSError as exc:
+                stats.unreadable.append("%s (%s)" % (rel, exc.strerror or exc))
                 continue
             with handle:
                 st = os.fstat(handle.fileno())
@@ -79,6 +93,8 @@ def write_tar(root, sink, on_file=None):
                 tar.addfile(info, handle)
             stats.files += 1
             stats.bytes += st.st_size
+            if on_archived is not None:
+                on_archived(rel)
             if on_file is not None:
                 on_file(stats)
     return stats

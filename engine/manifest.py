@@ -9,7 +9,7 @@ from . import MANIFEST_FORMAT
 from .errors import VerifyError
 
 MANIFEST_NAME = "manifest.json"
-BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+BACKUP_ID_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 ARTIFACT_BASE = {
     "database": "database.dump",
     "filestore": "filestore.tar",
@@ -31,11 +31,11 @@ def backup_time(backup_id):
 
 
 def is_backup_id(value):
-    return bool(BACKUP_ID_RE.match(value or ""))
+    return isinstance(value, str) and bool(BACKUP_ID_RE.fullmatch(value))
 
 
-def artifact_file(kind, compression):
-    return ARTIFACT_BASE[kind] + COMPRESSION_SUFFIX[compression]
+def artifact_file(kind, compression, encrypted=False):
+    return ARTIFACT_BASE[kind] + COMPRESSION_SUFFIX[compression] + (".age" if encrypted else "")
 
 
 def utc_iso(ts=None):
@@ -91,9 +91,12 @@ def validate(manifest):
         if missing:
             problems.append("artifact %r lacks %s" % (name, ", ".join(missing)))
             continue
+        encryption = art.get("encryption")
+        if encryption is not None and not (isinstance(encryption, dict) and encryption.get("format") == "age"):
+            problems.append("artifact %r has unknown encryption %r" % (name, encryption))
         if art["compression"] not in COMPRESSION_SUFFIX:
             problems.append("artifact %r has unknown compression %r" % (name, art["compression"]))
-        elif art["file"] != artifact_file(name, art["compression"]):
+        elif art["file"] != artifact_file(name, art["compression"], bool(encryption)):
             problems.append("artifact %r names file %r" % (name, art["file"]))
         if not isinstance(art["size"], int) or art["size"] < 0:
             problems.append("artifact %r has a bad size" % name)

@@ -13,6 +13,27 @@ from psycopg2 import sql
 from .errors import BackupError, LockBusy, PreflightError, RestoreError
 
 VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+DB_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+
+
+def check_db_name(name, error=PreflightError):
+    """Odoo's rule for database names; also keeps names safe as folder names."""
+    if not isinstance(name, str) or not DB_NAME_RE.fullmatch(name) or len(name) > 63:
+        raise error(
+            "%r is not a usable database name: use letters, digits, '_', '-' or '.', starting with a letter or "
+            "digit, at most 63 characters." % (name,)
+        )
+
+
+def conninfo_dbname(name):
+    """``--dbname`` for libpq tools that never reads a database name as a connection string."""
+    return "dbname='%s'" % name.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def major_of(version_text):
+    """The major version in a ``pg_dump --version`` style text, or None."""
+    match = VERSION_RE.search(version_text or "")
+    return int(match.group(1)) if match else None
 
 
 def connect(pg, dbname, autocommit=True):
@@ -99,11 +120,15 @@ class Snapshot:
 
     def __init__(self, conn):
         self.conn = conn
-        self.conn.autocommit = False
-        self.conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
-        with conn.cursor() as cr:
-            cr.execute("SELECT pg_export_snapshot()")
-            self.snapshot_id = cr.fetchone()[0]
+        try:
+            self.conn.autocommit = False
+            self.conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+            with conn.cursor() as cr:
+                cr.execute("SELECT pg_export_snapshot()")
+                self.snapshot_id = cr.fetchone()[0]
+        except BaseException:
+            conn.close()
+            raise
 
     def cursor(self, name=None):
         return self.conn.cursor(name=name) if name else self.conn.cursor()
@@ -124,7 +149,7 @@ def run_dump(pg, dbname, snapshot_id, sink, compress_inside=False, on_bytes=None
         pg.tool("pg_dump"),
         "--format=custom",
         "--no-password",
-        "--dbname=%s" % dbname,
+        "--dbname=%s" % conninfo_dbname(dbname),
     ]
     if snapshot_id:
         args.append("--snapshot=%s" % snapshot_id)
@@ -206,12 +231,31 @@ def rename_database(pg, old, new):
 def drop_database(pg, dbname):
     with maintenance(pg) as conn, conn.cursor() as cr:
         terminate_connections(cr, dbname)
-        cr.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
+        force = sql.SQL(" WITH (FORCE)") if conn.server_version >= 130000 else sql.SQL("")
+        cr.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)) + force)
+
+
+def set_allow_connections(pg, dbname, allow):
+    """Open or close a database to new connections (an aside copy must not run Odoo's crons)."""
+    with maintenance(pg) as conn, conn.cursor() as cr:
+        cr.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(dbname), sql.SQL("true" if allow else "false")
+            )
+        )
+        if not allow:
+            terminate_connections(cr, dbname)
+
+
+def databases_like(pg, pattern):
+    with maintenance(pg) as conn, conn.cursor() as cr:
+        cr.execute("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY datname", (pattern,))
+        return [row[0] for row in cr.fetchall()]
 
 
 def run_restore(pg, dbname, source=None, path=None, jobs=1, chunk=1 << 20, on_bytes=None):
     """pg_restore into an existing empty database, from a stream or a file."""
-    args = [pg.tool("pg_restore"), "--no-owner", "--no-password", "--dbname=%s" % dbname]
+    args = [pg.tool("pg_restore"), "--no-owner", "--no-password", "--dbname=%s" % conninfo_dbname(dbname)]
     if path:
         if jobs and jobs > 1:
             args.append("--jobs=%d" % jobs)

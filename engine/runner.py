@@ -109,6 +109,7 @@ def run_plan_file(plan_path, status_path):
         result = run_backup(
             plan, progress=lambda fraction, message: status.update(progress=round(fraction, 4), message=message)
         )
+        prunes = apply_retention(plan, result, status)
     except BackupError as exc:
         stop.set()
         status.update(force=True, state="failed", error=str(exc), message="Failed: %s" % exc, finished_at=time.time())
@@ -120,7 +121,43 @@ def run_plan_file(plan_path, status_path):
         status.update(force=True, state="failed", error=error, message="Failed: %s" % error, finished_at=time.time())
         return 2
     stop.set()
-    status.update(
-        force=True, state="done", progress=1.0, result=result.to_dict(), message="Done", finished_at=time.time()
-    )
+    data = result.to_dict()
+    data["retention"] = prunes
+    if result.failed_copies:
+        error = "The backup was stored, but %d of %d copies failed: %s" % (
+            len(result.failed_copies),
+            len(result.copies),
+            "; ".join("%s: %s" % (c["destination"], c["error"]) for c in result.failed_copies),
+        )
+        status.update(
+            force=True, state="failed", result=data, error=error, message="Failed: %s" % error, finished_at=time.time()
+        )
+        return 2
+    status.update(force=True, state="done", progress=1.0, result=data, message="Done", finished_at=time.time())
     return 1 if result.warnings else 0
+
+
+def apply_retention(plan, result, status):
+    """Prune each destination that holds the new backup, as the plan's rules say."""
+    if not plan.retention:
+        return []
+    from .config import Settings
+    from .prune import prune
+    from .storage import open_storage
+
+    settings = Settings.from_config(plan.odoo_conf) if plan.odoo_conf else Settings.from_config(None)
+    verified = set(plan.verified_ids or []) | {result.backup_id}
+    reports = []
+    for config, copy in zip(plan.destinations, result.copies, strict=True):
+        if not copy["ok"]:
+            continue
+        status.update(message="Applying retention at %s" % copy["destination"])
+        try:
+            report = prune(
+                open_storage(config, settings), plan.db_name, plan.retention, verified, protect={result.backup_id}
+            )
+        except Exception as exc:  # pruning never turns a good backup into a failed one
+            reports.append({"destination": copy["destination"], "errors": ["retention failed: %s" % exc]})
+            continue
+        reports.append(report.to_dict())
+    return reports

@@ -1,12 +1,16 @@
-"""Streams: source -> compression -> SHA-256 -> destination writer(s).
+"""Streams: source -> zstd -> age -> SHA-256 -> destination writer(s), and back.
 
 Memory stays bounded whatever the size: data moves in chunks of ``CHUNK``
 bytes and nothing is copied to a temporary file.
 """
 
+import contextlib
 import hashlib
 
 import zstandard
+
+from .crypto import AgeReader, AgeWriter
+from .errors import BackupError
 
 CHUNK = 1 << 20
 COMPRESSIONS = ("zstd", "none")
@@ -16,11 +20,17 @@ COMPRESSIONS = ("zstd", "none")
 ZSTD_JOB_SIZE = 2 << 20
 
 
-class HashingSink:
-    """Counts and hashes the stored bytes, then hands them to the writers."""
+class FanOut:
+    """Hashes the stored bytes once and hands them to every destination's writer.
 
-    def __init__(self, writers):
-        self.writers = list(writers)
+    A destination whose writer fails is dropped (its upload aborted) and its
+    error kept in ``failures``; the others go on. Only when every destination
+    has failed does the write raise.
+    """
+
+    def __init__(self, writers, names):
+        self.active = dict(zip(names, writers, strict=True))
+        self.failures = {}
         self.sha256 = hashlib.sha256()
         self.size = 0
 
@@ -29,23 +39,55 @@ class HashingSink:
             return
         self.sha256.update(data)
         self.size += len(data)
-        for writer in self.writers:
-            writer.write(data)
+        for name, writer in list(self.active.items()):
+            try:
+                writer.write(data)
+            except Exception as exc:
+                self._drop(name, exc)
+        if not self.active:
+            raise self._all_failed()
+
+    def _drop(self, name, exc):
+        self.failures[name] = str(exc) if isinstance(exc, BackupError) else "%s: %s" % (type(exc).__name__, exc)
+        writer = self.active.pop(name)
+        with contextlib.suppress(Exception):  # the failure above is what matters
+            writer.abort()
+
+    def _all_failed(self):
+        details = "; ".join("%s: %s" % item for item in self.failures.items())
+        return BackupError("Writing to every destination failed: %s" % details)
+
+    def commit(self):
+        for name, writer in list(self.active.items()):
+            try:
+                writer.commit()
+            except Exception as exc:
+                self._drop(name, exc)
+        if not self.active:
+            raise self._all_failed()
+
+    def abort(self):
+        for writer in self.active.values():
+            with contextlib.suppress(Exception):
+                writer.abort()
+        self.active = {}
 
 
 class ArtifactWriter:
-    """A file-like sink for one artifact: compresses, hashes and stores.
+    """A file-like sink for one artifact: compresses, encrypts, hashes and stores.
 
     ``raw_size`` counts the bytes written in, ``size`` / ``sha256`` describe
     the stored bytes (what verify reads back).
     """
 
-    def __init__(self, writers, compression="zstd", level=3, threads=2):
+    def __init__(self, fanout, compression="zstd", level=3, threads=2, recipients=None):
         if compression not in COMPRESSIONS:
             raise ValueError("unknown compression %r" % compression)
         self.compression = compression
-        self.sink = HashingSink(writers)
+        self.fanout = fanout
         self.raw_size = 0
+        self._encryptor = AgeWriter(fanout, recipients) if recipients else None
+        self._next = self._encryptor or fanout
         self._compressor = None
         if compression == "zstd":
             params = zstandard.ZstdCompressionParameters.from_level(
@@ -57,51 +99,39 @@ class ArtifactWriter:
     def write(self, data):
         self.raw_size += len(data)
         if self._compressor is not None:
-            self.sink.write(self._compressor.compress(data))
+            out = self._compressor.compress(data)
+            if out:
+                self._next.write(out)
         else:
-            self.sink.write(data)
+            self._next.write(data)
         return len(data)
 
     def close(self):
         if self.closed:
             return
-        if self._compressor is not None:
-            self.sink.write(self._compressor.flush())
-            self._compressor = None  # frees the worker threads' buffers now
         self.closed = True
+        if self._compressor is not None:
+            self._next.write(self._compressor.flush())
+            self._compressor = None  # frees the worker threads' buffers now
+        if self._encryptor is not None:
+            self._encryptor.close()
+
+    def abort(self):
+        self.closed = True
+        self._compressor = None
+        if self._encryptor is not None:
+            self._encryptor.abort()
 
     def flush(self):
         pass
 
     @property
     def size(self):
-        return self.sink.size
+        return self.fanout.size
 
     @property
     def sha256(self):
-        return self.sink.sha256.hexdigest()
-
-
-def copy_stream(reader, writer, chunk=CHUNK, on_bytes=None):
-    """Copy a binary reader into a writer in chunks; returns bytes copied."""
-    total = 0
-    while True:
-        data = reader.read(chunk)
-        if not data:
-            return total
-        writer.write(data)
-        total += len(data)
-        if on_bytes is not None:
-            on_bytes(total)
-
-
-def decompressing_reader(reader, compression):
-    """A file-like reader over the raw bytes of a stored artifact."""
-    if compression == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(reader, read_size=CHUNK, read_across_frames=True)
-    if compression == "none":
-        return reader
-    raise ValueError("unknown compression %r" % compression)
+        return self.fanout.sha256.hexdigest()
 
 
 class HashingReader:
@@ -123,6 +153,60 @@ class HashingReader:
 
     def close(self):
         self.reader.close()
+
+
+class ArtifactReader:
+    """Reads an artifact's original bytes back: stored -> (age) -> (zstd) -> raw.
+
+    ``finish()`` drains the stored stream and checks its size and SHA-256
+    against the manifest, so bytes changed after verification are caught.
+    """
+
+    def __init__(self, storage, key, art, identities=None):
+        self.art = art
+        self.stored = HashingReader(storage.open_reader(key))
+        source = self.stored
+        self._decryptor = None
+        if art.get("encryption"):
+            if not identities:
+                raise BackupError(
+                    "%s is encrypted: give the age identity file (--identity, or identity_file in the [spp_backup] "
+                    "section of odoo.conf, or SPP_BACKUP_IDENTITY_FILE)." % art["file"]
+                )
+            self._decryptor = AgeReader(self.stored, identities, what=art["file"])
+            source = self._decryptor
+        if art["compression"] == "zstd":
+            self.raw = zstandard.ZstdDecompressor().stream_reader(source, read_size=CHUNK, read_across_frames=True)
+        else:
+            self.raw = source
+
+    def read(self, size=-1):
+        try:
+            return self.raw.read(size)
+        except zstandard.ZstdError as exc:
+            raise BackupError("%s is damaged: its zstd stream does not decompress (%s)." % (self.art["file"], exc))
+
+    def readable(self):
+        return True
+
+    def finish(self):
+        while self.read(CHUNK):
+            pass
+        while self.stored.read(CHUNK):
+            pass
+        if self.stored.size != self.art["size"] or self.stored.sha256.hexdigest() != self.art["sha256"]:
+            raise BackupError("%s changed while it was being read (size or SHA-256 differs)." % self.art["file"])
+
+    def close(self):
+        if self._decryptor is not None:
+            self._decryptor.close()
+        self.stored.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def file_digest(reader, chunk=CHUNK):

@@ -1,12 +1,19 @@
-"""Verify a stored backup set: manifest format, every artifact's size and SHA-256."""
+"""Verify a stored backup set: signature, manifest format, every artifact's size and SHA-256.
+
+``deep=True`` also decrypts (with the age identity) and decompresses every
+artifact to its end, which checks age's authentication tags and zstd's
+checksums: the proof that the backup can be read back, not only that its
+bytes are unchanged.
+"""
 
 import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 
+from . import crypto
 from .errors import BackupError
-from .manifest import MANIFEST_NAME
-from .stream import CHUNK
+from .manifest import MANIFEST_NAME, loads
+from .stream import CHUNK, ArtifactReader
 
 
 @dataclass
@@ -29,8 +36,10 @@ class VerifyReport:
     checks: list = field(default_factory=list)
     problems: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    signature: str = "not checked"
     checked_at: float = 0.0
     seconds: float = 0.0
+    manifest: dict | None = field(default=None, repr=False)
 
     @property
     def exit_code(self):
@@ -41,18 +50,23 @@ class VerifyReport:
 
     def to_dict(self):
         data = asdict(self)
+        data.pop("manifest")
         data["exit_code"] = self.exit_code
         return data
 
     def text(self):
         lines = ["Backup %s at %s: %s" % (self.backup_id, self.location, "OK" if self.ok else "FAILED")]
+        lines.append("  %-12s %-28s %s" % ("signature", "manifest.sig", self.signature))
         for check in self.checks:
             lines.append(
-                "  %-12s %-24s %s  %s" % (check.name, check.file, "ok  " if check.ok else "FAIL", check.message)
+                "  %-12s %-28s %s  %s" % (check.name, check.file, "ok  " if check.ok else "FAIL", check.message)
             )
         lines += ["  problem: %s" % p for p in self.problems]
         lines += ["  warning: %s" % w for w in self.warnings]
         return "\n".join(lines)
+
+    def failure_text(self):
+        return "; ".join(self.problems + ["%s: %s" % (c.name, c.message) for c in self.checks if not c.ok])
 
 
 def check_artifact(storage, key, name, art):
@@ -72,10 +86,14 @@ def check_artifact(storage, key, name, art):
                 break
             digest.update(data)
             size += len(data)
-    check.size, check.sha256 = size, digest.hexdigest()
-    if size != art["size"]:
-        check.message = "size %d differs from the manifest's %d" % (size, art["size"])
-    elif check.sha256 != art["sha256"]:
+    return _judge(check, size, digest.hexdigest())
+
+
+def _judge(check, size, sha256):
+    check.size, check.sha256 = size, sha256
+    if size != check.expected_size:
+        check.message = "size %d differs from the manifest's %d" % (size, check.expected_size)
+    elif sha256 != check.expected_sha256:
         check.message = "SHA-256 differs from the manifest (the stored bytes were changed or damaged)"
     else:
         check.ok = True
@@ -83,24 +101,88 @@ def check_artifact(storage, key, name, art):
     return check
 
 
-def verify(ref):
+def deep_check_artifact(storage, key, name, art, identities):
+    """Read an artifact through decryption and decompression to its end."""
+    check = ArtifactCheck(
+        name=name, file=art["file"], ok=False, message="", expected_size=art["size"], expected_sha256=art["sha256"]
+    )
+    if not storage.exists(key):
+        check.message = "the file is missing"
+        return check
+    reader = ArtifactReader(storage, key, art, identities)
+    raw = 0
+    try:
+        while True:
+            data = reader.read(CHUNK)
+            if not data:
+                break
+            raw += len(data)
+        while reader.stored.read(CHUNK):
+            pass
+    except BackupError as exc:
+        check.message = str(exc)
+        return check
+    finally:
+        reader.close()
+    _judge(check, reader.stored.size, reader.stored.sha256.hexdigest())
+    if check.ok:
+        check.message += "; %s and decompresses to %d bytes" % ("decrypts" if art.get("encryption") else "reads", raw)
+    return check
+
+
+def check_signature(ref, manifest_bytes, manifest, public_key):
+    """(verdict text, problem or None, warning or None) for the manifest's signature."""
+    sig_key = ref.key(crypto.SIGNATURE_NAME)
+    has_sig = ref.storage.exists(sig_key)
+    if public_key:
+        if not has_sig:
+            return (
+                "MISSING",
+                "manifest.sig is missing: this backup is not signed, so it cannot be told apart from a forged one "
+                "(anyone with the public encryption key can make a backup that decrypts).",
+                None,
+            )
+        try:
+            crypto.check_signature(
+                manifest_bytes, ref.storage.read_bytes(sig_key).decode("ascii", "replace"), public_key
+            )
+        except BackupError as exc:
+            return "BAD", str(exc), None
+        return "valid (Ed25519)", None, None
+    if has_sig or manifest.get("signed"):
+        return "not checked", None, "the signature was not checked: no public key was given (--verify-key)"
+    return "unsigned", None, None
+
+
+def verify(ref, public_key=None, identities=None, deep=False):
     """Read every stored byte of a backup set back; a VerifyReport with the verdict."""
     started = time.monotonic()
     report = VerifyReport(location=ref.location(), backup_id=ref.backup_id, ok=False, checked_at=time.time())
     try:
-        manifest = ref.read_manifest()
+        manifest_bytes = ref.read_manifest_bytes()
+        manifest = loads(manifest_bytes, where=ref.storage.describe(ref.key(MANIFEST_NAME)))
     except BackupError as exc:
         report.problems.append(str(exc))
         report.seconds = round(time.monotonic() - started, 3)
         return report
+    report.manifest = manifest
+    report.signature, problem, warning = check_signature(ref, manifest_bytes, manifest, public_key)
+    if problem:
+        report.problems.append(problem)
+    if warning:
+        report.warnings.append(warning)
     if manifest["backup_id"] != ref.backup_id or manifest["db_name"] != ref.db_name:
         report.problems.append(
             "the manifest describes backup %s of %s, not %s of %s (files were moved or swapped)"
             % (manifest["backup_id"], manifest["db_name"], ref.backup_id, ref.db_name)
         )
     for name, art in sorted(manifest["artifacts"].items()):
-        report.checks.append(check_artifact(ref.storage, ref.key(art["file"]), name, art))
-    expected = {art["file"] for art in manifest["artifacts"].values()} | {MANIFEST_NAME, "manifest.sig"}
+        key = ref.key(art["file"])
+        if deep:
+            report.checks.append(deep_check_artifact(ref.storage, key, name, art, identities))
+        else:
+            report.checks.append(check_artifact(ref.storage, key, name, art))
+    expected = {art["file"] for art in manifest["artifacts"].values()} | {MANIFEST_NAME, crypto.SIGNATURE_NAME}
     extra = [name for name in ref.storage.list_dir(ref.prefix) if name not in expected]
     if extra:
         report.warnings.append("files not listed in the manifest: %s" % ", ".join(extra))

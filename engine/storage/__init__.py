@@ -38,6 +38,7 @@ def open_storage(destination, settings=None):
             object_lock_mode=destination.object_lock_mode,
             object_lock_days=destination.object_lock_days,
             part_size=int(destination.part_size_mb or 16) * MiB,
+            max_attempts=int(destination.max_attempts or 8),
         )
     raise PreflightError("Unknown destination kind %r (supported: local, s3)" % destination.kind)
 

@@ -10,15 +10,39 @@ from ..errors import PreflightError
 CHUNK = 1 << 20
 
 
+def make_private_dirs(path):
+    """Create ``path`` and missing parents with mode 0700, fsyncing each new entry's parent."""
+    missing = []
+    probe = path
+    while not os.path.isdir(probe):
+        missing.append(probe)
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+            continue
+        fsync_dir(os.path.dirname(folder))
+
+
 class LocalWriter:
-    """Writes to ``.<name>.partial`` then fsyncs and renames into place."""
+    """Writes to ``.<name>.partial`` (mode 0600) then fsyncs and renames into place.
+
+    Backups hold the whole database: files are readable by their owner only.
+    """
 
     def __init__(self, path):
         self.path = path
         directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
+        make_private_dirs(directory)
         self.partial = os.path.join(directory, "." + os.path.basename(path) + ".partial")
-        self._file = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort
+        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        self._file = os.fdopen(fd, "wb")
 
     def write(self, data):
         self._file.write(data)
@@ -97,6 +121,18 @@ class LocalStorage:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
+    def object_sizes(self, prefix):
+        """{name: size} of the files directly under ``prefix``."""
+        sizes = {}
+        try:
+            entries = list(os.scandir(self._path(prefix)))
+        except (FileNotFoundError, NotADirectoryError):
+            return sizes
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
+        return sizes
+
     def remove_tree(self, prefix):
         shutil.rmtree(self._path(prefix), ignore_errors=True)
 
@@ -115,7 +151,7 @@ class LocalStorage:
         payload = os.urandom(64)
         step = "create the directory %s" % self.root
         try:
-            os.makedirs(self.root, exist_ok=True)
+            make_private_dirs(self.root)
             step = "write a file in %s" % self.root
             with self.open_writer(key) as writer:
                 writer.write(payload)

@@ -377,13 +377,21 @@ class S3Storage:
             )
         self.abort_uploads(prefix)
 
-    def abort_uploads(self, prefix=""):
-        """Abort every unfinished multipart upload under ``prefix``; returns how many."""
+    def abort_uploads(self, prefix="", older_than=None):
+        """Abort unfinished multipart uploads under ``prefix`` (started before ``older_than`` ago, if given).
+
+        Returns how many were aborted: the orphans a run leaves when the
+        network failed so badly that it could not abort its own upload.
+        """
         full = self.full_key(prefix) if prefix else self.prefix
         count = 0
+        now = datetime.datetime.now(datetime.timezone.utc)
         paginator = self.client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
             for upload in page.get("Uploads", []):
+                initiated = upload.get("Initiated")
+                if older_than is not None and initiated is not None and now - initiated < older_than:
+                    continue
                 with contextlib.suppress(Exception):
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]

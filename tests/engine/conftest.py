@@ -4,6 +4,7 @@ The server is the one libpq's PG* variables point at (``dev/test`` starts a
 throwaway cluster and exports them). Tests fail, not skip, when it is absent.
 """
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -213,3 +214,103 @@ def s3_bucket(s3_server):
     name = "b-%s" % uuid.uuid4().hex[:12]
     boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return s3_server.endpoint, name
+
+
+class CutProxy:
+    """A TCP proxy on loopback in front of the S3 server whose link can be cut and mended.
+
+    Cutting closes every open connection and refuses new ones: to the client
+    it is a network failure in the middle of whatever it was sending.
+    """
+
+    def __init__(self, target_port):
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.endpoint = "http://127.0.0.1:%d" % self.port
+        self.open = True
+        self.sockets = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def cut(self):
+        import socket
+
+        self.open = False
+        with self.lock:
+            for sock in self.sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+                except OSError:
+                    pass
+            self.sockets = []
+
+    def mend(self):
+        self.open = True
+
+    def close(self):
+        self.closed = True
+        self.cut()
+        self.listener.close()
+
+
+@pytest.fixture
+def keys(tmp_path):
+    """An age key pair and an Ed25519 signing key pair, private halves in files."""
+    from engine import crypto
+
+    identity, recipient = crypto.generate_identity()
+    identity_file = tmp_path / "identity.txt"
+    identity_file.write_text(identity + "\n")
+    pem, public = crypto.generate_signing_key()
+    signing_file = tmp_path / "signing.pem"
+    signing_file.write_text(pem)
+    return {
+        "identity": identity,
+        "recipient": recipient,
+        "identity_file": str(identity_file),
+        "signing_file": str(signing_file),
+        "public": public,
+        "identities": crypto.load_identities(str(identity_file)),
+    }

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, conn_kwargs
+from conftest import ROOT, conn_kwargs, query
 
 from engine import catalog, filestore, pg
 from engine.backup import run_backup
@@ -320,3 +320,67 @@ def test_bad_backup_location_is_explained():
     """A path that is not <dest>/<db>/<id> gets a sentence with an example."""
     proc = cli("verify", "/nonexistent/place")
     assert proc.returncode == 2 and "is not a backup location" in proc.stderr
+
+
+def test_backup_files_are_private(sample, plan_for):
+    """A backup holds the whole database: its folder is 0700 and its files 0600."""
+    import stat
+
+    result = run_backup(plan_for(sample))
+    location = result.locations[0]
+    assert stat.S_IMODE(os.stat(location).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.path.dirname(location)).st_mode) == 0o700
+    for name in os.listdir(location):
+        assert stat.S_IMODE(os.stat(os.path.join(location, name)).st_mode) == 0o600, name
+
+
+def test_file_removed_after_the_snapshot_is_recorded_missing(sample, plan_for):
+    """A referenced file that disappears between the snapshot and archiving is listed as missing."""
+    store_fname = query(sample["db"], "SELECT store_fname FROM ir_attachment ORDER BY id LIMIT 1")[0][0]
+    removed = []
+
+    def progress(fraction, message):
+        if message.startswith("Dumping the database") and not removed:
+            os.unlink(os.path.join(sample["filestore"], store_fname))
+            removed.append(store_fname)
+
+    result = run_backup(plan_for(sample), progress=progress)
+    assert removed
+    assert result.manifest["filestore"]["missing"] == [store_fname]
+    assert result.manifest["filestore"]["missing_count"] == 1 and result.manifest["filestore"]["files"] == 39
+
+
+def test_unreadable_setting_is_a_sentence_and_exit_2(sample):
+    """A malformed setting ends with exit code 2 and a sentence, never a traceback."""
+    proc = cli(
+        "backup",
+        "-d",
+        sample["db"],
+        "--dest",
+        sample["dest"],
+        "--data-dir",
+        sample["data_dir"],
+        env_extra={"SPP_BACKUP_MIN_FREE_BYTES": "10G"},
+    )
+    assert proc.returncode == 2 and "min_free_bytes" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_database_names_odoo_would_refuse_are_refused(sample):
+    """A name that is not a valid Odoo database name is refused before anything runs."""
+    for name in ("a=b", "..", ".hidden", "x/y"):
+        proc = cli("backup", "-d", name, "--dest", sample["dest"], "--data-dir", sample["data_dir"])
+        assert proc.returncode == 2 and "not a usable database name" in proc.stderr, name
+
+
+def test_keys_command_writes_private_keys_once(tmp_path):
+    """`keys` writes a private key file (0600), prints the public key, and never overwrites."""
+    import stat
+
+    proc = cli("keys", "age", "--out", str(tmp_path / "id.txt"))
+    assert proc.returncode == 0 and "age1" in proc.stdout
+    assert stat.S_IMODE(os.stat(tmp_path / "id.txt").st_mode) == 0o600
+    assert "AGE-SECRET-KEY-1" in (tmp_path / "id.txt").read_text()
+    again = cli("keys", "age", "--out", str(tmp_path / "id.txt"))
+    assert again.returncode == 2 and "exists already" in again.stderr
+    proc = cli("keys", "signing", "--out", str(tmp_path / "sign.pem"))
+    assert proc.returncode == 0 and "BEGIN PRIVATE KEY" in (tmp_path / "sign.pem").read_text()

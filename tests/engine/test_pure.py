@@ -68,6 +68,14 @@ def test_odoo_version_keys_from_base_module_or_caller():
     assert odoo_version_keys(None, None)["major_version"] is None
 
 
+def test_sanitize_removes_credentials_inside_urls():
+    """A password inside a URL value (Sentry DSN, Redis URL) is removed too."""
+    clean = sanitize_options(
+        {"sentry_dsn": "https://abc@o1.ingest.io/1", "redis_host": "redis://:hunter2@redis:6379/0"}
+    )
+    assert clean == {"redis_host": "redis://<removed>@redis:6379/0", "sentry_dsn": "<removed>"}
+
+
 def test_sanitize_removes_every_secret():
     """Passwords, secrets, keys and tokens are replaced; other settings stay."""
     clean = sanitize_options(

@@ -115,6 +115,9 @@ def test_replace_renames_the_old_database_aside(sample, plan_for, dbs, pgconf):
     )
     aside = out.renamed_aside["database"]
     assert aside.startswith(sample["db"] + "_replaced_")
+    # The old database is closed to new connections, so its crons cannot run; opened here to compare.
+    assert query("postgres", "SELECT datallowconn FROM pg_database WHERE datname = %s", (aside,)) == [(False,)]
+    query("postgres", 'ALTER DATABASE "%s" WITH ALLOW_CONNECTIONS true' % aside)
     assert table_contents(aside) == changed
     assert query(sample["db"], "SELECT count(*) FROM mail_message")[0][0] == 2000
     assert os.path.isdir(out.renamed_aside["filestore"])

@@ -1,0 +1,94 @@
+"""Apply a retention decision to a destination (the I/O around engine.retention)."""
+
+import datetime
+from dataclasses import asdict, dataclass, field
+
+from .catalog import BackupRef, list_backups
+from .manifest import MANIFEST_NAME, backup_time
+from .retention import RetainedBackup, RetentionRules, select
+
+# An unfinished set (no manifest) older than this is left over from a killed run.
+STALE_INCOMPLETE = datetime.timedelta(days=1)
+
+
+@dataclass
+class PruneReport:
+    destination: str
+    keep: list = field(default_factory=list)
+    delete: list = field(default_factory=list)
+    deleted: list = field(default_factory=list)
+    locked: list = field(default_factory=list)
+    incomplete_removed: list = field(default_factory=list)
+    reasons: dict = field(default_factory=dict)
+    errors: list = field(default_factory=list)
+    held: str | None = None
+    dry_run: bool = False
+
+    def to_dict(self):
+        return asdict(self)
+
+    def text(self):
+        lines = [
+            "%s: keep %d, %s %d"
+            % (
+                self.destination,
+                len(self.keep),
+                "would delete" if self.dry_run else "deleted",
+                len(self.delete if self.dry_run else self.deleted),
+            )
+        ]
+        for backup_id in self.keep:
+            lines.append("  keep    %s  (%s)" % (backup_id, ", ".join(self.reasons.get(backup_id, []))))
+        for backup_id in self.delete:
+            lines.append(
+                "  %s  %s" % ("delete " if self.dry_run or backup_id in self.deleted else "FAILED ", backup_id)
+            )
+        for backup_id in self.locked:
+            lines.append("  locked  %s  (%s)" % (backup_id, ", ".join(self.reasons.get(backup_id, []))))
+        lines += ["  removed unfinished set %s" % backup_id for backup_id in self.incomplete_removed]
+        if self.held:
+            lines.append("  held: %s" % self.held)
+        lines += ["  error: %s" % error for error in self.errors]
+        return "\n".join(lines)
+
+
+def prune(storage, db_name, rules, verified_ids=(), now=None, newest_run_failed=False, dry_run=False, protect=()):
+    """Decide with ``select`` and delete what it says; never raises for one set's failure."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if isinstance(rules, dict):
+        rules = RetentionRules(**rules)
+    report = PruneReport(destination=storage.describe(), dry_run=dry_run)
+    entries = list_backups(storage, db_name)
+    backups = []
+    for entry in entries:
+        if not entry.restorable:
+            age = now - backup_time(entry.backup_id)
+            if age > STALE_INCOMPLETE and entry.backup_id not in protect:
+                if not dry_run:
+                    try:
+                        storage.remove_tree(BackupRef(storage, db_name, entry.backup_id).prefix)
+                    except Exception as exc:
+                        report.errors.append("cannot remove unfinished set %s: %s" % (entry.backup_id, exc))
+                        continue
+                report.incomplete_removed.append(entry.backup_id)
+            continue
+        locked_until = None
+        if hasattr(storage, "locked_until"):
+            locked_until = storage.locked_until(BackupRef(storage, db_name, entry.backup_id).key(MANIFEST_NAME))
+        backups.append(
+            RetainedBackup.from_id(
+                entry.backup_id, verified=entry.backup_id in set(verified_ids), locked_until=locked_until
+            )
+        )
+    decision = select(backups, rules, now, newest_run_failed=newest_run_failed)
+    report.keep, report.delete, report.locked = decision.keep, decision.delete, decision.locked
+    report.reasons, report.held = decision.reasons, decision.held
+    if dry_run:
+        return report
+    for backup_id in decision.delete:
+        try:
+            storage.remove_tree(BackupRef(storage, db_name, backup_id).prefix)
+            report.deleted.append(backup_id)
+        except Exception as exc:
+            report.errors.append("cannot delete %s: %s" % (backup_id, exc))
+    return report
