@@ -15,7 +15,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 
-from .errors import UnsafeArchive
+from .errors import RestoreError, UnsafeArchive
 
 CHUNK = 1 << 20
 TAR_BUFSIZE = 1 << 20
@@ -117,18 +117,21 @@ def check_member(member):
     return parts
 
 
-def extract_tar(source, target, on_file=None):
+def extract_tar(source, target, on_file=None, cancel=None):
     """Extract a tar stream into the new folder ``target``; returns stats.
 
     ``target`` must not exist. Members are checked one by one before anything
     is written for them; on a refused member the partly written folder is
     removed, so nothing is left behind and nothing was written outside it.
+    ``cancel`` (a threading.Event) stops the extraction between two files.
     """
     stats = FilestoreStats()
     os.makedirs(target)
     try:
         with tarfile.open(fileobj=source, mode="r|", bufsize=TAR_BUFSIZE) as tar:
             for member in tar:
+                if cancel is not None and cancel.is_set():
+                    raise RestoreError("The filestore restore was stopped.")
                 parts = check_member(member)
                 path = os.path.join(target, *parts)
                 if member.isdir():

@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -142,18 +143,27 @@ def restore(ref, options, progress=None):
     renamed = {}
     files = 0
     try:
-        if do_db:
-            t0 = time.monotonic()
-            progress(0.1, "Restoring the database into %s" % scratch)
-            _restore_database(ref, artifacts["database"], options, manifest, scratch, created)
-            if options.new_uuid:
-                new_database_identity(options.pg, scratch)
-            seconds["database"] = round(time.monotonic() - t0, 3)
-        if do_fs:
-            t0 = time.monotonic()
-            progress(0.7, "Restoring the filestore into %s" % staging)
-            files = _restore_filestore(ref, artifacts["filestore"], options, fs_root, staging)
-            seconds["filestore"] = round(time.monotonic() - t0, 3)
+        # The filestore is extracted in a second thread while pg_restore runs:
+        # the two are independent and together keep both cores busy.
+        fs_job = _FilestoreJob(ref, artifacts["filestore"], options, fs_root, staging, seconds) if do_fs else None
+        if fs_job:
+            progress(0.1, "Restoring the filestore into %s" % staging)
+            fs_job.start()
+        try:
+            if do_db:
+                t0 = time.monotonic()
+                progress(0.1, "Restoring the database into %s" % scratch)
+                _restore_database(ref, artifacts["database"], options, manifest, scratch, created)
+                if options.new_uuid:
+                    new_database_identity(options.pg, scratch)
+                seconds["database"] = round(time.monotonic() - t0, 3)
+        except BaseException:
+            if fs_job:
+                fs_job.cancel.set()
+                fs_job.join()
+            raise
+        if fs_job:
+            files = fs_job.wait()
 
         progress(0.95, "Swapping the restored copy in as %s" % target)
         if db_exists:
@@ -296,13 +306,35 @@ def _restore_database(ref, art, options, manifest, scratch, created):
             reader.finish()
 
 
-def _restore_filestore(ref, art, options, fs_root, staging):
-    os.makedirs(fs_root, exist_ok=True)
-    with ArtifactReader(ref.storage, ref.key(art["file"]), art, options.identities) as reader:
-        stats = filestore.extract_tar(reader, staging)
-        reader.finish()
-    os.sync()  # the restored files are on disk before they are swapped in
-    return stats.files
+class _FilestoreJob(threading.Thread):
+    """Extracts the filestore archive into the staging folder, in its own thread."""
+
+    def __init__(self, ref, art, options, fs_root, staging, seconds):
+        super().__init__(name="spp_backup-filestore", daemon=True)
+        self.args_ = (ref, art, options, fs_root, staging)
+        self.seconds = seconds
+        self.cancel = threading.Event()
+        self.files = 0
+        self.error = None
+
+    def run(self):
+        ref, art, options, fs_root, staging = self.args_
+        started = time.monotonic()
+        try:
+            os.makedirs(fs_root, exist_ok=True)
+            with ArtifactReader(ref.storage, ref.key(art["file"]), art, options.identities) as reader:
+                self.files = filestore.extract_tar(reader, staging, cancel=self.cancel).files
+                reader.finish()
+            os.sync()  # the restored files are on disk before they are swapped in
+        except BaseException as exc:
+            self.error = exc
+        self.seconds["filestore"] = round(time.monotonic() - started, 3)
+
+    def wait(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.files
 
 
 def new_database_identity(pg_config, dbname):
