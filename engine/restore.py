@@ -84,43 +84,159 @@ def scratch_name(target):
     return target[: 63 - len(suffix)] + suffix
 
 
+class Target:
+    """The database and filestore folder a restore ends in.
+
+    New content is loaded into a scratch database and a staging folder, then
+    swapped in by renames; ``run`` undoes everything on failure and says what
+    it could not undo.
+    """
+
+    def __init__(self, options, do_db, do_fs):
+        self.options = options
+        self.name = options.target_db
+        check_target_name(self.name)
+        self.do_db, self.do_fs = do_db, do_fs
+        if do_fs and not options.data_dir:
+            raise RestoreError("The Odoo data directory is not known: pass --data-dir (or --no-filestore).")
+        self.fs_root = os.path.join(options.data_dir, "filestore") if options.data_dir else None
+        self.fs_target = os.path.join(self.fs_root, self.name) if do_fs else None
+        self.db_exists = pg.database_exists(options.pg, self.name) if do_db else False
+        self.fs_exists = bool(self.fs_target) and os.path.lexists(self.fs_target)
+        if (self.db_exists or self.fs_exists) and not options.replace:
+            what = " and ".join(
+                w
+                for w, e in (
+                    ("database %r" % self.name, self.db_exists),
+                    ("filestore folder %s" % self.fs_target, self.fs_exists),
+                )
+                if e
+            )
+            raise RestoreError(
+                "The %s already exist%s. Restore into a new name, or replace it explicitly (the current one is "
+                "then renamed aside, not dropped)." % (what, "" if self.db_exists and self.fs_exists else "s")
+            )
+        self.scratch = scratch_name(self.name) if do_db else None
+        self.staging = (
+            os.path.join(self.fs_root, ".%s.restoring-%s" % (self.name, secrets.token_hex(4))) if do_fs else None
+        )
+        self.undo = []
+        self.scratch_created = False
+        self.renamed = {}
+
+    def leftovers(self):
+        if not self.do_db:
+            return []
+        return pg.databases_like(self.options.pg, "%\\_\\_restoring\\_%")
+
+    def create_scratch(self, encoding="UTF8", collate=None, ctype=None):
+        pg.create_database(self.options.pg, self.scratch, encoding or "UTF8", collate, ctype)
+        self.scratch_created = True
+
+    def run(self, fill, progress):
+        """``fill(self)`` loads the scratch database and staging folder; then swap them in."""
+        try:
+            fill(self)
+            progress(0.95, "Swapping the restored copy in as %s" % self.name)
+            self._swap()
+        except BaseException as exc:
+            failures = self._roll_back()
+            note = (" ROLLBACK INCOMPLETE, fix by hand: %s." % "; ".join(failures)) if failures else ""
+            if isinstance(exc, BackupError):
+                raise RestoreError("%s%s" % (exc, note) if note else str(exc)) from exc
+            if isinstance(exc, Exception):
+                raise RestoreError("The restore failed and was rolled back: %s%s" % (exc, note)) from exc
+            if note:
+                raise RestoreError("The restore was interrupted.%s" % note) from exc
+            raise
+
+    def _swap(self):
+        options, target = self.options, self.name
+        if self.db_exists:
+            aside = aside_name(target)
+            pg.rename_database(options.pg, target, aside)
+            self.renamed["database"] = aside
+            self.undo.append(
+                (
+                    "rename database %s back to %s" % (aside, target),
+                    lambda: pg.rename_database(options.pg, aside, target),
+                )
+            )
+            pg.set_allow_connections(options.pg, aside, False)
+            self.undo.append(("reopen database %s" % aside, lambda: pg.set_allow_connections(options.pg, aside, True)))
+        if self.do_db:
+            pg.rename_database(options.pg, self.scratch, target)
+            self.undo.append(
+                (
+                    "rename database %s back to %s" % (target, self.scratch),
+                    lambda: pg.rename_database(options.pg, target, self.scratch),
+                )
+            )
+        if self.fs_exists:
+            aside_fs = os.path.join(self.fs_root, aside_name(target))
+            os.rename(self.fs_target, aside_fs)
+            self.renamed["filestore"] = aside_fs
+            self.undo.append(
+                (
+                    "move filestore %s back to %s" % (aside_fs, self.fs_target),
+                    lambda: os.rename(aside_fs, self.fs_target),
+                )
+            )
+        if self.do_fs:
+            os.rename(self.staging, self.fs_target)
+            self.undo.append(
+                ("move filestore %s back to staging" % self.fs_target, lambda: os.rename(self.fs_target, self.staging))
+            )
+            pg_fsync_dir(self.fs_root)
+
+    def _roll_back(self):
+        """Undo a failed restore; returns what could not be undone, in words."""
+        failures = []
+        for description, action in reversed(self.undo):
+            try:
+                action()
+            except Exception as exc:
+                failures.append("could not %s (%s)" % (description, exc))
+        if self.scratch_created:
+            try:
+                pg.drop_database(self.options.pg, self.scratch)
+            except Exception as exc:
+                failures.append("could not drop the partial database %s (%s)" % (self.scratch, exc))
+        if self.staging and os.path.exists(self.staging):
+            with contextlib.suppress(Exception):
+                shutil.rmtree(self.staging)
+        return failures
+
+    def replaced_warning(self):
+        if not self.renamed.get("database"):
+            return []
+        return [
+            "the previous database is kept as %s and closed to new connections "
+            "(ALTER DATABASE ... WITH ALLOW_CONNECTIONS true to open it)" % self.renamed["database"]
+        ]
+
+
 def restore(ref, options, progress=None):
     """Restore ``ref`` (a BackupRef) as described by ``options``; returns a RestoreResult."""
     progress = progress or _noop
     started = time.monotonic()
     seconds = {}
-    target = options.target_db
-    check_target_name(target)
     manifest = ref.read_manifest()
     artifacts = manifest["artifacts"]
     do_db = options.include_database and "database" in artifacts
     do_fs = options.include_filestore and "filestore" in artifacts
     if options.include_database and "database" not in artifacts:
         raise RestoreError("This backup holds no database dump (the policy left it out).")
-    if do_fs and not options.data_dir:
-        raise RestoreError("The Odoo data directory is not known: pass --data-dir (or --no-filestore).")
     if any(art.get("encryption") for art in artifacts.values()) and not options.identities:
         raise RestoreError(
             "This backup is encrypted: give the age identity file (--identity, or identity_file in the "
             "[spp_backup] section of odoo.conf, or SPP_BACKUP_IDENTITY_FILE)."
         )
     _check_versions(options, manifest, do_db)
-
-    fs_root = os.path.join(options.data_dir, "filestore") if options.data_dir else None
-    fs_target = os.path.join(fs_root, target) if do_fs else None
-    db_exists = pg.database_exists(options.pg, target) if do_db else False
-    fs_exists = bool(fs_target) and os.path.lexists(fs_target)
-    if (db_exists or fs_exists) and not options.replace:
-        what = " and ".join(
-            w for w, e in (("database %r" % target, db_exists), ("filestore folder %s" % fs_target, fs_exists)) if e
-        )
-        raise RestoreError(
-            "The %s already exist%s. Restore into a new name, or replace it explicitly "
-            "(the current one is then renamed aside, not dropped)." % (what, "" if db_exists and fs_exists else "s")
-        )
-    _check_space(options, artifacts, fs_root, do_db, do_fs)
+    target = Target(options, do_db, do_fs)
+    _check_space(options, artifacts, target.fs_root, do_db, do_fs)
     warnings = list(manifest.get("warnings") or [])
-    leftovers = pg.databases_like(options.pg, "%\\_\\_restoring\\_%") if do_db else []
+    leftovers = target.leftovers()
     if leftovers:
         warnings.append("databases left by interrupted restores (drop them when sure): %s" % ", ".join(leftovers))
 
@@ -135,27 +251,23 @@ def restore(ref, options, progress=None):
             "The backup at %s failed verification, nothing was changed: %s" % (ref.location(), report.failure_text())
         )
     warnings += report.warnings
+    files = {"count": 0}
 
-    scratch = scratch_name(target) if do_db else None
-    staging = os.path.join(fs_root, ".%s.restoring-%s" % (target, secrets.token_hex(4))) if do_fs else None
-    undo = []  # (description, callable) to run in reverse order on failure
-    created = {"scratch": False}
-    renamed = {}
-    files = 0
-    try:
+    def fill(target):
         # The filestore is extracted in a second thread while pg_restore runs:
         # the two are independent and together keep both cores busy.
-        fs_job = _FilestoreJob(ref, artifacts["filestore"], options, fs_root, staging, seconds) if do_fs else None
-        if fs_job:
-            progress(0.1, "Restoring the filestore into %s" % staging)
+        fs_job = None
+        if do_fs:
+            fs_job = _FilestoreJob(ref, artifacts["filestore"], options, target.fs_root, target.staging, seconds)
+            progress(0.1, "Restoring the filestore into %s" % target.staging)
             fs_job.start()
         try:
             if do_db:
                 t0 = time.monotonic()
-                progress(0.1, "Restoring the database into %s" % scratch)
-                _restore_database(ref, artifacts["database"], options, manifest, scratch, created)
+                progress(0.1, "Restoring the database into %s" % target.scratch)
+                _restore_database(ref, artifacts["database"], options, manifest, target)
                 if options.new_uuid:
-                    new_database_identity(options.pg, scratch)
+                    new_database_identity(options.pg, target.scratch)
                 seconds["database"] = round(time.monotonic() - t0, 3)
         except BaseException:
             if fs_job:
@@ -163,69 +275,23 @@ def restore(ref, options, progress=None):
                 fs_job.join()
             raise
         if fs_job:
-            files = fs_job.wait()
+            files["count"] = fs_job.wait()
 
-        progress(0.95, "Swapping the restored copy in as %s" % target)
-        if db_exists:
-            aside = aside_name(target)
-            pg.rename_database(options.pg, target, aside)
-            renamed["database"] = aside
-            undo.append(
-                (
-                    "rename database %s back to %s" % (aside, target),
-                    lambda a=aside: pg.rename_database(options.pg, a, target),
-                )
-            )
-            pg.set_allow_connections(options.pg, aside, False)
-            undo.append(("reopen database %s" % aside, lambda a=aside: pg.set_allow_connections(options.pg, a, True)))
-        if do_db:
-            pg.rename_database(options.pg, scratch, target)
-            undo.append(
-                (
-                    "rename database %s back to %s" % (target, scratch),
-                    lambda: pg.rename_database(options.pg, target, scratch),
-                )
-            )
-        if fs_exists:
-            aside_fs = os.path.join(fs_root, aside_name(target))
-            os.rename(fs_target, aside_fs)
-            renamed["filestore"] = aside_fs
-            undo.append(
-                ("move filestore %s back to %s" % (aside_fs, fs_target), lambda a=aside_fs: os.rename(a, fs_target))
-            )
-        if do_fs:
-            os.rename(staging, fs_target)
-            undo.append(("move filestore %s back to staging" % fs_target, lambda: os.rename(fs_target, staging)))
-            pg_fsync_dir(fs_root)
-    except BaseException as exc:
-        failures = _roll_back(options, undo, created, scratch, staging)
-        note = (" ROLLBACK INCOMPLETE, fix by hand: %s." % "; ".join(failures)) if failures else ""
-        if isinstance(exc, BackupError):
-            raise RestoreError("%s%s" % (exc, note) if note else str(exc)) from exc
-        if isinstance(exc, Exception):
-            raise RestoreError("The restore failed and was rolled back: %s%s" % (exc, note)) from exc
-        if note:
-            raise RestoreError("The restore was interrupted.%s" % note) from exc
-        raise
+    target.run(fill, progress)
     duration = round(time.monotonic() - started, 3)
-    progress(1.0, "Restored %s into %s in %.1f s" % (ref.backup_id, target, duration))
-    if renamed.get("database"):
-        warnings.append(
-            "the previous database is kept as %s and closed to new connections "
-            "(ALTER DATABASE ... WITH ALLOW_CONNECTIONS true to open it)" % renamed["database"]
-        )
+    progress(1.0, "Restored %s into %s in %.1f s" % (ref.backup_id, target.name, duration))
     return RestoreResult(
         backup_id=ref.backup_id,
         source=ref.location(),
-        target_db=target,
-        filestore_path=fs_target,
+        target_db=target.name,
+        filestore_path=target.fs_target,
         database_restored=do_db,
-        filestore_files=files,
-        renamed_aside=renamed,
+        filestore_files=files["count"],
+        renamed_aside=target.renamed,
         seconds=seconds,
         duration=duration,
         signature=report.signature,
-        warnings=warnings,
+        warnings=warnings + target.replaced_warning(),
     )
 
 
@@ -287,12 +353,10 @@ def _check_space(options, artifacts, fs_root, do_db, do_fs):
             )
 
 
-def _restore_database(ref, art, options, manifest, scratch, created):
+def _restore_database(ref, art, options, manifest, target):
     database = manifest.get("database") or {}
-    pg.create_database(
-        options.pg, scratch, database.get("encoding") or "UTF8", database.get("collate"), database.get("ctype")
-    )
-    created["scratch"] = True
+    target.create_scratch(database.get("encoding"), database.get("collate"), database.get("ctype"))
+    scratch = target.scratch
     with ArtifactReader(ref.storage, ref.key(art["file"]), art, options.identities) as reader:
         if options.jobs > 1:
             # Parallel pg_restore needs a seekable file: decompress to a temporary file first.
@@ -348,22 +412,3 @@ def new_database_identity(pg_config, dbname):
                 cr.execute("UPDATE ir_config_parameter SET value = %s WHERE key = %s", (value, key))
     finally:
         conn.close()
-
-
-def _roll_back(options, undo, created, scratch, staging):
-    """Undo a failed restore; returns what could not be undone, in words."""
-    failures = []
-    for description, action in reversed(undo):
-        try:
-            action()
-        except Exception as exc:
-            failures.append("could not %s (%s)" % (description, exc))
-    if created.get("scratch"):
-        try:
-            pg.drop_database(options.pg, scratch)
-        except Exception as exc:
-            failures.append("could not drop the partial database %s (%s)" % (scratch, exc))
-    if staging and os.path.exists(staging):
-        with contextlib.suppress(Exception):
-            shutil.rmtree(staging)
-    return failures
