@@ -126,6 +126,41 @@ def build_parser():
     keys(p)
     connection(p)
 
+    p = sub.add_parser(
+        "drill",
+        help="restore a backup into a scratch database, check it, time it, drop it",
+        description="A restore drill: restore into <db>_drill_<id> (neutralized: no mail, no crons), check signature, "
+        "checksums, pg_restore, row counts, every attachment's SHA-1, Odoo version and modules; print the measured "
+        "restore time (RTO); drop the scratch database and filestore, also when a check fails.",
+    )
+    p.add_argument("backup", help="<dest>/<database>/<backup id>, or <dest>/<database>/latest")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="parallel pg_restore jobs")
+    keys(p)
+    connection(p)
+
+    p = sub.add_parser(
+        "import-odoo-zip",
+        help="restore a zip made by Odoo's database manager",
+        description="Restore a zip made by Odoo's database manager (dump.sql, filestore/, manifest.json) into a NEW "
+        "database, with the same checks, swap-in and roll-back as restore.",
+    )
+    p.add_argument("zip", help="the zip file")
+    p.add_argument("--target", "-t", required=True, help="database name to restore into")
+    p.add_argument("--replace", action="store_true", help="replace an existing target (renamed aside, never dropped)")
+    p.add_argument("--copy", action="store_true", help="give the restored database a new database.uuid and secret")
+    p.add_argument("--no-filestore", action="store_true", help="restore the database only")
+    connection(p)
+
+    p = sub.add_parser(
+        "export-odoo-zip",
+        help="write a backup as a zip in Odoo's database-manager format",
+        description="Write a backup as a zip that Odoo's database manager can restore (dump.sql, filestore/, "
+        "manifest.json).",
+    )
+    p.add_argument("backup", help="<dest>/<database>/<backup id>, or <dest>/<database>/latest")
+    p.add_argument("--out", required=True, help="the zip file to write (must not exist)")
+    keys(p)
+
     p = sub.add_parser("keys", help="make a new age key pair or Ed25519 signing key", description="Generate keys.")
     p.add_argument("kind", choices=["age", "signing"], help="age: encryption identity; signing: manifest signing key")
     p.add_argument("--out", required=True, help="file to write the PRIVATE key to (mode 0600; must not exist)")
@@ -239,6 +274,58 @@ def cmd_restore(args):
     return 0, result.to_dict(), "\n".join(lines)
 
 
+def cmd_drill(args):
+    from .drill import run_drill
+
+    settings, pg, data_dir = settings_for(args)
+    identities, public_key = key_options(args, settings)
+    ref = catalog.resolve(args.backup, settings)
+    result = run_drill(
+        ref,
+        pg,
+        data_dir,
+        identities=identities,
+        public_key=public_key,
+        jobs=max(1, args.jobs),
+        progress=None if args.json else progress_printer(),
+    )
+    return (0 if result.ok else 2), result.to_dict(), result.text()
+
+
+def cmd_import_odoo_zip(args):
+    from .odoozip import import_odoo_zip
+
+    settings, pg, data_dir = settings_for(args)
+    options = RestoreOptions(
+        target_db=args.target,
+        pg=pg,
+        data_dir=data_dir,
+        replace=args.replace,
+        include_filestore=not args.no_filestore,
+        new_uuid=args.copy,
+    )
+    result = import_odoo_zip(args.zip, options, progress=None if args.json else progress_printer())
+    lines = ["Imported %s into database %s in %.1f s" % (result.source, result.target_db, result.duration)]
+    if result.filestore_path:
+        lines.append("  filestore: %s (%d files)" % (result.filestore_path, result.filestore_files))
+    lines += ["  warning: %s" % w for w in result.warnings]
+    return 0, result.to_dict(), "\n".join(lines)
+
+
+def cmd_export_odoo_zip(args):
+    from .odoozip import export_odoo_zip
+
+    settings = Settings.from_config(args.conf)
+    identities, _public_key = key_options(args, settings)
+    ref = catalog.resolve(args.backup, settings)
+    size = export_odoo_zip(ref, args.out, settings.pg, identities, progress=None if args.json else progress_printer())
+    return (
+        0,
+        {"file": args.out, "size": size},
+        "Wrote %s (%s), restorable by Odoo's database manager" % (args.out, human_bytes(size)),
+    )
+
+
 def cmd_keys(args):
     if os.path.exists(args.out):
         raise BackupError("%s exists already: choose a new file (keys are never overwritten)." % args.out)
@@ -270,7 +357,16 @@ def progress_printer():
     return show
 
 
-COMMANDS = {"backup": cmd_backup, "list": cmd_list, "verify": cmd_verify, "restore": cmd_restore, "keys": cmd_keys}
+COMMANDS = {
+    "backup": cmd_backup,
+    "list": cmd_list,
+    "verify": cmd_verify,
+    "restore": cmd_restore,
+    "drill": cmd_drill,
+    "import-odoo-zip": cmd_import_odoo_zip,
+    "export-odoo-zip": cmd_export_odoo_zip,
+    "keys": cmd_keys,
+}
 
 
 def _terminate(signum, frame):

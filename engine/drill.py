@@ -1,0 +1,259 @@
+"""Restore drills: prove a backup restores, measure how long it takes, clean up.
+
+A drill restores a backup into a scratch database ``<db>_drill_<id>`` (and
+its filestore), neutralized so nothing in it sends mail or runs crons, then
+checks it: signature, checksums, pg_restore's exit status, row counts
+against the manifest, every referenced attachment present with the SHA-1
+Odoo recorded, Odoo version and installed modules as in the manifest. The
+time the restore took is the measured RTO. The scratch database and
+filestore are dropped afterwards, also when a check failed.
+"""
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+
+from . import pg
+from .errors import BackupError
+from .restore import RestoreOptions, restore
+from .stream import CHUNK
+from .verify import verify
+
+# Odoo's own neutralization for the modules that matter most (crons, outgoing
+# and incoming mail), plus the marker Odoo sets; callers inside Odoo may add
+# the statements of every installed module (odoo.modules.neutralize).
+GENERIC_NEUTRALIZE = (
+    ("ir_cron", "UPDATE ir_cron SET active = false"),
+    ("ir_mail_server", "UPDATE ir_mail_server SET active = false"),
+    ("fetchmail_server", "UPDATE fetchmail_server SET active = false"),
+    (
+        "ir_config_parameter",
+        "INSERT INTO ir_config_parameter (key, value) VALUES ('database.is_neutralized', 'true') "
+        "ON CONFLICT (key) DO UPDATE SET value = 'true'",
+    ),
+)
+
+
+@dataclass
+class DrillCheck:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class DrillResult:
+    backup_id: str
+    source: str
+    scratch_db: str
+    ok: bool = False
+    checks: list = field(default_factory=list)
+    restore_seconds: float | None = None
+    total_seconds: float = 0.0
+    cleaned_up: bool = False
+    error: str | None = None
+
+    def to_dict(self):
+        return asdict(self)
+
+    def text(self):
+        lines = [
+            "Drill of backup %s from %s: %s" % (self.backup_id, self.source, "PASSED" if self.ok else "FAILED"),
+            "  restore took %s (the measured RTO)"
+            % ("%.1f s" % self.restore_seconds if self.restore_seconds is not None else "-"),
+        ]
+        for check in self.checks:
+            lines.append("  %-22s %s  %s" % (check.name, "ok  " if check.ok else "FAIL", check.detail))
+        if self.error:
+            lines.append("  error: %s" % self.error)
+        lines.append("  scratch database %s %s" % (self.scratch_db, "dropped" if self.cleaned_up else "NOT dropped"))
+        return "\n".join(lines)
+
+
+def drill_name(db_name, backup_id):
+    suffix = "_drill_%s" % secrets.token_hex(3)
+    return db_name[: 63 - len(suffix)] + suffix
+
+
+def neutralize(pg_config, dbname, extra_sql=()):
+    """Switch off crons and mail in a restored copy (what Odoo's neutralize does)."""
+    conn = pg.connect(pg_config, dbname)
+    try:
+        with conn.cursor() as cr:
+            for table, statement in GENERIC_NEUTRALIZE:
+                if pg.table_exists(cr, table):
+                    cr.execute(statement)
+            for statement in extra_sql or ():
+                cr.execute(statement)
+    finally:
+        conn.close()
+
+
+def run_drill(ref, pg_config, data_dir, identities=(), public_key=None, neutralize_sql=(), jobs=1, progress=None):
+    """Restore ``ref`` into a scratch database, check it, drop it; returns a DrillResult (never raises)."""
+    progress = progress or (lambda fraction, message: None)
+    started = time.monotonic()
+    manifest = None
+    scratch = drill_name(ref.db_name, ref.backup_id)
+    result = DrillResult(backup_id=ref.backup_id, source=ref.location(), scratch_db=scratch)
+    fs_root = os.path.join(data_dir, "filestore") if data_dir else None
+    try:
+        progress(0.02, "Verifying the signature and checksums")
+        report = verify(ref, public_key=public_key)
+        manifest = report.manifest
+        signature_ok = report.signature.startswith("valid") if public_key else report.signature != "BAD"
+        result.checks.append(DrillCheck("signature", signature_ok, report.signature))
+        bad = [c for c in report.checks if not c.ok]
+        result.checks.append(
+            DrillCheck(
+                "checksums",
+                not bad and not report.problems,
+                "; ".join(["%s: %s" % (c.name, c.message) for c in bad] + report.problems)
+                or "%d artifacts match the manifest" % len(report.checks),
+            )
+        )
+        if not report.ok:
+            raise BackupError("the backup failed verification: %s" % report.failure_text())
+        progress(0.1, "Restoring into the scratch database %s" % scratch)
+        options = RestoreOptions(
+            target_db=scratch,
+            pg=pg_config,
+            data_dir=data_dir,
+            new_uuid=True,
+            jobs=jobs,
+            identities=list(identities or []),
+            public_key=public_key,
+        )
+        t0 = time.monotonic()
+        try:
+            restored = restore(ref, options)
+        except BackupError as exc:
+            result.checks.append(DrillCheck("restore", False, str(exc)))
+            raise
+        result.restore_seconds = round(time.monotonic() - t0, 3)
+        result.checks.append(
+            DrillCheck("restore", True, "pg_restore exited 0; %d filestore files" % restored.filestore_files)
+        )
+        progress(0.8, "Neutralizing and checking %s" % scratch)
+        neutralize(pg_config, scratch, neutralize_sql)
+        result.checks += _check_restored(pg_config, scratch, manifest, fs_root)
+    except BackupError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # a drill reports; it never crashes its caller
+        result.error = "unexpected %s: %s" % (type(exc).__name__, exc)
+    finally:
+        progress(0.95, "Dropping the scratch database %s" % scratch)
+        result.cleaned_up = _clean_up(pg_config, scratch, fs_root)
+    result.ok = result.error is None and all(check.ok for check in result.checks) and result.cleaned_up
+    result.total_seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _check_restored(pg_config, scratch, manifest, fs_root):
+    checks = []
+    conn = pg.connect(pg_config, scratch)
+    try:
+        with conn.cursor() as cr:
+            expected = (manifest.get("database") or {}).get("row_counts") or {}
+            wrong = []
+            for table, count in sorted(expected.items()):
+                if not pg.table_exists(cr, table):
+                    wrong.append("%s is missing" % table)
+                    continue
+                cr.execute('SELECT count(*) FROM "%s"' % table.replace('"', ""))
+                found = cr.fetchone()[0]
+                if found != count:
+                    wrong.append("%s has %d rows, the manifest says %d" % (table, found, count))
+            checks.append(
+                DrillCheck("row counts", not wrong, "; ".join(wrong) or "%d tables match the manifest" % len(expected))
+            )
+            checks.append(_check_attachments(cr, fs_root, scratch, manifest))
+            checks.append(_check_modules(cr, manifest))
+    finally:
+        conn.close()
+    return checks
+
+
+def _check_attachments(cr, fs_root, scratch, manifest):
+    if not (manifest.get("filestore") or {}).get("included", True) or "filestore" not in manifest["artifacts"]:
+        return DrillCheck("attachments", True, "the backup holds no filestore (not checked)")
+    if not pg.table_exists(cr, "ir_attachment"):
+        return DrillCheck("attachments", True, "no ir_attachment table")
+    root = os.path.join(fs_root, scratch)
+    cr.execute(
+        "SELECT DISTINCT store_fname, checksum FROM ir_attachment WHERE store_fname IS NOT NULL AND store_fname <> ''"
+    )
+    checked, missing, mismatched = 0, [], []
+    for store_fname, checksum in cr.fetchall():
+        checked += 1
+        parts = store_fname.split("/")
+        path = os.path.join(root, *parts)
+        if ".." in parts or store_fname.startswith("/") or not os.path.isfile(path):
+            missing.append(store_fname)
+            continue
+        if checksum:
+            digest = hashlib.sha1()
+            with open(path, "rb") as handle:
+                for block in iter(lambda h=handle: h.read(CHUNK), b""):
+                    digest.update(block)
+            if digest.hexdigest() != checksum:
+                mismatched.append(store_fname)
+    known = set((manifest.get("filestore") or {}).get("missing") or [])
+    problems = []
+    if missing:
+        already = len([m for m in missing if m in known])
+        problems.append(
+            "%d attachment file(s) missing (%d of them already missing when the backup was made): %s"
+            % (len(missing), already, ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+        )
+    if mismatched:
+        problems.append(
+            "%d file(s) whose SHA-1 differs from Odoo's checksum: %s"
+            % (len(mismatched), ", ".join(mismatched[:5]) + (" ..." if len(mismatched) > 5 else ""))
+        )
+    return DrillCheck(
+        "attachments", not problems, "; ".join(problems) or "%d files present with the right SHA-1" % checked
+    )
+
+
+def _check_modules(cr, manifest):
+    expected = manifest.get("modules") or {}
+    if not pg.table_exists(cr, "ir_module_module"):
+        return DrillCheck("odoo version/modules", not expected, "no ir_module_module table")
+    cr.execute("SELECT name, latest_version FROM ir_module_module WHERE state = 'installed'")
+    found = dict(cr.fetchall())
+    problems = []
+    if found != expected:
+        lost = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
+        changed = sorted(n for n in set(found) & set(expected) if found[n] != expected[n])
+        for label, names in (("not installed", lost), ("unexpected", extra), ("other version", changed)):
+            if names:
+                problems.append("%s: %s" % (label, ", ".join(names[:10])))
+    base = found.get("base") or ""
+    major = manifest.get("major_version")
+    if major and base and not base.startswith(major):
+        problems.append("base is %s, the manifest says Odoo %s" % (base, major))
+    return DrillCheck(
+        "odoo version/modules",
+        not problems,
+        "; ".join(problems) or "Odoo %s, %d modules as in the manifest" % (major or "?", len(found)),
+    )
+
+
+def _clean_up(pg_config, scratch, fs_root):
+    ok = True
+    try:
+        pg.drop_database(pg_config, scratch)
+    except Exception:
+        ok = False
+    if fs_root:
+        path = os.path.join(fs_root, scratch)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(path)
+        ok = ok and not os.path.exists(path)
+    return ok

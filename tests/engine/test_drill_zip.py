@@ -1,0 +1,214 @@
+"""Restore drills catch broken backups and always clean up; Odoo database-manager zips round-trip."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, query, table_contents, tree_digest
+
+from engine import catalog
+from engine.backup import run_backup
+from engine.drill import run_drill
+from engine.errors import RestoreError, UnsafeArchive
+from engine.odoozip import export_odoo_zip, import_odoo_zip
+from engine.restore import RestoreOptions
+
+
+def drill(result, sample, pgconf, **kwargs):
+    return run_drill(catalog.resolve(result.locations[0]), pgconf, str(sample["tmp"] / "drills"), **kwargs)
+
+
+def assert_cleaned(out, sample):
+    assert out.cleaned_up
+    assert query("postgres", "SELECT count(*) FROM pg_database WHERE datname = %s", (out.scratch_db,)) == [(0,)]
+    assert not os.path.exists(sample["tmp"] / "drills" / "filestore" / out.scratch_db)
+
+
+def checks(out):
+    return {check.name: check.ok for check in out.checks}
+
+
+def test_drill_passes_times_the_restore_and_cleans_up(sample, plan_for, pgconf, keys):
+    """A good encrypted, signed backup passes every check; the restore time is measured; nothing is left."""
+    result = run_backup(plan_for(sample, recipients=[keys["recipient"]], signing_key_file=keys["signing_file"]))
+    out = drill(result, sample, pgconf, identities=keys["identities"], public_key=keys["public"])
+    assert out.ok, out.text()
+    assert checks(out) == {
+        "signature": True,
+        "checksums": True,
+        "restore": True,
+        "row counts": True,
+        "attachments": True,
+        "odoo version/modules": True,
+    }
+    assert out.restore_seconds > 0 and out.scratch_db.startswith(sample["db"] + "_drill_")
+    assert_cleaned(out, sample)
+
+
+def test_drill_catches_a_missing_attachment_file(sample, plan_for, pgconf):
+    """A referenced file that the backup lacks fails the attachments check."""
+    store_fname = query(sample["db"], "SELECT store_fname FROM ir_attachment ORDER BY id LIMIT 1")[0][0]
+    os.unlink(os.path.join(sample["filestore"], store_fname))
+    out = drill(run_backup(plan_for(sample)), sample, pgconf)
+    assert not out.ok and checks(out)["attachments"] is False
+    assert store_fname in next(c.detail for c in out.checks if c.name == "attachments")
+    assert_cleaned(out, sample)
+
+
+def test_drill_catches_a_changed_attachment(sample, plan_for, pgconf):
+    """A file whose content no longer matches Odoo's SHA-1 checksum fails the attachments check."""
+    store_fname = query(sample["db"], "SELECT store_fname FROM ir_attachment ORDER BY id LIMIT 1")[0][0]
+    with open(os.path.join(sample["filestore"], store_fname), "r+b") as handle:
+        handle.write(b"X")
+    out = drill(run_backup(plan_for(sample)), sample, pgconf)
+    assert not out.ok and checks(out)["attachments"] is False and "SHA-1" in out.text()
+    assert_cleaned(out, sample)
+
+
+def test_drill_catches_row_counts_that_do_not_match(sample, plan_for, pgconf):
+    """A manifest whose row counts disagree with the restored database fails the row count check."""
+    result = run_backup(plan_for(sample))
+    path = Path(result.locations[0]) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["database"]["row_counts"]["res_partner"] += 1
+    path.write_text(json.dumps(manifest))
+    out = drill(result, sample, pgconf)
+    assert not out.ok and checks(out)["row counts"] is False and "res_partner has 500 rows" in out.text()
+    assert_cleaned(out, sample)
+
+
+def test_drill_catches_a_truncated_dump(sample, plan_for, pgconf):
+    """A truncated dump fails the checksums before any restore, and nothing is left behind."""
+    result = run_backup(plan_for(sample))
+    path = os.path.join(result.locations[0], result.artifacts["database"]["file"])
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) // 2)
+    out = drill(result, sample, pgconf)
+    assert not out.ok and checks(out)["checksums"] is False and "restore" not in checks(out)
+    assert_cleaned(out, sample)
+
+
+def test_drill_catches_a_bad_signature(sample, plan_for, pgconf, keys):
+    """A backup signed by another key fails the signature check."""
+    from engine import crypto
+
+    other_pem, _ = crypto.generate_signing_key()
+    other = sample["tmp"] / "other.pem"
+    other.write_text(other_pem)
+    result = run_backup(plan_for(sample, signing_key_file=str(other)))
+    out = drill(result, sample, pgconf, public_key=keys["public"])
+    assert not out.ok and checks(out)["signature"] is False
+    assert_cleaned(out, sample)
+
+
+def test_drill_cli_exit_codes(sample, plan_for):
+    """The drill command exits 0 on a good backup and prints the measured restore time."""
+    result = run_backup(plan_for(sample))
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "drill", result.locations[0], "--data-dir", str(sample["tmp"] / "d")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASSED" in proc.stdout and "measured RTO" in proc.stdout
+
+
+def odoo_zip(sample, path):
+    """A zip in exactly the layout Odoo's dump_db writes: dump.sql first, filestore/, manifest.json."""
+    dump = subprocess.run(
+        ["pg_dump", "--no-owner", sample["db"]], capture_output=True, check=True, env=dict(os.environ)
+    ).stdout
+    manifest = {
+        "odoo_dump": "1",
+        "db_name": sample["db"],
+        "version": "17.0",
+        "version_info": [17, 0, 0, "final", 0, ""],
+        "major_version": "17.0",
+        "pg_version": "15.0",
+        "modules": {"base": "17.0.1.3"},
+    }
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("dump.sql", dump)
+        for folder, _dirs, files in sorted(os.walk(sample["filestore"])):
+            for name in sorted(files):
+                full = os.path.join(folder, name)
+                archive.write(full, "filestore/" + os.path.relpath(full, sample["filestore"]))
+        archive.writestr("manifest.json", json.dumps(manifest, indent=4))
+    return path
+
+
+def test_import_an_odoo_database_manager_zip(sample, dbs, pgconf):
+    """An Odoo zip restores into a new database with identical rows and files."""
+    path = odoo_zip(sample, str(sample["tmp"] / "odoo.zip"))
+    target = dbs.name("fromzip")
+    data_dir = str(sample["tmp"] / "zipdata")
+    out = import_odoo_zip(path, RestoreOptions(target_db=target, pg=pgconf, data_dir=data_dir))
+    assert out.filestore_files == 40
+    assert table_contents(target) == table_contents(sample["db"])
+    assert tree_digest(os.path.join(data_dir, "filestore", target)) == tree_digest(sample["filestore"])
+
+
+def test_export_writes_odoos_layout_and_imports_back(sample, plan_for, dbs, pgconf, keys):
+    """An encrypted backup exported as an Odoo zip has dump.sql first and restores identically."""
+    result = run_backup(plan_for(sample, recipients=[keys["recipient"]]))
+    out_path = str(sample["tmp"] / "export.zip")
+    export_odoo_zip(catalog.resolve(result.locations[0]), out_path, pgconf, keys["identities"])
+    with zipfile.ZipFile(out_path) as archive:
+        names = archive.namelist()
+        assert names[0] == "dump.sql" and names[-1] == "manifest.json"
+        assert len([n for n in names if n.startswith("filestore/")]) == 40
+        manifest = json.loads(archive.read("manifest.json"))
+        assert (
+            manifest["odoo_dump"] == "1" and manifest["db_name"] == sample["db"] and manifest["major_version"] == "17.0"
+        )
+        assert b"CREATE TABLE public.res_partner" in archive.read("dump.sql")
+    target = dbs.name("roundzip")
+    data_dir = str(sample["tmp"] / "rz")
+    import_odoo_zip(out_path, RestoreOptions(target_db=target, pg=pgconf, data_dir=data_dir))
+    assert table_contents(target) == table_contents(sample["db"])
+    assert tree_digest(os.path.join(data_dir, "filestore", target)) == tree_digest(sample["filestore"])
+
+
+def test_hostile_zip_is_refused_and_nothing_is_created(sample, dbs, pgconf, tmp_path):
+    """A zip with a member climbing out of the filestore is refused before anything is created."""
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("dump.sql", "CREATE TABLE x (id int);\n")
+        archive.writestr("filestore/../../escaped", b"evil")
+    target = dbs.name("evil")
+    with pytest.raises(UnsafeArchive, match="climbs out"):
+        import_odoo_zip(str(path), RestoreOptions(target_db=target, pg=pgconf, data_dir=str(tmp_path / "d")))
+    assert query("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE %s", (target + "%",)) == [(0,)]
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_a_zip_without_dump_sql_is_explained(tmp_path, pgconf):
+    """Something that is not an Odoo zip gets a sentence, not a traceback."""
+    path = tmp_path / "other.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(RestoreError, match="has no dump.sql"):
+        import_odoo_zip(str(path), RestoreOptions(target_db="whatever_db", pg=pgconf))
+    (tmp_path / "notzip.zip").write_bytes(io.BytesIO(b"not a zip").getvalue())
+    with pytest.raises(RestoreError, match="not a readable zip"):
+        import_odoo_zip(str(tmp_path / "notzip.zip"), RestoreOptions(target_db="whatever_db", pg=pgconf))
+
+
+def test_zip_member_that_is_a_link_is_refused(tmp_path, pgconf):
+    """A zip member recorded as a symbolic link is refused."""
+    import stat
+
+    path = tmp_path / "link.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("dump.sql", "SELECT 1;\n")
+        info = zipfile.ZipInfo("filestore/ab/link")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(info, "/etc/passwd")
+    with pytest.raises(UnsafeArchive, match="links and special files"):
+        import_odoo_zip(str(path), RestoreOptions(target_db="link_db_x", pg=pgconf, data_dir=str(tmp_path / "d")))
