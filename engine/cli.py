@@ -119,6 +119,7 @@ def build_parser():
         "--copy", action="store_true", help="give the restored database a new database.uuid and secret (a copy)"
     )
     p.add_argument("--no-filestore", action="store_true", help="restore the database only")
+    p.add_argument("--neutralize", action="store_true", help="switch off crons and outgoing/incoming mail in the copy")
     p.add_argument(
         "--jobs", "-j", type=int, default=1, help="parallel pg_restore jobs (needs temporary disk space for the dump)"
     )
@@ -149,6 +150,7 @@ def build_parser():
     p.add_argument("--replace", action="store_true", help="replace an existing target (renamed aside, never dropped)")
     p.add_argument("--copy", action="store_true", help="give the restored database a new database.uuid and secret")
     p.add_argument("--no-filestore", action="store_true", help="restore the database only")
+    p.add_argument("--neutralize", action="store_true", help="switch off crons and outgoing/incoming mail in the copy")
     connection(p)
 
     p = sub.add_parser(
@@ -258,6 +260,7 @@ def cmd_restore(args):
         replace=args.replace,
         include_filestore=not args.no_filestore,
         new_uuid=args.copy,
+        neutralize=args.neutralize,
         jobs=max(1, args.jobs),
         tmp_dir=args.tmp_dir,
         identities=identities,
@@ -303,6 +306,7 @@ def cmd_import_odoo_zip(args):
         replace=args.replace,
         include_filestore=not args.no_filestore,
         new_uuid=args.copy,
+        neutralize=args.neutralize,
     )
     result = import_odoo_zip(args.zip, options, progress=None if args.json else progress_printer())
     lines = ["Imported %s into database %s in %.1f s" % (result.source, result.target_db, result.duration)]

@@ -23,20 +23,6 @@ from .restore import RestoreOptions, restore
 from .stream import CHUNK
 from .verify import verify
 
-# Odoo's own neutralization for the modules that matter most (crons, outgoing
-# and incoming mail), plus the marker Odoo sets; callers inside Odoo may add
-# the statements of every installed module (odoo.modules.neutralize).
-GENERIC_NEUTRALIZE = (
-    ("ir_cron", "UPDATE ir_cron SET active = false"),
-    ("ir_mail_server", "UPDATE ir_mail_server SET active = false"),
-    ("fetchmail_server", "UPDATE fetchmail_server SET active = false"),
-    (
-        "ir_config_parameter",
-        "INSERT INTO ir_config_parameter (key, value) VALUES ('database.is_neutralized', 'true') "
-        "ON CONFLICT (key) DO UPDATE SET value = 'true'",
-    ),
-)
-
 
 @dataclass
 class DrillCheck:
@@ -79,20 +65,6 @@ def drill_name(db_name, backup_id):
     return db_name[: 63 - len(suffix)] + suffix
 
 
-def neutralize(pg_config, dbname, extra_sql=()):
-    """Switch off crons and mail in a restored copy (what Odoo's neutralize does)."""
-    conn = pg.connect(pg_config, dbname)
-    try:
-        with conn.cursor() as cr:
-            for table, statement in GENERIC_NEUTRALIZE:
-                if pg.table_exists(cr, table):
-                    cr.execute(statement)
-            for statement in extra_sql or ():
-                cr.execute(statement)
-    finally:
-        conn.close()
-
-
 def run_drill(ref, pg_config, data_dir, identities=(), public_key=None, neutralize_sql=(), jobs=1, progress=None):
     """Restore ``ref`` into a scratch database, check it, drop it; returns a DrillResult (never raises)."""
     progress = progress or (lambda fraction, message: None)
@@ -124,6 +96,8 @@ def run_drill(ref, pg_config, data_dir, identities=(), public_key=None, neutrali
             pg=pg_config,
             data_dir=data_dir,
             new_uuid=True,
+            neutralize=True,
+            neutralize_sql=list(neutralize_sql or []),
             jobs=jobs,
             identities=list(identities or []),
             public_key=public_key,
@@ -138,8 +112,7 @@ def run_drill(ref, pg_config, data_dir, identities=(), public_key=None, neutrali
         result.checks.append(
             DrillCheck("restore", True, "pg_restore exited 0; %d filestore files" % restored.filestore_files)
         )
-        progress(0.8, "Neutralizing and checking %s" % scratch)
-        neutralize(pg_config, scratch, neutralize_sql)
+        progress(0.8, "Checking %s" % scratch)
         result.checks += _check_restored(pg_config, scratch, manifest, fs_root)
     except BackupError as exc:
         result.error = str(exc)

@@ -28,6 +28,20 @@ from .errors import BackupError, RestoreError
 from .stream import CHUNK, ArtifactReader
 from .verify import verify
 
+# Odoo's own neutralization for the modules that matter most (crons, outgoing
+# and incoming mail), plus the marker Odoo sets; callers inside Odoo may add
+# the statements of every installed module (odoo.modules.neutralize).
+GENERIC_NEUTRALIZE = (
+    ("ir_cron", "UPDATE ir_cron SET active = false"),
+    ("ir_mail_server", "UPDATE ir_mail_server SET active = false"),
+    ("fetchmail_server", "UPDATE fetchmail_server SET active = false"),
+    (
+        "ir_config_parameter",
+        "INSERT INTO ir_config_parameter (key, value) VALUES ('database.is_neutralized', 'true') "
+        "ON CONFLICT (key) DO UPDATE SET value = 'true'",
+    ),
+)
+
 
 @dataclass
 class RestoreOptions:
@@ -44,6 +58,8 @@ class RestoreOptions:
     public_key: str | None = None
     require_signature: bool = False
     expected_major_version: str | None = None
+    neutralize: bool = False
+    neutralize_sql: list = field(default_factory=list)
 
 
 @dataclass
@@ -268,6 +284,8 @@ def restore(ref, options, progress=None):
                 _restore_database(ref, artifacts["database"], options, manifest, target)
                 if options.new_uuid:
                     new_database_identity(options.pg, target.scratch)
+                if options.neutralize:
+                    neutralize(options.pg, target.scratch, options.neutralize_sql)
                 seconds["database"] = round(time.monotonic() - t0, 3)
         except BaseException:
             if fs_job:
@@ -399,6 +417,20 @@ class _FilestoreJob(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.files
+
+
+def neutralize(pg_config, dbname, extra_sql=()):
+    """Switch off crons and mail in a restored copy (what Odoo's neutralize does)."""
+    conn = pg.connect(pg_config, dbname)
+    try:
+        with conn.cursor() as cr:
+            for table, statement in GENERIC_NEUTRALIZE:
+                if pg.table_exists(cr, table):
+                    cr.execute(statement)
+            for statement in extra_sql or ():
+                cr.execute(statement)
+    finally:
+        conn.close()
 
 
 def new_database_identity(pg_config, dbname):

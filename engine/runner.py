@@ -93,7 +93,11 @@ def pid_alive(pid):
 
 
 def run_plan_file(plan_path, status_path):
-    """Entry point of ``engine run``: 0 done, 1 done with warnings, 2 failed."""
+    """Entry point of ``engine run``: 0 done, 1 done with warnings, 2 failed.
+
+    The plan's ``action`` is ``backup`` (the default: a BackupPlan), ``restore``
+    or ``drill`` (see ``restore_from_plan`` and ``drill_from_plan``).
+    """
     status = StatusFile(status_path)
     status.update(force=True, message="Runner started (pid %d)" % os.getpid())
     stop = threading.Event()
@@ -102,14 +106,22 @@ def run_plan_file(plan_path, status_path):
         while not stop.wait(HEARTBEAT_SECONDS):
             status.update(force=True)
 
+    def progress(fraction, message):
+        status.update(progress=round(fraction, 4), message=message)
+
     threading.Thread(target=beat, daemon=True).start()
     try:
         with open(plan_path, encoding="utf-8") as handle:
-            plan = BackupPlan.from_dict(json.load(handle))
-        result = run_backup(
-            plan, progress=lambda fraction, message: status.update(progress=round(fraction, 4), message=message)
-        )
-        prunes = apply_retention(plan, result, status)
+            data = json.load(handle)
+        action = data.pop("action", "backup")
+        if action == "backup":
+            outcome = _backup(BackupPlan.from_dict(data), status, progress)
+        elif action == "restore":
+            outcome = _restore(data, progress)
+        elif action == "drill":
+            outcome = _drill(data, progress)
+        else:
+            raise BackupError("Unknown runner action %r." % action)
     except BackupError as exc:
         stop.set()
         status.update(force=True, state="failed", error=str(exc), message="Failed: %s" % exc, finished_at=time.time())
@@ -121,20 +133,92 @@ def run_plan_file(plan_path, status_path):
         status.update(force=True, state="failed", error=error, message="Failed: %s" % error, finished_at=time.time())
         return 2
     stop.set()
+    result, error, warnings = outcome
+    if error:
+        status.update(
+            force=True,
+            state="failed",
+            result=result,
+            error=error,
+            message="Failed: %s" % error,
+            finished_at=time.time(),
+        )
+        return 2
+    status.update(force=True, state="done", progress=1.0, result=result, message="Done", finished_at=time.time())
+    return 1 if warnings else 0
+
+
+def _backup(plan, status, progress):
+    result = run_backup(plan, progress=progress)
+    prunes = apply_retention(plan, result, status)
     data = result.to_dict()
     data["retention"] = prunes
+    error = None
     if result.failed_copies:
         error = "The backup was stored, but %d of %d copies failed: %s" % (
             len(result.failed_copies),
             len(result.copies),
             "; ".join("%s: %s" % (c["destination"], c["error"]) for c in result.failed_copies),
         )
-        status.update(
-            force=True, state="failed", result=data, error=error, message="Failed: %s" % error, finished_at=time.time()
-        )
-        return 2
-    status.update(force=True, state="done", progress=1.0, result=data, message="Done", finished_at=time.time())
-    return 1 if result.warnings else 0
+    return data, error, result.warnings
+
+
+def _source_ref(data, settings):
+    """The BackupRef a restore or drill plan names: a destination, a database and a backup id."""
+    from .catalog import BackupRef, latest
+    from .config import DestinationConfig
+    from .storage import open_storage
+
+    source = data["source"]
+    storage = open_storage(DestinationConfig(**source["destination"]), settings)
+    if source.get("backup_id") in (None, "", "latest"):
+        return latest(storage, source["db_name"])
+    return BackupRef(storage, source["db_name"], source["backup_id"])
+
+
+def _plan_context(data):
+    from .config import PgConfig, Settings
+    from .crypto import load_identities
+
+    settings = Settings.from_config(data.get("odoo_conf"))
+    pg = PgConfig(**(data.get("pg") or {}))
+    if pg.password is None and settings.pg.password:
+        pg.password = settings.pg.password
+    identity_file = settings.get("identity_file")
+    identities = load_identities(identity_file) if identity_file else []
+    return settings, pg, identities
+
+
+def _restore(data, progress):
+    from .restore import RestoreOptions, restore
+
+    settings, pg, identities = _plan_context(data)
+    ref = _source_ref(data, settings)
+    options = RestoreOptions(pg=pg, identities=identities, **data["options"])
+    result = restore(ref, options, progress=progress)
+    return result.to_dict(), None, result.warnings
+
+
+def _drill(data, progress):
+    from .drill import run_drill
+
+    settings, pg, identities = _plan_context(data)
+    ref = _source_ref(data, settings)
+    result = run_drill(
+        ref,
+        pg,
+        data.get("data_dir"),
+        identities=identities,
+        public_key=data.get("public_key"),
+        neutralize_sql=data.get("neutralize_sql") or [],
+        jobs=int(data.get("jobs") or 1),
+        progress=progress,
+    )
+    error = None
+    if not result.ok:
+        failed = [check.name for check in result.checks if not check.ok]
+        error = "The restore drill failed: %s" % (result.error or ", ".join(failed) or "see the checks")
+    return result.to_dict(), error, []
 
 
 def apply_retention(plan, result, status):

@@ -212,3 +212,48 @@ def test_zip_member_that_is_a_link_is_refused(tmp_path, pgconf):
         archive.writestr(info, "/etc/passwd")
     with pytest.raises(UnsafeArchive, match="links and special files"):
         import_odoo_zip(str(path), RestoreOptions(target_db="link_db_x", pg=pgconf, data_dir=str(tmp_path / "d")))
+
+
+def run_runner(plan, tmp_path):
+    from engine.runner import read_status
+
+    plan_path, status_path = tmp_path / "plan.json", tmp_path / "status.json"
+    plan_path.write_text(json.dumps(plan))
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", "run", "--plan", str(plan_path), "--status", str(status_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    return proc.returncode, read_status(str(status_path))
+
+
+def test_runner_restores_and_drills_outside_the_caller(sample, plan_for, dbs, pgconf, tmp_path):
+    """The detached runner carries out restore and drill plans and reports their results."""
+    result = run_backup(plan_for(sample))
+    source = {"destination": {"kind": "local", "path": sample["dest"]}, "db_name": sample["db"], "backup_id": "latest"}
+    pg_public = pgconf.public_dict()
+    target = dbs.name("runner")
+    code, status = run_runner(
+        {
+            "action": "restore",
+            "pg": pg_public,
+            "source": source,
+            "options": {"target_db": target, "data_dir": str(tmp_path / "rdata"), "new_uuid": True, "neutralize": True},
+        },
+        tmp_path,
+    )
+    assert code == 0 and status["state"] == "done", status
+    assert status["result"]["backup_id"] == result.backup_id and status["result"]["target_db"] == target
+    assert query(target, "SELECT value FROM ir_config_parameter WHERE key = 'database.is_neutralized'") == [("true",)]
+    code, status = run_runner(
+        {"action": "drill", "pg": pg_public, "source": source, "data_dir": str(tmp_path / "ddata")}, tmp_path
+    )
+    assert code == 0 and status["state"] == "done" and status["result"]["ok"] is True
+    assert status["result"]["restore_seconds"] > 0 and status["result"]["cleaned_up"] is True
+    os.unlink(os.path.join(result.locations[0], result.artifacts["application"]["file"]))
+    code, status = run_runner(
+        {"action": "drill", "pg": pg_public, "source": source, "data_dir": str(tmp_path / "ddata")}, tmp_path
+    )
+    assert code == 2 and status["state"] == "failed" and "drill failed" in status["error"]
+    assert status["result"]["cleaned_up"] is True
