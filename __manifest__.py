@@ -1,7 +1,7 @@
 {  # noqa: B018 - an Odoo manifest is a bare dictionary
     "name": "OpenSPP Backup & Recovery",
     "summary": "Scheduled, verifiable backups of the database, filestore and application, with evidence for auditors.",
-    "version": "17.0.1.0.0",
+    "version": "17.0.1.1.0",
     "author": "OpenSPP.org",
     "website": "https://github.com/OpenSPP/openspp-modules",
     "license": "LGPL-3",
@@ -16,6 +16,8 @@
         "data/mail_message_subtype.xml",
         "data/ir_cron.xml",
         "wizards/backup_run_now_views.xml",
+        "wizards/backup_retention_preview_views.xml",
+        "wizards/backup_key_show_views.xml",
         "views/backup_destination_views.xml",
         "views/backup_job_views.xml",
         "views/backup_policy_views.xml",

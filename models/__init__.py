@@ -1,1 +1,1 @@
-from . import backup_destination, backup_job, backup_policy  # noqa: F401
+from . import backup_destination, backup_job, backup_job_copy, backup_policy  # noqa: F401

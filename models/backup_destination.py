@@ -1,4 +1,6 @@
+import logging
 import os
+import re
 
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError, ValidationError
@@ -6,6 +8,17 @@ from odoo.exceptions import UserError, ValidationError
 from ..engine.config import DestinationConfig
 from ..engine.errors import BackupError
 from ..engine.storage import open_storage
+
+_logger = logging.getLogger(__name__)
+
+# S3 bucket names: 3 to 63 lower-case letters, digits, dots and hyphens.
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+CREDENTIALS_HELP = (
+    "S3 keys are never stored in Odoo: they come from the server's environment (AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY, or an instance role), from a named profile in the server's AWS credentials file, "
+    "or from s3_access_key_id and s3_secret_access_key in the [spp_backup] section of odoo.conf."
+)
 
 
 class SppBackupDestination(models.Model):
@@ -16,17 +29,85 @@ class SppBackupDestination(models.Model):
     name = fields.Char(required=True, help="A name that tells people where the backups go, e.g. 'Backup disk'.")
     active = fields.Boolean(default=True, help="Archived destinations are kept for the record but no longer offered.")
     kind = fields.Selection(
-        [("local", "Local or mounted directory")],
+        [("local", "Local or mounted directory"), ("s3", "S3-compatible object storage")],
         string="Kind",
         required=True,
         default="local",
-        help="Where the backup sets are written. A local directory may be a mounted network share.",
+        help="Where the backup sets are written: a directory of this server (it may be a mounted network share), "
+        "or a bucket of an S3-compatible object store (AWS S3, MinIO, Ceph, Wasabi, ...).",
     )
     path = fields.Char(
         string="Directory",
         help="Absolute path of the directory that receives the backup sets, one sub-folder per database. "
         "The Odoo server's user must be able to write there.",
     )
+    endpoint_url = fields.Char(
+        string="Endpoint URL",
+        help="URL of the S3 service, e.g. https://minio.example.org:9000. Leave empty for AWS S3 "
+        "(or to use s3_endpoint_url from the [spp_backup] section of odoo.conf).",
+    )
+    region = fields.Char(
+        help="Region of the bucket, e.g. eu-west-1. Leave empty to use s3_region from odoo.conf or the "
+        "server's AWS configuration."
+    )
+    bucket = fields.Char(help="Name of the bucket that receives the backup sets. It must exist already.")
+    prefix = fields.Char(
+        help="Folder inside the bucket under which backup sets are written, e.g. 'odoo/production'. "
+        "Leave empty to write at the top of the bucket."
+    )
+    storage_class = fields.Char(
+        string="Storage class",
+        help="S3 storage class of the stored objects, e.g. STANDARD_IA or GLACIER_IR. Leave empty for the "
+        "bucket's default (STANDARD on AWS). Classes that need a restore before reading (GLACIER, DEEP_ARCHIVE) "
+        "cannot be verified or restored directly.",
+    )
+    sse = fields.Selection(
+        [("none", "None"), ("AES256", "S3-managed keys (AES256)"), ("aws:kms", "KMS key (aws:kms)")],
+        string="Server-side encryption",
+        default="none",
+        required=True,
+        help="Ask the object store to encrypt the stored objects at rest. This comes on top of the policy's own "
+        "age encryption, which the object store cannot undo.",
+    )
+    sse_kms_key_id = fields.Char(
+        string="KMS key ID",
+        help="ID or ARN of the KMS key used with server-side encryption 'aws:kms'. Leave empty for the "
+        "account's default S3 KMS key.",
+    )
+    addressing_style = fields.Selection(
+        [("auto", "Automatic"), ("path", "Path (endpoint/bucket)"), ("virtual", "Virtual host (bucket.endpoint)")],
+        string="Addressing style",
+        default="auto",
+        required=True,
+        help="How the bucket appears in request URLs. Most self-hosted services (MinIO, Ceph) need 'Path'; "
+        "AWS works with 'Automatic'.",
+    )
+    profile = fields.Char(
+        string="Credentials profile",
+        help="Name of a profile in the server's AWS credentials file (~/.aws/credentials of the Odoo user) that "
+        "holds the keys for this bucket. Leave empty to use the environment or odoo.conf. " + CREDENTIALS_HELP,
+    )
+    object_lock_mode = fields.Selection(
+        [("none", "Off"), ("governance", "Governance"), ("compliance", "Compliance")],
+        string="Object Lock",
+        default="none",
+        required=True,
+        help="Write every object under S3 Object Lock, so that nobody (compliance) or only privileged users "
+        "(governance) can delete or overwrite it before the retention days have passed: protection against "
+        "ransomware and mistakes. The bucket must have been created with Object Lock enabled.",
+    )
+    object_lock_days = fields.Integer(
+        string="Object Lock days",
+        default=0,
+        help="How many days each stored object stays locked. Retention never deletes a backup that is still locked.",
+    )
+    part_size_mb = fields.Integer(
+        string="Upload part size (MiB)",
+        default=16,
+        help="Size of each part of the multipart uploads, from 5 to 5120 MiB. Larger parts mean fewer requests; "
+        "memory use stays bounded whatever the size of the backup.",
+    )
+    where = fields.Char(string="Where", compute="_compute_where", help="The directory or the S3 bucket and prefix.")
     policy_ids = fields.Many2many(
         "spp.backup.policy",
         "spp_backup_policy_destination_rel",
@@ -35,6 +116,22 @@ class SppBackupDestination(models.Model):
         string="Policies",
         readonly=True,
     )
+
+    @api.depends("kind", "path", "bucket", "prefix", "endpoint_url")
+    def _compute_where(self):
+        for destination in self:
+            if destination.kind == "s3":
+                where = "s3://%s" % (destination.bucket or "?")
+                prefix = (destination.prefix or "").strip("/")
+                if prefix:
+                    where += "/" + prefix
+                if destination.endpoint_url:
+                    where += " (%s)" % destination.endpoint_url
+                destination.where = where
+            else:
+                destination.where = destination.path or False
+
+    # ------------------------------------------------------------------ checks
 
     @api.constrains("kind", "path")
     def _check_path(self):
@@ -58,19 +155,134 @@ class SppBackupDestination(models.Model):
                     )
                 )
 
+    @api.constrains("kind", "bucket", "prefix", "endpoint_url", "part_size_mb", "sse", "sse_kms_key_id")
+    def _check_s3(self):
+        for destination in self.filtered(lambda d: d.kind == "s3"):
+            bucket = (destination.bucket or "").strip()
+            if not bucket:
+                raise ValidationError(
+                    _("S3 destination '%s' needs a bucket: give the name of an existing bucket.", destination.name)
+                )
+            if not BUCKET_RE.match(bucket) or ".." in bucket:
+                raise ValidationError(
+                    _(
+                        "'%(bucket)s' is not a valid S3 bucket name (destination '%(name)s'): use 3 to 63 lower-case "
+                        "letters, digits, dots and hyphens, starting and ending with a letter or digit.",
+                        bucket=bucket,
+                        name=destination.name,
+                    )
+                )
+            parts = [part for part in (destination.prefix or "").split("/") if part]
+            if any(part in (".", "..") for part in parts):
+                raise ValidationError(
+                    _("The prefix of destination '%s' cannot contain '.' or '..' folders.", destination.name)
+                )
+            endpoint = (destination.endpoint_url or "").strip()
+            if endpoint and not re.match(r"^https?://[^\s/]+", endpoint):
+                raise ValidationError(
+                    _(
+                        "The endpoint URL of destination '%(name)s' must start with https:// (or http://), "
+                        "e.g. https://minio.example.org:9000, not '%(url)s'.",
+                        name=destination.name,
+                        url=endpoint,
+                    )
+                )
+            if endpoint and "@" in endpoint.split("//", 1)[1].split("/", 1)[0]:
+                raise ValidationError(
+                    _(
+                        "The endpoint URL of destination '%s' must not contain credentials. %s",
+                        destination.name,
+                        CREDENTIALS_HELP,
+                    )
+                )
+            if not 5 <= destination.part_size_mb <= 5120:
+                raise ValidationError(
+                    _(
+                        "The upload part size of destination '%s' must be between 5 and 5120 MiB (S3's limits).",
+                        destination.name,
+                    )
+                )
+            if destination.sse_kms_key_id and destination.sse != "aws:kms":
+                raise ValidationError(
+                    _(
+                        "Destination '%s' names a KMS key but its server-side encryption is not 'aws:kms': "
+                        "choose 'KMS key (aws:kms)' or clear the KMS key ID.",
+                        destination.name,
+                    )
+                )
+
+    @api.constrains("kind", "object_lock_mode", "object_lock_days")
+    def _check_object_lock(self):
+        for destination in self:
+            if destination.object_lock_days < 0:
+                raise ValidationError(_("Destination '%s': Object Lock days cannot be negative.", destination.name))
+            if destination.object_lock_mode != "none":
+                if destination.kind != "s3":
+                    raise ValidationError(
+                        _("Destination '%s': Object Lock exists only for S3 destinations.", destination.name)
+                    )
+                if destination.object_lock_days < 1:
+                    raise ValidationError(
+                        _(
+                            "Destination '%s' uses Object Lock: set how many days objects stay locked (at least 1).",
+                            destination.name,
+                        )
+                    )
+
+    @api.constrains("kind")
+    def _check_policies_encrypt(self):
+        # A local destination turned into S3 must respect its policies' offsite rule.
+        self.policy_ids._check_offsite_encryption()
+
+    # ------------------------------------------------------------------ engine
+
     def _to_engine_destination(self):
-        """The plain engine configuration of this destination."""
+        """The plain engine configuration of this destination (never a credential)."""
         self.ensure_one()
+        if self.kind == "s3":
+            return DestinationConfig(
+                kind="s3",
+                name=self.name,
+                endpoint_url=(self.endpoint_url or "").strip(),
+                region=(self.region or "").strip(),
+                bucket=(self.bucket or "").strip(),
+                prefix=(self.prefix or "").strip().strip("/"),
+                storage_class=(self.storage_class or "").strip(),
+                sse="" if self.sse == "none" else self.sse,
+                sse_kms_key_id=(self.sse_kms_key_id or "").strip() if self.sse == "aws:kms" else "",
+                addressing_style="" if self.addressing_style == "auto" else self.addressing_style,
+                profile=(self.profile or "").strip(),
+                object_lock_mode="" if self.object_lock_mode == "none" else self.object_lock_mode,
+                object_lock_days=self.object_lock_days if self.object_lock_mode != "none" else 0,
+                part_size_mb=self.part_size_mb or 16,
+            )
         return DestinationConfig(kind=self.kind, path=(self.path or "").strip(), name=self.name)
 
+    def _open_storage(self, settings=None):
+        """The engine storage of this destination; a UserError in words when it cannot be opened."""
+        self.ensure_one()
+        settings = settings or self.env["spp.backup.policy"]._engine_settings()
+        return self._call_storage(lambda: open_storage(self._to_engine_destination(), settings))
+
+    def _call_storage(self, work):
+        """Run ``work()``; turn any failure into a UserError that names this destination."""
+        self.ensure_one()
+        try:
+            return work()
+        except BackupError as exc:
+            reason = str(exc)
+        except Exception as exc:  # boto3, OS and network errors: a sentence for the user, details in the log
+            _logger.warning("Destination %s (id %s) failed: %s", self.name, self.id, exc, exc_info=True)
+            reason = "%s: %s" % (type(exc).__name__, exc)
+        raise UserError(_("Destination '%(name)s' cannot be used: %(reason)s", name=self.name, reason=reason))
+
     def action_test(self):
-        """Write, read back and delete a probe file; tell the user what happened."""
+        """Write, read back and delete a probe; say what happened (for S3, whether Object Lock is available)."""
         self.ensure_one()
         self.env["spp.backup.policy"]._check_backup_manager()
-        try:
-            message = open_storage(self._to_engine_destination()).probe()
-        except BackupError as exc:
-            raise UserError(_("Destination '%(name)s' cannot be used: %(reason)s", name=self.name, reason=exc)) from exc
+        settings = self.env["spp.backup.policy"]._engine_settings()
+        storage = self._open_storage(settings)
+        message = self._call_storage(storage.probe)
         return {
             "type": "ir.actions.client",
             "tag": "display_notification",

@@ -1,3 +1,4 @@
+import dataclasses
 import datetime
 import logging
 import os
@@ -10,10 +11,12 @@ from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 from odoo.tools import config as odoo_config
 
-from ..engine import runner
+from ..engine import crypto, runner
 from ..engine.backup import human_bytes
-from ..engine.catalog import resolve
+from ..engine.catalog import BackupRef, resolve
 from ..engine.errors import BackupError
+from ..engine.prune import PruneReport
+from ..engine.storage import open_storage
 from ..engine.verify import verify
 
 _logger = logging.getLogger(__name__)
@@ -34,6 +37,37 @@ def _utc(epoch):
     if not epoch:
         return False
     return datetime.datetime.fromtimestamp(float(epoch), datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def _for_users(log):
+    """A log excerpt fit for the user interface: a Python traceback becomes its final exception line."""
+    if "Traceback (most recent call last)" not in (log or ""):
+        return log
+    kept, exception, in_traceback = [], None, False
+    for line in log.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+            continue
+        if in_traceback:
+            if not line.strip() or line[:1].isspace():
+                continue
+            if line.startswith(("During handling of the above exception", "The above exception was the direct")):
+                continue
+            exception, in_traceback = line.strip(), False
+            continue
+        kept.append(line)
+    if exception:
+        kept.append(exception)
+    kept.append(_("(The details of this error are in the runner log on the server.)"))
+    return "\n".join(kept).strip()
+
+
+def _mtime(path):
+    """The modification time of a file as a naive UTC datetime, or False."""
+    try:
+        return _utc(os.path.getmtime(path)) if path else False
+    except OSError:
+        return False
 
 
 def _tail(path, limit=4000):
@@ -59,9 +93,10 @@ class SppBackupJob(models.Model):
         "spp.backup.policy", string="Policy", required=True, ondelete="restrict", index=True, tracking=True
     )
     db_name = fields.Char(string="Database name", readonly=True, help="The database this job backs up.")
-    backup_id = fields.Char(string="Backup ID", readonly=True, copy=False, tracking=True)
+    backup_id = fields.Char(string="Backup ID", readonly=True, copy=False)
     state = fields.Selection(
         [("queued", "Queued"), ("running", "Running"), ("done", "Done"), ("failed", "Failed")],
+        string="Status",
         default="queued",
         required=True,
         readonly=True,
@@ -76,7 +111,7 @@ class SppBackupJob(models.Model):
     )
     started_at = fields.Datetime(string="Started", readonly=True)
     finished_at = fields.Datetime(string="Finished", readonly=True)
-    duration = fields.Float(string="Duration (s)", readonly=True, digits=(16, 1))
+    duration = fields.Float(string="Duration (s)", readonly=True, digits=(16, 1), group_operator="avg")
     progress = fields.Float(string="Progress (%)", readonly=True, digits=(16, 1))
     progress_message = fields.Char(string="Current step", readonly=True)
     runner_pid = fields.Integer(string="Runner process", readonly=True, copy=False)
@@ -84,6 +119,15 @@ class SppBackupJob(models.Model):
     plan_path = fields.Char(string="Plan file", readonly=True, copy=False)
     status_path = fields.Char(string="Status file", readonly=True, copy=False)
     runner_log_path = fields.Char(string="Runner log file", readonly=True, copy=False)
+    plan_destination_ids = fields.Char(
+        string="Destinations in plan order", readonly=True, copy=False, help="Ids of the destinations, as run."
+    )
+    error_details = fields.Text(
+        string="Technical details",
+        readonly=True,
+        copy=False,
+        help="Server-side details of a failure (process, log file), for the administrator of the server.",
+    )
 
     # Sizes are stored as floats: PostgreSQL integers stop at 2 GiB.
     database_size = fields.Float(string="Database dump size (bytes)", readonly=True, digits=(20, 0))
@@ -104,11 +148,17 @@ class SppBackupJob(models.Model):
     row_counts_text = fields.Text(string="Row counts", readonly=True)
     filestore_files = fields.Integer(string="Filestore files", readonly=True)
     filestore_bytes = fields.Float(string="Filestore bytes", readonly=True, digits=(20, 0))
+    filestore_bytes_human = fields.Char(string="Filestore size", compute="_compute_sizes_human")
     missing_files_count = fields.Integer(string="Missing attachment files", readonly=True)
     missing_files_text = fields.Text(string="Missing files", readonly=True)
     warnings = fields.Text(readonly=True)
     log_excerpt = fields.Text(string="Log", readonly=True)
     error_message = fields.Text(string="Error", readonly=True)
+    copy_ids = fields.One2many("spp.backup.job.copy", "job_id", string="Copies", readonly=True, copy=False)
+    has_stored_copy = fields.Boolean(compute="_compute_has_stored_copy", string="Has a stored copy")
+    retention_report = fields.Text(
+        string="Retention", readonly=True, copy=False, help="What retention kept and deleted after this backup."
+    )
 
     verify_state = fields.Selection(
         [("not_verified", "Not verified"), ("ok", "Verified"), ("failed", "Verification failed")],
@@ -127,12 +177,20 @@ class SppBackupJob(models.Model):
         for job in self:
             job.name = "%s / %s" % (job.policy_id.name or "", job.backup_id or _("job %s", job.id or "new"))
 
-    @api.depends("database_size", "filestore_size", "application_size", "total_size")
+    @api.depends("database_size", "filestore_size", "application_size", "total_size", "filestore_bytes")
     def _compute_sizes_human(self):
         for job in self:
             for kind in ARTIFACT_KINDS + ("total",):
                 size = job["%s_size" % kind]
                 job["%s_size_human" % kind] = human_bytes(size) if size else False
+            job.filestore_bytes_human = human_bytes(job.filestore_bytes) if job.backup_id else False
+
+    @api.depends("location", "copy_ids.state")
+    def _compute_has_stored_copy(self):
+        for job in self:
+            job.has_stored_copy = bool(job.backup_id) and (
+                any(copy.state == "ok" for copy in job.copy_ids) or bool((job.location or "").strip())
+            )
 
     @api.model_create_multi
     def create(self, vals_list):
@@ -183,6 +241,7 @@ class SppBackupJob(models.Model):
         if os.path.exists(status_path):
             os.unlink(status_path)
         runner.write_json_atomic(plan_path, plan.to_dict())
+        destination_order = ",".join(str(destination.id) for destination in self.policy_id.destination_ids)
         env = dict(os.environ)
         if plan.pg.password:
             env["PGPASSWORD"] = plan.pg.password
@@ -209,6 +268,7 @@ class SppBackupJob(models.Model):
                 "plan_path": plan_path,
                 "status_path": status_path,
                 "runner_log_path": log_path,
+                "plan_destination_ids": destination_order,
                 "progress": 0.0,
                 "progress_message": _("Runner started"),
             }
@@ -238,19 +298,23 @@ class SppBackupJob(models.Model):
                     job._mark_done(status)
                     continue
                 if status.get("state") == "failed":
+                    if status.get("result"):
+                        # Some copies failed, others are stored: keep their evidence, fail the job.
+                        job._record_result(status)
                     job._mark_failed(
                         status.get("error") or status.get("message") or _("The runner reported a failure."), status
                     )
                     continue
-            reason = job._runner_death(status, now)
-            if reason:
-                job._mark_failed(reason, status)
+            death = job._runner_death(status, now)
+            if death:
+                reason, details, finished = death
+                job._mark_failed(reason, status, details=details, finished=finished)
 
     def _apply_progress(self, status):
         values = {
             "progress": round(float(status.get("progress") or 0.0) * 100, 1),
             "progress_message": (status.get("message") or "")[:500],
-            "log_excerpt": "\n".join(status.get("log") or []),
+            "log_excerpt": _for_users("\n".join(status.get("log") or [])),
         }
         if status.get("pid"):
             values["runner_pid"] = int(status["pid"])
@@ -263,49 +327,50 @@ class SppBackupJob(models.Model):
         self.write(values)
 
     def _runner_death(self, status, now):
-        """Why this unfinished job is considered dead, or None while it may still be alive."""
+        """(reason, technical details, finished at) when this unfinished job is considered dead, else None.
+
+        The reason is for the users; the details (process, log file on the
+        server) go to a field shown in debug mode. A dead runner finished when
+        it last reported (heartbeat), or when it last wrote its log.
+        """
         self.ensure_one()
-        pid = (status or {}).get("pid") or self.runner_pid
-        host = (status or {}).get("host") or self.runner_host
-        log_hint = (" " + _("See the runner log %s.", self.runner_log_path)) if self.runner_log_path else ""
+        status = status or {}
+        pid = status.get("pid") or self.runner_pid
+        host = status.get("host") or self.runner_host
+        details = _("Runner process %(pid)s on %(host)s.", pid=pid, host=host)
+        if self.runner_log_path:
+            details += " " + _("Its log is %s.", self.runner_log_path)
+        last_sign = _utc(status.get("heartbeat")) or _mtime(self.runner_log_path) or False
+        retry = (" " + _("The next scheduled run will try again.")) if self.trigger == "schedule" else ""
         if pid and host == socket.gethostname() and not runner.pid_alive(pid):
-            return _(
-                "The backup runner stopped unexpectedly (process %(pid)s is gone) before it reported a result. "
-                "Nothing was marked complete; the next scheduled run will try again.%(hint)s",
-                pid=pid,
-                hint=log_hint,
+            reason = _(
+                "The backup runner stopped unexpectedly before it reported a result. Nothing was marked "
+                "complete.%(retry)s",
+                retry=retry,
             )
-        heartbeat = _utc((status or {}).get("heartbeat"))
+            return reason, _("Process %(pid)s is gone.", pid=pid) + " " + details, last_sign
+        heartbeat = _utc(status.get("heartbeat"))
         if heartbeat and now - heartbeat > STALE_HEARTBEAT:
-            return _(
-                "The backup runner (process %(pid)s on %(host)s) has not reported since %(when)s UTC; it is considered "
-                "stopped.%(hint)s",
-                pid=pid,
-                host=host,
+            reason = _(
+                "The backup runner has not reported since %(when)s UTC; it is considered stopped.%(retry)s",
                 when=heartbeat,
-                hint=log_hint,
+                retry=retry,
             )
+            return reason, details, heartbeat
         if not status and self.create_date and now - self.create_date > STALE_HEARTBEAT:
             if self.state == "queued":
-                return _("The backup was never started: no runner picked it up within 10 minutes.")
-            return _(
-                "The backup runner (process %(pid)s on %(host)s) never reported its status.%(hint)s",
-                pid=pid,
-                host=host,
-                hint=log_hint,
-            )
+                return _("The backup was never started: no runner picked it up within 10 minutes."), False, False
+            return _("The backup runner never reported its status.%(retry)s", retry=retry), details, last_sign
         return None
 
-    def _mark_done(self, status):
+    def _record_result(self, status):
+        """Store the evidence of the runner's result: sizes, SHA-256s, summary, copies, retention."""
         self.ensure_one()
         result = status.get("result") or {}
         summary = result.get("summary") or {}
         artifacts = result.get("artifacts") or {}
         values = {
-            "state": "done",
-            "progress": 100.0,
             "backup_id": result.get("backup_id"),
-            "finished_at": _utc(status.get("finished_at")) or fields.Datetime.now(),
             "duration": float(result.get("duration") or 0.0),
             "location": "\n".join(result.get("locations") or []),
             "total_size": float(sum(int(art.get("size") or 0) for art in artifacts.values())),
@@ -317,22 +382,79 @@ class SppBackupJob(models.Model):
             "filestore_files": int(summary.get("filestore_files") or 0),
             "filestore_bytes": float(summary.get("filestore_bytes") or 0),
             "warnings": "\n".join(result.get("warnings") or []),
-            "error_message": False,
+            "retention_report": self._retention_text(result.get("retention")),
         }
         missing = summary.get("missing_files") or []
-        values["missing_files_count"] = len(missing)
+        values["missing_files_count"] = int(summary.get("missing_count") or 0) or len(missing)
         listed = missing[:MAX_LISTED_MISSING]
-        if len(missing) > len(listed):
-            listed = listed + [_("... and %s more", len(missing) - len(listed))]
+        if values["missing_files_count"] > len(listed):
+            listed = listed + [_("... and %s more", values["missing_files_count"] - len(listed))]
         values["missing_files_text"] = "\n".join(listed)
         for kind in ARTIFACT_KINDS:
             art = artifacts.get(kind) or {}
             values["%s_size" % kind] = float(art.get("size") or 0)
             values["%s_sha256" % kind] = art.get("sha256") or False
         self.write(values)
+        self._record_copies(result)
+
+    def _planned_destinations(self):
+        """The destinations of the plan, in the plan's order (those still existing, False for the others)."""
+        self.ensure_one()
+        ids = [int(part) for part in (self.plan_destination_ids or "").split(",") if part.strip().isdigit()]
+        existing = self.env["spp.backup.destination"].with_context(active_test=False).browse(ids).exists()
+        return [existing.browse(dest_id) if dest_id in existing.ids else False for dest_id in ids]
+
+    def _record_copies(self, result):
+        """One copy record per destination of the plan, matched by position."""
+        self.ensure_one()
+        copies = result.get("copies")
+        if copies is None:
+            copies = [{"location": where, "ok": True, "error": None} for where in result.get("locations") or []]
+        destinations = self._planned_destinations()
+        if len(destinations) != len(copies):
+            destinations = [False] * len(copies)
+        self.copy_ids.unlink()
+        self.env["spp.backup.job.copy"].create(
+            [
+                {
+                    "job_id": self.id,
+                    "sequence": index,
+                    "destination_id": destination.id if destination else False,
+                    "destination_label": copy.get("destination") or (destination.name if destination else False),
+                    "location": copy.get("location"),
+                    "state": "ok" if copy.get("ok") else "failed",
+                    "error": copy.get("error") or False,
+                }
+                for index, (copy, destination) in enumerate(zip(copies, destinations, strict=True), 1)
+            ]
+        )
+
+    @api.model
+    def _retention_text(self, reports):
+        """The retention outcome in words, from the runner's prune reports."""
+        if not reports:
+            return False
+        known = {field.name for field in dataclasses.fields(PruneReport)}
+        texts = []
+        for data in reports:
+            report = PruneReport(**{key: value for key, value in (data or {}).items() if key in known})
+            texts.append(report.text())
+        return "\n\n".join(texts)
+
+    def _mark_done(self, status):
+        self.ensure_one()
+        self._record_result(status)
+        self.write(
+            {
+                "state": "done",
+                "progress": 100.0,
+                "finished_at": _utc(status.get("finished_at")) or fields.Datetime.now(),
+                "error_message": False,
+            }
+        )
         policy = self.policy_id.sudo()
-        if not policy.last_success_at or policy.last_success_at < values["finished_at"]:
-            policy.last_success_at = values["finished_at"]
+        if not policy.last_success_at or policy.last_success_at <= self.finished_at:
+            policy.write({"last_success_at": self.finished_at, "last_success_job_id": self.id})
         body = _(
             "Backup %(id)s done: %(size)s in %(seconds)s s.",
             id=self.backup_id,
@@ -343,16 +465,18 @@ class SppBackupJob(models.Model):
             body += " " + _("Warnings: %s", self.warnings)
         self.message_post(body=body)
 
-    def _mark_failed(self, reason, status=None):
+    def _mark_failed(self, reason, status=None, details=None, finished=None):
         self.ensure_one()
-        finished = _utc((status or {}).get("finished_at")) or fields.Datetime.now()
+        finished = finished or _utc((status or {}).get("finished_at")) or fields.Datetime.now()
         values = {"state": "failed", "error_message": reason, "finished_at": finished}
-        if self.started_at:
+        if details:
+            values["error_details"] = details
+        if self.started_at and not (status or {}).get("result"):
             values["duration"] = max(0.0, (finished - self.started_at).total_seconds())
         if not (status or {}).get("log") and self.runner_log_path:
             tail = _tail(self.runner_log_path)
             if tail:
-                values["log_excerpt"] = tail
+                values["log_excerpt"] = _for_users(tail)
         self.write(values)
         policy = self.policy_id.sudo()
         if not policy.last_failure_at or policy.last_failure_at < finished:
@@ -366,32 +490,60 @@ class SppBackupJob(models.Model):
 
     # ------------------------------------------------------------------ verify
 
+    def _copy_ref(self, copy, settings):
+        """A BackupRef to read ``copy`` back from its own storage (from the bucket for S3)."""
+        self.ensure_one()
+        location = (copy.location or "").rstrip("/")
+        if location.startswith("s3://") and copy.destination_id.kind == "s3":
+            # The destination gives endpoint, region, profile; the location says where this copy is.
+            parts = location[len("s3://") :].split("/")
+            if len(parts) < 3:
+                raise BackupError("%r is not the location of a backup set." % location)
+            bucket, prefix = parts[0], "/".join(parts[1:-2])
+            config = dataclasses.replace(copy.destination_id._to_engine_destination(), bucket=bucket, prefix=prefix)
+            return BackupRef(open_storage(config, settings), parts[-2], parts[-1])
+        return resolve(location, settings)
+
+    def _ensure_copies(self):
+        """Jobs recorded before copies existed: one copy per stored location."""
+        for job in self.filtered(lambda j: not j.copy_ids and (j.location or "").strip()):
+            job._record_copies({"locations": [line.strip() for line in job.location.splitlines() if line.strip()]})
+
     def action_verify(self):
-        """Read every stored byte back and compare with the manifest, in each location."""
+        """Read every stored copy back from its own storage and check it against its manifest and signature.
+
+        With an age identity configured (identity_file in odoo.conf), the
+        artifacts are also decrypted and decompressed to their end.
+        """
         self.env["spp.backup.policy"]._check_backup_manager()
+        settings = self.env["spp.backup.policy"]._engine_settings()
+        identity_file = settings.get("identity_file")
+        identities = None
+        if identity_file:
+            try:
+                identities = crypto.load_identities(identity_file)
+            except BackupError as exc:
+                raise UserError(_("Cannot verify: %s", exc)) from exc
+        self._ensure_copies()
         for job in self:
-            if job.state != "done":
-                raise UserError(_("Only a finished backup can be verified; job %s is not done.", job.display_name))
-            locations = [line.strip() for line in (job.location or "").splitlines() if line.strip()]
-            if not locations:
-                raise UserError(_("Job %s does not say where its backup was stored.", job.display_name))
+            copies = job.copy_ids.filtered(lambda c: c.state == "ok")
+            if not job.backup_id or not copies:
+                raise UserError(_("Job %s has no stored copy to verify.", job.display_name))
+            public_key = job.policy_id.signing_public_key or None
             texts, failures = [], []
-            for location in locations:
-                try:
-                    report = verify(resolve(location))
-                except BackupError as exc:
-                    texts.append(_("Backup at %(where)s: FAILED\n  problem: %(why)s", where=location, why=exc))
-                    failures.append("%s: %s" % (location, exc))
-                    continue
-                texts.append(report.text())
-                if not report.ok:
-                    parts = [
-                        "%s (%s): %s" % (check.name, check.file, check.message)
-                        for check in report.checks
-                        if not check.ok
-                    ]
-                    parts += report.problems
-                    failures.append("%s: %s" % (location, "; ".join(parts)))
+            for copy in copies:
+                verdict, text, failure = job._verify_copy(copy, settings, public_key, identities)
+                copy.write(
+                    {
+                        "verify_state": "failed" if failure else "ok",
+                        "verified_at": fields.Datetime.now(),
+                        "verify_report": text,
+                        "signature": verdict,
+                    }
+                )
+                texts.append(text)
+                if failure:
+                    failures.append("%s: %s" % (copy.location, failure))
             job.write(
                 {
                     "verify_state": "failed" if failures else "ok",
@@ -407,3 +559,32 @@ class SppBackupJob(models.Model):
                     subtype_xmlid="spp_backup.mt_verify_failed",
                 )
         return True
+
+    def _verify_copy(self, copy, settings, public_key, identities):
+        """(signature verdict, report text, failure sentence or None) for one stored copy."""
+        self.ensure_one()
+        try:
+            report = verify(
+                self._copy_ref(copy, settings), public_key=public_key, identities=identities, deep=bool(identities)
+            )
+        except BackupError as exc:
+            return False, _("Backup at %(where)s: FAILED\n  problem: %(why)s", where=copy.location, why=exc), str(exc)
+        except Exception as exc:  # network or storage trouble: a sentence here, the details in the server log
+            _logger.warning("Verifying %s failed", copy.location, exc_info=True)
+            why = "%s: %s" % (type(exc).__name__, exc)
+            return False, _("Backup at %(where)s: FAILED\n  problem: %(why)s", where=copy.location, why=why), why
+        text = report.text()
+        encrypted = bool((report.manifest or {}).get("encryption"))
+        if encrypted and identities:
+            text += "\n  " + _("deep check: every artifact was decrypted and decompressed to its end")
+        elif encrypted:
+            text += "\n  " + _(
+                "the encrypted artifacts were checked but not decrypted: set identity_file in the [spp_backup] "
+                "section of odoo.conf on a host that may hold the private key for a deep check"
+            )
+        if report.ok:
+            return report.signature, text, None
+        parts = report.problems + [
+            "%s (%s): %s" % (check.name, check.file, check.message) for check in report.checks if not check.ok
+        ]
+        return report.signature, text, "; ".join(parts) or _("verification failed")

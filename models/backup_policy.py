@@ -5,9 +5,22 @@ import os
 from odoo import _, api, fields, models, release
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tools import config as odoo_config
+from odoo.tools.sql import column_exists, create_column, table_exists
 
+from ..engine import crypto
 from ..engine.config import BackupPlan, PgConfig, Settings
 from ..engine.errors import BackupError
+from ..engine.prune import prune
+from ..engine.retention import RetentionRules
+
+RETENTION_FIELDS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+
+RETENTION_HELP = (
+    " Retention follows grandfather-father-son: each rule keeps the newest backup of each of the N most recent "
+    "periods (days, ISO weeks, months, years) that have a backup, and a backup kept by any rule stays. 0 turns a "
+    "rule off; when every rule is 0 nothing is ever deleted. Whatever the rules, the newest verified backup, "
+    "backups under S3 Object Lock and everything after a failed run are kept."
+)
 
 # Advisory lock keys of backup policies: a fixed namespace plus the policy id,
 # so two runs of one policy never overlap, whoever starts them.
@@ -125,19 +138,99 @@ class SppBackupPolicy(models.Model):
         tracking=True,
         help="Recovery time objective: how long, in minutes, a restore may take. Drills measure it.",
     )
+    encrypt = fields.Boolean(
+        string="Encrypt",
+        default=True,
+        tracking=True,
+        help="Encrypt every artifact with age to the recipients below. The server keeps only the public keys, so "
+        "a stolen server or bucket cannot read the backups; the private key (identity) stays offline or on the "
+        "host that restores. Required for S3 destinations unless explicitly allowed below.",
+    )
+    allow_unencrypted_offsite = fields.Boolean(
+        string="Allow unencrypted offsite copies",
+        default=False,
+        tracking=True,
+        help="Tick only if backups may leave this server unencrypted: without it, a policy with an S3 destination "
+        "must encrypt. Anyone who can read the bucket can then read every record of the database.",
+    )
+    age_recipients = fields.Text(
+        string="Recipients (age public keys)",
+        tracking=True,
+        help="The age public keys (age1..., one per line) the backups are encrypted to. Each holder of the "
+        "matching private key (identity) can decrypt; keep at least one identity offline, e.g. printed in a safe. "
+        "Lines starting with # are comments. Use 'Generate age key' to create a new key pair.",
+    )
+    signing_public_key = fields.Char(
+        string="Signing public key",
+        tracking=True,
+        help="Ed25519 public key (base64, 44 characters) that checks the manifest signatures. When set, every "
+        "backup is signed with the private key in the file named by signing_key_file in the [spp_backup] section "
+        "of odoo.conf (or SPP_BACKUP_SIGNING_KEY_FILE), and verification, restores and drills refuse a backup "
+        "whose signature is missing or wrong. Use 'Generate signing key' to create a key pair.",
+    )
+    keep_last = fields.Integer(
+        string="Keep last",
+        default=0,
+        tracking=True,
+        help="Keep the N newest backups, whatever their dates." + RETENTION_HELP,
+    )
+    keep_daily = fields.Integer(
+        string="Keep daily",
+        default=0,
+        tracking=True,
+        help="Keep the newest backup of each of the N most recent days (UTC) that have one." + RETENTION_HELP,
+    )
+    keep_weekly = fields.Integer(
+        string="Keep weekly",
+        default=0,
+        tracking=True,
+        help="Keep the newest backup of each of the N most recent ISO weeks that have one." + RETENTION_HELP,
+    )
+    keep_monthly = fields.Integer(
+        string="Keep monthly",
+        default=0,
+        tracking=True,
+        help="Keep the newest backup of each of the N most recent months that have one." + RETENTION_HELP,
+    )
+    keep_yearly = fields.Integer(
+        string="Keep yearly",
+        default=0,
+        tracking=True,
+        help="Keep the newest backup of each of the N most recent years that have one." + RETENTION_HELP,
+    )
+    has_s3_destination = fields.Boolean(compute="_compute_has_s3_destination", string="Has an S3 destination")
     last_success_at = fields.Datetime(string="Last success", readonly=True, copy=False)
+    last_success_job_id = fields.Many2one(
+        "spp.backup.job", string="Last successful job", readonly=True, copy=False, index="btree_not_null"
+    )
     last_failure_at = fields.Datetime(string="Last failure", readonly=True, copy=False)
     last_job_id = fields.Many2one("spp.backup.job", string="Last job", readonly=True, copy=False)
     job_ids = fields.One2many("spp.backup.job", "policy_id", string="Jobs", readonly=True)
     job_count = fields.Integer(compute="_compute_job_count", string="Job count")
     state = fields.Selection(
-        [("ok", "OK"), ("late", "Late"), ("failing", "Failing"), ("never", "Never ran")],
+        [
+            ("ok", "OK"),
+            ("late", "Late"),
+            ("failing", "Failing"),
+            ("verify_failed", "Verification failed"),
+            ("never", "Never ran"),
+        ],
         string="Status",
         compute="_compute_state",
         help="OK: the last backup succeeded within the RPO. Late: the last success is older than the RPO, "
         "or the next run is more than an hour overdue. Failing: the last finished backup failed. "
-        "Never ran: no backup of this policy has finished yet.",
+        "Verification failed: the newest successful backup was read back and did not match its manifest "
+        "or signature. Never ran: no backup of this policy has finished yet.",
     )
+
+    def _auto_init(self):
+        # Policies made before encryption existed keep backing up as they did
+        # (unencrypted) until an administrator gives them a key: the new
+        # column is created empty (False) instead of filled with the default.
+        cr = self.env.cr
+        if table_exists(cr, self._table) and not column_exists(cr, self._table, "encrypt"):
+            create_column(cr, self._table, "encrypt", "boolean")
+        return super()._auto_init()
 
     # ------------------------------------------------------------------ checks
 
@@ -186,6 +279,81 @@ class SppBackupPolicy(models.Model):
                     )
                 )
 
+    @api.constrains("encrypt", "age_recipients")
+    def _check_recipients(self):
+        for policy in self:
+            if policy.age_recipients:
+                try:
+                    crypto.parse_recipients([policy.age_recipients])
+                except BackupError as exc:
+                    raise ValidationError(
+                        _(
+                            "Policy '%(name)s': %(reason)s Give one age public key per line, as printed by "
+                            "'age-keygen -y', or use 'Generate age key'.",
+                            name=policy.name,
+                            reason=exc,
+                        )
+                    ) from exc
+            if policy.encrypt and not policy._recipient_lines():
+                raise ValidationError(
+                    _(
+                        "Policy '%s' encrypts its backups but has no recipient: paste the age public key (age1...) "
+                        "whose private key you keep offline. To make a new key pair, use Backup & Recovery > "
+                        "Configuration > Generate age key pair (or 'age-keygen' on the machine that keeps it).",
+                        policy.name,
+                    )
+                )
+
+    @api.constrains("signing_public_key")
+    def _check_signing_public_key(self):
+        for policy in self.filtered("signing_public_key"):
+            try:
+                crypto.load_public_key(policy.signing_public_key)
+            except BackupError as exc:
+                raise ValidationError(
+                    _(
+                        "Policy '%(name)s': %(reason)s Paste the public key printed when the signing key was made, "
+                        "or use 'Generate signing key'.",
+                        name=policy.name,
+                        reason=exc,
+                    )
+                ) from exc
+
+    @api.constrains(*RETENTION_FIELDS)
+    def _check_retention(self):
+        for policy in self:
+            for name in RETENTION_FIELDS:
+                if policy[name] < 0:
+                    raise ValidationError(
+                        _(
+                            "Policy '%(policy)s': '%(rule)s' must be 0 or more (0 turns the rule off).",
+                            policy=policy.name,
+                            rule=self._fields[name].string,
+                        )
+                    )
+
+    @api.constrains("encrypt", "allow_unencrypted_offsite", "destination_ids")
+    def _check_offsite_encryption(self):
+        for policy in self:
+            if policy.encrypt or policy.allow_unencrypted_offsite:
+                continue
+            offsite = policy.destination_ids.filtered(lambda d: d.kind == "s3")
+            if offsite:
+                raise ValidationError(
+                    _(
+                        "Policy '%(policy)s' writes to the S3 destination %(dest)s without encryption: tick Encrypt "
+                        "(recommended), or tick 'Allow unencrypted offsite copies' if the data may leave this "
+                        "server readable.",
+                        policy=policy.name,
+                        dest=", ".join("'%s'" % name for name in offsite.mapped("name")),
+                    )
+                )
+
+    @api.onchange("destination_ids")
+    def _onchange_destination_ids_encrypt(self):
+        if not self.allow_unencrypted_offsite and any(d.kind == "s3" for d in self.destination_ids):
+            self.encrypt = True
+
     # ----------------------------------------------------------------- compute
 
     def _compute_job_count(self):
@@ -198,13 +366,22 @@ class SppBackupPolicy(models.Model):
         for policy in self:
             policy.job_count = counts.get(policy.id, 0)
 
-    @api.depends("last_success_at", "last_failure_at", "next_run", "rpo_hours", "active")
+    @api.depends("destination_ids.kind")
+    def _compute_has_s3_destination(self):
+        for policy in self:
+            policy.has_s3_destination = any(d.kind == "s3" for d in policy.destination_ids)
+
+    @api.depends(
+        "last_success_at", "last_failure_at", "next_run", "rpo_hours", "active", "last_success_job_id.verify_state"
+    )
     def _compute_state(self):
         now = fields.Datetime.now()
         for policy in self:
             success, failure = policy.last_success_at, policy.last_failure_at
             if failure and (not success or failure >= success):
                 policy.state = "failing"
+            elif success and policy.last_success_job_id.verify_state == "failed":
+                policy.state = "verify_failed"
             elif not success:
                 policy.state = "never"
             elif now - success > datetime.timedelta(hours=policy.rpo_hours or 0) or (
@@ -308,9 +485,22 @@ class SppBackupPolicy(models.Model):
                 _("min_free_bytes in the [spp_backup] section of the Odoo configuration must be a number of bytes.")
             ) from exc
         rcfile = odoo_config.rcfile
+        recipients = self._recipient_lines() if self.encrypt else []
+        if self.encrypt and not recipients:
+            raise UserError(
+                _("Policy '%s' encrypts its backups but has no age recipient (public key): add one.", self.name)
+            )
+        if not self.encrypt and not self.allow_unencrypted_offsite and self.has_s3_destination:
+            raise UserError(
+                _("Policy '%s' would copy unencrypted backups to S3: tick Encrypt on the policy.", self.name)
+            )
         return BackupPlan(
             db_name=self.database,
             destinations=[destination._to_engine_destination() for destination in self.destination_ids],
+            recipients=recipients,
+            signing_key_file=self._signing_key_file(settings),
+            retention=self._retention_dict(),
+            verified_ids=self._verified_backup_ids(),
             pg=self._engine_pg(settings),
             data_dir=odoo_config["data_dir"],
             include_database=self.include_database,
@@ -327,6 +517,63 @@ class SppBackupPolicy(models.Model):
             label=self.name,
         )
 
+    def _recipient_lines(self):
+        """The age public keys of this policy, one per item, comments and blank lines left out."""
+        self.ensure_one()
+        lines = [line.strip() for line in (self.age_recipients or "").splitlines()]
+        return [line for line in lines if line and not line.startswith("#")]
+
+    def _retention_dict(self):
+        """The retention rules as the engine takes them, or None when every count is 0 (keep everything)."""
+        self.ensure_one()
+        rules = {name: int(self[name] or 0) for name in RETENTION_FIELDS}
+        return rules if any(rules.values()) else None
+
+    def _verified_backup_ids(self, destination=None):
+        """Backup ids of this policy with a copy that verified OK (at ``destination`` when given), newest first."""
+        self.ensure_one()
+        domain = [
+            ("job_id.policy_id", "=", self.id),
+            ("verify_state", "=", "ok"),
+            ("job_id.backup_id", "!=", False),
+        ]
+        if destination:
+            domain.append(("destination_id", "=", destination.id))
+        copies = self.env["spp.backup.job.copy"].sudo().search(domain)
+        return sorted(set(copies.mapped("job_id.backup_id")), reverse=True)
+
+    def _signing_key_file(self, settings):
+        """The signing key file for this policy's plan, checked against its public key; None when unsigned."""
+        self.ensure_one()
+        if not self.signing_public_key:
+            return None
+        path = settings.get("signing_key_file")
+        if not path:
+            raise UserError(
+                _(
+                    "Policy '%s' signs its backups, but no signing key file is configured: set signing_key_file "
+                    "in the [spp_backup] section of odoo.conf (or SPP_BACKUP_SIGNING_KEY_FILE) to the file holding "
+                    "the private key, or clear the policy's signing public key.",
+                    self.name,
+                )
+            )
+        try:
+            key = crypto.load_signing_key(path)
+        except BackupError as exc:
+            raise UserError(
+                _("Policy '%(name)s' cannot sign its backups: %(reason)s", name=self.name, reason=exc)
+            ) from exc
+        if crypto.public_key_text(key.public_key()) != self.signing_public_key.strip():
+            raise UserError(
+                _(
+                    "The signing key file configured in odoo.conf (signing_key_file) does not match the signing "
+                    "public key of policy '%s': backups signed with it would fail verification. Configure the "
+                    "matching private key, or put its public key on the policy.",
+                    self.name,
+                )
+            )
+        return path
+
     # ----------------------------------------------------------------- actions
 
     @api.model
@@ -338,6 +585,8 @@ class SppBackupPolicy(models.Model):
         """Open the confirmation to back up this policy now."""
         self.ensure_one()
         self._check_backup_manager()
+        if not self.active:
+            raise UserError(_("Policy '%s' is archived: restore it before backing up.", self.name))
         return {
             "type": "ir.actions.act_window",
             "name": _("Back up now"),
@@ -353,3 +602,108 @@ class SppBackupPolicy(models.Model):
         action["domain"] = [("policy_id", "=", self.id)]
         action["context"] = {"default_policy_id": self.id}
         return action
+
+    def action_preview_retention(self):
+        """Show, for every destination, which backups the retention rules keep and which they would delete.
+
+        A dry run: nothing is deleted.
+        """
+        self.ensure_one()
+        self._check_backup_manager()
+        settings = self._engine_settings()
+        rules = self._retention_dict() or {name: 0 for name in RETENTION_FIELDS}
+        texts = []
+        for destination in self.destination_ids:
+            verified = self._verified_backup_ids(destination)
+            try:
+                storage = destination._open_storage(settings)
+                report = destination._call_storage(
+                    lambda storage=storage, verified=verified: prune(
+                        storage, self.database, RetentionRules(**rules), verified_ids=verified, dry_run=True
+                    )
+                )
+            except UserError as exc:
+                texts.append(_("%(dest)s: cannot be read: %(reason)s", dest=destination.name, reason=exc.args[0]))
+                continue
+            text = report.text()
+            if not (report.keep or report.delete or report.locked):
+                text += "\n  " + _("no backup of %s here yet", self.database)
+            texts.append("%s\n%s" % (destination.name, text))
+        if self._retention_dict() is None:
+            texts.insert(0, _("Every keep rule is 0: this policy keeps all its backups and deletes nothing."))
+        preview = self.env["spp.backup.retention.preview"].create(
+            {"policy_id": self.id, "report": "\n\n".join(texts) or _("This policy has no destination.")}
+        )
+        return {
+            "type": "ir.actions.act_window",
+            "name": _("Retention preview"),
+            "res_model": "spp.backup.retention.preview",
+            "res_id": preview.id,
+            "view_mode": "form",
+            "target": "new",
+        }
+
+    # ------------------------------------------------------------- key pairs
+
+    @api.model
+    def _show_secret_action(self, kind, public_key, secret, policy=None):
+        """A dialog that shows a private key once.
+
+        The key travels only in the action's context and is shown through
+        computed, non-stored fields of a form that has no Save button: no
+        table row ever holds it.
+        """
+        return {
+            "type": "ir.actions.act_window",
+            "name": _("New age key pair") if kind == "age" else _("New signing key pair"),
+            "res_model": "spp.backup.key.show",
+            "view_mode": "form",
+            "views": [(self.env.ref("spp_backup.view_spp_backup_key_show_form").id, "form")],
+            "target": "new",
+            "context": {
+                "spp_backup_key_kind": kind,
+                "spp_backup_public_key": public_key,
+                "spp_backup_secret": secret,
+                "spp_backup_policy_name": policy.name if policy else "",
+            },
+        }
+
+    @api.model
+    def action_new_age_key_pair(self):
+        """Make an age key pair that belongs to no policy yet, to paste into a new policy."""
+        self._check_backup_manager()
+        secret, public = crypto.generate_identity()
+        return self._show_secret_action("age", public, secret)
+
+    def action_generate_age_key(self):
+        """Make an age key pair: the public key joins the recipients, the identity is shown once."""
+        self.ensure_one()
+        self._check_backup_manager()
+        secret, public = crypto.generate_identity()
+        recipients = (self.age_recipients or "").rstrip()
+        self.write({"age_recipients": (recipients + "\n" if recipients else "") + public, "encrypt": True})
+        self.message_post(
+            body=_(
+                "%(user)s generated an age key pair; its public key %(key)s was added to the recipients. "
+                "The private key was shown once and is not kept by Odoo.",
+                user=self.env.user.name,
+                key=public,
+            )
+        )
+        return self._show_secret_action("age", public, secret, self)
+
+    def action_generate_signing_key(self):
+        """Make an Ed25519 key pair: the public key goes on the policy, the private key is shown once."""
+        self.ensure_one()
+        self._check_backup_manager()
+        pem, public = crypto.generate_signing_key()
+        self.write({"signing_public_key": public})
+        self.message_post(
+            body=_(
+                "%(user)s generated a signing key pair; the policy's signing public key is now %(key)s. "
+                "The private key was shown once and is not kept by Odoo.",
+                user=self.env.user.name,
+                key=public,
+            )
+        )
+        return self._show_secret_action("signing", public, pem, self)

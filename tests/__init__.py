@@ -5,7 +5,10 @@ if __name__.startswith("odoo.addons."):
         test_backup_destination,
         test_backup_end_to_end,
         test_backup_job,
+        test_backup_keys,
+        test_backup_offsite,
         test_backup_policy,
+        test_backup_retention,
         test_backup_schedule,
         test_backup_security,
     )

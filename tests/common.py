@@ -1,14 +1,74 @@
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
+import unittest
+import urllib.request
 from unittest.mock import patch
 
 from odoo import fields
 from odoo.tests.common import TransactionCase, new_test_user
 
-from ..engine import runner
+from ..engine import crypto, runner
+
+ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def moto_server_command():
+    """moto's S3 server, from its own environment (SPP_MOTO_SERVER, or .venv-s3 in the addon), or None."""
+    path = os.environ.get("SPP_MOTO_SERVER") or os.path.join(ADDON_DIR, ".venv-s3", "bin", "moto_server")
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+class MotoServer:
+    """A real S3 HTTP server (moto in server mode) on loopback, in its own process."""
+
+    def __init__(self, command):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.endpoint = "http://127.0.0.1:%d" % self.port
+        self.process = subprocess.Popen(  # noqa: S603 - argument list, no shell
+            [command, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(os.environ, **S3_ENV),
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1) as response:  # noqa: S310
+                    response.read()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("moto's S3 server did not start on %s" % self.endpoint) from None
+                time.sleep(0.1)
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 class BackupCase(TransactionCase):
@@ -31,6 +91,7 @@ class BackupCase(TransactionCase):
                 "name": "Nightly",
                 "destination_ids": [(6, 0, cls.destination.ids)],
                 "time_of_day": 2.5,
+                "encrypt": False,
             }
         )
         cls.manager = new_test_user(
@@ -40,6 +101,12 @@ class BackupCase(TransactionCase):
             cls.env, login="sppb_auditor", groups="base.group_user,spp_backup.group_backup_auditor"
         )
         cls.internal = new_test_user(cls.env, login="sppb_internal", groups="base.group_user")
+        cls.recipient = crypto.generate_identity()[1]
+
+    @classmethod
+    def patch_environ(cls, values):
+        """Set environment variables for the whole class; the previous values come back afterwards."""
+        cls.startClassPatcher(patch.dict(os.environ, values))
 
     # ----------------------------------------------------------------- helpers
 
@@ -141,3 +208,44 @@ class BackupCase(TransactionCase):
                 return job
             time.sleep(0.5)
         self.fail("The backup runner did not finish within %d s (job state %s)" % (timeout, job.state))
+
+
+class S3BackupCase(BackupCase):
+    """BackupCase with a real S3 server (moto) and test credentials in the environment.
+
+    Skipped, with the reason, when moto's server is not installed.
+    """
+
+    @classmethod
+    def setUpClass(cls):
+        command = moto_server_command()
+        if not command:
+            raise unittest.SkipTest(
+                "moto's S3 server is not installed (.venv-s3/bin/moto_server in the addon, or set SPP_MOTO_SERVER): "
+                "the S3 tests are skipped"
+            )
+        super().setUpClass()
+        cls.patch_environ(S3_ENV)
+        cls.s3 = MotoServer(command)
+        cls.addClassCleanup(cls.s3.stop)
+        cls.s3_client = cls.s3.client()
+
+    @classmethod
+    def make_bucket(cls, name, object_lock=False):
+        cls.s3_client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=object_lock)
+        return name
+
+    @classmethod
+    def s3_destination(cls, name, bucket, **values):
+        vals = {
+            "name": name,
+            "kind": "s3",
+            "endpoint_url": cls.s3.endpoint,
+            "region": "us-east-1",
+            "bucket": bucket,
+            "prefix": "odoo/test",
+            "addressing_style": "path",
+            "part_size_mb": 5,
+        }
+        vals.update(values)
+        return cls.Destination.create(vals)

@@ -39,3 +39,74 @@ class TestBackupDestination(BackupCase):
         """A destination turns into the engine's plain configuration."""
         config = self.destination._to_engine_destination()
         self.assertEqual((config.kind, config.path, config.name), ("local", self.destination.path, "Test disk"))
+
+    def test_s3_fields_constraints(self):
+        """S3 destinations need a valid bucket, a clean prefix and endpoint, sane part size; Object Lock needs days."""
+        base = {"name": "Bucket", "kind": "s3"}
+        with self.assertRaisesRegex(ValidationError, "needs a bucket"):
+            self.Destination.create(base)
+        with self.assertRaisesRegex(ValidationError, "not a valid S3 bucket name"):
+            self.Destination.create(dict(base, bucket="My_Bucket"))
+        with self.assertRaisesRegex(ValidationError, "cannot contain"):
+            self.Destination.create(dict(base, bucket="good-bucket", prefix="odoo/../etc"))
+        with self.assertRaisesRegex(ValidationError, "must start with https://"):
+            self.Destination.create(dict(base, bucket="good-bucket", endpoint_url="minio:9000"))
+        with self.assertRaisesRegex(ValidationError, "must not contain credentials"):
+            self.Destination.create(dict(base, bucket="good-bucket", endpoint_url="https://key:secret@minio:9000"))
+        with self.assertRaisesRegex(ValidationError, "between 5 and 5120"):
+            self.Destination.create(dict(base, bucket="good-bucket", part_size_mb=1))
+        with self.assertRaisesRegex(ValidationError, "at least 1"):
+            self.Destination.create(dict(base, bucket="good-bucket", object_lock_mode="compliance"))
+        with self.assertRaisesRegex(ValidationError, "only for S3"):
+            self.Destination.create(
+                {"name": "Disk", "path": "/tmp/x", "object_lock_mode": "governance", "object_lock_days": 3}
+            )
+        with self.assertRaisesRegex(ValidationError, "names a KMS key"):
+            self.Destination.create(dict(base, bucket="good-bucket", sse="AES256", sse_kms_key_id="arn:aws:kms:x"))
+        ok = self.Destination.create(
+            dict(base, bucket="good-bucket", object_lock_mode="governance", object_lock_days=30)
+        )
+        self.assertEqual(ok.where, "s3://good-bucket")
+
+    def test_s3_engine_destination(self):
+        """An S3 destination turns into the engine's configuration, 'none'/'auto' choices as empty strings."""
+        destination = self.Destination.create(
+            {
+                "name": "Offsite",
+                "kind": "s3",
+                "endpoint_url": "https://minio.example.org:9000",
+                "region": "eu-west-1",
+                "bucket": "openspp-backups",
+                "prefix": "/odoo/prod/",
+                "storage_class": "STANDARD_IA",
+                "sse": "aws:kms",
+                "sse_kms_key_id": "alias/backups",
+                "addressing_style": "path",
+                "profile": "backups",
+                "object_lock_mode": "compliance",
+                "object_lock_days": 30,
+                "part_size_mb": 64,
+            }
+        )
+        config = destination._to_engine_destination()
+        self.assertEqual(
+            (config.kind, config.bucket, config.prefix, config.endpoint_url, config.region),
+            ("s3", "openspp-backups", "odoo/prod", "https://minio.example.org:9000", "eu-west-1"),
+        )
+        self.assertEqual(
+            (config.sse, config.sse_kms_key_id, config.storage_class), ("aws:kms", "alias/backups", "STANDARD_IA")
+        )
+        self.assertEqual((config.addressing_style, config.profile), ("path", "backups"))
+        self.assertEqual(
+            (config.object_lock_mode, config.object_lock_days, config.part_size_mb), ("compliance", 30, 64)
+        )
+        destination.write(
+            {"sse": "none", "sse_kms_key_id": False, "addressing_style": "auto", "object_lock_mode": "none"}
+        )
+        config = destination._to_engine_destination()
+        self.assertEqual(
+            (config.sse, config.addressing_style, config.object_lock_mode, config.object_lock_days), ("", "", "", 0)
+        )
+        credentials = [name for name in self.Destination._fields if "secret" in name or "access_key" in name]
+        self.assertEqual(credentials, [], "S3 credentials are never fields of a destination")
+        self.assertEqual(destination.where, "s3://openspp-backups/odoo/prod (https://minio.example.org:9000)")

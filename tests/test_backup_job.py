@@ -95,7 +95,9 @@ class TestBackupJob(BackupCase):
         self.write_status(job, pid=finished.pid, host=socket.gethostname(), progress=0.3)
         job._collect()
         self.assertEqual(job.state, "failed")
-        self.assertIn("stopped unexpectedly (process %d is gone)" % finished.pid, job.error_message)
+        self.assertIn("stopped unexpectedly", job.error_message)
+        self.assertIn("Process %d is gone" % finished.pid, job.error_details)
+        self.assertIn("next scheduled run will try again", job.error_message)
         subtype = self.env.ref("spp_backup.mt_backup_failed")
         self.assertTrue(job.message_ids.filtered(lambda m: m.subtype_id == subtype))
 
@@ -109,7 +111,9 @@ class TestBackupJob(BackupCase):
         job = self.make_job(runner_pid=finished.pid, runner_log_path=log_path)
         job._collect()
         self.assertEqual(job.state, "failed")
-        self.assertIn("process %d is gone" % finished.pid, job.error_message)
+        self.assertIn("Process %d is gone" % finished.pid, job.error_details)
+        self.assertIn(log_path, job.error_details)
+        self.assertNotIn(log_path, job.error_message, "the server's paths stay out of the user-facing error")
         self.assertIn("zstandard", job.log_excerpt)
 
     def test_stale_heartbeat_is_failed(self):
@@ -159,3 +163,102 @@ class TestBackupJob(BackupCase):
         job._collect()
         self.assertEqual(job.state, "failed")
         self.assertIn("never started", job.error_message)
+
+    def test_traceback_never_reaches_the_log_tab(self):
+        """A runner log with a Python traceback shows only the final exception line and where the details are."""
+        finished = subprocess.Popen(["true"])
+        finished.wait()
+        log_path = os.path.join(self.tmp, "crash.log")
+        with open(log_path, "w", encoding="utf-8") as handle:
+            handle.write(
+                "10:00:00 Runner started\n"
+                "Traceback (most recent call last):\n"
+                '  File "/srv/odoo/engine/backup.py", line 12, in run\n'
+                "    boom()\n"
+                "KeyError: 'x'\n"
+                "\nDuring handling of the above exception, another exception occurred:\n\n"
+                "Traceback (most recent call last):\n"
+                '  File "/srv/odoo/engine/runner.py", line 3, in main\n'
+                "RuntimeError: the disk went away\n"
+            )
+        job = self.make_job(runner_pid=finished.pid, runner_log_path=log_path, trigger="manual")
+        job._collect()
+        self.assertEqual(job.state, "failed")
+        self.assertNotIn("Traceback", job.log_excerpt)
+        self.assertNotIn("/srv/odoo", job.log_excerpt)
+        self.assertIn("10:00:00 Runner started", job.log_excerpt)
+        self.assertIn("RuntimeError: the disk went away", job.log_excerpt)
+        self.assertIn("details of this error are in the runner log on the server", job.log_excerpt)
+        self.assertNotIn("next scheduled run", job.error_message, "a manual job is not retried by the schedule")
+
+    def test_crashed_runner_finished_at_its_last_heartbeat(self):
+        """A runner found dead finished when it last reported, not when the death was noticed."""
+        finished = subprocess.Popen(["true"])
+        finished.wait()
+        job = self.make_job(runner_pid=finished.pid)
+        last_beat = time.time() - 300
+        self.write_status(job, pid=finished.pid, heartbeat=last_beat, started_at=last_beat - 60)
+        job._collect()
+        self.assertEqual(job.state, "failed")
+        self.assertAlmostEqual(job.finished_at.timestamp(), last_beat, delta=2)
+        self.assertAlmostEqual(job.duration, 60, delta=2)
+
+    def test_partial_copy_failure_fails_the_job_and_keeps_the_good_copy(self):
+        """Some copies failed, others stored: the job is failed with the error, the good copy and evidence stay."""
+        second = self.Destination.create({"name": "Second disk", "path": os.path.join(self.tmp, "second")})
+        self.policy.destination_ids = [(4, second.id)]
+        order = ",".join(str(d.id) for d in self.policy.destination_ids)
+        job = self.make_job(plan_destination_ids=order)
+        result = self.fake_result()
+        good, bad = self.policy.destination_ids
+        result["copies"] = [
+            {"destination": "1: %s" % good.path, "location": result["locations"][0], "ok": True, "error": None},
+            {
+                "destination": "2: %s" % bad.path,
+                "location": os.path.join(bad.path, "db", result["backup_id"]),
+                "ok": False,
+                "error": "[Errno 28] No space left on device",
+            },
+        ]
+        result["retention"] = [
+            {"destination": good.path, "keep": [result["backup_id"]], "reasons": {result["backup_id"]: ["last"]}}
+        ]
+        error = "The backup was stored, but 1 of 2 copies failed: 2: %s: [Errno 28] No space left on device" % bad.path
+        self.write_status(job, state="failed", result=result, error=error, finished_at=time.time())
+        job._collect()
+        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.error_message, error)
+        self.assertEqual(job.backup_id, result["backup_id"])
+        self.assertEqual(job.database_sha256, "a" * 64, "the evidence of the stored copy is kept")
+        self.assertEqual(job.copy_ids.mapped("state"), ["ok", "failed"])
+        self.assertEqual(job.copy_ids.mapped("destination_id"), good | bad)
+        self.assertIn("No space left", job.copy_ids[1].error)
+        self.assertTrue(job.has_stored_copy, "the good copy stays verifiable")
+        self.assertIn("keep    %s" % result["backup_id"], job.retention_report)
+        self.assertEqual(self.policy.state, "failing")
+        self.assertFalse(self.policy.last_success_at)
+
+    def test_done_job_records_copies_in_plan_order(self):
+        """Copies are matched to destinations by the plan's order, whatever the policy's order later."""
+        second = self.Destination.create({"name": "A first by name", "path": os.path.join(self.tmp, "a")})
+        job = self.make_job(plan_destination_ids="%d,%d" % (self.destination.id, second.id))
+        result = self.fake_result()
+        result["copies"] = [
+            {"destination": "1: x", "location": "/x/db/%s" % result["backup_id"], "ok": True, "error": None},
+            {"destination": "2: y", "location": "/y/db/%s" % result["backup_id"], "ok": True, "error": None},
+        ]
+        self.write_status(job, state="done", result=result, finished_at=time.time())
+        job._collect()
+        self.assertEqual(job.state, "done")
+        self.assertEqual(job.copy_ids.mapped("destination_id").ids, [self.destination.id, second.id])
+        self.assertEqual(
+            job.copy_ids.mapped("location"), ["/x/db/%s" % result["backup_id"], "/y/db/%s" % result["backup_id"]]
+        )
+        self.assertEqual(self.policy.last_success_job_id, job)
+        self.assertEqual(job.filestore_bytes_human, "4.0 KiB")
+
+    def test_duration_is_averaged_in_groups(self):
+        """Grouped job lists show the average duration, not a meaningless sum of seconds."""
+        self.assertEqual(self.Job._fields["duration"].group_operator, "avg")
+        self.assertEqual(self.Job._fields["state"].string, "Status")
+        self.assertFalse(getattr(self.Job._fields["backup_id"], "tracking", None), "backup_id is not tracked")

@@ -1,11 +1,13 @@
 import datetime
+import os
 from unittest.mock import patch
 
 from odoo import fields, release
-from odoo.exceptions import ValidationError
+from odoo.exceptions import UserError, ValidationError
 from odoo.tests import tagged
 from odoo.tools import config as odoo_config
 
+from ..engine import crypto
 from ..models.backup_policy import LOCK_NAMESPACE, next_slot
 from .common import BackupCase
 
@@ -14,8 +16,12 @@ from .common import BackupCase
 class TestBackupPolicy(BackupCase):
     def test_defaults(self):
         """A new policy backs up this database, everything included, and has never run."""
-        policy = self.Policy.create({"name": "Defaults", "destination_ids": [(6, 0, self.destination.ids)]})
+        policy = self.Policy.create(
+            {"name": "Defaults", "destination_ids": [(6, 0, self.destination.ids)], "age_recipients": self.recipient}
+        )
         self.assertEqual(policy.database, self.env.cr.dbname)
+        self.assertTrue(policy.encrypt, "encryption is on by default")
+        self.assertIsNone(policy._retention_dict(), "a new policy deletes nothing")
         self.assertTrue(policy.include_database)
         self.assertTrue(policy.include_filestore)
         self.assertTrue(policy.include_application)
@@ -34,7 +40,12 @@ class TestBackupPolicy(BackupCase):
         """A next_run given at creation is kept; changing the schedule recomputes it."""
         wanted = datetime.datetime(2030, 1, 1, 5, 0)
         policy = self.Policy.create(
-            {"name": "Given", "destination_ids": [(6, 0, self.destination.ids)], "next_run": wanted}
+            {
+                "name": "Given",
+                "destination_ids": [(6, 0, self.destination.ids)],
+                "next_run": wanted,
+                "encrypt": False,
+            }
         )
         self.assertEqual(policy.next_run, wanted)
         policy.write({"time_of_day": 4.0, "interval_type": "hours", "interval_number": 6})
@@ -78,8 +89,8 @@ class TestBackupPolicy(BackupCase):
     def test_constraint_destination_when_active(self):
         """An active policy needs a destination; an archived one may have none."""
         with self.assertRaisesRegex(ValidationError, "add at least one"):
-            self.Policy.create({"name": "Nowhere"})
-        archived = self.Policy.create({"name": "Nowhere, archived", "active": False})
+            self.Policy.create({"name": "Nowhere", "encrypt": False})
+        archived = self.Policy.create({"name": "Nowhere, archived", "active": False, "encrypt": False})
         self.assertFalse(archived.destination_ids)
         with self.assertRaisesRegex(ValidationError, "add at least one"):
             archived.active = True
@@ -126,3 +137,111 @@ class TestBackupPolicy(BackupCase):
         self.assertEqual(plan.pg.password, "s3cret")
         self.assertNotIn("password", plan.to_dict()["pg"])
         self.assertNotIn("s3cret", str(plan.to_dict()))
+
+    def test_constraint_recipients(self):
+        """Encryption needs at least one valid age public key; a wrong key is refused with what it should be."""
+        with self.assertRaisesRegex(ValidationError, "has no recipient"):
+            self.policy.encrypt = True
+        with self.assertRaisesRegex(ValidationError, "is not an age public key"):
+            self.policy.write({"encrypt": True, "age_recipients": "age1notakey"})
+        with self.assertRaisesRegex(ValidationError, "is not an age public key"):
+            self.policy.write({"encrypt": True, "age_recipients": "AGE-SECRET-KEY-1QQQQ"})
+        other = crypto.generate_identity()[1]
+        self.policy.write(
+            {"encrypt": True, "age_recipients": "# the offline key\n%s\n\n%s\n" % (self.recipient, other)}
+        )
+        self.assertEqual(self.policy._to_engine_plan().recipients, [self.recipient, other])
+        self.policy.encrypt = False
+        self.assertEqual(self.policy._to_engine_plan().recipients, [], "no encryption: no recipients in the plan")
+
+    def test_constraint_signing_public_key(self):
+        """The signing public key must be an Ed25519 key in base64."""
+        with self.assertRaisesRegex(ValidationError, "is not an Ed25519 public key"):
+            self.policy.signing_public_key = "not-a-key"
+        with self.assertRaisesRegex(ValidationError, "is not an Ed25519 public key"):
+            self.policy.signing_public_key = "QUJD"
+        self.policy.signing_public_key = crypto.generate_signing_key()[1]
+
+    def test_s3_destination_requires_encryption(self):
+        """An S3 destination on an unencrypted policy is refused unless unencrypted offsite copies are allowed."""
+        bucket = self.Destination.create({"name": "Bucket", "kind": "s3", "bucket": "some-bucket"})
+        with self.assertRaisesRegex(ValidationError, "without encryption"):
+            self.policy.destination_ids = [(4, bucket.id)]
+        self.policy.write({"allow_unencrypted_offsite": True, "destination_ids": [(4, bucket.id)]})
+        self.assertTrue(self.policy.has_s3_destination)
+        with self.assertRaisesRegex(ValidationError, "without encryption"):
+            self.policy.allow_unencrypted_offsite = False
+        self.policy.write({"allow_unencrypted_offsite": False, "encrypt": True, "age_recipients": self.recipient})
+        # turning a local destination of an unencrypted policy into S3 is refused as well
+        disk = self.Destination.create({"name": "Disk", "path": os.path.join(self.tmp, "disk")})
+        self.Policy.create({"name": "Plain", "destination_ids": [(6, 0, disk.ids)], "encrypt": False})
+        with self.assertRaisesRegex(ValidationError, "without encryption"):
+            disk.write({"kind": "s3", "bucket": "other-bucket"})
+
+    def test_onchange_s3_turns_encryption_on(self):
+        """Adding an S3 destination in the form ticks Encrypt."""
+        bucket = self.Destination.create({"name": "Bucket", "kind": "s3", "bucket": "some-bucket"})
+        policy = self.Policy.new({"name": "Draft", "encrypt": False, "destination_ids": [(6, 0, bucket.ids)]})
+        policy._onchange_destination_ids_encrypt()
+        self.assertTrue(policy.encrypt)
+
+    def test_retention_rules_into_the_plan(self):
+        """The keep counts become the plan's retention dict; all zero means no retention (None)."""
+        self.assertIsNone(self.policy._to_engine_plan().retention)
+        self.policy.write({"keep_last": 3, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12})
+        self.assertEqual(
+            self.policy._to_engine_plan().retention,
+            {"keep_last": 3, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12, "keep_yearly": 0},
+        )
+        with self.assertRaisesRegex(ValidationError, "must be 0 or more"):
+            self.policy.keep_yearly = -1
+
+    def test_verified_ids_into_the_plan(self):
+        """Backups whose copies verified OK are named in the plan, so retention never drops the newest of them."""
+        job = self.make_job()
+        job.write(
+            {"state": "done", "backup_id": "20261126T030000Z-abc123", "location": "/b/db/20261126T030000Z-abc123"}
+        )
+        job._ensure_copies()
+        self.assertEqual(self.policy._to_engine_plan().verified_ids, [])
+        job.copy_ids.verify_state = "ok"
+        self.assertEqual(self.policy._to_engine_plan().verified_ids, ["20261126T030000Z-abc123"])
+
+    def test_signing_needs_the_key_file(self):
+        """A signing policy without signing_key_file is a clear error; with a matching key file, the plan names it."""
+        pem, public = crypto.generate_signing_key()
+        self.policy.signing_public_key = public
+        with patch.dict(os.environ, {"SPP_BACKUP_SIGNING_KEY_FILE": ""}):
+            with self.assertRaisesRegex(UserError, "no signing key file is configured"):
+                self.policy._to_engine_plan()
+            job = self.Job.create({"policy_id": self.policy.id, "trigger": "manual"})
+            with self.assertLogs("odoo.addons.spp_backup.models.backup_job", level="ERROR"):
+                job._start_runner()
+        self.assertEqual(job.state, "failed")
+        self.assertIn("signing_key_file", job.error_message)
+        key_file = os.path.join(self.tmp, "signing.pem")
+        with open(key_file, "w", encoding="utf-8") as handle:
+            handle.write(pem)
+        with patch.dict(os.environ, {"SPP_BACKUP_SIGNING_KEY_FILE": key_file}):
+            self.assertEqual(self.policy._to_engine_plan().signing_key_file, key_file)
+            self.policy.signing_public_key = crypto.generate_signing_key()[1]
+            with self.assertRaisesRegex(UserError, "does not match the signing public key"):
+                self.policy._to_engine_plan()
+
+    def test_archived_policy_cannot_back_up_now(self):
+        """Back up now is refused on an archived policy."""
+        self.policy.active = False
+        with self.assertRaisesRegex(UserError, "archived"):
+            self.policy.action_backup_now()
+
+    def test_failed_verification_of_newest_success_shows_on_policy(self):
+        """When the newest successful backup fails verification, the policy says so."""
+        job = self.make_job()
+        now = fields.Datetime.now()
+        job.write({"state": "done", "backup_id": "20261126T030000Z-abc123", "finished_at": now})
+        self.policy.write(
+            {"last_success_at": now, "last_success_job_id": job.id, "next_run": now + datetime.timedelta(hours=1)}
+        )
+        self.assertEqual(self.policy.state, "ok")
+        job.verify_state = "failed"
+        self.assertEqual(self.policy.state, "verify_failed")

@@ -19,6 +19,7 @@ class TestBackupSchedule(BackupCase):
             {
                 "name": "Future",
                 "destination_ids": [(6, 0, cls.destination.ids)],
+                "encrypt": False,
                 "next_run": now + datetime.timedelta(hours=3),
             }
         )
@@ -27,6 +28,7 @@ class TestBackupSchedule(BackupCase):
                 "name": "Archived",
                 "active": False,
                 "destination_ids": [(6, 0, cls.destination.ids)],
+                "encrypt": False,
                 "next_run": now - datetime.timedelta(hours=3),
             }
         )

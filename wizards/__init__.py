@@ -1,1 +1,1 @@
-from . import backup_run_now  # noqa: F401
+from . import backup_key_show, backup_retention_preview, backup_run_now  # noqa: F401

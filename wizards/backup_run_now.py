@@ -31,12 +31,20 @@ class SppBackupRunNow(models.TransientModel):
                 if included
             ]
             where = Markup("").join(
-                Markup("<li>%s: <code>%s</code></li>") % (dest.name, dest.path or "") for dest in policy.destination_ids
+                Markup("<li>%s: <code>%s</code></li>") % (dest.name, dest.where or "")
+                for dest in policy.destination_ids
             )
-            wizard.description = Markup("<p>%s</p><p>%s</p><ul>%s</ul>") % (
+            if policy.encrypt:
+                safety = _("Encrypted with age to %s recipient key(s).", len(policy._recipient_lines()))
+            else:
+                safety = _("Not encrypted.")
+            if policy.signing_public_key:
+                safety += " " + _("The manifest is signed (Ed25519).")
+            wizard.description = Markup("<p>%s</p><p>%s</p><ul>%s</ul><p>%s</p>") % (
                 _("Back up %(what)s of database %(db)s.", what=", ".join(parts), db=policy.database),
                 _("The backup set is written to:"),
                 where or Markup("<li>%s</li>") % _("no destination"),
+                safety,
             )
 
     def action_confirm(self):
@@ -44,6 +52,8 @@ class SppBackupRunNow(models.TransientModel):
         self.ensure_one()
         policy = self.policy_id
         policy._check_backup_manager()
+        if not policy.active:
+            raise UserError(_("Policy '%s' is archived: restore it before backing up.", policy.name))
         if not policy.destination_ids:
             raise UserError(_("Policy '%s' has no destination: add one before backing up.", policy.name))
         running = self.env["spp.backup.job"].search(
