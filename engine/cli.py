@@ -373,6 +373,18 @@ COMMANDS = {
 }
 
 
+def peak_rss_kb():
+    """This process's own peak memory (VmHWM); ru_maxrss would include a parent's peak inherited at fork."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt("signal %d" % signum)
 
@@ -396,7 +408,7 @@ def main(argv=None):
         return _fail(args, "unexpected %s: %s" % (type(exc).__name__, str(exc).strip() or "no detail"))
     if args.json:
         if isinstance(data, dict):
-            data["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            data["peak_rss_kb"] = peak_rss_kb()
         print(json.dumps(data, indent=2, default=str))
     else:
         print(text)

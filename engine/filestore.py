@@ -18,7 +18,22 @@ from dataclasses import dataclass, field
 from .errors import RestoreError, UnsafeArchive
 
 CHUNK = 1 << 20
-TAR_BUFSIZE = 1 << 20
+
+
+class _Position:
+    """A write-only file-like that counts what passes, for tarfile's ``tell()``."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.position = 0
+
+    def write(self, data):
+        self.sink.write(data)
+        self.position += len(data)
+        return len(data)
+
+    def tell(self):
+        return self.position
 
 
 @dataclass
@@ -67,7 +82,10 @@ def write_tar(root, sink, on_file=None, on_archived=None):
     is called with the relative name of every archived file.
     """
     stats = FilestoreStats()
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=TAR_BUFSIZE) as tar:
+    # A plain (not stream-mode) TarFile over a counting writer: stream mode with a
+    # large buffer re-copies its buffer on every 16 KiB write. Members are dropped
+    # from tarfile's list as they go, so memory does not grow with the file count.
+    with tarfile.TarFile(fileobj=_Position(sink), mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
         if not os.path.isdir(root):
             return stats
         for rel, entry in iter_files(root, stats.unreadable):
@@ -91,6 +109,7 @@ def write_tar(root, sink, on_file=None, on_archived=None):
                 info.mode = st.st_mode & 0o777
                 info.type = tarfile.REGTYPE
                 tar.addfile(info, handle)
+            tar.members.clear()
             stats.files += 1
             stats.bytes += st.st_size
             if on_archived is not None:
@@ -128,7 +147,7 @@ def extract_tar(source, target, on_file=None, cancel=None):
     stats = FilestoreStats()
     os.makedirs(target)
     try:
-        with tarfile.open(fileobj=source, mode="r|", bufsize=TAR_BUFSIZE) as tar:
+        with tarfile.open(fileobj=source, mode="r|") as tar:
             for member in tar:
                 if cancel is not None and cancel.is_set():
                     raise RestoreError("The filestore restore was stopped.")
@@ -157,6 +176,7 @@ def extract_tar(source, target, on_file=None, cancel=None):
                     os.utime(path, (time.time(), member.mtime))
                 stats.files += 1
                 stats.bytes += member.size
+                tar.members.clear()
                 if on_file is not None:
                     on_file(stats)
     except BaseException:

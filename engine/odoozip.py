@@ -254,7 +254,7 @@ def _dump_to_sql(ref, art, identities, pg_config, out):
 def _tar_to_zip(reader, archive):
     import tarfile
 
-    with tarfile.open(fileobj=reader, mode="r|", bufsize=filestore.TAR_BUFSIZE) as tar:
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
         for member in tar:
             parts = filestore.check_member(member)
             if member.isdir():
@@ -269,3 +269,4 @@ def _tar_to_zip(reader, archive):
                     if not block:
                         break
                     out.write(block)
+            tar.members.clear()
