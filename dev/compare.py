@@ -10,19 +10,10 @@ import os
 import sys
 
 import psycopg2
+import sampledb
 from psycopg2 import sql
 
-
-def conn_kwargs():
-    return {
-        k: v
-        for k, v in (
-            ("host", os.environ.get("PGHOST")),
-            ("port", os.environ.get("PGPORT")),
-            ("user", os.environ.get("PGUSER")),
-        )
-        if v
-    }
+conn_kwargs = sampledb.conn_kwargs
 
 
 def table_digests(dbname):

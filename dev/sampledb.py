@@ -115,6 +115,12 @@ def build(conn_kwargs, database, data_dir, partners, messages, files, file_size,
     return root
 
 
+def conn_kwargs():
+    """libpq's PG* connection variables as psycopg2 keyword arguments."""
+    names = (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"))
+    return {key: os.environ[var] for key, var in names if os.environ.get(var)}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", required=True)
@@ -125,17 +131,8 @@ def main(argv=None):
     parser.add_argument("--file-size", type=int, default=65536)
     parser.add_argument("--body-repeat", type=int, default=8, help="md5 words per message body (row width)")
     args = parser.parse_args(argv)
-    conn_kwargs = {
-        k: v
-        for k, v in (
-            ("host", os.environ.get("PGHOST")),
-            ("port", os.environ.get("PGPORT")),
-            ("user", os.environ.get("PGUSER")),
-        )
-        if v
-    }
     root = build(
-        conn_kwargs,
+        conn_kwargs(),
         args.database,
         args.data_dir,
         args.partners,

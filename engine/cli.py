@@ -61,6 +61,19 @@ def build_parser():
             help="Odoo data_dir holding filestore/<database> (default: odoo.conf, then ~/.local/share/Odoo)",
         )
 
+    def target_options(p):
+        p.add_argument("--target", "-t", required=True, help="database name to restore into")
+        p.add_argument(
+            "--replace",
+            action="store_true",
+            help="replace an existing target (renamed <target>_replaced_<time>, never dropped)",
+        )
+        p.add_argument("--copy", action="store_true", help="give the restored database a new database.uuid and secret")
+        p.add_argument("--no-filestore", action="store_true", help="restore the database only")
+        p.add_argument(
+            "--neutralize", action="store_true", help="switch off crons and outgoing/incoming mail in the copy"
+        )
+
     def keys(p, identity=True):
         group = p.add_argument_group("keys")
         group.add_argument("--verify-key", help="Ed25519 public key (base64) the manifest must be signed with")
@@ -111,15 +124,7 @@ def build_parser():
         "replaced with --replace, and then renamed aside, never dropped.",
     )
     p.add_argument("backup", help="<dest>/<database>/<backup id>, or <dest>/<database>/latest")
-    p.add_argument("--target", "-t", required=True, help="database name to restore into")
-    p.add_argument(
-        "--replace", action="store_true", help="replace an existing target (it is renamed to <target>_replaced_<time>)"
-    )
-    p.add_argument(
-        "--copy", action="store_true", help="give the restored database a new database.uuid and secret (a copy)"
-    )
-    p.add_argument("--no-filestore", action="store_true", help="restore the database only")
-    p.add_argument("--neutralize", action="store_true", help="switch off crons and outgoing/incoming mail in the copy")
+    target_options(p)
     p.add_argument(
         "--jobs", "-j", type=int, default=1, help="parallel pg_restore jobs (needs temporary disk space for the dump)"
     )
@@ -146,11 +151,7 @@ def build_parser():
         "database, with the same checks, swap-in and roll-back as restore.",
     )
     p.add_argument("zip", help="the zip file")
-    p.add_argument("--target", "-t", required=True, help="database name to restore into")
-    p.add_argument("--replace", action="store_true", help="replace an existing target (renamed aside, never dropped)")
-    p.add_argument("--copy", action="store_true", help="give the restored database a new database.uuid and secret")
-    p.add_argument("--no-filestore", action="store_true", help="restore the database only")
-    p.add_argument("--neutralize", action="store_true", help="switch off crons and outgoing/incoming mail in the copy")
+    target_options(p)
     connection(p)
 
     p = sub.add_parser(

@@ -119,14 +119,20 @@ def write_tar(root, sink, on_file=None, on_archived=None):
     return stats
 
 
+def safe_parts(name, what="archive member"):
+    """The path parts of an archive member's name; refuse absolute paths and '..'."""
+    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchive("Refused %s %r: absolute path." % (what, name))
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchive("Refused %s %r: it climbs out of the target with '..'." % (what, name))
+    return parts
+
+
 def check_member(member):
     """Refuse a tar member that is not a plain relative file or folder."""
     name = member.name
-    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeArchive("Refused archive member %r: absolute path." % name)
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeArchive("Refused archive member %r: it climbs out of the target with '..'." % name)
+    parts = safe_parts(name)
     if member.issym() or member.islnk():
         raise UnsafeArchive("Refused archive member %r: links are not allowed (%s)." % (name, member.linkname))
     if not (member.isreg() or member.isdir()):

@@ -30,11 +30,7 @@ ODOO_KEYS = ("odoo_dump", "db_name", "version", "version_info", "major_version",
 def check_zip_member(info):
     """Refuse a zip member that is absolute, climbs out with '..', or is a link or special file."""
     name = info.filename
-    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeArchive("Refused zip member %r: absolute path." % name)
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeArchive("Refused zip member %r: it climbs out of the target with '..'." % name)
+    parts = filestore.safe_parts(name, "zip member")
     kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip records no Unix file type
     if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
         raise UnsafeArchive("Refused zip member %r: links and special files are not allowed." % name)
@@ -143,28 +139,7 @@ def run_psql(pg_config, dbname, source):
         "-f",
         "-",
     ]
-    with (
-        tempfile.TemporaryFile() as errfile,
-        subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errfile, env=pg_config.env()
-        ) as proc,
-    ):
-        try:
-            while True:
-                block = source.read(CHUNK)
-                if not block:
-                    break
-                proc.stdin.write(block)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        except BaseException:
-            proc.kill()
-            raise
-        code = proc.wait()
-        err = pg.read_tail(errfile)
-    if code != 0:
-        raise RestoreError("psql failed to load dump.sql (exit %d): %s" % (code, pg.last_lines(err)))
+    pg.feed_process(args, source, pg_config.env(), "psql (loading dump.sql)")
 
 
 def export_odoo_zip(ref, out_path, pg_config, identities=(), progress=None):

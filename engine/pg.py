@@ -253,7 +253,40 @@ def databases_like(pg, pattern):
         return [row[0] for row in cr.fetchall()]
 
 
-def run_restore(pg, dbname, source=None, path=None, jobs=1, chunk=1 << 20, on_bytes=None):
+def feed_process(args, source, env, what, chunk=1 << 20, on_bytes=None):
+    """Run ``args`` with ``source`` streamed to its stdin; raise BackupError naming ``what`` on failure.
+
+    Returns the tail of its stderr. stderr goes to a temporary file, so a
+    chatty process can never block on a full pipe.
+    """
+    with (
+        tempfile.TemporaryFile() as errfile,
+        subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errfile, env=env) as proc,
+    ):
+        total = 0
+        try:
+            while True:
+                data = source.read(chunk)
+                if not data:
+                    break
+                proc.stdin.write(data)
+                total += len(data)
+                if on_bytes is not None:
+                    on_bytes(total)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        except BaseException:
+            proc.kill()
+            raise
+        code = proc.wait()
+        err = read_tail(errfile)
+    if code != 0:
+        raise RestoreError("%s failed (exit %d): %s" % (what, code, last_lines(err)))
+    return err
+
+
+def run_restore(pg, dbname, source=None, path=None, jobs=1, on_bytes=None):
     """pg_restore into an existing empty database, from a stream or a file."""
     args = [pg.tool("pg_restore"), "--no-owner", "--no-password", "--dbname=%s" % conninfo_dbname(dbname)]
     if path:
@@ -261,30 +294,10 @@ def run_restore(pg, dbname, source=None, path=None, jobs=1, chunk=1 << 20, on_by
             args.append("--jobs=%d" % jobs)
         args.append(path)
         proc = subprocess.run(args, capture_output=True, env=pg.env())
-        code, err = proc.returncode, proc.stderr.decode("utf-8", "replace")
-    else:
-        with (
-            tempfile.TemporaryFile() as errfile,
-            subprocess.Popen(args, stdin=subprocess.PIPE, stderr=errfile, env=pg.env()) as proc,
-        ):
-            total = 0
-            try:
-                while True:
-                    data = source.read(chunk)
-                    if not data:
-                        break
-                    proc.stdin.write(data)
-                    total += len(data)
-                    if on_bytes is not None:
-                        on_bytes(total)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            except BaseException:
-                proc.kill()
-                raise
-            code = proc.wait()
-            err = read_tail(errfile)
-    if code != 0:
-        raise RestoreError("pg_restore failed (exit %d): %s" % (code, last_lines(err)))
-    return err
+        if proc.returncode != 0:
+            raise RestoreError(
+                "pg_restore failed (exit %d): %s"
+                % (proc.returncode, last_lines(proc.stderr.decode("utf-8", "replace")))
+            )
+        return proc.stderr.decode("utf-8", "replace")
+    return feed_process(args, source, pg.env(), "pg_restore", on_bytes=on_bytes)

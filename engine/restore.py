@@ -25,6 +25,7 @@ from . import filestore, pg
 from .backup import human_bytes
 from .config import PgConfig
 from .errors import BackupError, RestoreError
+from .storage.local import fsync_dir
 from .stream import CHUNK, ArtifactReader
 from .verify import verify
 
@@ -203,7 +204,7 @@ class Target:
             self.undo.append(
                 ("move filestore %s back to staging" % self.fs_target, lambda: os.rename(self.fs_target, self.staging))
             )
-            pg_fsync_dir(self.fs_root)
+            fsync_dir(self.fs_root)
 
     def _roll_back(self):
         """Undo a failed restore; returns what could not be undone, in words."""
@@ -311,14 +312,6 @@ def restore(ref, options, progress=None):
         signature=report.signature,
         warnings=warnings + target.replaced_warning(),
     )
-
-
-def pg_fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_versions(options, manifest, do_db):

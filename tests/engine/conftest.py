@@ -21,17 +21,7 @@ import sampledb  # noqa: E402
 
 from engine.config import BackupPlan, DestinationConfig, PgConfig  # noqa: E402
 
-
-def conn_kwargs():
-    return {
-        k: v
-        for k, v in (
-            ("host", os.environ.get("PGHOST")),
-            ("port", os.environ.get("PGPORT")),
-            ("user", os.environ.get("PGUSER")),
-        )
-        if v
-    }
+conn_kwargs = sampledb.conn_kwargs
 
 
 @pytest.fixture(scope="session")
