@@ -142,9 +142,14 @@ class Target:
         self.renamed = {}
 
     def leftovers(self):
+        """Scratch databases an interrupted restore of this same target left behind."""
         if not self.do_db:
             return []
-        return pg.databases_like(self.options.pg, "%\\_\\_restoring\\_%")
+        prefix = self.scratch[: self.scratch.rindex("__restoring_")]
+        escaped = prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+        return [
+            name for name in pg.databases_like(self.options.pg, escaped + "\\_\\_restoring\\_%") if name != self.scratch
+        ]
 
     def create_scratch(self, encoding="UTF8", collate=None, ctype=None):
         pg.create_database(self.options.pg, self.scratch, encoding or "UTF8", collate, ctype)

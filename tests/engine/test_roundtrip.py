@@ -144,3 +144,17 @@ def test_database_only_backup_restores_without_filestore(sample, plan_for, dbs, 
         ref_of(result, sample), RestoreOptions(target_db=target, pg=pgconf, data_dir=str(sample["tmp"] / "x"))
     )
     assert out.filestore_path is None and table_contents(target) == table_contents(sample["db"])
+
+
+def test_leftovers_of_an_interrupted_restore_of_the_same_target_are_reported(sample, plan_for, dbs, pgconf):
+    """A scratch database left by a killed restore of this target is named in the warnings; others are not."""
+    result = run_backup(plan_for(sample, include_filestore=False))
+    target = dbs.name("left")
+    leftover = target + "__restoring_abc123"
+    other = dbs.name("other") + "__restoring_def456"
+    dbs.names += [leftover, other]
+    for name in (leftover, other):
+        query("postgres", 'CREATE DATABASE "%s"' % name)
+    out = restore(ref_of(result, sample), RestoreOptions(target_db=target, pg=pgconf, include_filestore=False))
+    text = " ".join(out.warnings)
+    assert leftover in text and other not in text
