@@ -293,3 +293,11 @@ class SppBackupDestination(models.Model):
                 "sticky": False,
             },
         }
+
+    def action_browse_backups(self):
+        """List every backup set stored here, of every database (also those written by other servers)."""
+        self.ensure_one()
+        policy = self.env["spp.backup.policy"]
+        if not (self.env.user.has_group("spp_backup.group_backup_restore") or self.env.su):
+            policy._check_backup_manager()
+        return self.env["spp.backup.browse"]._open_for(self)

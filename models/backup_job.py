@@ -279,8 +279,10 @@ class SppBackupJob(models.Model):
 
     @api.model
     def _cron_collect(self):
-        """Read the status of every queued or running job."""
+        """Read the status of every queued or running job, restore and drill."""
         self.search([("state", "in", ("queued", "running"))])._collect()
+        self.env["spp.backup.restore"]._cron_collect()
+        self.env["spp.backup.drill"]._cron_collect()
 
     def action_refresh(self):
         self.env["spp.backup.policy"]._check_backup_manager()
@@ -464,6 +466,7 @@ class SppBackupJob(models.Model):
         if self.warnings:
             body += " " + _("Warnings: %s", self.warnings)
         self.message_post(body=body)
+        policy._on_job_finished(self)
 
     def _mark_failed(self, reason, status=None, details=None, finished=None):
         self.ensure_one()
@@ -487,6 +490,17 @@ class SppBackupJob(models.Model):
             body=_("Backup job %(job)s failed: %(reason)s", job=self.display_name, reason=reason),
             subtype_xmlid="spp_backup.mt_policy_backup_failed",
         )
+        policy._on_job_finished(self)
+
+    def action_restore(self):
+        """Open the restore wizard on this job's first stored copy."""
+        self.ensure_one()
+        self.env["spp.backup.policy"]._check_restore_right()
+        self._ensure_copies()
+        copies = self.copy_ids.filtered(lambda c: c.state == "ok")
+        if self.state != "done" or not self.backup_id or not copies:
+            raise UserError(_("Job %s has no stored copy to restore.", self.display_name))
+        return copies[0].action_restore()
 
     # ------------------------------------------------------------------ verify
 

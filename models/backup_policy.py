@@ -1,9 +1,14 @@
 import datetime
+import json
+import logging
 import math
 import os
 
+from dateutil.relativedelta import relativedelta
 from odoo import _, api, fields, models, release
 from odoo.exceptions import AccessError, UserError, ValidationError
+from odoo.modules.module import get_module_path
+from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tools import config as odoo_config
 from odoo.tools.sql import column_exists, create_column, table_exists
 
@@ -29,6 +34,17 @@ LOCK_NAMESPACE = 0x5350_0000
 # A scheduled run may start up to one cron interval late; beyond an hour the
 # policy is reported late.
 OVERDUE_GRACE = datetime.timedelta(hours=1)
+
+_logger = logging.getLogger(__name__)
+
+DRILL_UNITS = {
+    "days": lambda count: relativedelta(days=count),
+    "weeks": lambda count: relativedelta(weeks=count),
+    "months": lambda count: relativedelta(months=count),
+}
+
+# Kanban colours of the dashboard (Odoo's colour indexes).
+COLOR_NONE, COLOR_RED, COLOR_ORANGE, COLOR_GREEN = 0, 1, 2, 10
 
 INTERVAL_UNITS = {
     "hours": datetime.timedelta(hours=1),
@@ -56,7 +72,7 @@ def next_slot(after, interval_number, interval_type, time_of_day, anchor=None):
 class SppBackupPolicy(models.Model):
     _name = "spp.backup.policy"
     _description = "Backup Policy"
-    _inherit = ["mail.thread"]
+    _inherit = ["mail.thread", "mail.activity.mixin"]
     _order = "name, id"
 
     name = fields.Char(
@@ -223,6 +239,80 @@ class SppBackupPolicy(models.Model):
         "or signature. Never ran: no backup of this policy has finished yet.",
     )
 
+    user_id = fields.Many2one(
+        "res.users",
+        string="Responsible",
+        tracking=True,
+        domain=[("share", "=", False)],
+        help="Who gets the to-do when this policy raises an alert (failed backup or drill, RPO or RTO breached). "
+        "Leave empty to give it to every Backup Manager; every Backup Manager gets the email either way.",
+    )
+    # ------------------------------------------------------------- drills
+    is_drill_scheduled = fields.Boolean(
+        string="Scheduled drills",
+        default=True,
+        tracking=True,
+        help="Regularly restore the newest good backup into a scratch database, check it and drop it again: the "
+        "proof that the backups restore, and the measure of the real recovery time (RTO). Needs the age identity "
+        "on this server (identity_file in odoo.conf) when the backups are encrypted.",
+    )
+    drill_interval_number = fields.Integer(
+        string="Drill every",
+        default=1,
+        tracking=True,
+        help="How many days, weeks or months between two scheduled restore drills.",
+    )
+    drill_interval_type = fields.Selection(
+        [("days", "Days"), ("weeks", "Weeks"), ("months", "Months")],
+        string="Drill interval unit",
+        default="weeks",
+        required=True,
+        tracking=True,
+        help="The unit of the interval between two scheduled restore drills.",
+    )
+    next_drill = fields.Datetime(
+        string="Next drill",
+        copy=False,
+        help="When the next scheduled drill starts; set from the drill interval, you may change it by hand.",
+    )
+    drill_ids = fields.One2many("spp.backup.drill", "policy_id", string="Drills", readonly=True)
+    drill_count = fields.Integer(compute="_compute_drill_count", string="Drill count")
+    last_drill_id = fields.Many2one("spp.backup.drill", string="Last drill", readonly=True, copy=False)
+    last_drill_state = fields.Selection(
+        [("passed", "Passed"), ("failed", "Failed"), ("none", "No drill yet")],
+        string="Last drill result",
+        compute="_compute_objectives",
+    )
+    # --------------------------------------------------------- objectives
+    rpo_status = fields.Selection(
+        [("ok", "Met"), ("breached", "Breached")],
+        string="RPO",
+        compute="_compute_objectives",
+        help="Met when the newest good backup (done, and not failed verification) is younger than the RPO. "
+        "Without any backup, the RPO is breached once the policy is older than the RPO.",
+    )
+    rpo_age_hours = fields.Float(
+        string="Newest backup age (h)",
+        compute="_compute_objectives",
+        digits=(16, 1),
+        help="Hours since the newest good backup finished (the data you would lose now).",
+    )
+    rto_status = fields.Selection(
+        [("ok", "Met"), ("breached", "Breached"), ("unknown", "Unknown")],
+        string="RTO",
+        compute="_compute_objectives",
+        help="Met when the last drill restored within the RTO; unknown until a drill has measured it.",
+    )
+    rto_measured_minutes = fields.Float(
+        string="Measured restore time (min)",
+        compute="_compute_objectives",
+        digits=(16, 1),
+        help="How long the restore of the last drill took.",
+    )
+    compliance_color = fields.Integer(compute="_compute_objectives", string="Compliance colour")
+    alert_ids = fields.One2many("spp.backup.alert", "policy_id", string="Alerts", readonly=True)
+    open_alert_count = fields.Integer(compute="_compute_open_alert_count", string="Open alerts")
+
     def _auto_init(self):
         # Policies made before encryption existed keep backing up as they did
         # (unencrypted) until an administrator gives them a key: the new
@@ -251,6 +341,18 @@ class SppBackupPolicy(models.Model):
                 )
             if policy.rto_minutes < 0:
                 raise ValidationError(_("Policy '%s': the RTO cannot be negative.", policy.name))
+
+    @api.constrains("drill_interval_number", "is_drill_scheduled")
+    def _check_drill_interval(self):
+        for policy in self:
+            if policy.is_drill_scheduled and policy.drill_interval_number <= 0:
+                raise ValidationError(
+                    _(
+                        "Policy '%s': the drill interval must be at least 1 (day, week or month), or untick "
+                        "Scheduled drills.",
+                        policy.name,
+                    )
+                )
 
     @api.constrains("time_of_day")
     def _check_time_of_day(self):
@@ -366,6 +468,50 @@ class SppBackupPolicy(models.Model):
         for policy in self:
             policy.job_count = counts.get(policy.id, 0)
 
+    def _compute_drill_count(self):
+        counts = {
+            policy.id: count
+            for policy, count in self.env["spp.backup.drill"]._read_group(
+                [("policy_id", "in", self.ids)], ["policy_id"], ["__count"]
+            )
+        }
+        for policy in self:
+            policy.drill_count = counts.get(policy.id, 0)
+
+    def _compute_open_alert_count(self):
+        counts = {
+            policy.id: count
+            for policy, count in self.env["spp.backup.alert"]._read_group(
+                [("policy_id", "in", self.ids), ("state", "=", "open")], ["policy_id"], ["__count"]
+            )
+        }
+        for policy in self:
+            policy.open_alert_count = counts.get(policy.id, 0)
+
+    @api.depends("last_success_at", "rpo_hours", "rto_minutes", "last_drill_id.state", "last_drill_id.restore_seconds")
+    def _compute_objectives(self):
+        now = fields.Datetime.now()
+        for policy in self:
+            policy.rpo_status, age = policy._rpo_verdict(now)
+            policy.rpo_age_hours = age if age is not None else 0.0
+            policy.rto_status, minutes = policy._rto_verdict()
+            policy.rto_measured_minutes = minutes or 0.0
+            drill = policy.last_drill_id
+            if not drill:
+                policy.last_drill_state = "none"
+            else:
+                policy.last_drill_state = "passed" if drill.state == "done" and drill.is_ok else "failed"
+            if (
+                policy.rpo_status == "breached"
+                or policy.rto_status == "breached"
+                or policy.last_drill_state == "failed"
+            ):
+                policy.compliance_color = COLOR_RED
+            elif policy.rto_status == "unknown" or policy.state in ("failing", "verify_failed", "never"):
+                policy.compliance_color = COLOR_ORANGE
+            else:
+                policy.compliance_color = COLOR_GREEN
+
     @api.depends("destination_ids.kind")
     def _compute_has_s3_destination(self):
         for policy in self:
@@ -401,12 +547,16 @@ class SppBackupPolicy(models.Model):
             after or fields.Datetime.now(), self.interval_number, self.interval_type, self.time_of_day, anchor=anchor
         )
 
+    DRILL_SCHEDULE_FIELDS = ("is_drill_scheduled", "drill_interval_number", "drill_interval_type")
+
     @api.model_create_multi
     def create(self, vals_list):
         policies = super().create(vals_list)
         for policy, vals in zip(policies, vals_list, strict=True):
             if not vals.get("next_run"):
                 policy.next_run = policy._next_slot()
+            if not vals.get("next_drill"):
+                policy.next_drill = policy._next_drill_slot()
         return policies
 
     def write(self, vals):
@@ -414,6 +564,9 @@ class SppBackupPolicy(models.Model):
         if "next_run" not in vals and any(name in vals for name in self.SCHEDULE_FIELDS):
             for policy in self:
                 policy.next_run = policy._next_slot()
+        if "next_drill" not in vals and any(name in vals for name in self.DRILL_SCHEDULE_FIELDS):
+            for policy in self:
+                policy.next_drill = policy._next_drill_slot()
         return result
 
     def _is_busy(self):
@@ -580,6 +733,286 @@ class SppBackupPolicy(models.Model):
     def _check_backup_manager(self):
         if not (self.env.su or self.env.user.has_group("spp_backup.group_backup_manager")):
             raise AccessError(_("Only Backup Managers may run, verify or test backups."))
+
+    @api.model
+    def _check_restore_right(self):
+        if not (self.env.su or self.env.user.has_group("spp_backup.group_backup_restore")):
+            raise AccessError(
+                _("Only users with the Backup Restore right may restore backups. Ask an administrator to grant it.")
+            )
+
+    # ---------------------------------------------------------------- restore
+
+    @api.model
+    def _data_dir(self):
+        """Odoo's data directory (its filestore lives in ``filestore/<db>`` there)."""
+        return odoo_config["data_dir"]
+
+    @api.model
+    def _neutralize_queries(self, modules):
+        """Odoo's neutralization statements of ``modules`` (names) that this server has on its addons path."""
+        present = [name for name in sorted(modules) if get_module_path(name, display_warning=False)]
+        try:
+            return [query for query in get_neutralization_queries(present) if query]
+        except (OSError, ValueError) as exc:
+            _logger.warning("Cannot read the neutralization queries: %s", exc)
+            return []
+
+    # -------------------------------------------------------------- objectives
+
+    def _recovery_point(self):
+        """The newest good backup job of this policy (done, not failed verification), or an empty recordset."""
+        self.ensure_one()
+        return (
+            self.env["spp.backup.job"]
+            .sudo()
+            .search(
+                [
+                    ("policy_id", "=", self.id),
+                    ("state", "=", "done"),
+                    ("backup_id", "!=", False),
+                    ("verify_state", "!=", "failed"),
+                ],
+                order="finished_at desc, id desc",
+                limit=1,
+            )
+        )
+
+    def _rpo_verdict(self, now=None):
+        """('ok' or 'breached', age in hours of the newest good backup or None when there is none)."""
+        self.ensure_one()
+        now = now or fields.Datetime.now()
+        limit = datetime.timedelta(hours=self.rpo_hours or 0)
+        point = self._recovery_point() if self.id else self.env["spp.backup.job"]
+        if point and point.finished_at:
+            age = now - point.finished_at
+            return ("breached" if age > limit else "ok"), round(age.total_seconds() / 3600.0, 2)
+        since = self.create_date or now
+        return ("breached" if now - since > limit else "ok"), None
+
+    def _rto_verdict(self):
+        """('ok', 'breached' or 'unknown', measured restore minutes or None) from the last finished drill."""
+        self.ensure_one()
+        drill = self.last_drill_id
+        if not drill or not drill.is_rto_measured:
+            return "unknown", None
+        minutes = drill.restore_seconds / 60.0
+        return ("breached" if minutes > self.rto_minutes else "ok"), round(minutes, 2)
+
+    def _check_objective_alerts(self, now=None):
+        """Raise or resolve the RPO and RTO alerts of these policies as their objectives stand ``now``."""
+        Alert = self.env["spp.backup.alert"]
+        for policy in self:
+            status, age = policy._rpo_verdict(now)
+            if status == "breached" and policy.active:
+                if age is None:
+                    message = _(
+                        "Policy '%(name)s' has no successful backup, and its RPO is %(rpo)s hours.",
+                        name=policy.name,
+                        rpo=policy.rpo_hours,
+                    )
+                else:
+                    message = _(
+                        "The newest good backup of policy '%(name)s' is %(age)s hours old; its RPO is %(rpo)s hours. "
+                        "Backups may have stopped: check the jobs and the crons.",
+                        name=policy.name,
+                        age="%.1f" % age,
+                        rpo=policy.rpo_hours,
+                    )
+                Alert._raise(policy, "rpo_breach", message)
+            else:
+                Alert._resolve(policy, "rpo_breach", _("The newest good backup is within the RPO again."))
+            status, minutes = policy._rto_verdict()
+            if status == "breached" and policy.active:
+                Alert._raise(
+                    policy,
+                    "rto_breach",
+                    _(
+                        "The last drill of policy '%(name)s' took %(minutes)s minutes to restore; the RTO is "
+                        "%(rto)s minutes.",
+                        name=policy.name,
+                        minutes="%.1f" % minutes,
+                        rto=policy.rto_minutes,
+                    ),
+                )
+            elif status == "ok" or not policy.active:
+                Alert._resolve(policy, "rto_breach", _("The last drill restored within the RTO."))
+
+    @api.model
+    def _cron_check_objectives(self, now=None):
+        """Check the RPO and RTO of every active policy, also when no backup runs at all."""
+        self.search([("active", "=", True)])._check_objective_alerts(now)
+
+    def _on_job_finished(self, job):
+        """Alerts after a job ended: a failure opens one, a success resolves it and may clear the RPO."""
+        self.ensure_one()
+        Alert = self.env["spp.backup.alert"]
+        if job.state == "failed":
+            Alert._raise(
+                self,
+                "job_failed",
+                _("Backup job %(job)s failed: %(reason)s", job=job.display_name, reason=job.error_message or ""),
+            )
+        elif job.state == "done":
+            Alert._resolve(self, "job_failed", _("Backup job %s succeeded.", job.display_name))
+            self._check_objective_alerts()
+
+    def _on_drill_finished(self, drill):
+        """Record the drill as the last one; alerts for a failed drill and for the RTO."""
+        self.ensure_one()
+        if not self.last_drill_id or self.last_drill_id.id < drill.id:
+            self.last_drill_id = drill
+        if drill != self.last_drill_id:
+            return
+        Alert = self.env["spp.backup.alert"]
+        if drill.state == "done" and drill.is_ok:
+            Alert._resolve(self, "drill_failed", _("Drill %s passed.", drill.display_name))
+        else:
+            Alert._raise(
+                self,
+                "drill_failed",
+                _(
+                    "The restore drill %(drill)s failed: %(reason)s",
+                    drill=drill.display_name,
+                    reason=drill.error_message or "",
+                ),
+            )
+        self._check_objective_alerts()
+
+    # ------------------------------------------------------------------ drills
+
+    def _next_drill_slot(self, after=None):
+        """The next drill time after ``after`` (now by default), or False when drills are not scheduled."""
+        self.ensure_one()
+        if not self.is_drill_scheduled or self.drill_interval_number <= 0:
+            return False
+        return (after or fields.Datetime.now()) + DRILL_UNITS[self.drill_interval_type](self.drill_interval_number)
+
+    def _drill_source(self):
+        """(job, copy) to drill: the newest good backup's first stored copy that did not fail verification."""
+        self.ensure_one()
+        jobs = (
+            self.env["spp.backup.job"]
+            .sudo()
+            .search(
+                [
+                    ("policy_id", "=", self.id),
+                    ("state", "=", "done"),
+                    ("backup_id", "!=", False),
+                    ("verify_state", "!=", "failed"),
+                ],
+                order="finished_at desc, id desc",
+                limit=5,
+            )
+        )
+        for job in jobs:
+            job._ensure_copies()
+            copies = job.copy_ids.filtered(lambda c: c.state == "ok" and c.verify_state != "failed")
+            if copies:
+                return job, copies[0]
+        return self.env["spp.backup.job"], self.env["spp.backup.job.copy"]
+
+    def _is_drilling(self):
+        self.ensure_one()
+        return bool(
+            self.env["spp.backup.drill"]
+            .sudo()
+            .search_count([("policy_id", "=", self.id), ("state", "in", ("queued", "running"))], limit=1)
+        )
+
+    def _start_drill(self, trigger="manual", job=None, copy=None):
+        """Create a drill and start its runner; the drill, or None when there is no backup to drill.
+
+        The drilled copy is ``copy`` (of ``job``) when given, else the newest good backup's first copy.
+        """
+        self.ensure_one()
+        if not copy:
+            job, copy = self._drill_source()
+        if not copy:
+            return None
+        drill = (
+            self.env["spp.backup.drill"]
+            .sudo()
+            .create(
+                {
+                    "policy_id": self.id,
+                    "job_id": job.id,
+                    "copy_id": copy.id,
+                    "backup_id": job.backup_id,
+                    "source_location": copy.location,
+                    "source_json": json.dumps(copy._engine_source()),
+                    "trigger": trigger,
+                    "user_id": self.env.user.id,
+                }
+            )
+        )
+        # The drill is committed before its runner starts: the runner outlives this transaction.
+        self._commit_unless_testing()
+        drill._start_runner()
+        self._commit_unless_testing()
+        return drill
+
+    @api.model
+    def _cron_run_drills(self, now=None):
+        """Start a drill for every policy whose next drill has come; the restore runs in a detached runner."""
+        now = now or fields.Datetime.now()
+        # Policies that have no next drill yet (made before drills existed) start counting now.
+        for policy in self.search([("is_drill_scheduled", "=", True), ("next_drill", "=", False)]):
+            policy.next_drill = policy._next_drill_slot(after=now)
+        due = self.search(
+            [
+                ("active", "=", True),
+                ("is_drill_scheduled", "=", True),
+                ("next_drill", "!=", False),
+                ("next_drill", "<=", now),
+            ]
+        )
+        for policy in due:
+            if policy._is_drilling():
+                continue
+            job, copy = policy._drill_source()
+            if not copy:
+                # Nothing to drill yet: try again at the next run of the cron.
+                continue
+            policy.next_drill = policy._next_drill_slot(after=now)
+            policy._start_drill(trigger="schedule")
+
+    def action_drill_now(self):
+        """Restore the newest good backup into a scratch database now, check it and drop it."""
+        self.ensure_one()
+        self._check_backup_manager()
+        if self._is_drilling():
+            raise UserError(_("A drill of policy '%s' is already running: wait for it to finish.", self.name))
+        drill = self._start_drill(trigger="manual")
+        if drill is None:
+            raise UserError(
+                _(
+                    "Policy '%s' has no successful backup with a stored copy to drill: back up first.",
+                    self.name,
+                )
+            )
+        return {
+            "type": "ir.actions.act_window",
+            "name": _("Restore drill"),
+            "res_model": "spp.backup.drill",
+            "res_id": drill.id,
+            "view_mode": "form",
+            "target": "current",
+        }
+
+    def action_view_drills(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("spp_backup.action_spp_backup_drill")
+        action["domain"] = [("policy_id", "=", self.id)]
+        action["context"] = {"default_policy_id": self.id}
+        return action
+
+    def action_view_alerts(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("spp_backup.action_spp_backup_alert")
+        action["domain"] = [("policy_id", "=", self.id)]
+        action["context"] = {"search_default_open": 1}
+        return action
 
     def action_backup_now(self):
         """Open the confirmation to back up this policy now."""

@@ -2,12 +2,16 @@
 # Odoo tests are only imported when Odoo loads the addon.
 if __name__.startswith("odoo.addons."):
     from . import (  # noqa: F401
+        test_backup_alerts,
         test_backup_destination,
+        test_backup_drill,
         test_backup_end_to_end,
         test_backup_job,
         test_backup_keys,
+        test_backup_metrics,
         test_backup_offsite,
         test_backup_policy,
+        test_backup_restore,
         test_backup_retention,
         test_backup_schedule,
         test_backup_security,

@@ -11,7 +11,7 @@ from unittest.mock import patch
 from odoo import fields
 from odoo.tests.common import TransactionCase, new_test_user
 
-from ..engine import crypto, runner
+from ..engine import crypto, pg, runner
 
 ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,6 +101,9 @@ class BackupCase(TransactionCase):
             cls.env, login="sppb_auditor", groups="base.group_user,spp_backup.group_backup_auditor"
         )
         cls.internal = new_test_user(cls.env, login="sppb_internal", groups="base.group_user")
+        cls.restorer = new_test_user(
+            cls.env, login="sppb_restorer", groups="base.group_user,spp_backup.group_backup_restore"
+        )
         cls.recipient = crypto.generate_identity()[1]
 
     @classmethod
@@ -200,14 +203,61 @@ class BackupCase(TransactionCase):
         }
 
     def wait_for_runner(self, job, timeout=240):
-        """Collect the job until its runner has finished (or the timeout passes)."""
+        """Collect the job (or restore, or drill) until its runner has finished (or the timeout passes)."""
+        if not self.run_to_end(job, timeout):
+            self.fail("The runner did not finish within %d s (%s state %s)" % (timeout, job._name, job.state))
+        return job
+
+    @staticmethod
+    def run_to_end(record, timeout=240):
+        """Collect ``record`` until its runner has finished; True when it did within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            job._collect()
-            if job.state in ("done", "failed"):
-                return job
+            record._collect()
+            if record.state in ("done", "failed"):
+                return True
             time.sleep(0.5)
-        self.fail("The backup runner did not finish within %d s (job state %s)" % (timeout, job.state))
+        return False
+
+    # ------------------------------------------------------------- databases
+
+    @classmethod
+    def pg_config(cls):
+        """The PostgreSQL connection of this Odoo, as the engine takes it."""
+        return cls.env["spp.backup.policy"]._engine_pg()
+
+    def database_exists(self, name):
+        """Whether database ``name`` exists now (this test's transaction sees an older snapshot)."""
+        return pg.database_exists(self.pg_config(), name)
+
+    def drop_later(self, name):
+        """Drop database ``name`` and remove its filestore folder when the test ends."""
+        folder = os.path.join(self.env["spp.backup.policy"]._data_dir(), "filestore", name)
+        self.addCleanup(shutil.rmtree, folder, True)
+        self.addCleanup(pg.drop_database, self.pg_config(), name)
+
+    def query(self, dbname, sql, params=None):
+        """Rows of ``sql`` run in another database."""
+        conn = pg.connect(self.pg_config(), dbname)
+        try:
+            with conn.cursor() as cr:
+                cr.execute(sql, params)
+                return cr.fetchall()
+        finally:
+            conn.close()
+
+
+class RealBackupCase(BackupCase):
+    """BackupCase with one real backup of this test database, made by the runner, done before the tests."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        wizard = cls.env["spp.backup.run.now"].with_user(cls.manager).create({"policy_id": cls.policy.id})
+        cls.job = cls.Job.browse(wizard.action_confirm()["res_id"])
+        if not cls.run_to_end(cls.job) or cls.job.state != "done":
+            raise RuntimeError("The backup the tests need failed: %s" % (cls.job.error_message or cls.job.state))
+        cls.backup_dir = cls.job.location.strip()
 
 
 class S3BackupCase(BackupCase):

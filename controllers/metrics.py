@@ -1,0 +1,110 @@
+"""Prometheus metrics of the backup policies: ``GET /spp_backup/metrics``.
+
+Protected by a token from odoo.conf (``[spp_backup] metrics_token``) or the
+environment (``SPP_BACKUP_METRICS_TOKEN``), given as ``Authorization:
+Bearer <token>`` or ``?token=``. Without a configured token the endpoint does
+not exist (404). The database is the one of the request (the only database
+of the server, or the one the dbfilter selects).
+"""
+
+import calendar
+import hmac
+import logging
+import os
+
+from odoo import http
+from odoo.http import request
+from odoo.tools import config as odoo_config
+from werkzeug.exceptions import NotFound
+
+from ..engine.config import Settings
+from ..engine.errors import BackupError
+
+_logger = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+METRICS = (
+    ("spp_backup_last_success_timestamp_seconds", "Unix time the newest successful backup finished (0: never)."),
+    ("spp_backup_last_duration_seconds", "Duration of the newest successful backup, in seconds."),
+    ("spp_backup_last_size_bytes", "Stored size of the newest successful backup, in bytes."),
+    ("spp_backup_rpo_compliant", "1 when the newest good backup is within the RPO, 0 when the RPO is breached."),
+    ("spp_backup_rto_compliant", "1 when the last drill restored within the RTO, 0 when not, -1 when unmeasured."),
+    ("spp_backup_last_drill_success", "1 when the last restore drill passed, 0 when it failed, -1 when none ran."),
+    ("spp_backup_open_alerts", "Number of open alerts of the policy."),
+)
+
+
+def configured_token():
+    """The metrics token of this server, or None."""
+    rcfile = odoo_config.rcfile
+    try:
+        settings = Settings.from_config(rcfile if rcfile and os.path.isfile(rcfile) else None)
+    except BackupError:
+        _logger.warning("The metrics token cannot be read: the Odoo configuration file is not readable")
+        return None
+    token = (settings.get("metrics_token") or "").strip()
+    return token or None
+
+
+def given_token(httprequest):
+    header = httprequest.headers.get("Authorization") or ""
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return (httprequest.args.get("token") or "").strip()
+
+
+def label_value(value):
+    return str(value or "").replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def number(value):
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+def policy_samples(policy):
+    """{metric name: value} for one policy."""
+    job = policy.last_success_job_id
+    success = policy.last_success_at
+    rto = {"ok": 1, "breached": 0}.get(policy.rto_status, -1)
+    drill = {"passed": 1, "failed": 0}.get(policy.last_drill_state, -1)
+    return {
+        "spp_backup_last_success_timestamp_seconds": calendar.timegm(success.timetuple()) if success else 0,
+        "spp_backup_last_duration_seconds": float(job.duration or 0.0) if job else 0.0,
+        "spp_backup_last_size_bytes": int(job.total_size or 0) if job else 0,
+        "spp_backup_rpo_compliant": 1 if policy.rpo_status == "ok" else 0,
+        "spp_backup_rto_compliant": rto,
+        "spp_backup_last_drill_success": drill,
+        "spp_backup_open_alerts": policy.open_alert_count,
+    }
+
+
+def render(policies):
+    """The Prometheus text exposition (format 0.0.4) of ``policies``."""
+    rows = [
+        ('policy="%s",database="%s"' % (label_value(policy.name), label_value(policy.database)), policy_samples(policy))
+        for policy in policies
+    ]
+    lines = []
+    for name, help_text in METRICS:
+        lines.append("# HELP %s %s" % (name, help_text))
+        lines.append("# TYPE %s gauge" % name)
+        for labels, samples in rows:
+            lines.append("%s{%s} %s" % (name, labels, number(samples[name])))
+    return "\n".join(lines) + "\n"
+
+
+class BackupMetrics(http.Controller):
+    @http.route("/spp_backup/metrics", type="http", auth="none", methods=["GET"], csrf=False, save_session=False)
+    def metrics(self, **kwargs):
+        token = configured_token()
+        if not token:
+            raise NotFound()
+        if not hmac.compare_digest(given_token(request.httprequest).encode(), token.encode()):
+            return request.make_response("Forbidden\n", headers=[("Content-Type", "text/plain")], status=403)
+        policies = request.env["spp.backup.policy"].sudo().search([("active", "=", True)])
+        return request.make_response(render(policies), headers=[("Content-Type", CONTENT_TYPE)])

@@ -1,0 +1,115 @@
+import logging
+
+from markupsafe import Markup
+from odoo import _, api, fields, models
+
+_logger = logging.getLogger(__name__)
+
+ALERT_KINDS = [
+    ("job_failed", "Backup failed"),
+    ("drill_failed", "Restore drill failed"),
+    ("rpo_breach", "RPO breached"),
+    ("rto_breach", "RTO breached"),
+]
+
+
+class SppBackupAlert(models.Model):
+    """One incident of a policy: raised once, resolved when its condition clears.
+
+    While an alert of a kind is open for a policy, the same condition raises
+    nothing new: the managers get one activity and one email per incident.
+    """
+
+    _name = "spp.backup.alert"
+    _description = "Backup Alert"
+    _order = "state, opened_at desc, id desc"
+
+    name = fields.Char(compute="_compute_name", store=True)
+    policy_id = fields.Many2one("spp.backup.policy", string="Policy", required=True, ondelete="cascade", index=True)
+    kind = fields.Selection(ALERT_KINDS, required=True, readonly=True)
+    state = fields.Selection(
+        [("open", "Open"), ("resolved", "Resolved")], default="open", required=True, readonly=True, index=True
+    )
+    opened_at = fields.Datetime(string="Opened", readonly=True, default=fields.Datetime.now)
+    resolved_at = fields.Datetime(string="Resolved", readonly=True)
+    message = fields.Text(readonly=True, help="What happened, as told to the managers.")
+    resolution = fields.Text(readonly=True, help="What cleared the condition.")
+    activity_ids = fields.Many2many(
+        "mail.activity",
+        "spp_backup_alert_activity_rel",
+        "alert_id",
+        "activity_id",
+        string="Activities",
+        readonly=True,
+        help="The to-dos given to the managers for this incident (gone once marked done).",
+    )
+
+    _sql_constraints = [
+        (
+            "one_open_per_kind",
+            "EXCLUDE (policy_id WITH =, kind WITH =) WHERE (state = 'open')",
+            "A policy has at most one open alert of each kind.",
+        ),
+    ]
+
+    @api.depends("policy_id.name", "kind")
+    def _compute_name(self):
+        labels = dict(ALERT_KINDS)
+        for alert in self:
+            alert.name = "%s: %s" % (alert.policy_id.name or "", labels.get(alert.kind, alert.kind or ""))
+
+    # ------------------------------------------------------------------ raise
+
+    @api.model
+    def _recipients(self, policy):
+        """(users given the activity, partners emailed): the responsible if any, else every Backup Manager."""
+        managers = (
+            self.env.ref("spp_backup.group_backup_manager")
+            .sudo()
+            .users.filtered(lambda user: user.active and not user.share)
+        )
+        assignees = policy.user_id if policy.user_id and policy.user_id.active else managers
+        return assignees, (managers | policy.user_id).partner_id
+
+    @api.model
+    def _raise(self, policy, kind, message):
+        """Open an alert of ``kind`` for ``policy``, unless one is open already; returns the open alert."""
+        self = self.sudo()
+        open_alert = self.search([("policy_id", "=", policy.id), ("kind", "=", kind), ("state", "=", "open")])
+        if open_alert:
+            return open_alert[:1]
+        alert = self.create({"policy_id": policy.id, "kind": kind, "message": message})
+        assignees, partners = self._recipients(policy)
+        activity_type = self.env.ref("spp_backup.mail_activity_type_backup_alert", raise_if_not_found=False)
+        summary = "%s: %s" % (policy.name, dict(ALERT_KINDS)[kind])
+        activities = self.env["mail.activity"]
+        for user in assignees:
+            activities |= policy.activity_schedule(
+                activity_type_id=activity_type.id if activity_type else False,
+                summary=summary,
+                note=message,
+                user_id=user.id,
+            )
+        alert.activity_ids = activities
+        policy.message_post(
+            subject=_("Backup alert: %s", summary),
+            body=Markup("<p><strong>%s</strong></p><p>%s</p>") % (summary, message),
+            partner_ids=partners.ids,
+            subtype_xmlid="spp_backup.mt_policy_alert",
+        )
+        _logger.info("Backup alert %s opened for policy %s: %s", kind, policy.id, message)
+        return alert
+
+    @api.model
+    def _resolve(self, policy, kind, reason):
+        """Close the open alert of ``kind`` for ``policy`` (if any) and mark its activities done."""
+        alerts = self.sudo().search([("policy_id", "=", policy.id), ("kind", "=", kind), ("state", "=", "open")])
+        for alert in alerts:
+            alert.write({"state": "resolved", "resolved_at": fields.Datetime.now(), "resolution": reason})
+            if alert.activity_ids.exists():
+                alert.activity_ids.exists().action_feedback(feedback=reason)
+            policy.message_post(
+                body=_("Resolved: %(alert)s. %(reason)s", alert=alert.name, reason=reason),
+                subtype_xmlid="spp_backup.mt_policy_alert_resolved",
+            )
+        return alerts

@@ -1,0 +1,168 @@
+import json
+
+from markupsafe import Markup
+from odoo import _, api, fields, models
+from odoo.exceptions import UserError
+
+
+class SppBackupDrill(models.Model):
+    """A restore drill: a backup restored into a scratch database, checked, measured and dropped."""
+
+    _name = "spp.backup.drill"
+    _description = "Restore Drill"
+    _inherit = ["spp.backup.runner.mixin", "mail.thread"]
+    _order = "create_date desc, id desc"
+    _runner_prefix = "drill"
+
+    name = fields.Char(compute="_compute_name", store=True)
+    policy_id = fields.Many2one(
+        "spp.backup.policy", string="Policy", required=True, readonly=True, ondelete="cascade", index=True
+    )
+    job_id = fields.Many2one(
+        "spp.backup.job", string="Backup job", readonly=True, ondelete="set null", index="btree_not_null"
+    )
+    copy_id = fields.Many2one("spp.backup.job.copy", string="Copy", readonly=True, ondelete="set null")
+    backup_id = fields.Char(string="Backup ID", readonly=True, tracking=True)
+    source_location = fields.Char(string="Drilled copy", readonly=True, help="Where the backup set was read.")
+    source_json = fields.Text(
+        string="Source (engine)", readonly=True, help="The destination, database and backup id given to the runner."
+    )
+    trigger = fields.Selection(
+        [("schedule", "Schedule"), ("manual", "Manual")], default="manual", required=True, readonly=True
+    )
+    scratch_db = fields.Char(string="Scratch database", readonly=True)
+    is_ok = fields.Boolean(string="Passed", readonly=True, help="Every check passed and the scratch copy was dropped.")
+    check_ids = fields.One2many("spp.backup.drill.check", "drill_id", string="Checks", readonly=True)
+    restore_seconds = fields.Float(
+        string="Measured RTO (s)", readonly=True, digits=(16, 1), help="How long the restore itself took."
+    )
+    is_rto_measured = fields.Boolean(
+        string="RTO measured", readonly=True, help="The restore itself completed, so its time was measured."
+    )
+    total_seconds = fields.Float(string="Drill total (s)", readonly=True, digits=(16, 1))
+    is_cleaned_up = fields.Boolean(
+        string="Cleaned up", readonly=True, help="The scratch database and its filestore were dropped."
+    )
+    report = fields.Text(string="Drill report", readonly=True)
+
+    @api.depends("policy_id.name", "backup_id")
+    def _compute_name(self):
+        for drill in self:
+            drill.name = _(
+                "Drill of %(policy)s / %(backup)s", policy=drill.policy_id.name or "", backup=drill.backup_id or "?"
+            )
+
+    # ------------------------------------------------------------------ runner
+
+    def _runner_plan(self):
+        self.ensure_one()
+        settings, pg, rcfile = self._engine_context()
+        policy = self.policy_id
+        source = json.loads(self.source_json)
+        manifest = self._read_manifest(self._source_ref(source, settings))
+        plan = {
+            "action": "drill",
+            "odoo_conf": rcfile,
+            "pg": pg.public_dict(),
+            "source": source,
+            "data_dir": policy._data_dir(),
+            "public_key": policy.signing_public_key or None,
+            "neutralize_sql": policy._neutralize_queries(manifest.get("modules") or {}),
+            "jobs": 1,
+        }
+        return plan, pg.password
+
+    def _record_result(self, result):
+        self.ensure_one()
+        checks = result.get("checks") or []
+        self.check_ids.unlink()
+        self.write(
+            {
+                "scratch_db": result.get("scratch_db") or False,
+                "is_ok": bool(result.get("ok")),
+                "restore_seconds": result.get("restore_seconds") or 0.0,
+                "is_rto_measured": result.get("restore_seconds") is not None,
+                "total_seconds": float(result.get("total_seconds") or 0.0),
+                "is_cleaned_up": bool(result.get("cleaned_up")),
+                "check_ids": [
+                    (
+                        0,
+                        0,
+                        {
+                            "sequence": index,
+                            "name": check.get("name") or "?",
+                            "is_ok": bool(check.get("ok")),
+                            "detail": check.get("detail") or False,
+                        },
+                    )
+                    for index, check in enumerate(checks, 1)
+                ],
+                "report": self._report_text(result),
+            }
+        )
+
+    @api.model
+    def _report_text(self, result):
+        """The drill's evidence in words, as kept on the record."""
+        lines = [
+            _("Backup %(backup)s from %(where)s", backup=result.get("backup_id"), where=result.get("source")),
+            _("Result: %s", _("PASSED") if result.get("ok") else _("FAILED")),
+        ]
+        if result.get("restore_seconds") is not None:
+            lines.append(_("Restore took %s s (the measured RTO)", "%.1f" % result["restore_seconds"]))
+        for check in result.get("checks") or []:
+            verdict = "ok  " if check.get("ok") else "FAIL"
+            lines.append("  %-22s %s  %s" % (check.get("name"), verdict, check.get("detail") or ""))
+        if result.get("error"):
+            lines.append(_("Error: %s", result["error"]))
+        if result.get("cleaned_up"):
+            lines.append(_("Scratch database %s: dropped", result.get("scratch_db")))
+        else:
+            lines.append(_("Scratch database %s: NOT dropped, drop it by hand", result.get("scratch_db")))
+        return "\n".join(lines)
+
+    def _on_runner_done(self, status):
+        self._record_result(status.get("result") or {})
+        if not self.is_ok:
+            # A finished drill that reports a failed check is a failed drill.
+            reason = _("The drill reported a failed check.")
+            self.write({"state": "failed", "error_message": reason})
+            return self._on_runner_failed(reason, {})
+        self.message_post(
+            body=_(
+                "Drill of backup %(backup)s passed: restored in %(seconds)s s, every check passed, scratch "
+                "database dropped.",
+                backup=self.backup_id,
+                seconds="%.1f" % self.restore_seconds,
+            ),
+        )
+        self.policy_id.sudo()._on_drill_finished(self)
+
+    def _on_runner_failed(self, reason, status):
+        if status.get("result"):
+            self._record_result(status["result"])
+        failed = self.check_ids.filtered(lambda check: not check.is_ok)
+        body = Markup("<p>%s</p>") % _(
+            "Drill of backup %(backup)s failed: %(reason)s", backup=self.backup_id, reason=reason
+        )
+        if failed:
+            body += Markup("<ul>%s</ul>") % Markup("").join(
+                Markup("<li>%s: %s</li>") % (check.name, check.detail or "") for check in failed
+            )
+        if self.scratch_db and self.report and not self.is_cleaned_up:
+            body += Markup("<p>%s</p>") % _(
+                "The scratch database %s could not be dropped: drop it by hand.", self.scratch_db
+            )
+        self.message_post(body=body, subtype_xmlid="spp_backup.mt_drill_failed")
+        self.policy_id.sudo()._on_drill_finished(self)
+
+    def action_refresh(self):
+        """Read the runner's progress now."""
+        self.env["spp.backup.policy"]._check_backup_manager()
+        self._collect()
+        return True
+
+    def unlink(self):
+        if any(drill.state in ("queued", "running") for drill in self):
+            raise UserError(_("A drill in progress cannot be deleted: wait for it to finish."))
+        return super().unlink()

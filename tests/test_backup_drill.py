@@ -1,0 +1,152 @@
+import datetime
+import hashlib
+import json
+import os
+import shutil
+from unittest.mock import patch
+
+from odoo import fields
+from odoo.exceptions import AccessError, UserError
+from odoo.tests import tagged
+
+from .common import RealBackupCase
+
+CHECK_NAMES = ["signature", "checksums", "restore", "row counts", "attachments", "odoo version/modules"]
+
+
+@tagged("post_install", "-at_install")
+class TestBackupDrill(RealBackupCase):
+    """Restore drills of a real backup, run by the detached runner."""
+
+    def broken_copy(self, breaker):
+        """A done job whose only copy is a copy of the real backup set, broken by ``breaker(folder)``."""
+        root = os.path.join(self.tmp, "broken-%d" % len(os.listdir(self.tmp)))
+        folder = os.path.join(root, self.env.cr.dbname, self.job.backup_id)
+        shutil.copytree(self.backup_dir, folder)
+        breaker(folder)
+        job = self.job.copy({"location": folder})
+        job.write({"state": "done", "backup_id": self.job.backup_id, "finished_at": fields.Datetime.now()})
+        job.copy_ids.unlink()
+        job._ensure_copies()
+        return job
+
+    def assert_scratch_gone(self, drill):
+        self.assertTrue(drill.scratch_db)
+        self.assertFalse(self.database_exists(drill.scratch_db), "the scratch database is dropped")
+        folder = os.path.join(self.Policy._data_dir(), "filestore", drill.scratch_db)
+        self.assertFalse(os.path.exists(folder), "the scratch filestore is removed")
+
+    def test_drill_now_passes_and_measures_rto(self):
+        """Drill now restores the newest backup into a scratch database, checks it, records the RTO, drops it."""
+        action = self.policy.with_user(self.manager).action_drill_now()
+        drill = self.env["spp.backup.drill"].browse(action["res_id"])
+        self.assertEqual(drill.job_id, self.job)
+        self.assertEqual(drill.trigger, "manual")
+        with self.assertRaises(UserError, msg="one drill of a policy at a time"):
+            self.policy.with_user(self.manager).action_drill_now()
+        self.wait_for_runner(drill)
+        self.assertEqual(drill.state, "done", drill.error_message or drill.report)
+        self.assertTrue(drill.is_ok)
+        self.assertEqual(drill.check_ids.mapped("name"), CHECK_NAMES)
+        self.assertTrue(all(drill.check_ids.mapped("is_ok")), drill.report)
+        self.assertTrue(drill.is_rto_measured)
+        self.assertGreater(drill.restore_seconds, 0)
+        self.assertGreaterEqual(drill.total_seconds, drill.restore_seconds)
+        self.assertTrue(drill.is_cleaned_up)
+        self.assert_scratch_gone(drill)
+        self.assertEqual(self.policy.last_drill_id, drill)
+        self.assertEqual(self.policy.last_drill_state, "passed")
+        self.assertEqual(self.policy.rto_status, "ok")
+        self.assertAlmostEqual(self.policy.rto_measured_minutes, drill.restore_seconds / 60, places=1)
+        self.assertIn("passed", drill.message_ids[0].body)
+
+    def test_drill_of_corrupt_dump_fails_and_cleans_up(self):
+        """A dump that matches its manifest but does not restore fails the drill; the scratch database is dropped."""
+
+        def corrupt(folder):
+            dump = os.path.join(folder, "database.dump.zst")
+            garbage = b"this is not a zstd stream" * 1000
+            with open(dump, "wb") as handle:
+                handle.write(garbage)
+            path = os.path.join(folder, "manifest.json")
+            with open(path, encoding="utf-8") as handle:
+                manifest = json.load(handle)
+            manifest["artifacts"]["database"].update(size=len(garbage), sha256=hashlib.sha256(garbage).hexdigest())
+            with open(path, "w", encoding="utf-8") as handle:
+                json.dump(manifest, handle)
+
+        job = self.broken_copy(corrupt)
+        drill = self.policy._start_drill(job=job, copy=job.copy_ids[0])
+        self.wait_for_runner(drill)
+        self.assertEqual(drill.state, "failed")
+        self.assertFalse(drill.is_ok)
+        checks = {check.name: check for check in drill.check_ids}
+        self.assertTrue(checks["checksums"].is_ok, "the bytes match the manifest")
+        self.assertFalse(checks["restore"].is_ok)
+        self.assertFalse(drill.is_rto_measured)
+        self.assertTrue(drill.is_cleaned_up)
+        self.assert_scratch_gone(drill)
+        self.assertIn("drill failed", drill.error_message)
+        subtype = self.env.ref("spp_backup.mt_drill_failed")
+        self.assertEqual(len(drill.message_ids.filtered(lambda m: m.subtype_id == subtype)), 1)
+        alert = self.env["spp.backup.alert"].search([("policy_id", "=", self.policy.id), ("state", "=", "open")])
+        self.assertEqual(alert.mapped("kind"), ["drill_failed"])
+        self.assertEqual(self.policy.last_drill_state, "failed")
+        self.assertEqual(self.policy.rto_status, "unknown")
+        self.assertEqual(self.policy.compliance_color, 1)
+
+    def test_drill_of_truncated_dump_fails_verification(self):
+        """A truncated dump fails the checksums; nothing is restored and nothing is left behind."""
+
+        def truncate(folder):
+            dump = os.path.join(folder, "database.dump.zst")
+            with open(dump, "r+b") as handle:
+                handle.truncate(os.path.getsize(dump) // 2)
+
+        job = self.broken_copy(truncate)
+        drill = self.policy._start_drill(job=job, copy=job.copy_ids[0])
+        self.wait_for_runner(drill)
+        self.assertEqual(drill.state, "failed")
+        checks = {check.name: check for check in drill.check_ids}
+        self.assertFalse(checks["checksums"].is_ok)
+        self.assertIn("database", checks["checksums"].detail)
+        self.assertNotIn("restore", checks)
+        self.assertTrue(drill.is_cleaned_up)
+        self.assert_scratch_gone(drill)
+
+    def test_cron_starts_due_drills_only(self):
+        """The drill cron starts a drill of a due policy on its newest good copy and moves its next drill on."""
+        now = fields.Datetime.now()
+        self.policy.write({"next_drill": now - datetime.timedelta(minutes=5), "drill_interval_type": "weeks"})
+        self.policy.next_drill = now - datetime.timedelta(minutes=5)
+        idle = self.Policy.create(
+            {"name": "Not due", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False}
+        )
+        legacy = self.Policy.create(
+            {"name": "Made before drills", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False}
+        )
+        legacy.next_drill = False
+        Drill = self.env["spp.backup.drill"]
+        with patch.object(type(Drill), "_start_runner", autospec=True) as start:
+            self.Policy._cron_run_drills(now=now)
+        drill = Drill.search([("policy_id", "=", self.policy.id)])
+        self.assertEqual(len(drill), 1)
+        self.assertEqual(drill.trigger, "schedule")
+        self.assertEqual(drill.job_id, self.job)
+        self.assertEqual(json.loads(drill.source_json)["backup_id"], self.job.backup_id)
+        self.assertEqual(start.call_count, 1)
+        self.assertEqual(self.policy.next_drill, now + datetime.timedelta(weeks=1))
+        self.assertFalse(Drill.search([("policy_id", "=", idle.id)]))
+        self.assertGreater(idle.next_drill, now)
+        self.assertEqual(legacy.next_drill, now + datetime.timedelta(weeks=1), "a policy without a next drill starts")
+        self.assertFalse(Drill.search([("policy_id", "=", legacy.id)]))
+
+    def test_drill_now_needs_manager_and_a_backup(self):
+        """Auditors cannot start a drill; a policy without any backup says so instead of starting one."""
+        with self.assertRaises(AccessError):
+            self.policy.with_user(self.auditor).action_drill_now()
+        empty = self.Policy.create(
+            {"name": "Empty", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False}
+        )
+        with self.assertRaisesRegex(UserError, "no successful backup"):
+            empty.with_user(self.manager).action_drill_now()

@@ -1,0 +1,529 @@
+import dataclasses
+import json
+import logging
+import os
+import shutil
+
+from odoo import _, api, fields, models, release
+from odoo.exceptions import UserError
+from odoo.modules.module import get_module_path
+
+from ..engine import pg
+from ..engine.backup import human_bytes
+from ..engine.errors import BackupError
+from ..engine.verify import verify
+
+_logger = logging.getLogger(__name__)
+
+RESERVED_DATABASES = ("postgres", "template0", "template1")
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _free_space(path):
+    """(existing folder, free bytes) for ``path`` or its nearest existing parent."""
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    path = path or "/"
+    return path, shutil.disk_usage(path).free
+
+
+class SppBackupRestoreWizard(models.TransientModel):
+    """Restore one backup set: choose the target and options, check, then run in the detached runner."""
+
+    _name = "spp.backup.restore.wizard"
+    _description = "Restore a backup"
+    _order = "id desc"
+
+    step = fields.Selection(
+        [("options", "Options"), ("checked", "Checked")], default="options", required=True, readonly=True
+    )
+    copy_id = fields.Many2one("spp.backup.job.copy", string="Copy", readonly=True, ondelete="cascade")
+    job_id = fields.Many2one("spp.backup.job", string="Backup job", readonly=True, ondelete="cascade")
+    policy_id = fields.Many2one("spp.backup.policy", string="Policy", readonly=True, ondelete="cascade")
+    destination_id = fields.Many2one("spp.backup.destination", string="Destination", readonly=True, ondelete="cascade")
+    source_json = fields.Text(readonly=True)
+    source_location = fields.Char(string="Backup", readonly=True)
+    source_db_name = fields.Char(string="Backed-up database", readonly=True)
+    backup_id = fields.Char(string="Backup ID", readonly=True)
+    manifest_summary = fields.Text(string="What the backup holds", readonly=True)
+    has_filestore = fields.Boolean(readonly=True)
+    target_mode = fields.Selection(
+        [("new", "Restore into a new database"), ("replace", "Replace an existing database")],
+        string="Target",
+        default="new",
+        required=True,
+        help="A new database (side by side, the safe default) or an existing one, which is then renamed aside "
+        "(kept, closed to connections), not dropped.",
+    )
+    target_db = fields.Char(
+        string="Database name",
+        required=True,
+        help="The database the backup is restored into. For a new database: a name that does not exist yet. "
+        "Letters, digits, '_', '-' and '.'.",
+    )
+    confirm_db_name = fields.Char(
+        string="Type the database name to confirm",
+        help="Replacing a database needs its name typed here exactly, as a guard against replacing the wrong one.",
+    )
+    is_current_db = fields.Boolean(compute="_compute_is_current_db", string="Replaces this Odoo's database")
+    current_db = fields.Char(compute="_compute_is_current_db", string="This Odoo's database")
+    include_filestore = fields.Boolean(
+        string="Restore the filestore",
+        default=True,
+        help="Also restore the attachment files into the filestore of the target database. Without them, "
+        "documents and images stored as files are missing in the restored database.",
+    )
+    neutralize = fields.Boolean(
+        string="Neutralize",
+        default=True,
+        help="Switch off outgoing and incoming mail servers, scheduled actions and other integrations in the "
+        "restored database (Odoo's own neutralization), so a copy never sends mail or runs jobs as production.",
+    )
+    new_uuid = fields.Boolean(
+        string="New database UUID",
+        default=True,
+        help="Give the restored database its own database.uuid and secret, as Odoo's database manager does for "
+        "a copy. Leave it off when the restored database takes the place of the original.",
+    )
+    public_key = fields.Char(
+        string="Signing public key",
+        help="Ed25519 public key (base64) the backup's signature is checked against; filled in from the policy. "
+        "With a key, a backup whose signature is missing or wrong is refused. Empty: the signature is not checked.",
+    )
+    check_report = fields.Text(string="Checks", readonly=True)
+    is_check_ok = fields.Boolean(string="Checks passed", readonly=True)
+
+    @api.depends("target_db", "target_mode")
+    def _compute_is_current_db(self):
+        for wizard in self:
+            wizard.current_db = self.env.cr.dbname
+            wizard.is_current_db = wizard.target_mode == "replace" and wizard.target_db == self.env.cr.dbname
+
+    @api.onchange("target_mode")
+    def _onchange_target_mode(self):
+        if self.target_mode == "replace":
+            self.new_uuid = False
+            self.neutralize = False
+            self.target_db = self.source_db_name if self._database_exists(self.source_db_name) else False
+        else:
+            self.new_uuid = True
+            self.neutralize = True
+            self.target_db = self._suggest_name(self.source_db_name)
+        self.confirm_db_name = False
+
+    @api.onchange("target_mode", "target_db", "include_filestore", "neutralize", "new_uuid", "public_key")
+    def _onchange_reset_checks(self):
+        self.step = "options"
+        self.is_check_ok = False
+        self.check_report = False
+
+    # ------------------------------------------------------------------ open
+
+    @api.model
+    def _open_for(self, copy=None, destination=None, db_name=None, backup_id=None):
+        """Create the wizard for a job's copy, or for a backup of a destination, and open it."""
+        self.env["spp.backup.policy"]._check_restore_right()
+        values = {}
+        if copy:
+            source = copy._engine_source()
+            policy = copy.job_id.policy_id
+            values.update(
+                copy_id=copy.id,
+                job_id=copy.job_id.id,
+                policy_id=policy.id,
+                destination_id=copy.destination_id.id,
+                source_location=copy.location,
+                public_key=policy.signing_public_key or False,
+            )
+        else:
+            source = {
+                "destination": dataclasses.asdict(destination._to_engine_destination()),
+                "db_name": db_name,
+                "backup_id": backup_id,
+            }
+            policy = self.env["spp.backup.policy"].search(
+                [("database", "=", db_name), ("destination_ids", "in", destination.ids)], limit=1
+            )
+            values.update(
+                destination_id=destination.id,
+                policy_id=policy.id,
+                public_key=policy.signing_public_key or False,
+            )
+        ref = self.env["spp.backup.restore"]._source_ref(source)
+        manifest = self.env["spp.backup.restore"]._read_manifest(ref)
+        values.update(
+            source_json=json.dumps(source),
+            source_location=values.get("source_location") or ref.location(),
+            source_db_name=source["db_name"],
+            backup_id=ref.backup_id,
+            manifest_summary=self._manifest_summary(manifest),
+            has_filestore="filestore" in manifest["artifacts"],
+            include_filestore="filestore" in manifest["artifacts"],
+            target_db=self._suggest_name(source["db_name"]),
+        )
+        wizard = self.create(values)
+        return wizard._reopen()
+
+    def _reopen(self):
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "name": _("Restore backup %s", self.backup_id),
+            "res_model": self._name,
+            "res_id": self.id,
+            "view_mode": "form",
+            "target": "new",
+        }
+
+    @api.model
+    def _manifest_summary(self, manifest):
+        artifacts = manifest.get("artifacts") or {}
+        lines = [
+            _(
+                "Database %(db)s, backup %(id)s, made at %(when)s",
+                db=manifest.get("db_name"),
+                id=manifest.get("backup_id"),
+                when=manifest.get("created_at"),
+            ),
+            _(
+                "Odoo %(version)s, %(count)s installed modules",
+                version=manifest.get("version") or "?",
+                count=len(manifest.get("modules") or {}),
+            ),
+        ]
+        for name in ("database", "filestore", "application"):
+            art = artifacts.get(name)
+            if art:
+                lines.append(
+                    "%s: %s%s"
+                    % (
+                        name,
+                        human_bytes(art.get("size") or 0),
+                        _(" (encrypted)") if art.get("encryption") else "",
+                    )
+                )
+        return "\n".join(lines)
+
+    @api.model
+    def _database_exists(self, name):
+        """Whether database ``name`` exists now (asked on a connection of its own, outside this transaction)."""
+        if not name:
+            return False
+        try:
+            return pg.database_exists(self.env["spp.backup.policy"]._engine_pg(), name)
+        except BackupError as exc:
+            raise UserError(_("The database server cannot be asked which databases exist: %s", exc)) from exc
+
+    @api.model
+    def _suggest_name(self, db_name):
+        """``<db>_restored_<date>``, with a counter when that database exists already."""
+        base = "%s_restored_%s" % (db_name or "database", fields.Date.context_today(self).strftime("%Y%m%d"))
+        base = base[:60]
+        name, counter = base, 2
+        while self._database_exists(name):
+            name, counter = "%s_%d" % (base, counter), counter + 1
+        return name
+
+    # ---------------------------------------------------------------- checks
+
+    def _collect_checks(self, verify_backup=True):
+        """The pre-checks of this restore, as a list of Check (name, ok, detail).
+
+        ``verify_backup`` reads every stored byte back (signature and
+        SHA-256s); the runner verifies again before it touches anything.
+        """
+        self.ensure_one()
+        checks = []
+        settings = self.env["spp.backup.policy"]._engine_settings()
+        Restore = self.env["spp.backup.restore"]
+        try:
+            ref = Restore._source_ref(json.loads(self.source_json), settings)
+            manifest = Restore._read_manifest(ref)
+        except UserError as exc:
+            return [Check(_("backup"), False, exc.args[0])]
+        artifacts = manifest.get("artifacts") or {}
+        if "database" not in artifacts:
+            checks.append(Check(_("backup"), False, _("This backup holds no database dump.")))
+        if verify_backup:
+            checks += self._verify_checks(ref)
+        checks.append(self._version_check(manifest))
+        checks.append(self._modules_check(manifest))
+        checks.append(self._space_check(manifest))
+        checks.append(self._identity_check(manifest, settings))
+        checks.append(self._target_check())
+        return checks
+
+    def _verify_checks(self, ref):
+        """Signature and checksums, from the engine's verification of every stored byte."""
+        public_key = (self.public_key or "").strip() or None
+        try:
+            report = verify(ref, public_key=public_key)
+        except BackupError as exc:
+            return [Check(_("checksums"), False, str(exc))]
+        except Exception as exc:  # storage or network trouble: a sentence, the details in the server log
+            _logger.warning("Verifying %s failed", ref.location(), exc_info=True)
+            return [Check(_("checksums"), False, "%s: %s" % (type(exc).__name__, exc))]
+        if report.manifest is None:
+            return [Check(_("checksums"), False, "; ".join(report.problems))]
+        problems = list(report.problems)
+        if public_key:
+            signature_ok = report.signature.startswith("valid")
+            detail = report.signature
+            if not signature_ok and problems:
+                detail = "%s: %s" % (report.signature, problems.pop(0))
+        else:
+            signature_ok = report.signature != "BAD"
+            detail = _("%s (no public key given: the signature was not checked)", report.signature)
+        bad = ["%s: %s" % (check.name, check.message) for check in report.checks if not check.ok]
+        return [
+            Check(_("signature"), signature_ok, detail),
+            Check(
+                _("checksums"),
+                not bad and not problems,
+                "; ".join(bad + problems)
+                or _("%s artifacts match the manifest (size and SHA-256)", len(report.checks)),
+            ),
+        ]
+
+    @api.model
+    def _version_check(self, manifest):
+        found = manifest.get("major_version")
+        if not found:
+            return Check(_("odoo version"), False, _("The backup does not say which Odoo version made it."))
+        if found != release.major_version:
+            return Check(
+                _("odoo version"),
+                False,
+                _(
+                    "The backup was made with Odoo %(found)s and this server runs Odoo %(here)s: restore it on an "
+                    "Odoo %(found)s server.",
+                    found=found,
+                    here=release.major_version,
+                ),
+            )
+        return Check(_("odoo version"), True, _("Odoo %s, as this server", found))
+
+    @api.model
+    def _modules_check(self, manifest):
+        modules = sorted(manifest.get("modules") or {})
+        missing = [name for name in modules if not get_module_path(name, display_warning=False)]
+        if missing:
+            return Check(
+                _("modules"),
+                False,
+                _(
+                    "%(count)s module(s) of the backup are not on this server's addons path: %(names)s. Install "
+                    "them first, or the restored database cannot start.",
+                    count=len(missing),
+                    names=", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""),
+                ),
+            )
+        return Check(_("modules"), True, _("all %s modules of the backup are on the addons path", len(modules)))
+
+    def _space_check(self, manifest):
+        art = (manifest.get("artifacts") or {}).get("filestore")
+        if not (self.include_filestore and art):
+            return Check(_("disk space"), True, _("no filestore to restore"))
+        need = int(art.get("raw_size") or art.get("size") or 0)
+        where, free = _free_space(os.path.join(self.env["spp.backup.policy"]._data_dir(), "filestore"))
+        if free < need:
+            return Check(
+                _("disk space"),
+                False,
+                _(
+                    "%(free)s free at %(where)s, the filestore needs %(need)s: free some space first.",
+                    free=human_bytes(free),
+                    where=where,
+                    need=human_bytes(need),
+                ),
+            )
+        return Check(
+            _("disk space"),
+            True,
+            _(
+                "%(free)s free at %(where)s, the filestore needs %(need)s",
+                free=human_bytes(free),
+                where=where,
+                need=human_bytes(need),
+            ),
+        )
+
+    @api.model
+    def _identity_check(self, manifest, settings):
+        encrypted = any(art.get("encryption") for art in (manifest.get("artifacts") or {}).values())
+        if not encrypted:
+            return Check(_("decryption"), True, _("the backup is not encrypted"))
+        path = settings.get("identity_file")
+        if not path:
+            return Check(
+                _("decryption"),
+                False,
+                _(
+                    "The backup is encrypted and no age identity is configured on this server: set identity_file "
+                    "in the [spp_backup] section of odoo.conf (or SPP_BACKUP_IDENTITY_FILE)."
+                ),
+            )
+        if not os.access(path, os.R_OK):
+            return Check(_("decryption"), False, _("The identity file configured in odoo.conf cannot be read."))
+        return Check(_("decryption"), True, _("encrypted; the identity file configured on this server is readable"))
+
+    def _target_check(self):
+        name = (self.target_db or "").strip()
+        try:
+            pg.check_db_name(name)
+        except BackupError as exc:
+            return Check(_("target"), False, str(exc))
+        if name in RESERVED_DATABASES:
+            return Check(_("target"), False, _("%s is a PostgreSQL system database: choose another name.", name))
+        exists = self._database_exists(name)
+        if self.target_mode == "new":
+            if exists:
+                return Check(
+                    _("target"),
+                    False,
+                    _("Database %s exists already: choose a new name, or choose to replace it.", name),
+                )
+            folder = os.path.join(self.env["spp.backup.policy"]._data_dir(), "filestore", name)
+            if self.include_filestore and os.path.lexists(folder):
+                return Check(
+                    _("target"),
+                    False,
+                    _("A filestore folder for %s exists already: choose another name.", name),
+                )
+            return Check(_("target"), True, _("new database %s", name))
+        if not exists:
+            return Check(
+                _("target"), False, _("There is no database %s to replace: choose a new database instead.", name)
+            )
+        if name == self.env.cr.dbname:
+            return Check(
+                _("target"),
+                True,
+                _(
+                    "replaces %s, the database of this Odoo: it is renamed aside and every user is disconnected",
+                    name,
+                ),
+            )
+        return Check(_("target"), True, _("replaces %s, which is renamed aside (kept, not dropped)", name))
+
+    @api.model
+    def _checks_text(self, checks):
+        return "\n".join(
+            "%-14s %s  %s" % (check.name, "ok  " if check.ok else "FAIL", check.detail) for check in checks
+        )
+
+    def action_check(self):
+        """Run every pre-check (including reading the whole backup back) and show the results."""
+        self.ensure_one()
+        self.env["spp.backup.policy"]._check_restore_right()
+        checks = self._collect_checks(verify_backup=True)
+        self.write(
+            {
+                "step": "checked",
+                "check_report": self._checks_text(checks),
+                "is_check_ok": all(check.ok for check in checks),
+            }
+        )
+        return self._reopen()
+
+    def action_back(self):
+        """Back to the options."""
+        self.ensure_one()
+        self.write({"step": "options", "is_check_ok": False, "check_report": False})
+        return self._reopen()
+
+    # ------------------------------------------------------------------- run
+
+    def _check_confirmation(self):
+        self.ensure_one()
+        if self.target_mode != "replace":
+            return
+        if (self.confirm_db_name or "") != (self.target_db or ""):
+            raise UserError(
+                _(
+                    "To replace database %s, type its name exactly in the confirmation field. Nothing was changed.",
+                    self.target_db,
+                )
+            )
+
+    def action_run(self):
+        """Start the restore in the detached runner, after the server-side checks; opens the restore record.
+
+        The restore right and, to replace a database, the typed name are
+        checked here, whoever calls this method.
+        """
+        self.ensure_one()
+        Policy = self.env["spp.backup.policy"]
+        Policy._check_restore_right()
+        self._check_confirmation()
+        if self.step != "checked" or not self.is_check_ok:
+            raise UserError(_("Run the checks first (Check), and restore only when they all pass."))
+        # Cheap checks again, on the server, as things stand now; the runner verifies the backup again.
+        failed = [check for check in self._collect_checks(verify_backup=False) if not check.ok]
+        if failed:
+            raise UserError(
+                _("The restore cannot start:\n%s", "\n".join("%s: %s" % (c.name, c.detail) for c in failed))
+            )
+        target = self.target_db.strip()
+        busy = self.env["spp.backup.restore"].search(
+            [("target_db", "=", target), ("state", "in", ("queued", "running"))], limit=1
+        )
+        if busy:
+            raise UserError(_("A restore into %s is already in progress: wait for it to finish.", target))
+        neutralize_sql = []
+        if self.neutralize:
+            manifest = self.env["spp.backup.restore"]._read_manifest(
+                self.env["spp.backup.restore"]._source_ref(json.loads(self.source_json))
+            )
+            neutralize_sql = Policy._neutralize_queries(manifest.get("modules") or {})
+        restore = self.env["spp.backup.restore"].create(
+            {
+                "policy_id": self.policy_id.id,
+                "job_id": self.job_id.id,
+                "copy_id": self.copy_id.id,
+                "destination_id": self.destination_id.id,
+                "source_db_name": self.source_db_name,
+                "backup_id": self.backup_id,
+                "source_location": self.source_location,
+                "source_json": self.source_json,
+                "target_db": target,
+                "is_replace": self.target_mode == "replace",
+                "is_current_db": self.target_mode == "replace" and target == self.env.cr.dbname,
+                "include_filestore": self.include_filestore and self.has_filestore,
+                "neutralize": self.neutralize,
+                "neutralize_sql": json.dumps(neutralize_sql),
+                "new_uuid": self.new_uuid,
+                "public_key": (self.public_key or "").strip() or False,
+                "check_report": self.check_report,
+                "user_id": self.env.user.id,
+            }
+        )
+        restore.message_post(
+            body=_(
+                "%(user)s started restoring backup %(backup)s into %(db)s%(mode)s.",
+                user=self.env.user.name,
+                backup=self.backup_id,
+                db=target,
+                mode=_(" (replacing it)") if restore.is_replace else "",
+            )
+        )
+        # The record is committed before the runner starts: the runner outlives this request.
+        Policy._commit_unless_testing()
+        restore._start_runner()
+        return {
+            "type": "ir.actions.act_window",
+            "name": _("Restore"),
+            "res_model": "spp.backup.restore",
+            "res_id": restore.id,
+            "view_mode": "form",
+            "target": "current",
+        }
