@@ -104,7 +104,7 @@ def run_drill(ref, pg_config, data_dir, identities=(), public_key=None, neutrali
         )
         t0 = time.monotonic()
         try:
-            restored = restore(ref, options)
+            restored = restore(ref, options, verified=report)
         except BackupError as exc:
             result.checks.append(DrillCheck("restore", False, str(exc)))
             raise

@@ -238,8 +238,13 @@ class Target:
         ]
 
 
-def restore(ref, options, progress=None):
-    """Restore ``ref`` (a BackupRef) as described by ``options``; returns a RestoreResult."""
+def restore(ref, options, progress=None, verified=None):
+    """Restore ``ref`` (a BackupRef) as described by ``options``; returns a RestoreResult.
+
+    ``verified`` is a VerifyReport the caller has just made with the same
+    public key (a drill does): the verification pass is then not repeated.
+    Every artifact's SHA-256 is still checked again while it streams.
+    """
     progress = progress or _noop
     started = time.monotonic()
     seconds = {}
@@ -263,7 +268,7 @@ def restore(ref, options, progress=None):
         warnings.append("databases left by interrupted restores (drop them when sure): %s" % ", ".join(leftovers))
 
     progress(0.01, "Verifying backup %s" % ref.backup_id)
-    report = verify(ref, public_key=options.public_key)
+    report = verified if verified is not None else verify(ref, public_key=options.public_key)
     seconds["verify"] = report.seconds
     if options.require_signature and not options.public_key:
         report.ok = False
