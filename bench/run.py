@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py [--scale 1.0] [--workdir DIR] [--keep] [--repeat N]
     .venv/bin/python bench/run.py --rss-check [--rss-scales 0.5,1]
+    .venv/bin/python bench/run.py --suite full --repeat 3     # also --secure, --s3, --drill
 
 At scale 1.0 the dataset is a ~1 GB database (2 million chatter-like
 mail_message rows plus partners, built by dev/sampledb.py) and a ~0.9 GB
@@ -21,9 +22,20 @@ the filestore first; the page cache cannot be dropped without root):
 plus, for context only, tar -cf / tar -xf of the filestore. The restored
 databases are checked (row count, file count) and dropped afterwards.
 
+Optional steps, in the same rounds (``--suite full`` selects them all):
+
+  --secure  (e) engine backup encrypted to an age recipient, manifest signed (Ed25519)
+            (f) engine restore of (e) with --identity / --verify-key (verification included)
+  --s3      (g) the backup of (e) to s3://bucket/odoo on a loopback moto server
+            (.venv-s3/bin/moto_server, its own process, started and stopped each round)
+  --drill   (h) engine drill of (e): scratch restore, row counts, every attachment's
+            SHA-1, drop; its total_seconds and restore_seconds (the RTO) are reported
+            (implies --secure)
+
 Targets: (b)/(a) <= 1.2, (d)/(c) <= 1.3, engine peak RSS <= 100 MB (the
 engine's own process, as ``peak_rss_kb`` in its JSON output) and flat when the
-dataset doubles (``--rss-check``).
+dataset doubles (``--rss-check``); with the options: (e)/(a) <= 1.0,
+(f)/(c) <= 1.3, the engine's peak RSS during (g) <= 150 MB.
 
 Results are printed as a table and written to bench/out/<timestamp>.json.
 PostgreSQL: libpq's PGHOST/PGPORT/PGUSER; when PGHOST is unset the throwaway
@@ -54,7 +66,18 @@ FILES = 4_000
 FILE_SIZE = 225 * 1024
 BODY_REPEAT = 10
 
-TARGETS = {"backup_ratio": 1.2, "restore_ratio": 1.3, "peak_rss_mb": 100.0}
+TARGETS = {
+    "backup_ratio": 1.2,
+    "restore_ratio": 1.3,
+    "peak_rss_mb": 100.0,
+    # with --secure / --s3
+    "secure_backup_ratio": 1.0,
+    "secure_restore_ratio": 1.3,
+    "s3_peak_rss_mb": 150.0,
+}
+MOTO_SERVER = os.path.join(REPO, ".venv-s3", "bin", "moto_server")
+S3_BUCKET = "spp-bench"
+S3_PREFIX = "odoo"
 MB = 1024 * 1024
 
 
@@ -396,36 +419,245 @@ def warm_up(ds, rundir, env):
 # ----------------------------------------------------------------------------- measurements
 
 
-def engine_backup(ds, dest, env):
-    shutil.rmtree(dest, ignore_errors=True)
-    os.makedirs(dest)
+def engine_backup(ds, dest, env, extra=()):
+    """The engine's backup of ``ds`` into ``dest`` (a folder, emptied first, or an s3:// URL)."""
+    if "://" not in dest:
+        shutil.rmtree(dest, ignore_errors=True)
+        os.makedirs(dest)
     run, stdout = timed(
-        engine_cmd("backup", "-d", ds.db, "--dest", dest, "--data-dir", ds.data_dir), cwd=REPO, env=env, ok_codes=(0, 1)
+        engine_cmd("backup", "-d", ds.db, "--dest", dest, "--data-dir", ds.data_dir, *extra),
+        cwd=REPO,
+        env=env,
+        ok_codes=(0, 1),
     )
     data = engine_json(stdout)
     run["engine_peak_rss_kb"] = data.get("peak_rss_kb")
     run["engine_duration"] = data.get("duration")
+    run["backup_id"] = data.get("backup_id")
     run["artifacts"] = {
-        name: {k: art.get(k) for k in ("file", "size", "raw_size", "seconds")}
+        name: dict(
+            {k: art.get(k) for k in ("file", "size", "raw_size", "seconds")}, encrypted=bool(art.get("encryption"))
+        )
         for name, art in data["artifacts"].items()
     }
+    run["stored_bytes"] = sum(art["size"] or 0 for art in run["artifacts"].values())
+    run["copies"] = [{k: c.get(k) for k in ("location", "ok", "error")} for c in data.get("copies") or []]
     run["warnings"] = data.get("warnings")
     return run
 
 
-def engine_restore(ds, dest, target, data_dir, env):
+def engine_restore(ds, dest, target, data_dir, env, extra=()):
     drop_database(target)
     shutil.rmtree(data_dir, ignore_errors=True)
     source = os.path.join(dest, ds.db, "latest")
     run, stdout = timed(
-        engine_cmd("restore", source, "--target", target, "--data-dir", data_dir), cwd=REPO, env=env, ok_codes=(0, 1)
+        engine_cmd("restore", source, "--target", target, "--data-dir", data_dir, *extra),
+        cwd=REPO,
+        env=env,
+        ok_codes=(0, 1),
     )
     data = engine_json(stdout)
     run["engine_peak_rss_kb"] = data.get("peak_rss_kb")
     run["engine_duration"] = data.get("duration")
     run["phases"] = data.get("seconds")
     run["filestore_files"] = data.get("filestore_files")
+    run["signature"] = data.get("signature")
     return run
+
+
+def engine_drill(ds, dest, data_dir, env, keys):
+    """A drill of the newest backup in ``dest``; a failed drill is reported, not fatal."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    source = os.path.join(dest, ds.db, "latest")
+    run, stdout = timed(
+        engine_cmd(
+            "drill", source, "--data-dir", data_dir, "--identity", keys["identity"], "--verify-key", keys["verify_key"]
+        ),
+        cwd=REPO,
+        env=env,
+        ok_codes=(0, 2),
+    )
+    try:
+        data = json.loads(stdout)
+    except ValueError as exc:
+        raise SystemExit("the engine's drill did not print JSON: %s\n%s" % (exc, stdout[-2000:])) from exc
+    if "checks" not in data:  # an error before the drill started (bad arguments, unreadable backup)
+        raise SystemExit("the drill failed: %s" % data.get("error"))
+    run["engine_peak_rss_kb"] = data.get("peak_rss_kb")
+    run["drill_ok"] = data.get("ok")
+    run["total_seconds"] = data.get("total_seconds")
+    run["restore_seconds"] = data.get("restore_seconds")
+    run["checks"] = data.get("checks")
+    run["cleaned_up"] = data.get("cleaned_up")
+    run["scratch_db"] = data.get("scratch_db")
+    run["error"] = data.get("error")
+    return run
+
+
+def make_keys(keydir, env):
+    """A fresh age identity and Ed25519 signing key, made by the engine's own ``keys`` command."""
+    shutil.rmtree(keydir, ignore_errors=True)
+    os.makedirs(keydir)
+    keys = {}
+    for kind, name, private, public in (
+        ("age", "age_identity.txt", "identity", "recipient"),
+        ("signing", "signing_key.pem", "sign_key", "verify_key"),
+    ):
+        path = os.path.join(keydir, name)
+        proc = subprocess.run(
+            engine_cmd("keys", kind, "--out", path), cwd=REPO, env=env, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise SystemExit("python -m engine keys %s failed: %s%s" % (kind, proc.stdout[-1000:], proc.stderr[-2000:]))
+        keys[private] = path
+        keys[public] = engine_json(proc.stdout)["public_key"]
+    return keys
+
+
+def secure_backup_args(keys):
+    return ("--encrypt-to", keys["recipient"], "--sign-key", keys["sign_key"])
+
+
+def secure_restore_args(keys):
+    return ("--identity", keys["identity"], "--verify-key", keys["verify_key"])
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def proc_status(pid, keys=("VmHWM", "VmRSS")):
+    values = {}
+    try:
+        with open("/proc/%d/status" % pid, encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                key, _, rest = line.partition(":")
+                if key in keys:
+                    values[key] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return values
+
+
+def proc_cpu_seconds(pid):
+    """user + system CPU seconds of one process so far (None when it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid, encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class MotoServer:
+    """moto's S3 server on a free loopback port, in its own process (and virtual environment).
+
+    It keeps every object in its own memory: its RSS is the server's, reported
+    apart from the engine's.
+    """
+
+    def __init__(self, logdir):
+        if not os.access(MOTO_SERVER, os.X_OK):
+            raise SystemExit(
+                "--s3 needs moto's server at %s (dev/setup installs it: pip install -r requirements-s3-server.txt "
+                "into .venv-s3)" % MOTO_SERVER
+            )
+        self.port = free_port()
+        self.endpoint = "http://127.0.0.1:%d" % self.port
+        self.log_path = os.path.join(logdir, "moto_server.log")
+        self.proc = None
+
+    def env(self, base):
+        env = dict(base)
+        env.update(
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_ENDPOINT_URL=self.endpoint,
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        )
+        env.pop("AWS_PROFILE", None)
+        env.pop("AWS_SESSION_TOKEN", None)
+        return env
+
+    def start(self, base_env, timeout=60):
+        import urllib.error
+        import urllib.request
+
+        t0 = time.monotonic()
+        with open(self.log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(
+                [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(self.port)],
+                env=self.env(base_env),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        while True:
+            if self.proc.poll() is not None:
+                raise SystemExit("moto's server exited (code %s); see %s" % (self.proc.returncode, self.log_path))
+            try:
+                with urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2) as response:  # noqa: S310
+                    response.read(1)
+                break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() - t0 > timeout:
+                    self.stop()
+                    raise SystemExit("moto's server did not answer on %s within %d s" % (self.endpoint, timeout))
+                time.sleep(0.2)
+        return round(time.monotonic() - t0, 2)
+
+    def client(self):
+        import boto3
+
+        return boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        ).client("s3", endpoint_url=self.endpoint)
+
+    def memory(self):
+        values = proc_status(self.proc.pid) if self.proc else {}
+        return {"hwm_kb": values.get("VmHWM"), "rss_kb": values.get("VmRSS")}
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def s3_backup(ds, rundir, env, keys):
+    """(g): a fresh moto server, a bucket, the encrypted + signed backup to it; the server is stopped after."""
+    server = MotoServer(rundir)
+    result = {}
+    try:
+        result["server_start_seconds"] = server.start(env)
+        client = server.client()
+        client.create_bucket(Bucket=S3_BUCKET)
+        cpu0 = proc_cpu_seconds(server.proc.pid)
+        result.update(
+            engine_backup(ds, "s3://%s/%s" % (S3_BUCKET, S3_PREFIX), server.env(env), extra=secure_backup_args(keys))
+        )
+        cpu1 = proc_cpu_seconds(server.proc.pid)
+        result["server_cpu_s"] = round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None
+        result["server_memory_kb"] = server.memory()
+        stored, objects = 0, 0
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET, Prefix=S3_PREFIX + "/"):
+            for obj in page.get("Contents", []):
+                stored += obj["Size"]
+                objects += 1
+        result["bucket_bytes"], result["bucket_objects"] = stored, objects
+    finally:
+        server.stop()
+    return result
 
 
 def check_restored(ds, target, filestore=None):
@@ -439,13 +671,17 @@ def check_restored(ds, target, filestore=None):
     return problems
 
 
-def one_round(ds, rundir, env, keep):
-    """(a)-(d) plus the tar references, once; returns the measurements."""
+def one_round(ds, rundir, env, keep, opts=None, keys=None):
+    """(a)-(d), the steps of ``opts`` ((e)-(h)) and the tar references, once; returns the measurements."""
+    opts = opts or set()
     r = {}
     dump = os.path.join(rundir, "pg_dump.dump")
     dest = os.path.join(rundir, "backups")
-    restored_pg, restored_engine = ds.db + "_pgr", ds.db + "_engr"
+    dest_secure = os.path.join(rundir, "backups_secure")
+    restored_pg, restored_engine, restored_secure = ds.db + "_pgr", ds.db + "_engr", ds.db + "_secr"
     restore_data = os.path.join(rundir, "restore_data")
+    secure_data = os.path.join(rundir, "restore_data_secure")
+    drill_data = os.path.join(rundir, "drill_data")
     problems = []
 
     log("(a) pg_dump -Fc")
@@ -454,6 +690,21 @@ def one_round(ds, rundir, env, keep):
 
     log("(b) engine backup")
     r["engine_backup"] = engine_backup(ds, dest, env)
+
+    if "secure" in opts:
+        log("(e) engine backup, encrypted + signed, local")
+        r["secure_backup"] = engine_backup(ds, dest_secure, env, extra=secure_backup_args(keys))
+        problems += check_secure_backup(r["secure_backup"], "(e)")
+
+    if "s3" in opts:
+        log("(g) engine backup, encrypted + signed, to S3 (moto on loopback)")
+        r["s3_backup"] = s3_backup(ds, rundir, env, keys)
+        problems += check_secure_backup(r["s3_backup"], "(g)")
+        if r["s3_backup"]["bucket_bytes"] < r["s3_backup"]["stored_bytes"]:
+            problems.append(
+                "(g) the bucket holds %d bytes, less than the %d bytes of artifacts"
+                % (r["s3_backup"]["bucket_bytes"], r["s3_backup"]["stored_bytes"])
+            )
 
     log("(c) createdb + pg_restore")
     drop_database(restored_pg)
@@ -465,6 +716,25 @@ def one_round(ds, rundir, env, keep):
     r["engine_restore"] = engine_restore(ds, dest, restored_engine, restore_data, env)
     problems += check_restored(ds, restored_engine, os.path.join(restore_data, "filestore", restored_engine))
 
+    if "secure" in opts:
+        log("(f) engine restore of the encrypted + signed backup")
+        r["secure_restore"] = engine_restore(
+            ds, dest_secure, restored_secure, secure_data, env, extra=secure_restore_args(keys)
+        )
+        problems += check_restored(ds, restored_secure, os.path.join(secure_data, "filestore", restored_secure))
+        if not (r["secure_restore"].get("signature") or "").startswith("valid"):
+            problems.append("(f) signature: %s" % r["secure_restore"].get("signature"))
+
+    if "drill" in opts:
+        log("(h) engine drill of the encrypted + signed backup")
+        r["drill"] = engine_drill(ds, dest_secure, drill_data, env, keys)
+        if not r["drill"]["drill_ok"]:
+            failed = ["%s: %s" % (c["name"], c["detail"]) for c in r["drill"]["checks"] if not c["ok"]]
+            problems.append("(h) the drill FAILED: %s" % "; ".join(failed + [r["drill"].get("error") or ""]).strip())
+        if not r["drill"]["cleaned_up"]:
+            problems.append("(h) the drill left %s behind; dropped by the benchmark" % r["drill"]["scratch_db"])
+            drop_database(r["drill"]["scratch_db"])
+
     log("reference: tar -cf / tar -xf of the filestore")
     tarball = os.path.join(rundir, "filestore.tar")
     r["tar_create"], _ = timed(["tar", "-C", ds.filestore, "-cf", tarball, "."], env=env)
@@ -475,15 +745,27 @@ def one_round(ds, rundir, env, keep):
     r["tar_extract"], _ = timed(["tar", "-C", untar, "-xf", tarball], env=env)
 
     if not keep:
-        drop_database(restored_pg)
-        drop_database(restored_engine)
-        for path in (restore_data, untar, tarball, dump):
+        for name in (restored_pg, restored_engine, restored_secure):
+            drop_database(name)
+        for path in (restore_data, secure_data, drill_data, untar, tarball, dump):
             if os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
             elif os.path.exists(path):
                 os.unlink(path)
     r["problems"] = problems
     return r
+
+
+def check_secure_backup(run, label):
+    """Every artifact of an encrypted backup is encrypted, and every copy was stored."""
+    problems = []
+    plain = [name for name, art in run["artifacts"].items() if not art.get("encrypted")]
+    if plain:
+        problems.append("%s not encrypted: %s" % (label, ", ".join(plain)))
+    failed = [c["location"] for c in run.get("copies") or [] if not c.get("ok")]
+    if failed:
+        problems.append("%s copies failed: %s" % (label, ", ".join(failed)))
+    return problems
 
 
 def peak_mb(rounds, key, name="root", total=False):
@@ -610,9 +892,192 @@ def summarize(rounds):
             "target": TARGETS["peak_rss_mb"],
         },
     }
+    summarize_options(rounds, s)
     for t in s["targets"].values():
-        t["met"] = t["value"] <= t["target"]
+        t["met"] = t["value"] is not None and t["value"] <= t["target"]
     return s
+
+
+def mb_per_s(nbytes, seconds):
+    return round(nbytes / MB / seconds, 1) if nbytes and seconds else None
+
+
+def summarize_options(rounds, s):
+    """The figures of (e)-(h) when they ran: seconds, ratios, encryption cost, RSS, drill times."""
+    first = rounds[0]
+
+    def med(values):
+        values = [v for v in values if v is not None]
+        return round(statistics.median(values), 3) if values else None
+
+    def rss_mb(key):
+        return round(max(r[key]["engine_peak_rss_kb"] or 0 for r in rounds) / 1024, 1)
+
+    def pg_restore_s(r):
+        return r["createdb"]["seconds"] + r["pg_restore"]["seconds"]
+
+    def cpu(r, key):
+        return r[key]["user_s"] + r[key]["sys_s"]
+
+    if "secure_backup" in first:
+        art_names = [n for n in ("database", "filestore") if n in first["secure_backup"]["artifacts"]]
+        sec = {
+            "seconds": {
+                "secure_backup": med(r["secure_backup"]["seconds"] for r in rounds),
+                "plain_backup": s["seconds"]["engine_backup"],
+            },
+            "ratios": {
+                "secure_backup_vs_pg_dump": paired(
+                    rounds, lambda r: r["secure_backup"]["seconds"] / r["pg_dump"]["seconds"]
+                ),
+            },
+            "per_round": {
+                "secure_backup_vs_pg_dump": [
+                    round(r["secure_backup"]["seconds"] / r["pg_dump"]["seconds"], 3) for r in rounds
+                ],
+            },
+            # The cost of encryption: the same backup with and without age + signature, same round.
+            "encryption_cost": {
+                "secure_vs_plain_backup": paired(
+                    rounds, lambda r: r["secure_backup"]["seconds"] / r["engine_backup"]["seconds"]
+                ),
+                "per_round_secure_vs_plain": [
+                    round(r["secure_backup"]["seconds"] / r["engine_backup"]["seconds"], 3) for r in rounds
+                ],
+                "extra_seconds": med(r["secure_backup"]["seconds"] - r["engine_backup"]["seconds"] for r in rounds),
+                "extra_cpu_s": med(cpu(r, "secure_backup") - cpu(r, "engine_backup") for r in rounds),
+                "plain_cpu_s": med(cpu(r, "engine_backup") for r in rounds),
+                "secure_cpu_s": med(cpu(r, "secure_backup") for r in rounds),
+                "plain_stored_mb_per_s": med(
+                    mb_per_s(r["engine_backup"]["stored_bytes"], r["engine_backup"]["seconds"]) for r in rounds
+                ),
+                "secure_stored_mb_per_s": med(
+                    mb_per_s(r["secure_backup"]["stored_bytes"], r["secure_backup"]["seconds"]) for r in rounds
+                ),
+                "artifacts": {
+                    name: {
+                        "plain_seconds": med(r["engine_backup"]["artifacts"][name]["seconds"] for r in rounds),
+                        "secure_seconds": med(r["secure_backup"]["artifacts"][name]["seconds"] for r in rounds),
+                        "plain_stored_mb_per_s": med(
+                            mb_per_s(
+                                r["engine_backup"]["artifacts"][name]["size"],
+                                r["engine_backup"]["artifacts"][name]["seconds"],
+                            )
+                            for r in rounds
+                        ),
+                        "secure_stored_mb_per_s": med(
+                            mb_per_s(
+                                r["secure_backup"]["artifacts"][name]["size"],
+                                r["secure_backup"]["artifacts"][name]["seconds"],
+                            )
+                            for r in rounds
+                        ),
+                    }
+                    for name in art_names
+                },
+                "stored_bytes_plain": rounds[-1]["engine_backup"]["stored_bytes"],
+                "stored_bytes_secure": rounds[-1]["secure_backup"]["stored_bytes"],
+            },
+            "peak_rss_mb": {
+                "secure_backup": rss_mb("secure_backup"),
+                "secure_backup_vmhwm": peak_mb(rounds, "secure_backup"),
+                "secure_backup_tree_total": peak_mb(rounds, "secure_backup", total=True),
+            },
+        }
+        if "secure_restore" in first:
+            sec["seconds"]["secure_restore"] = med(r["secure_restore"]["seconds"] for r in rounds)
+            sec["seconds"]["plain_restore"] = s["seconds"]["engine_restore"]
+            sec["ratios"]["secure_restore_vs_pg_restore"] = paired(
+                rounds, lambda r: r["secure_restore"]["seconds"] / pg_restore_s(r)
+            )
+            sec["per_round"]["secure_restore_vs_pg_restore"] = [
+                round(r["secure_restore"]["seconds"] / pg_restore_s(r), 3) for r in rounds
+            ]
+            sec["encryption_cost"]["secure_vs_plain_restore"] = paired(
+                rounds, lambda r: r["secure_restore"]["seconds"] / r["engine_restore"]["seconds"]
+            )
+            sec["encryption_cost"]["restore_extra_seconds"] = med(
+                r["secure_restore"]["seconds"] - r["engine_restore"]["seconds"] for r in rounds
+            )
+            phases = {}
+            for r in rounds:
+                for key, value in (r["secure_restore"].get("phases") or {}).items():
+                    phases.setdefault(key, []).append(value)
+            sec["restore_phases"] = {k: med(v) for k, v in phases.items()}
+            sec["signature"] = sorted({r["secure_restore"].get("signature") for r in rounds})
+            sec["peak_rss_mb"]["secure_restore"] = rss_mb("secure_restore")
+            sec["peak_rss_mb"]["secure_restore_vmhwm"] = peak_mb(rounds, "secure_restore")
+            sec["peak_rss_mb"]["secure_restore_tree_total"] = peak_mb(rounds, "secure_restore", total=True)
+        s["secure"] = sec
+        s["targets"]["secure_backup_ratio"] = {
+            "value": sec["ratios"]["secure_backup_vs_pg_dump"],
+            "target": TARGETS["secure_backup_ratio"],
+        }
+        if "secure_restore" in first:
+            s["targets"]["secure_restore_ratio"] = {
+                "value": sec["ratios"]["secure_restore_vs_pg_restore"],
+                "target": TARGETS["secure_restore_ratio"],
+            }
+
+    if "s3_backup" in first:
+        s3 = {
+            "seconds": med(r["s3_backup"]["seconds"] for r in rounds),
+            "ratio_vs_pg_dump": paired(rounds, lambda r: r["s3_backup"]["seconds"] / r["pg_dump"]["seconds"]),
+            "per_round_vs_pg_dump": [round(r["s3_backup"]["seconds"] / r["pg_dump"]["seconds"], 3) for r in rounds],
+            "artifact_seconds": {
+                name: med(r["s3_backup"]["artifacts"][name]["seconds"] for r in rounds)
+                for name in ("database", "filestore")
+                if name in first["s3_backup"]["artifacts"]
+            },
+            "stored_mb_per_s": med(mb_per_s(r["s3_backup"]["stored_bytes"], r["s3_backup"]["seconds"]) for r in rounds),
+            "peak_rss_mb": {
+                "engine": rss_mb("s3_backup"),
+                "engine_vmhwm": peak_mb(rounds, "s3_backup"),
+                "engine_child_pg_dump": peak_mb(rounds, "s3_backup", "pg_dump"),
+                "engine_tree_total": peak_mb(rounds, "s3_backup", total=True),
+            },
+            "server": {
+                "vmhwm_mb": round(max(r["s3_backup"]["server_memory_kb"]["hwm_kb"] or 0 for r in rounds) / 1024, 1),
+                "rss_after_mb": round(max(r["s3_backup"]["server_memory_kb"]["rss_kb"] or 0 for r in rounds) / 1024, 1),
+                "cpu_s": med(r["s3_backup"].get("server_cpu_s") for r in rounds),
+                "start_seconds": med(r["s3_backup"]["server_start_seconds"] for r in rounds),
+                "bucket_bytes": rounds[-1]["s3_backup"]["bucket_bytes"],
+                "bucket_objects": rounds[-1]["s3_backup"]["bucket_objects"],
+            },
+        }
+        if "secure_backup" in first:
+            s3["ratio_vs_local_secure"] = paired(
+                rounds, lambda r: r["s3_backup"]["seconds"] / r["secure_backup"]["seconds"]
+            )
+        s["s3"] = s3
+        s["targets"]["s3_peak_rss_mb"] = {"value": s3["peak_rss_mb"]["engine"], "target": TARGETS["s3_peak_rss_mb"]}
+
+    if "drill" in first:
+        s["drill"] = {
+            "wall_seconds": med(r["drill"]["seconds"] for r in rounds),
+            "total_seconds": med(r["drill"]["total_seconds"] for r in rounds),
+            "restore_seconds": med(r["drill"]["restore_seconds"] for r in rounds),
+            "checks_seconds": med(
+                r["drill"]["total_seconds"] - r["drill"]["restore_seconds"]
+                for r in rounds
+                if r["drill"]["restore_seconds"] is not None
+            ),
+            "per_round_total": [r["drill"]["total_seconds"] for r in rounds],
+            "per_round_restore": [r["drill"]["restore_seconds"] for r in rounds],
+            "restore_vs_pg_restore": paired(
+                [r for r in rounds if r["drill"]["restore_seconds"] is not None],
+                lambda r: r["drill"]["restore_seconds"] / pg_restore_s(r),
+            )
+            if any(r["drill"]["restore_seconds"] is not None for r in rounds)
+            else None,
+            "passed": [bool(r["drill"]["drill_ok"]) for r in rounds],
+            "checks": [
+                "%s %s: %s" % (c["name"], "ok" if c["ok"] else "FAIL", c["detail"])
+                for c in rounds[-1]["drill"]["checks"]
+            ],
+            "peak_rss_mb": rss_mb("drill"),
+            "vmhwm_mb": peak_mb(rounds, "drill"),
+        }
 
 
 # ----------------------------------------------------------------------------- output
@@ -713,9 +1178,177 @@ def print_table(ds_facts, s, rounds):
         % ("engine filestore.tar.zst", mib(size["engine_filestore"]), mib(size["engine_filestore_raw"])),
         "%-46s %12s  (%.3f x pg_dump -Fc)" % ("engine total", mib(size["engine_total"]), size["total_vs_pg_dump"]),
     ]
+    lines += option_lines(s, rounds)
     problems = [p for r in rounds for p in r["problems"]]
     lines += ["", "restore checks: %s" % ("; ".join(problems) if problems else "row and file counts match")]
     print("\n".join(lines))
+
+
+def option_lines(s, rounds):
+    """Table lines of (e)-(h), when they ran."""
+    lines = []
+    cpu = lambda key: statistics.median(r[key]["user_s"] + r[key]["sys_s"] for r in rounds)  # noqa: E731
+    verdict = lambda name: "met" if s["targets"][name]["met"] else "MISSED"  # noqa: E731
+    fmt = lambda v, spec="%.1f": spec % v if v is not None else "-"  # noqa: E731
+    row = "%-46s %9.2f %10.2f %9s"
+    if "secure" in s:
+        sec, cost = s["secure"], s["secure"]["encryption_cost"]
+        lines += [
+            "",
+            "encrypted (age) + signed (Ed25519), local destination",
+            "%-46s %9s %10s %9s" % ("step", "seconds", "cpu s*", "machine**"),
+            row
+            % (
+                "(e) engine backup, encrypted + signed",
+                sec["seconds"]["secure_backup"],
+                cpu("secure_backup"),
+                busy(rounds, "secure_backup"),
+            ),
+        ]
+        for name, a in cost["artifacts"].items():
+            lines.append(
+                "%-46s %9.2f  (unencrypted %.2f s)"
+                % ("      %s artifact" % name, a["secure_seconds"], a["plain_seconds"])
+            )
+        if "secure_restore" in sec["seconds"]:
+            lines.append(
+                row
+                % (
+                    "(f) engine restore of (e) (verify+decrypt)",
+                    sec["seconds"]["secure_restore"],
+                    cpu("secure_restore"),
+                    busy(rounds, "secure_restore"),
+                )
+            )
+            for key in sorted(sec["restore_phases"], key=lambda k: {"verify": 0, "database": 1}.get(k, 2)):
+                lines.append("%-46s %9.2f" % ("      %s" % key, sec["restore_phases"][key]))
+        lines += [
+            "",
+            "%-46s %9.3f  target <= %.1f  %s"
+            % (
+                "(e) / pg_dump",
+                sec["ratios"]["secure_backup_vs_pg_dump"],
+                TARGETS["secure_backup_ratio"],
+                verdict("secure_backup_ratio"),
+            ),
+            "%-46s %s" % ("  per round", " ".join("%.3f" % v for v in sec["per_round"]["secure_backup_vs_pg_dump"])),
+        ]
+        if "secure_restore" in sec["seconds"]:
+            lines += [
+                "%-46s %9.3f  target <= %.1f  %s"
+                % (
+                    "(f) / (createdb + pg_restore)",
+                    sec["ratios"]["secure_restore_vs_pg_restore"],
+                    TARGETS["secure_restore_ratio"],
+                    verdict("secure_restore_ratio"),
+                ),
+                "%-46s %s"
+                % ("  per round", " ".join("%.3f" % v for v in sec["per_round"]["secure_restore_vs_pg_restore"])),
+                "%-46s %9s" % ("  signature check", ", ".join(str(v) for v in sec["signature"])),
+            ]
+        lines += [
+            "",
+            "cost of encryption (same round, encrypted vs unencrypted engine backup):",
+            "%-46s %9.3f  (%+.2f s, %+.2f s CPU)"
+            % ("  backup (e) / (b)", cost["secure_vs_plain_backup"], cost["extra_seconds"], cost["extra_cpu_s"]),
+            "%-46s %s" % ("  per round", " ".join("%.3f" % v for v in cost["per_round_secure_vs_plain"])),
+            "%-46s %9s / %s MB/s"
+            % (
+                "  stored bytes per second, (b) / (e)",
+                fmt(cost["plain_stored_mb_per_s"]),
+                fmt(cost["secure_stored_mb_per_s"]),
+            ),
+        ]
+        for name, a in cost["artifacts"].items():
+            lines.append(
+                "%-46s %9s / %s MB/s"
+                % (
+                    "    %s artifact, (b) / (e)" % name,
+                    fmt(a["plain_stored_mb_per_s"]),
+                    fmt(a["secure_stored_mb_per_s"]),
+                )
+            )
+        lines.append(
+            "%-46s %12s / %s"
+            % ("  stored, (b) / (e)", mib(cost["stored_bytes_plain"]), mib(cost["stored_bytes_secure"]))
+        )
+        if "secure_vs_plain_restore" in cost:
+            lines.append(
+                "%-46s %9.3f  (%+.2f s)"
+                % ("  restore (f) / (d)", cost["secure_vs_plain_restore"], cost["restore_extra_seconds"])
+            )
+        rss = sec["peak_rss_mb"]
+        lines += [
+            "%-46s %9.1f / %s"
+            % ("engine peak RSS (e) / (f) (MB, peak_rss_kb)", rss["secure_backup"], rss.get("secure_restore", "-")),
+            "%-46s %9s / %s"
+            % ("engine VmHWM sampled (e) / (f)", rss["secure_backup_vmhwm"], rss.get("secure_restore_vmhwm", "-")),
+        ]
+    if "s3" in s:
+        s3 = s["s3"]
+        lines += [
+            "",
+            "encrypted + signed, to S3 (moto server on loopback, started per round)",
+            row
+            % (
+                "(g) engine backup to s3://%s/%s" % (S3_BUCKET, S3_PREFIX),
+                s3["seconds"],
+                cpu("s3_backup"),
+                busy(rounds, "s3_backup"),
+            ),
+        ]
+        for name, value in s3["artifact_seconds"].items():
+            lines.append("%-46s %9.2f" % ("      %s artifact" % name, value))
+        lines += [
+            "%-46s %9.3f  (no target)" % ("(g) / pg_dump", s3["ratio_vs_pg_dump"]),
+            "%-46s %s" % ("  per round", " ".join("%.3f" % v for v in s3["per_round_vs_pg_dump"])),
+        ]
+        if "ratio_vs_local_secure" in s3:
+            lines.append("%-46s %9.3f" % ("(g) / (e) (S3 vs local)", s3["ratio_vs_local_secure"]))
+        lines += [
+            "%-46s %9s MB/s" % ("  stored bytes per second", fmt(s3["stored_mb_per_s"])),
+            "%-46s %9.1f  target <= %.0f  %s"
+            % (
+                "engine peak RSS (g) (MB, its peak_rss_kb)",
+                s3["peak_rss_mb"]["engine"],
+                TARGETS["s3_peak_rss_mb"],
+                verdict("s3_peak_rss_mb"),
+            ),
+            "%-46s %9s / %s"
+            % (
+                "engine VmHWM sampled / its pg_dump child",
+                s3["peak_rss_mb"]["engine_vmhwm"],
+                s3["peak_rss_mb"]["engine_child_pg_dump"],
+            ),
+            "%-46s %9s" % ("engine tree at once", s3["peak_rss_mb"]["engine_tree_total"]),
+            "%-46s %9.1f / %.1f MB  (%s s CPU; not the engine)"
+            % (
+                "moto server VmHWM / RSS after",
+                s3["server"]["vmhwm_mb"],
+                s3["server"]["rss_after_mb"],
+                fmt(s3["server"]["cpu_s"]),
+            ),
+            "%-46s %12s in %d objects"
+            % ("  bucket holds", mib(s3["server"]["bucket_bytes"]), s3["server"]["bucket_objects"]),
+        ]
+    if "drill" in s:
+        d = s["drill"]
+        lines += [
+            "",
+            "drill of (e): scratch restore, row counts, every attachment's SHA-1, drop",
+            row % ("(h) engine drill (wall clock)", d["wall_seconds"], cpu("drill"), busy(rounds, "drill")),
+            "%-46s %9s" % ("      total_seconds (its JSON)", fmt(d["total_seconds"], "%.2f")),
+            "%-46s %9s" % ("      restore_seconds = the measured RTO", fmt(d["restore_seconds"], "%.2f")),
+            "%-46s %9s" % ("      verify + checks + drop (total - restore)", fmt(d["checks_seconds"], "%.2f")),
+            "%-46s %s" % ("  per round, total_seconds", " ".join("%.2f" % v for v in d["per_round_total"])),
+            "%-46s %s" % ("  per round, restore_seconds", " ".join(fmt(v, "%.2f") for v in d["per_round_restore"])),
+            "%-46s %9s  (no target)"
+            % ("restore_seconds / (createdb + pg_restore)", fmt(d["restore_vs_pg_restore"], "%.3f")),
+            "%-46s %9.1f" % ("engine peak RSS (MB, its peak_rss_kb)", d["peak_rss_mb"]),
+            "%-46s %s" % ("drill verdicts", " ".join("PASSED" if ok else "FAILED" for ok in d["passed"])),
+        ]
+        lines += ["  %s" % c for c in d["checks"]]
+    return lines
 
 
 def environment(env):
@@ -789,20 +1422,39 @@ def run_benchmark(args, env):
     shutil.rmtree(rundir, ignore_errors=True)
     os.makedirs(rundir)
     info = environment(env)
+    opts = selected_options(args)
+    keys = None
+    if opts & {"secure", "s3", "drill"}:
+        log("making an age identity and an Ed25519 signing key (python -m engine keys)")
+        keys = make_keys(os.path.join(rundir, "keys"), env)
     warm_up(ds, rundir, env)
     rounds = []
+    started = time.monotonic()
     for index in range(args.repeat):
         if args.repeat > 1:
             log("round %d of %d" % (index + 1, args.repeat))
-        rounds.append(one_round(ds, rundir, env, keep=args.keep))
+        rounds.append(one_round(ds, rundir, env, keep=args.keep, opts=opts, keys=keys))
+    info["measured_seconds"] = round(time.monotonic() - started, 1)
+    info["loadavg_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     summary = summarize(rounds)
     print_table(facts, summary, rounds)
+    print(
+        "\nsteps: %s; %d round(s) in %.0f s; load average at start %s, at end %s"
+        % (
+            ", ".join(["(a)-(d)"] + sorted(opts)),
+            len(rounds),
+            info["measured_seconds"],
+            " ".join("%.2f" % v for v in info["loadavg_at_start"] or ()),
+            " ".join("%.2f" % v for v in info["loadavg_at_end"] or ()),
+        )
+    )
     note_engine_change(info)
     if not args.keep:
         shutil.rmtree(rundir, ignore_errors=True)
     path = write_json(
         {
             "kind": "benchmark",
+            "options": sorted(opts),
             "dataset": facts,
             "environment": info,
             "cache": "warm",
@@ -812,6 +1464,19 @@ def run_benchmark(args, env):
     )
     print("\nwritten to %s" % path)
     return 0 if all(t["met"] for t in summary["targets"].values()) else 1
+
+
+def selected_options(args):
+    """The optional steps: --secure, --s3, --drill (which needs the backup of --secure), or --suite full."""
+    opts = set()
+    if args.suite == "full":
+        opts |= {"secure", "s3", "drill"}
+    for name in ("secure", "s3", "drill"):
+        if getattr(args, name):
+            opts.add(name)
+    if "drill" in opts:
+        opts.add("secure")
+    return opts
 
 
 def run_rss_check(args, env):
@@ -900,6 +1565,30 @@ def main(argv=None):
     )
     parser.add_argument(
         "--drop-dataset", action="store_true", help="drop the dataset of --scale (database and files) and exit"
+    )
+    group = parser.add_argument_group("optional steps, measured in the same rounds as (a)-(d)")
+    group.add_argument(
+        "--secure",
+        action="store_true",
+        help="(e) backup encrypted to a fresh age key and signed (Ed25519), to a local folder; "
+        "(f) its restore with --identity/--verify-key; the cost of encryption against (b)",
+    )
+    group.add_argument(
+        "--s3",
+        action="store_true",
+        help="(g) the backup of (e) to s3://%s/%s on moto's server (.venv-s3, loopback, a fresh process per round); "
+        "peak RSS of the engine and of the server" % (S3_BUCKET, S3_PREFIX),
+    )
+    group.add_argument(
+        "--drill",
+        action="store_true",
+        help="(h) python -m engine drill of the backup of (e): total_seconds and restore_seconds (implies --secure)",
+    )
+    group.add_argument(
+        "--suite",
+        choices=("basic", "full"),
+        default="basic",
+        help="basic: (a)-(d) only (default); full: also --secure --s3 --drill",
     )
     args = parser.parse_args(argv)
     args.workdir = os.path.abspath(args.workdir)
