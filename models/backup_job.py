@@ -1,17 +1,13 @@
 import dataclasses
-import datetime
 import logging
 import os
-import socket
-import subprocess
 import sys
-import threading
 
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 from odoo.tools import config as odoo_config
 
-from ..engine import crypto, runner
+from ..engine import crypto
 from ..engine.backup import human_bytes
 from ..engine.catalog import BackupRef, resolve
 from ..engine.errors import BackupError
@@ -21,72 +17,17 @@ from ..engine.verify import verify
 
 _logger = logging.getLogger(__name__)
 
-# The folder that holds the engine package: the runner is started from there.
-ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# A runner that has not rewritten its status file for this long is considered
-# stopped (it rewrites it every few seconds while alive).
-STALE_HEARTBEAT = datetime.timedelta(minutes=10)
-
 ARTIFACT_KINDS = ("database", "filestore", "application")
 MAX_LISTED_MISSING = 500
-
-
-def _utc(epoch):
-    """A naive UTC datetime (as Odoo stores them) from epoch seconds, or False."""
-    if not epoch:
-        return False
-    return datetime.datetime.fromtimestamp(float(epoch), datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
-
-
-def _for_users(log):
-    """A log excerpt fit for the user interface: a Python traceback becomes its final exception line."""
-    if "Traceback (most recent call last)" not in (log or ""):
-        return log
-    kept, exception, in_traceback = [], None, False
-    for line in log.splitlines():
-        if line.startswith("Traceback (most recent call last)"):
-            in_traceback = True
-            continue
-        if in_traceback:
-            if not line.strip() or line[:1].isspace():
-                continue
-            if line.startswith(("During handling of the above exception", "The above exception was the direct")):
-                continue
-            exception, in_traceback = line.strip(), False
-            continue
-        kept.append(line)
-    if exception:
-        kept.append(exception)
-    kept.append(_("(The details of this error are in the runner log on the server.)"))
-    return "\n".join(kept).strip()
-
-
-def _mtime(path):
-    """The modification time of a file as a naive UTC datetime, or False."""
-    try:
-        return _utc(os.path.getmtime(path)) if path else False
-    except OSError:
-        return False
-
-
-def _tail(path, limit=4000):
-    """The end of a text file, or an empty string when it cannot be read."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - limit))
-            return handle.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
 
 
 class SppBackupJob(models.Model):
     _name = "spp.backup.job"
     _description = "Backup Job"
-    _inherit = ["mail.thread"]
+    _inherit = ["spp.backup.runner.mixin", "mail.thread"]
     _order = "create_date desc, id desc"
+    _runner_prefix = "job"
+    _runner_logger = _logger
 
     name = fields.Char(compute="_compute_name", store=True)
     policy_id = fields.Many2one(
@@ -94,39 +35,16 @@ class SppBackupJob(models.Model):
     )
     db_name = fields.Char(string="Database name", readonly=True, help="The database this job backs up.")
     backup_id = fields.Char(string="Backup ID", readonly=True, copy=False)
-    state = fields.Selection(
-        [("queued", "Queued"), ("running", "Running"), ("done", "Done"), ("failed", "Failed")],
-        string="Status",
-        default="queued",
-        required=True,
-        readonly=True,
-        index=True,
-        tracking=True,
-    )
     trigger = fields.Selection(
         [("schedule", "Schedule"), ("manual", "Manual")], default="manual", required=True, readonly=True, tracking=True
     )
-    user_id = fields.Many2one(
-        "res.users", string="Triggered by", readonly=True, default=lambda self: self.env.user, tracking=True
-    )
-    started_at = fields.Datetime(string="Started", readonly=True)
-    finished_at = fields.Datetime(string="Finished", readonly=True)
-    duration = fields.Float(string="Duration (s)", readonly=True, digits=(16, 1), group_operator="avg")
-    progress = fields.Float(string="Progress (%)", readonly=True, digits=(16, 1))
-    progress_message = fields.Char(string="Current step", readonly=True)
-    runner_pid = fields.Integer(string="Runner process", readonly=True, copy=False)
-    runner_host = fields.Char(string="Runner host", readonly=True, copy=False)
-    plan_path = fields.Char(string="Plan file", readonly=True, copy=False)
-    status_path = fields.Char(string="Status file", readonly=True, copy=False)
-    runner_log_path = fields.Char(string="Runner log file", readonly=True, copy=False)
+    # The runner's fields come from the mixin; these differ from it.
+    user_id = fields.Many2one(string="Triggered by")
+    duration = fields.Float(group_operator="avg")
+    log_excerpt = fields.Text(copy=True)
+    error_message = fields.Text(copy=True)
     plan_destination_ids = fields.Char(
         string="Destinations in plan order", readonly=True, copy=False, help="Ids of the destinations, as run."
-    )
-    error_details = fields.Text(
-        string="Technical details",
-        readonly=True,
-        copy=False,
-        help="Server-side details of a failure (process, log file), for the administrator of the server.",
     )
 
     # Sizes are stored as floats: PostgreSQL integers stop at 2 GiB.
@@ -152,8 +70,6 @@ class SppBackupJob(models.Model):
     missing_files_count = fields.Integer(string="Missing attachment files", readonly=True)
     missing_files_text = fields.Text(string="Missing files", readonly=True)
     warnings = fields.Text(readonly=True)
-    log_excerpt = fields.Text(string="Log", readonly=True)
-    error_message = fields.Text(string="Error", readonly=True)
     copy_ids = fields.One2many("spp.backup.job.copy", "job_id", string="Copies", readonly=True, copy=False)
     has_stored_copy = fields.Boolean(compute="_compute_has_stored_copy", string="Has a stored copy")
     retention_report = fields.Text(
@@ -216,71 +132,44 @@ class SppBackupJob(models.Model):
         settings = self.env["spp.backup.policy"]._engine_settings()
         return settings.get("python") or sys.executable
 
-    def _start_runner(self):
-        """Write the plan and start the detached runner; the job becomes running.
-
-        The plan file holds no password: the runner gets it through PGPASSWORD.
-        """
-        for job in self:
-            if job.state != "queued":
-                raise UserError(_("Job %s has already been started.", job.display_name))
-            try:
-                job._spawn_runner()
-            except (BackupError, UserError, OSError, ValueError) as exc:
-                reason = exc.args[0] if isinstance(exc, UserError) else str(exc)
-                _logger.error("Backup job %s could not start: %s", job.id, reason)
-                job._mark_failed(_("The backup runner could not be started: %s", reason))
-
-    def _spawn_runner(self):
-        self.ensure_one()
+    def _runner_plan(self):
         plan = self.policy_id._to_engine_plan()
-        folder = self._runs_dir()
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        base = os.path.join(folder, "job-%d" % self.id)
-        plan_path, status_path, log_path = base + ".plan.json", base + ".status.json", base + ".log"
-        if os.path.exists(status_path):
-            os.unlink(status_path)
-        runner.write_json_atomic(plan_path, plan.to_dict())
-        destination_order = ",".join(str(destination.id) for destination in self.policy_id.destination_ids)
-        env = dict(os.environ)
-        if plan.pg.password:
-            env["PGPASSWORD"] = plan.pg.password
-        command = [self._runner_python(), "-m", "engine", "run", "--plan", plan_path, "--status", status_path]
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - argument list, no shell
-                command,
-                cwd=ADDON_DIR,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
+        return plan.to_dict(), plan.pg.password
+
+    def _runner_started_values(self):
+        return {"plan_destination_ids": ",".join(str(dest.id) for dest in self.policy_id.destination_ids)}
+
+    def _runner_log_name(self):
+        return "Backup job %s" % self.id
+
+    def _runner_text(self, occasion, **params):
+        retry = (" " + _("The next scheduled run will try again.")) if self.trigger == "schedule" else ""
+        if occasion == "already_started":
+            return _("Job %s has already been started.", params["record"])
+        if occasion == "cannot_start":
+            return _("The backup runner could not be started: %s", params["reason"])
+        if occasion == "gone":
+            return _(
+                "The backup runner stopped unexpectedly before it reported a result. Nothing was marked "
+                "complete.%(retry)s",
+                retry=retry,
             )
-        # Reap the runner when it ends, so it does not linger as a zombie.
-        threading.Thread(target=process.wait, name="spp_backup-runner-%d" % process.pid, daemon=True).start()
-        self.write(
-            {
-                "state": "running",
-                "started_at": fields.Datetime.now(),
-                "runner_pid": process.pid,
-                "runner_host": socket.gethostname(),
-                "plan_path": plan_path,
-                "status_path": status_path,
-                "runner_log_path": log_path,
-                "plan_destination_ids": destination_order,
-                "progress": 0.0,
-                "progress_message": _("Runner started"),
-            }
-        )
-        _logger.info("Backup job %s started runner pid %s for database %s", self.id, process.pid, plan.db_name)
+        if occasion == "stale":
+            return _(
+                "The backup runner has not reported since %(when)s UTC; it is considered stopped.%(retry)s",
+                when=params["when"],
+                retry=retry,
+            )
+        if occasion == "never_picked_up":
+            return _("The backup was never started: no runner picked it up within 10 minutes.")
+        return _("The backup runner never reported its status.%(retry)s", retry=retry)
 
     # ----------------------------------------------------------------- collect
 
     @api.model
     def _cron_collect(self):
         """Read the status of every queued or running job, restore and drill."""
-        self.search([("state", "in", ("queued", "running"))])._collect()
+        super()._cron_collect()
         self.env["spp.backup.restore"]._cron_collect()
         self.env["spp.backup.drill"]._cron_collect()
 
@@ -289,81 +178,10 @@ class SppBackupJob(models.Model):
         self._collect()
         return True
 
-    def _collect(self):
-        """Copy progress from the runners' status files; record results and deaths."""
-        now = fields.Datetime.now()
-        for job in self.filtered(lambda j: j.state in ("queued", "running")):
-            status = runner.read_status(job.status_path) if job.status_path else None
-            if status:
-                job._apply_progress(status)
-                if status.get("state") == "done":
-                    job._mark_done(status)
-                    continue
-                if status.get("state") == "failed":
-                    if status.get("result"):
-                        # Some copies failed, others are stored: keep their evidence, fail the job.
-                        job._record_result(status)
-                    job._mark_failed(
-                        status.get("error") or status.get("message") or _("The runner reported a failure."), status
-                    )
-                    continue
-            death = job._runner_death(status, now)
-            if death:
-                reason, details, finished = death
-                job._mark_failed(reason, status, details=details, finished=finished)
-
-    def _apply_progress(self, status):
-        values = {
-            "progress": round(float(status.get("progress") or 0.0) * 100, 1),
-            "progress_message": (status.get("message") or "")[:500],
-            "log_excerpt": _for_users("\n".join(status.get("log") or [])),
-        }
-        if status.get("pid"):
-            values["runner_pid"] = int(status["pid"])
-        if status.get("host"):
-            values["runner_host"] = status["host"]
-        if status.get("started_at"):
-            values["started_at"] = _utc(status["started_at"])
-        if self.state == "queued":
-            values["state"] = "running"
-        self.write(values)
-
-    def _runner_death(self, status, now):
-        """(reason, technical details, finished at) when this unfinished job is considered dead, else None.
-
-        The reason is for the users; the details (process, log file on the
-        server) go to a field shown in debug mode. A dead runner finished when
-        it last reported (heartbeat), or when it last wrote its log.
-        """
-        self.ensure_one()
-        status = status or {}
-        pid = status.get("pid") or self.runner_pid
-        host = status.get("host") or self.runner_host
-        details = _("Runner process %(pid)s on %(host)s.", pid=pid, host=host)
-        if self.runner_log_path:
-            details += " " + _("Its log is %s.", self.runner_log_path)
-        last_sign = _utc(status.get("heartbeat")) or _mtime(self.runner_log_path) or False
-        retry = (" " + _("The next scheduled run will try again.")) if self.trigger == "schedule" else ""
-        if pid and host == socket.gethostname() and not runner.pid_alive(pid):
-            reason = _(
-                "The backup runner stopped unexpectedly before it reported a result. Nothing was marked "
-                "complete.%(retry)s",
-                retry=retry,
-            )
-            return reason, _("Process %(pid)s is gone.", pid=pid) + " " + details, last_sign
-        heartbeat = _utc(status.get("heartbeat"))
-        if heartbeat and now - heartbeat > STALE_HEARTBEAT:
-            reason = _(
-                "The backup runner has not reported since %(when)s UTC; it is considered stopped.%(retry)s",
-                when=heartbeat,
-                retry=retry,
-            )
-            return reason, details, heartbeat
-        if not status and self.create_date and now - self.create_date > STALE_HEARTBEAT:
-            if self.state == "queued":
-                return _("The backup was never started: no runner picked it up within 10 minutes."), False, False
-            return _("The backup runner never reported its status.%(retry)s", retry=retry), details, last_sign
-        return None
+    def _set_duration(self, status=None):
+        # The runner's result carries the backup's own duration.
+        if not (status or {}).get("result"):
+            super(SppBackupJob, self.filtered(lambda job: job.state != "done"))._set_duration(status)
 
     def _record_result(self, status):
         """Store the evidence of the runner's result: sizes, SHA-256s, summary, copies, retention."""
@@ -443,17 +261,8 @@ class SppBackupJob(models.Model):
             texts.append(report.text())
         return "\n\n".join(texts)
 
-    def _mark_done(self, status):
-        self.ensure_one()
+    def _on_runner_done(self, status):
         self._record_result(status)
-        self.write(
-            {
-                "state": "done",
-                "progress": 100.0,
-                "finished_at": _utc(status.get("finished_at")) or fields.Datetime.now(),
-                "error_message": False,
-            }
-        )
         policy = self.policy_id.sudo()
         if not policy.last_success_at or policy.last_success_at <= self.finished_at:
             policy.write({"last_success_at": self.finished_at, "last_success_job_id": self.id})
@@ -468,19 +277,11 @@ class SppBackupJob(models.Model):
         self.message_post(body=body)
         policy._on_job_finished(self)
 
-    def _mark_failed(self, reason, status=None, details=None, finished=None):
-        self.ensure_one()
-        finished = finished or _utc((status or {}).get("finished_at")) or fields.Datetime.now()
-        values = {"state": "failed", "error_message": reason, "finished_at": finished}
-        if details:
-            values["error_details"] = details
-        if self.started_at and not (status or {}).get("result"):
-            values["duration"] = max(0.0, (finished - self.started_at).total_seconds())
-        if not (status or {}).get("log") and self.runner_log_path:
-            tail = _tail(self.runner_log_path)
-            if tail:
-                values["log_excerpt"] = _for_users(tail)
-        self.write(values)
+    def _on_runner_failed(self, reason, status):
+        if status.get("state") == "failed" and status.get("result"):
+            # Some copies failed, others are stored: keep their evidence, fail the job.
+            self._record_result(status)
+        finished = self.finished_at
         policy = self.policy_id.sudo()
         if not policy.last_failure_at or policy.last_failure_at < finished:
             policy.last_failure_at = finished

@@ -1,3 +1,4 @@
+import datetime
 import logging
 import os
 import socket
@@ -13,9 +14,65 @@ from ..engine.catalog import BackupRef, latest
 from ..engine.config import DestinationConfig
 from ..engine.errors import BackupError
 from ..engine.storage import open_storage
-from .backup_job import ADDON_DIR, STALE_HEARTBEAT, _for_users, _mtime, _tail, _utc
 
 _logger = logging.getLogger(__name__)
+
+# The folder that holds the engine package: the runner is started from there.
+ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A runner that has not rewritten its status file for this long is considered
+# stopped (it rewrites it every few seconds while alive).
+STALE_HEARTBEAT = datetime.timedelta(minutes=10)
+
+
+def _utc(epoch):
+    """A naive UTC datetime (as Odoo stores them) from epoch seconds, or False."""
+    if not epoch:
+        return False
+    return datetime.datetime.fromtimestamp(float(epoch), datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def _for_users(log):
+    """A log excerpt fit for the user interface: a Python traceback becomes its final exception line."""
+    if "Traceback (most recent call last)" not in (log or ""):
+        return log
+    kept, exception, in_traceback = [], None, False
+    for line in log.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+            continue
+        if in_traceback:
+            if not line.strip() or line[:1].isspace():
+                continue
+            if line.startswith(("During handling of the above exception", "The above exception was the direct")):
+                continue
+            exception, in_traceback = line.strip(), False
+            continue
+        kept.append(line)
+    if exception:
+        kept.append(exception)
+    kept.append(_("(The details of this error are in the runner log on the server.)"))
+    return "\n".join(kept).strip()
+
+
+def _mtime(path):
+    """The modification time of a file as a naive UTC datetime, or False."""
+    try:
+        return _utc(os.path.getmtime(path)) if path else False
+    except OSError:
+        return False
+
+
+def _tail(path, limit=4000):
+    """The end of a text file, or an empty string when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - limit))
+            return handle.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
 
 
 class SppBackupRunnerMixin(models.AbstractModel):
@@ -33,6 +90,8 @@ class SppBackupRunnerMixin(models.AbstractModel):
 
     # Prefix of the plan, status and log files of this model's runs.
     _runner_prefix = "run"
+    # Where a model logs about its runners.
+    _runner_logger = _logger
 
     state = fields.Selection(
         [("queued", "Queued"), ("running", "Running"), ("done", "Done"), ("failed", "Failed")],
@@ -77,6 +136,32 @@ class SppBackupRunnerMixin(models.AbstractModel):
     def _on_runner_failed(self, reason, status):
         """React to a failed run (after state, error and log are written)."""
 
+    def _runner_started_values(self):
+        """Extra values written on this record when its runner has started."""
+        return {}
+
+    def _runner_log_name(self):
+        """How the server log names this record."""
+        return "%s %s" % (self._name, self.id)
+
+    def _runner_text(self, occasion, **params):
+        """What the users are told about this record's runner on ``occasion``.
+
+        Occasions: ``already_started`` (``record``), ``cannot_start`` (``reason``),
+        ``gone``, ``stale`` (``when``), ``never_picked_up``, ``never_reported``.
+        """
+        if occasion == "already_started":
+            return _("%s has already been started.", params["record"])
+        if occasion == "cannot_start":
+            return _("The runner could not be started: %s", params["reason"])
+        if occasion == "gone":
+            return _("The runner stopped unexpectedly before it reported a result.")
+        if occasion == "stale":
+            return _("The runner has not reported since %(when)s UTC; it is considered stopped.", when=params["when"])
+        if occasion == "never_picked_up":
+            return _("The run was never started: no runner picked it up within 10 minutes.")
+        return _("The runner never reported its status.")
+
     @api.model
     def _engine_context(self):
         """(settings, PgConfig with password, odoo.conf path or None) of this server."""
@@ -114,17 +199,20 @@ class SppBackupRunnerMixin(models.AbstractModel):
     # ---------------------------------------------------------------- runner
 
     def _start_runner(self):
-        """Write the plan and start the detached runner; a failure to start fails the record, in words."""
+        """Write the plan and start the detached runner; a failure to start fails the record, in words.
+
+        The plan file holds no password: the runner gets it through PGPASSWORD.
+        """
         for record in self:
             if record.state != "queued":
-                raise UserError(_("%s has already been started.", record.display_name))
+                raise UserError(record._runner_text("already_started", record=record.display_name))
             try:
                 plan, password = record._runner_plan()
                 record._launch_runner(plan, password)
             except (BackupError, UserError, OSError, ValueError) as exc:
                 reason = exc.args[0] if isinstance(exc, UserError) else str(exc)
-                _logger.error("%s %s could not start: %s", record._name, record.id, reason)
-                record._mark_runner_failed(_("The runner could not be started: %s", reason))
+                record._runner_logger.error("%s could not start: %s", record._runner_log_name(), reason)
+                record._mark_runner_failed(record._runner_text("cannot_start", reason=reason))
 
     def _launch_runner(self, plan, password=None):
         self.ensure_one()
@@ -159,6 +247,7 @@ class SppBackupRunnerMixin(models.AbstractModel):
                 start_new_session=True,
                 close_fds=True,
             )
+        # Reap the runner when it ends, so it does not linger as a zombie.
         threading.Thread(target=process.wait, name="spp_backup-runner-%d" % process.pid, daemon=True).start()
         self.write(
             {
@@ -169,11 +258,12 @@ class SppBackupRunnerMixin(models.AbstractModel):
                 "plan_path": plan_path,
                 "status_path": status_path,
                 "runner_log_path": log_path,
+                **self._runner_started_values(),
                 "progress": 0.0,
                 "progress_message": _("Runner started"),
             }
         )
-        _logger.info("%s %s started runner pid %s", self._name, self.id, process.pid)
+        self._runner_logger.info("%s started runner pid %s", self._runner_log_name(), process.pid)
 
     # --------------------------------------------------------------- collect
 
@@ -198,7 +288,7 @@ class SppBackupRunnerMixin(models.AbstractModel):
                             "error_message": False,
                         }
                     )
-                    record._set_duration()
+                    record._set_duration(status)
                     record._on_runner_done(status)
                     continue
                 if status.get("state") == "failed":
@@ -226,13 +316,19 @@ class SppBackupRunnerMixin(models.AbstractModel):
             values["state"] = "running"
         self.write(values)
 
-    def _set_duration(self):
+    def _set_duration(self, status=None):
+        """The duration from the start and finish times (``status``: the runner's last status, if any)."""
         for record in self:
             if record.started_at and record.finished_at:
                 record.duration = max(0.0, (record.finished_at - record.started_at).total_seconds())
 
     def _runner_death(self, status, now):
-        """(reason, technical details, finished at) when this unfinished record's runner is gone, else None."""
+        """(reason, technical details, finished at) when this unfinished record's runner is gone, else None.
+
+        The reason is for the users; the details (process, log file on the
+        server) go to a field shown in debug mode. A dead runner finished when
+        it last reported (heartbeat), or when it last wrote its log.
+        """
         self.ensure_one()
         status = status or {}
         pid = status.get("pid") or self.runner_pid
@@ -242,16 +338,15 @@ class SppBackupRunnerMixin(models.AbstractModel):
             details += " " + _("Its log is %s.", self.runner_log_path)
         last_sign = _utc(status.get("heartbeat")) or _mtime(self.runner_log_path) or False
         if pid and host == socket.gethostname() and not runner.pid_alive(pid):
-            reason = _("The runner stopped unexpectedly before it reported a result.")
+            reason = self._runner_text("gone")
             return reason, _("Process %(pid)s is gone.", pid=pid) + " " + details, last_sign
         heartbeat = _utc(status.get("heartbeat"))
         if heartbeat and now - heartbeat > STALE_HEARTBEAT:
-            reason = _("The runner has not reported since %(when)s UTC; it is considered stopped.", when=heartbeat)
-            return reason, details, heartbeat
+            return self._runner_text("stale", when=heartbeat), details, heartbeat
         if not status and self.create_date and now - self.create_date > STALE_HEARTBEAT:
             if self.state == "queued":
-                return _("The run was never started: no runner picked it up within 10 minutes."), False, False
-            return _("The runner never reported its status."), details, last_sign
+                return self._runner_text("never_picked_up"), False, False
+            return self._runner_text("never_reported"), details, last_sign
         return None
 
     def _mark_runner_failed(self, reason, status=None, details=None, finished=None):
@@ -265,5 +360,5 @@ class SppBackupRunnerMixin(models.AbstractModel):
             if tail:
                 values["log_excerpt"] = _for_users(tail)
         self.write(values)
-        self._set_duration()
+        self._set_duration(status)
         self._on_runner_failed(reason, status or {})
