@@ -81,12 +81,15 @@ class SppBackupAlert(models.Model):
         alert = self.create({"policy_id": policy.id, "kind": kind, "message": message})
         assignees, partners = self._recipients(policy)
         activity_type = self.env.ref("spp_backup.mail_activity_type_backup_alert", raise_if_not_found=False)
-        summary = "%s: %s" % (policy.name, dict(ALERT_KINDS)[kind])
+        # The activity is on the policy: Odoo already names the policy wherever it shows the activity (e.g. the
+        # '"<policy>: <summary>" assigned to you' email), so the summary is just what happened.
+        label = dict(ALERT_KINDS)[kind]
+        summary = "%s: %s" % (policy.name, label)
         activities = self.env["mail.activity"]
         for user in assignees:
             activities |= policy.activity_schedule(
                 activity_type_id=activity_type.id if activity_type else False,
-                summary=summary,
+                summary=label,
                 note=message,
                 user_id=user.id,
             )

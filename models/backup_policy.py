@@ -53,6 +53,26 @@ INTERVAL_UNITS = {
 }
 
 
+def human_duration(seconds):
+    """A short human text of a duration: '2.5 s', '45 s', '3 min 10 s', '5 h 20 min', '2 d 3 h'."""
+    seconds = max(float(seconds or 0.0), 0.0)
+    if seconds < 10:
+        return "%.1f s" % seconds
+    if seconds < 60:
+        return "%d s" % round(seconds)
+    total = int(round(seconds))
+    if total < 3600:
+        minutes, secs = divmod(total, 60)
+        return "%d min %d s" % (minutes, secs) if secs else "%d min" % minutes
+    total_minutes = int(round(seconds / 60.0))
+    if total_minutes < 48 * 60:
+        hours, minutes = divmod(total_minutes, 60)
+        return "%d h %d min" % (hours, minutes) if minutes else "%d h" % hours
+    total_hours = int(round(seconds / 3600.0))
+    days, hours = divmod(total_hours, 24)
+    return "%d d %d h" % (days, hours) if hours else "%d d" % days
+
+
 def next_slot(after, interval_number, interval_type, time_of_day, anchor=None):
     """The first scheduled moment strictly after ``after`` (naive UTC datetimes).
 
@@ -285,11 +305,11 @@ class SppBackupPolicy(models.Model):
     )
     # --------------------------------------------------------- objectives
     rpo_status = fields.Selection(
-        [("ok", "Met"), ("breached", "Breached")],
+        [("ok", "Met"), ("breached", "Breached"), ("unknown", "Unknown")],
         string="RPO",
         compute="_compute_objectives",
         help="Met when the newest good backup (done, and not failed verification) is younger than the RPO. "
-        "Without any backup, the RPO is breached once the policy is older than the RPO.",
+        "Without any backup it is unknown, and breached (with an alert) once the policy is older than the RPO.",
     )
     rpo_age_hours = fields.Float(
         string="Newest backup age (h)",
@@ -306,8 +326,29 @@ class SppBackupPolicy(models.Model):
     rto_measured_minutes = fields.Float(
         string="Measured restore time (min)",
         compute="_compute_objectives",
+        digits=(16, 2),
+        help="How long the restore of the last drill took, in minutes.",
+    )
+    rto_measured_seconds = fields.Float(
+        string="Measured restore time (s)",
+        compute="_compute_objectives",
         digits=(16, 1),
-        help="How long the restore of the last drill took.",
+        help="How long the restore of the last drill took, in seconds.",
+    )
+    rpo_text = fields.Char(
+        string="Recovery point",
+        compute="_compute_objectives",
+        help="Age of the newest good backup against the RPO target.",
+    )
+    rto_text = fields.Char(
+        string="Recovery time",
+        compute="_compute_objectives",
+        help="Restore time measured by the last drill against the RTO target.",
+    )
+    has_good_backup = fields.Boolean(
+        string="Has a successful backup",
+        compute="_compute_has_good_backup",
+        help="At least one backup of this policy succeeded, so there is something to drill.",
     )
     compliance_color = fields.Integer(compute="_compute_objectives", string="Compliance colour")
     alert_ids = fields.One2many("spp.backup.alert", "policy_id", string="Alerts", readonly=True)
@@ -496,6 +537,26 @@ class SppBackupPolicy(models.Model):
             policy.rpo_age_hours = age if age is not None else 0.0
             policy.rto_status, minutes = policy._rto_verdict()
             policy.rto_measured_minutes = minutes or 0.0
+            measured = policy.last_drill_id.restore_seconds if policy.rto_status != "unknown" else 0.0
+            policy.rto_measured_seconds = measured
+            rpo_target = human_duration((policy.rpo_hours or 0.0) * 3600)
+            rto_target = human_duration((policy.rto_minutes or 0) * 60)
+            if age is None:
+                policy.rpo_text = _("no backup yet (target %s)", rpo_target)
+            else:
+                policy.rpo_text = _(
+                    "newest backup %(age)s old (target %(target)s)",
+                    age=human_duration(age * 3600),
+                    target=rpo_target,
+                )
+            if policy.rto_status == "unknown":
+                policy.rto_text = _("no drill has measured it yet (target %s)", rto_target)
+            else:
+                policy.rto_text = _(
+                    "drill restored in %(time)s (target %(target)s)",
+                    time=human_duration(measured),
+                    target=rto_target,
+                )
             drill = policy.last_drill_id
             if not drill:
                 policy.last_drill_state = "none"
@@ -507,10 +568,19 @@ class SppBackupPolicy(models.Model):
                 or policy.last_drill_state == "failed"
             ):
                 policy.compliance_color = COLOR_RED
-            elif policy.rto_status == "unknown" or policy.state in ("failing", "verify_failed", "never"):
+            elif (
+                policy.rpo_status == "unknown"
+                or policy.rto_status == "unknown"
+                or policy.state in ("failing", "verify_failed", "never")
+            ):
                 policy.compliance_color = COLOR_ORANGE
             else:
                 policy.compliance_color = COLOR_GREEN
+
+    @api.depends("last_success_at", "last_success_job_id")
+    def _compute_has_good_backup(self):
+        for policy in self:
+            policy.has_good_backup = bool(policy.last_success_at or policy.last_success_job_id)
 
     @api.depends("destination_ids.kind")
     def _compute_has_s3_destination(self):
@@ -779,7 +849,10 @@ class SppBackupPolicy(models.Model):
         )
 
     def _rpo_verdict(self, now=None):
-        """('ok' or 'breached', age in hours of the newest good backup or None when there is none)."""
+        """('ok', 'breached' or 'unknown', age in hours of the newest good backup or None when there is none).
+
+        Without any good backup the RPO is unknown while the policy is younger than its RPO, and breached after.
+        """
         self.ensure_one()
         now = now or fields.Datetime.now()
         limit = datetime.timedelta(hours=self.rpo_hours or 0)
@@ -788,7 +861,7 @@ class SppBackupPolicy(models.Model):
             age = now - point.finished_at
             return ("breached" if age > limit else "ok"), round(age.total_seconds() / 3600.0, 2)
         since = self.create_date or now
-        return ("breached" if now - since > limit else "ok"), None
+        return ("breached" if now - since > limit else "unknown"), None
 
     def _rto_verdict(self):
         """('ok', 'breached' or 'unknown', measured restore minutes or None) from the last finished drill."""

@@ -187,3 +187,33 @@ class TestBackupAlerts(BackupCase):
         self.assertEqual(self.policy.last_drill_state, "passed")
         self.succeed_job()
         self.assertEqual(self.policy.compliance_color, 10, "RPO and RTO met, last drill passed: green")
+
+    def test_rpo_unknown_before_the_first_backup(self):
+        """A young policy that never backed up shows its RPO as unknown (orange), not met; breached after the RPO."""
+        created = self.policy.create_date
+        with patch.object(fields.Datetime, "now", return_value=created + datetime.timedelta(hours=1)):
+            self.policy.invalidate_recordset()
+            self.assertEqual(self.policy.rpo_status, "unknown")
+            self.assertEqual(self.policy.compliance_color, 2)
+            self.assertIn("no backup yet", self.policy.rpo_text)
+            self.assertFalse(self.policy.has_good_backup)
+        with patch.object(fields.Datetime, "now", return_value=created + datetime.timedelta(hours=30)):
+            self.policy.invalidate_recordset()
+            self.assertEqual(self.policy.rpo_status, "breached")
+            self.assertEqual(self.policy.compliance_color, 1)
+
+    def test_objective_texts_are_human(self):
+        """The dashboard says '2.5 s' and '24 h', not '0.04 min' and '24.00 h'."""
+        self.policy.rpo_hours = 24.0
+        self.policy.rto_minutes = 240
+        self.succeed_job()
+        self.finished_drill(ok=True, restore_seconds=2.5)
+        self.assertTrue(self.policy.has_good_backup)
+        self.assertAlmostEqual(self.policy.rto_measured_seconds, 2.5)
+        self.assertEqual(self.policy.rto_text, "drill restored in 2.5 s (target 4 h)")
+        self.assertIn("(target 24 h)", self.policy.rpo_text)
+
+    def test_alert_activity_summary_does_not_repeat_the_policy(self):
+        """Odoo names the policy in the activity's email subject already: the summary is just the alert kind."""
+        self.fail_job()
+        self.assertEqual(self.alert_activities().mapped("summary"), ["Backup failed"] * len(self.alert_activities()))

@@ -68,6 +68,7 @@ class SppBackupRestoreWizard(models.TransientModel):
         string="Database name",
         required=True,
         help="The database the backup is restored into. For a new database: a name that does not exist yet. "
+        "To replace a database: the name of the existing database, which you choose; nothing is filled in for you. "
         "Letters, digits, '_', '-' and '.'.",
     )
     confirm_db_name = fields.Char(
@@ -86,13 +87,16 @@ class SppBackupRestoreWizard(models.TransientModel):
         string="Neutralize",
         default=True,
         help="Switch off outgoing and incoming mail servers, scheduled actions and other integrations in the "
-        "restored database (Odoo's own neutralization), so a copy never sends mail or runs jobs as production.",
+        "restored database (Odoo's own neutralization), so a copy never sends mail or runs jobs as production. "
+        "Choosing to replace a database unticks it, since the restored database then takes the place of the "
+        "original and must keep working as it did; tick it again if the replaced database is a test copy.",
     )
     new_uuid = fields.Boolean(
         string="New database UUID",
         default=True,
         help="Give the restored database its own database.uuid and secret, as Odoo's database manager does for "
-        "a copy. Leave it off when the restored database takes the place of the original.",
+        "a copy. Leave it off when the restored database takes the place of the original: choosing to replace a "
+        "database unticks it.",
     )
     public_key = fields.Char(
         string="Signing public key",
@@ -111,9 +115,11 @@ class SppBackupRestoreWizard(models.TransientModel):
     @api.onchange("target_mode")
     def _onchange_target_mode(self):
         if self.target_mode == "replace":
+            # The restored database takes the place of the original: no neutralization, same UUID (the form
+            # says so). The database to replace is left for the user to name, never guessed.
             self.new_uuid = False
             self.neutralize = False
-            self.target_db = self.source_db_name if self._database_exists(self.source_db_name) else False
+            self.target_db = False
         else:
             self.new_uuid = True
             self.neutralize = True
