@@ -13,6 +13,7 @@ instance role), a named profile, or keys read from odoo.conf's
 ``[spp_backup]`` section by the caller.
 """
 
+import concurrent.futures
 import contextlib
 import datetime
 import tempfile
@@ -70,7 +71,12 @@ def describe_client_error(exc, bucket, action):
 
 
 class S3Writer:
-    """A streaming multipart upload; ``commit()`` completes it, ``abort()`` removes the parts."""
+    """A streaming multipart upload; ``commit()`` completes it, ``abort()`` removes the parts.
+
+    One part uploads in a background thread while the next one fills, so
+    compression and encryption go on during the network round trips; at most
+    one part is in flight, which bounds memory to two spools.
+    """
 
     def __init__(self, storage, key):
         self.storage = storage
@@ -81,14 +87,17 @@ class S3Writer:
         self.size = 0
         self._spool = self._new_spool()
         self._spooled = 0
+        self._number = 1  # the part now filling
+        self._pending = None
+        self._executor = None
         self.closed = False
 
     @staticmethod
     def _new_spool():
-        return tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 - closed after each part
+        return tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 - closed after its upload
 
     def _limit(self):
-        return part_size_for(len(self.parts) + 1, self.base)
+        return part_size_for(self._number, self.base)
 
     def write(self, data):
         view = memoryview(data)
@@ -113,24 +122,38 @@ class S3Writer:
                 **storage.put_args(),
             )
             self.upload_id = response["UploadId"]
-        if len(self.parts) >= MAX_PARTS:
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="spp_backup-s3")
+        if self._number > MAX_PARTS:
             raise PreflightError("The artifact %s is larger than S3's 10,000 parts allow." % self.key)
-        number = len(self.parts) + 1
-        self._spool.seek(0)
-        response = storage.call(
-            "upload part %d of %s" % (number, self.key),
-            storage.client.upload_part,
-            Bucket=storage.bucket,
-            Key=storage.full_key(self.key),
-            UploadId=self.upload_id,
-            PartNumber=number,
-            Body=self._spool,
-            ContentLength=self._spooled,
-        )
-        self.parts.append({"PartNumber": number, "ETag": response["ETag"]})
-        self._spool.close()
-        self._spool = self._new_spool()
-        self._spooled = 0
+        self._wait()
+        spool, length, number = self._spool, self._spooled, self._number
+        self._spool, self._spooled, self._number = self._new_spool(), 0, number + 1
+        self._pending = self._executor.submit(self._upload, spool, length, number)
+
+    def _upload(self, spool, length, number):
+        """Upload one spooled part (in the background thread); returns its entry for completion."""
+        storage = self.storage
+        try:
+            spool.seek(0)
+            response = storage.call(
+                "upload part %d of %s" % (number, self.key),
+                storage.client.upload_part,
+                Bucket=storage.bucket,
+                Key=storage.full_key(self.key),
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=spool,
+                ContentLength=length,
+            )
+        finally:
+            spool.close()
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    def _wait(self):
+        """Wait for the part in flight; raise its error if it failed."""
+        if self._pending is not None:
+            future, self._pending = self._pending, None
+            self.parts.append(future.result())
 
     def commit(self):
         storage = self.storage
@@ -149,6 +172,7 @@ class S3Writer:
             else:
                 if self._spooled:
                     self._flush_part()
+                self._wait()
                 storage.call(
                     "complete the upload of %s" % self.key,
                     storage.client.complete_multipart_upload,
@@ -160,10 +184,14 @@ class S3Writer:
         except BaseException:
             self.abort()
             raise
-        self._close_spool()
+        self._close()
 
     def abort(self):
-        self._close_spool()
+        if self._pending is not None:
+            with contextlib.suppress(BaseException):
+                self._pending.result()
+            self._pending = None
+        self._close()
         if self.upload_id is not None:
             with contextlib.suppress(Exception):
                 self.storage.client.abort_multipart_upload(
@@ -171,7 +199,10 @@ class S3Writer:
                 )
             self.upload_id = None
 
-    def _close_spool(self):
+    def _close(self):
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         if not self.closed:
             self._spool.close()
             self.closed = True

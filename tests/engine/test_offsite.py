@@ -221,14 +221,15 @@ def test_network_cut_mid_upload_leaves_no_manifest_and_next_run_clears_orphans(
     dest = s3_dest(proxy.endpoint, "cut-bucket", part_size_mb=5, max_attempts=2)
     from engine.storage import s3 as s3_module
 
-    original_flush = s3_module.S3Writer._flush_part
+    original_upload = s3_module.S3Writer._upload
 
-    def flush_then_cut(writer):
-        original_flush(writer)
-        if writer.parts and "filestore" in writer.key:
-            proxy.cut()
+    def upload_then_cut(writer, spool, length, number):
+        entry = original_upload(writer, spool, length, number)
+        if "filestore" in writer.key:
+            proxy.cut()  # the link dies once the filestore's first part is stored
+        return entry
 
-    monkeypatch.setattr(s3_module.S3Writer, "_flush_part", flush_then_cut)
+    monkeypatch.setattr(s3_module.S3Writer, "_upload", upload_then_cut)
     try:
         with pytest.raises(BackupError, match="every destination failed|Cannot reach the S3 endpoint|S3 failed"):
             run_backup(plan_for(sample, destinations=[dest]))
@@ -236,7 +237,7 @@ def test_network_cut_mid_upload_leaves_no_manifest_and_next_run_clears_orphans(
         assert not any(k.endswith("manifest.json") for k in keys)
         assert len(client.list_multipart_uploads(Bucket="cut-bucket").get("Uploads", [])) == 1
         proxy.mend()
-        monkeypatch.setattr(s3_module.S3Writer, "_flush_part", original_flush)
+        monkeypatch.setattr(s3_module.S3Writer, "_upload", original_upload)
         monkeypatch.setattr(backup_module, "STALE_UPLOAD", backup_module.datetime.timedelta(0))
         result = run_backup(plan_for(sample, destinations=[dest]))
         assert client.list_multipart_uploads(Bucket="cut-bucket").get("Uploads", []) == []
