@@ -42,15 +42,20 @@ def generate_identity():
     return str(identity), str(identity.to_public())
 
 
+def key_lines(text):
+    """The non-empty, non-comment lines of a key list or key file."""
+    for line in str(text).splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield line
+
+
 def parse_recipients(values):
     """pyrage recipients from ``age1...`` strings (one per item or per line); a sentence if one is wrong."""
     pyrage = _pyrage()
     recipients = []
     for value in values or []:
-        for line in str(value).splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
+        for line in key_lines(value):
             try:
                 recipients.append(pyrage.x25519.Recipient.from_str(line))
             except Exception as exc:
@@ -79,10 +84,7 @@ def load_identities(path):
     except OSError as exc:
         raise PreflightError("Cannot read the age identity file %s: %s." % (path, exc.strerror or exc)) from exc
     identities = []
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    for line in key_lines("\n".join(lines)):
         try:
             identities.append(pyrage.x25519.Identity.from_str(line))
         except Exception as exc:

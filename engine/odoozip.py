@@ -21,7 +21,7 @@ import zipfile
 
 from . import filestore, pg
 from .errors import RestoreError, UnsafeArchive
-from .restore import RestoreResult, Target, neutralize, new_database_identity
+from .restore import RestoreResult, Target
 from .stream import CHUNK, ArtifactReader
 
 ODOO_KEYS = ("odoo_dump", "db_name", "version", "version_info", "major_version", "pg_version", "modules")
@@ -83,10 +83,7 @@ def import_odoo_zip(zip_path, options, progress=None):
             target.create_scratch()
             with archive.open("dump.sql") as dump:
                 run_psql(options.pg, target.scratch, dump)
-            if options.new_uuid:
-                new_database_identity(options.pg, target.scratch)
-            if options.neutralize:
-                neutralize(options.pg, target.scratch, options.neutralize_sql)
+            target.prepare_copy()
             seconds["database"] = round(time.monotonic() - t0, 3)
             if do_fs:
                 t0 = time.monotonic()

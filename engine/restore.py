@@ -151,6 +151,13 @@ class Target:
             name for name in pg.databases_like(self.options.pg, escaped + "\\_\\_restoring\\_%") if name != self.scratch
         ]
 
+    def prepare_copy(self):
+        """What the options ask of the loaded scratch database: a new identity, neutralization."""
+        if self.options.new_uuid:
+            new_database_identity(self.options.pg, self.scratch)
+        if self.options.neutralize:
+            neutralize(self.options.pg, self.scratch, self.options.neutralize_sql)
+
     def create_scratch(self, encoding="UTF8", collate=None, ctype=None):
         pg.create_database(self.options.pg, self.scratch, encoding or "UTF8", collate, ctype)
         self.scratch_created = True
@@ -293,10 +300,7 @@ def restore(ref, options, progress=None, verified=None):
                 t0 = time.monotonic()
                 progress(0.1, "Restoring the database into %s" % target.scratch)
                 _restore_database(ref, artifacts["database"], options, manifest, target)
-                if options.new_uuid:
-                    new_database_identity(options.pg, target.scratch)
-                if options.neutralize:
-                    neutralize(options.pg, target.scratch, options.neutralize_sql)
+                target.prepare_copy()
                 seconds["database"] = round(time.monotonic() - t0, 3)
         except BaseException:
             if fs_job:
