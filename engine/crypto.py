@@ -103,7 +103,9 @@ class _PipeThread:
     def __init__(self):
         read_fd, write_fd = os.pipe()
         self.pipe_reader = os.fdopen(read_fd, "rb", buffering=PIPE_CHUNK)
-        self.pipe_writer = os.fdopen(write_fd, "wb", buffering=0)
+        # Buffered, so that every write is whole: a raw write to a pipe may write only part of the data when
+        # a signal arrives (a host process with a SIGCHLD handler, such as Odoo), and the rest would be lost.
+        self.pipe_writer = os.fdopen(write_fd, "wb", buffering=PIPE_CHUNK)
         self.error = None
         self.thread = None
 

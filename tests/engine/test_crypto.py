@@ -44,6 +44,24 @@ def test_stream_round_trip_to_two_recipients(age_keys, tmp_path):
     assert decrypt(ciphertext, str(other_file)) == data
 
 
+def test_signals_never_cut_a_stream(age_keys):
+    """A process that handles signals (Odoo handles SIGCHLD) interrupts pipe writes: nothing may be lost."""
+    import signal
+
+    interrupted = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: interrupted.append(signum))
+    signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+    try:
+        data = os.urandom(24 << 20)
+        ciphertext = encrypt(data, [age_keys["recipient"]])
+        plain = decrypt(ciphertext, age_keys["file"])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert interrupted, "the test sent no signal"
+    assert plain == data
+
+
 def test_the_age_tool_decrypts_what_the_engine_encrypts(age_keys, tmp_path):
     """Debian's standalone age decrypts the engine's output with the same identity file."""
     data = os.urandom(1 << 20) + b"end"
