@@ -59,6 +59,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 OUT_DIR = os.path.join(HERE, "out")
 
+sys.path.insert(0, REPO)
+from tests import s3server  # noqa: E402  (the S3 test server the tests use too)
+
 # Dataset at scale 1.0 (calibrated: pg_database_size ~ 1.05e9 bytes, filestore 0.92e9 bytes).
 MESSAGES = 2_000_000
 PARTNERS = 50_000
@@ -75,7 +78,7 @@ TARGETS = {
     "secure_restore_ratio": 1.3,
     "s3_peak_rss_mb": 150.0,
 }
-MOTO_SERVER = os.path.join(REPO, ".venv-s3", "bin", "moto_server")
+MOTO_SERVER = s3server.moto_server_path(honour_override=False)
 S3_BUCKET = "spp-bench"
 S3_PREFIX = "odoo"
 MB = 1024 * 1024
@@ -522,14 +525,6 @@ def secure_restore_args(keys):
     return ("--identity", keys["identity"], "--verify-key", keys["verify_key"])
 
 
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def proc_status(pid, keys=("VmHWM", "VmRSS")):
     values = {}
     try:
@@ -553,7 +548,7 @@ def proc_cpu_seconds(pid):
         return None
 
 
-class MotoServer:
+class MotoServer(s3server.MotoServer):
     """moto's S3 server on a free loopback port, in its own process (and virtual environment).
 
     It keeps every object in its own memory: its RSS is the server's, reported
@@ -566,17 +561,12 @@ class MotoServer:
                 "--s3 needs moto's server at %s (dev/setup installs it: pip install -r requirements-s3-server.txt "
                 "into .venv-s3)" % MOTO_SERVER
             )
-        self.port = free_port()
-        self.endpoint = "http://127.0.0.1:%d" % self.port
-        self.log_path = os.path.join(logdir, "moto_server.log")
-        self.proc = None
+        super().__init__(MOTO_SERVER, log_path=os.path.join(logdir, "moto_server.log"))
 
     def env(self, base):
         env = dict(base)
+        env.update(s3server.S3_ENV)
         env.update(
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_DEFAULT_REGION="us-east-1",
             AWS_ENDPOINT_URL=self.endpoint,
             AWS_CONFIG_FILE=os.devnull,
             AWS_SHARED_CREDENTIALS_FILE=os.devnull,
@@ -586,52 +576,17 @@ class MotoServer:
         return env
 
     def start(self, base_env, timeout=60):
-        import urllib.error
-        import urllib.request
-
-        t0 = time.monotonic()
-        with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(self.port)],
-                env=self.env(base_env),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit("moto's server exited (code %s); see %s" % (self.proc.returncode, self.log_path))
-            try:
-                with urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2) as response:  # noqa: S310
-                    response.read(1)
-                break
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() - t0 > timeout:
-                    self.stop()
-                    raise SystemExit("moto's server did not answer on %s within %d s" % (self.endpoint, timeout))
-                time.sleep(0.2)
-        return round(time.monotonic() - t0, 2)
-
-    def client(self):
-        import boto3
-
-        return boto3.session.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-        ).client("s3", endpoint_url=self.endpoint)
+        try:
+            return super().start(env=self.env(base_env), timeout=timeout, probe_timeout=2, interval=0.2)
+        except s3server.MotoServerError as exc:
+            raise SystemExit(str(exc)) from None
 
     def memory(self):
-        values = proc_status(self.proc.pid) if self.proc else {}
+        values = proc_status(self.process.pid) if self.process else {}
         return {"hwm_kb": values.get("VmHWM"), "rss_kb": values.get("VmRSS")}
 
     def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        super().stop(timeout=15)
 
 
 def s3_backup(ds, rundir, env, keys):
@@ -642,11 +597,11 @@ def s3_backup(ds, rundir, env, keys):
         result["server_start_seconds"] = server.start(env)
         client = server.client()
         client.create_bucket(Bucket=S3_BUCKET)
-        cpu0 = proc_cpu_seconds(server.proc.pid)
+        cpu0 = proc_cpu_seconds(server.process.pid)
         result.update(
             engine_backup(ds, "s3://%s/%s" % (S3_BUCKET, S3_PREFIX), server.env(env), extra=secure_backup_args(keys))
         )
-        cpu1 = proc_cpu_seconds(server.proc.pid)
+        cpu1 = proc_cpu_seconds(server.process.pid)
         result["server_cpu_s"] = round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None
         result["server_memory_kb"] = server.memory()
         stored, objects = 0, 0

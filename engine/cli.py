@@ -18,10 +18,10 @@ from .verify import verify
 
 EPILOG = """\
 examples:
-  back up:    python3 -m engine --conf /etc/odoo/odoo.conf backup --database prod --dest /var/backups/odoo
-  list:       python3 -m engine list /var/backups/odoo --database prod
-  verify:     python3 -m engine verify /var/backups/odoo/prod/latest
-  restore:    python3 -m engine --conf /etc/odoo/odoo.conf restore /var/backups/odoo/prod/latest \\
+  back up:    spp-backup --conf /etc/odoo/odoo.conf backup --database prod --dest /var/backups/odoo
+  list:       spp-backup list /var/backups/odoo --database prod
+  verify:     spp-backup verify /var/backups/odoo/prod/latest
+  restore:    spp-backup --conf /etc/odoo/odoo.conf restore /var/backups/odoo/prod/latest \\
                   --target prod_copy --copy
   S3:         a destination may be s3://bucket/prefix (endpoint: $AWS_ENDPOINT_URL or s3_endpoint_url
               in odoo.conf's [spp_backup]; credentials: boto3's usual chain or s3_* keys there)
@@ -39,7 +39,7 @@ unless the message says otherwise).
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python3 -m engine",
+        prog="spp-backup",
         description="spp_backup: back up, list, verify and restore an Odoo database and its filestore.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -168,9 +168,25 @@ def build_parser():
     p.add_argument("kind", choices=["age", "signing"], help="age: encryption identity; signing: manifest signing key")
     p.add_argument("--out", required=True, help="file to write the PRIVATE key to (mode 0600; must not exist)")
 
-    p = sub.add_parser("run", help="(used by Odoo) run a backup plan and report into a status file")
+    p = sub.add_parser(
+        "worker",
+        help="execute the backups, restores, drills and verifications that Odoo queues (a service beside Odoo)",
+        description="Claims the runs Odoo queues in its databases and executes them, holding a PostgreSQL "
+        "advisory lock per run as its proof of life. Connect it to PostgreSQL directly, not through a "
+        "transaction-pooling PgBouncer (session locks and LISTEN need a session).",
+    )
+    p.add_argument(
+        "--database",
+        action="append",
+        help="a database to serve (repeatable; default: odoo.conf's db_name, else every database with spp_backup)",
+    )
+    p.add_argument("--data-dir", help="Odoo's data_dir (default: odoo.conf's)")
+    p.add_argument("--once", action="store_true", help="exit once no run is queued (Odoo's embedded one-shot mode)")
+    p.add_argument("--poll", type=float, default=10.0, help="seconds between two looks when no NOTIFY came")
+    p = sub.add_parser("run", help="execute one plan file (JSON, as Odoo queues them) and print the result")
     p.add_argument("--plan", required=True)
-    p.add_argument("--status", required=True)
+    p.add_argument("--database", help="the database the plan belongs to (its scope)")
+    p.add_argument("--data-dir", help="Odoo's data_dir (default: odoo.conf's)")
     return parser
 
 
@@ -202,9 +218,15 @@ def cmd_backup(args):
         min_free = int(settings.get("min_free_bytes", 0) or 0)
     except ValueError:
         raise BackupError("min_free_bytes in odoo.conf's [spp_backup] section must be a whole number of bytes.")
+    destinations = [catalog.destination_for(d, settings)[0] for d in args.dest]
+    for config in destinations:
+        # A folder named on the command line is made when missing (the server never makes one: an unmounted
+        # disk must not fill its own).
+        if config.kind == "local" and not os.path.isdir(config.path):
+            os.makedirs(config.path, mode=0o700, exist_ok=True)
     plan = BackupPlan(
         db_name=args.database,
-        destinations=[catalog.destination_for(d, settings)[0] for d in args.dest],
+        destinations=destinations,
         pg=pg,
         data_dir=data_dir,
         include_database=not args.no_database,
@@ -395,7 +417,9 @@ def main(argv=None):
     # A service manager stops with SIGTERM: unwind like Ctrl-C so partial work is cleaned up.
     signal.signal(signal.SIGTERM, _terminate)
     if args.command == "run":
-        return run_plan_file(args.plan, args.status)
+        return run_plan_file(args.plan, args.conf, args.database, args.data_dir)
+    if args.command == "worker":
+        return cmd_worker(args)
     try:
         code, data, text = COMMANDS[args.command](args)
     except BackupError as exc:
@@ -414,6 +438,22 @@ def main(argv=None):
     else:
         print(text)
     return code
+
+
+def cmd_worker(args):
+    import logging
+
+    from .worker import Worker, WorkerContext
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    try:
+        ctx = WorkerContext.from_config(args.conf, data_dir=args.data_dir)
+        worker = Worker(ctx, databases=args.database, once=args.once, poll_seconds=args.poll)
+        return worker.serve()
+    except BackupError as exc:
+        return _fail(args, str(exc))
+    except KeyboardInterrupt:
+        return 0
 
 
 def _fail(args, message):

@@ -149,9 +149,13 @@ class LocalStorage:
         """Write, read back and delete a probe file; raise with what failed."""
         key = ".spp_backup_probe_%s" % uuid.uuid4().hex
         payload = os.urandom(64)
-        step = "create the directory %s" % self.root
+        if not os.path.isdir(self.root):
+            raise PreflightError(
+                "The folder %s does not exist. Create it (or mount the disk that holds it) and test again: "
+                "it is not created here, so that an unmounted disk does not fill the server's own." % self.root
+            )
+        step = "write a file in %s" % self.root
         try:
-            make_private_dirs(self.root)
             step = "write a file in %s" % self.root
             with self.open_writer(key) as writer:
                 writer.write(payload)

@@ -20,6 +20,8 @@ sys.path.insert(0, os.path.join(ROOT, "dev"))
 import sampledb  # noqa: E402
 
 from engine.config import BackupPlan, DestinationConfig, PgConfig  # noqa: E402
+from tests import s3server  # noqa: E402
+from tests.s3server import S3_ENV  # noqa: E402
 
 conn_kwargs = sampledb.conn_kwargs
 
@@ -75,6 +77,8 @@ def sample(dbs, tmp_path, pgconf):
     name = dbs.name("src")
     data_dir = str(tmp_path / "data")
     root = sampledb.build(conn_kwargs(), name, data_dir, partners=500, messages=2000, files=40, file_size=20000)
+    # Destination folders exist before a backup: the engine never makes a missing one (an unmounted disk).
+    (tmp_path / "backups").mkdir(mode=0o700)
     return {"db": name, "data_dir": data_dir, "filestore": root, "dest": str(tmp_path / "backups"), "tmp": tmp_path}
 
 
@@ -91,6 +95,28 @@ def plan_for(pgconf):
         return BackupPlan(**values)
 
     return make
+
+
+def run_plan(plan, tmp_path, data_dir=None, database=None):
+    """``spp-backup run --plan``, as Odoo's worker executes plans: (exit code, its JSON answer).
+
+    Local destinations under ``tmp_path`` are within the scope (backup_roots).
+    """
+    import json
+    import subprocess
+
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(plan))
+    args = [sys.executable, "-m", "engine", "run", "--plan", str(plan_path)]
+    if data_dir:
+        args += ["--data-dir", str(data_dir)]
+    if database:
+        args += ["--database", database]
+    env = dict(os.environ, SPP_BACKUP_BACKUP_ROOTS=str(tmp_path))
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env)  # noqa: S603
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, "no answer from run: %s" % proc.stderr
+    return proc.returncode, json.loads(lines[-1])
 
 
 def table_contents(dbname):
@@ -133,53 +159,24 @@ def query(dbname, statement, params=None):
 
 def moto_server_command():
     """The S3 test server: moto in server mode, from its own environment (.venv-s3)."""
-    path = os.environ.get("SPP_MOTO_SERVER") or os.path.join(ROOT, ".venv-s3", "bin", "moto_server")
+    path = s3server.moto_server_path()
     if not os.path.exists(path):
         pytest.fail("The S3 tests need moto's server at %s (dev/setup installs it, or set SPP_MOTO_SERVER)" % path)
     return path
 
 
-class MotoServer:
-    """A real S3 HTTP server on loopback, in its own process."""
+class MotoServer(s3server.MotoServer):
+    """A real S3 HTTP server on loopback, in its own process, started at once; the test fails when it does not start.
+
+    ``env`` adds variables to the server's environment.
+    """
 
     def __init__(self, env=None):
-        import socket
-        import subprocess
-        import time
-        import urllib.request
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.endpoint = "http://127.0.0.1:%d" % self.port
-        self.process = subprocess.Popen(
-            [moto_server_command(), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=dict(os.environ, **(env or {})),
-        )
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1).read()
-                break
-            except OSError:
-                if time.time() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    pytest.fail("moto's S3 server did not start on %s" % self.endpoint)
-                time.sleep(0.1)
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except Exception:
-                self.process.kill()
-                self.process.wait()
-
-
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        super().__init__(moto_server_command())
+        try:
+            self.start(env=dict(os.environ, **(env or {})))
+        except s3server.MotoServerError as exc:
+            pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, query, table_contents, tree_digest
+from conftest import ROOT, query, run_plan, table_contents, tree_digest
 
 from engine import catalog
 from engine.backup import run_backup
@@ -214,46 +214,42 @@ def test_zip_member_that_is_a_link_is_refused(tmp_path, pgconf):
         import_odoo_zip(str(path), RestoreOptions(target_db="link_db_x", pg=pgconf, data_dir=str(tmp_path / "d")))
 
 
-def run_runner(plan, tmp_path):
-    from engine.runner import read_status
-
-    plan_path, status_path = tmp_path / "plan.json", tmp_path / "status.json"
-    plan_path.write_text(json.dumps(plan))
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", "run", "--plan", str(plan_path), "--status", str(status_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    return proc.returncode, read_status(str(status_path))
-
-
-def test_runner_restores_and_drills_outside_the_caller(sample, plan_for, dbs, pgconf, tmp_path):
-    """The detached runner carries out restore and drill plans and reports their results."""
+def test_run_restores_and_drills_outside_the_caller(sample, plan_for, dbs, tmp_path):
+    """``run`` carries out restore and drill plans as the worker does and reports their results."""
     result = run_backup(plan_for(sample))
     source = {"destination": {"kind": "local", "path": sample["dest"]}, "db_name": sample["db"], "backup_id": "latest"}
-    pg_public = pgconf.public_dict()
     target = dbs.name("runner")
-    code, status = run_runner(
-        {
-            "action": "restore",
-            "pg": pg_public,
-            "source": source,
-            "options": {"target_db": target, "data_dir": str(tmp_path / "rdata"), "new_uuid": True, "neutralize": True},
-        },
+    code, answer = run_plan(
+        {"action": "restore", "source": source, "options": {"target_db": target, "new_uuid": True, "neutralize": True}},
         tmp_path,
+        data_dir=tmp_path / "rdata",
+        database=sample["db"],
     )
-    assert code == 0 and status["state"] == "done", status
-    assert status["result"]["backup_id"] == result.backup_id and status["result"]["target_db"] == target
+    assert code == 0 and answer["ok"], answer
+    assert answer["result"]["backup_id"] == result.backup_id and answer["result"]["target_db"] == target
     assert query(target, "SELECT value FROM ir_config_parameter WHERE key = 'database.is_neutralized'") == [("true",)]
-    code, status = run_runner(
-        {"action": "drill", "pg": pg_public, "source": source, "data_dir": str(tmp_path / "ddata")}, tmp_path
-    )
-    assert code == 0 and status["state"] == "done" and status["result"]["ok"] is True
-    assert status["result"]["restore_seconds"] > 0 and status["result"]["cleaned_up"] is True
+    assert os.path.isdir(tmp_path / "rdata" / "filestore" / target)
+    drill = {"action": "drill", "source": source}
+    code, answer = run_plan(drill, tmp_path, data_dir=tmp_path / "ddata", database=sample["db"])
+    assert code == 0 and answer["ok"] and answer["result"]["ok"] is True
+    assert answer["result"]["restore_seconds"] > 0 and answer["result"]["cleaned_up"] is True
     os.unlink(os.path.join(result.locations[0], result.artifacts["application"]["file"]))
-    code, status = run_runner(
-        {"action": "drill", "pg": pg_public, "source": source, "data_dir": str(tmp_path / "ddata")}, tmp_path
+    code, answer = run_plan(drill, tmp_path, data_dir=tmp_path / "ddata", database=sample["db"])
+    assert code == 2 and not answer["ok"] and "drill failed" in answer["error"]
+    assert answer["result"]["cleaned_up"] is True
+
+
+def test_run_refuses_what_is_out_of_scope(sample, plan_for, dbs, tmp_path):
+    """A plan naming a folder outside backup_roots, another database or a system database is refused in words."""
+    outside = {"destination": {"kind": "local", "path": "/etc"}, "db_name": sample["db"], "backup_id": "latest"}
+    code, answer = run_plan({"action": "drill", "source": outside}, tmp_path, database=sample["db"])
+    assert code == 2 and "outside the folders" in answer["error"] and "backup_roots" in answer["error"]
+    source = {"destination": {"kind": "local", "path": sample["dest"]}, "db_name": sample["db"], "backup_id": "latest"}
+    code, answer = run_plan({"action": "drill", "source": source}, tmp_path, database="another_db")
+    assert code == 2 and "databases setting" in answer["error"]
+    code, answer = run_plan(
+        {"action": "restore", "source": source, "options": {"target_db": "template1", "replace": True}},
+        tmp_path,
+        database=sample["db"],
     )
-    assert code == 2 and status["state"] == "failed" and "drill failed" in status["error"]
-    assert status["result"]["cleaned_up"] is True
+    assert code == 2 and "system database" in answer["error"]

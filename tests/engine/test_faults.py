@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, conn_kwargs, query
+from conftest import ROOT, conn_kwargs, query, run_plan
 
 from engine import catalog, filestore, pg
 from engine.backup import run_backup
@@ -79,7 +79,7 @@ def test_unwritable_destination(sample, plan_for, tmp_path):
     """A destination that cannot be written is refused before the dump, with the reason."""
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(PreflightError, match="Cannot create the directory .*a-file/backups"):
+    with pytest.raises(PreflightError, match="a-file/backups does not exist"):
         run_backup(plan_for(sample, destinations=[DestinationConfig(path=str(blocker / "backups"))]))
 
 
@@ -265,45 +265,16 @@ def test_restore_refuses_a_backup_with_a_hostile_filestore(sample, plan_for, dbs
     assert not (restore_dir / "escaped").exists()
 
 
-def test_runner_reports_done_and_failed_through_the_status_file(sample, tmp_path, plan_for):
-    """The detached runner writes a final status with the result, or the error in words."""
-    from engine.runner import read_status
-
+def test_run_reports_done_and_failed_in_words(sample, tmp_path, plan_for):
+    """``run`` of a plan prints the result, or the error in words, with the exit code."""
     plan = plan_for(sample)
-    plan_path, status_path = tmp_path / "plan.json", tmp_path / "status.json"
-    plan_path.write_text(json.dumps(plan.to_dict()))
-    proc = cli("run", "--plan", str(plan_path), "--status", str(status_path))
-    assert proc.returncode == 0, proc.stderr
-    status = read_status(str(status_path))
-    assert status["state"] == "done" and status["result"]["summary"]["filestore_files"] == 40
-    assert status["log"] and status["progress"] == 1.0
+    code, answer = run_plan(plan.to_dict(), tmp_path, data_dir=sample["data_dir"], database=sample["db"])
+    assert code == 0 and answer["ok"] and answer["result"]["summary"]["filestore_files"] == 40
     bad = plan.to_dict()
     bad["db_name"] = "no_such_database_here"
-    plan_path.write_text(json.dumps(bad))
-    proc = cli("run", "--plan", str(plan_path), "--status", str(status_path))
-    status = read_status(str(status_path))
-    assert proc.returncode == 2 and status["state"] == "failed"
-    assert "does not exist" in status["error"] and "Traceback" not in status["error"]
-
-
-def test_a_killed_runner_is_detectable(sample, tmp_path, plan_for):
-    """A runner killed mid-run leaves a non-final status whose pid is gone."""
-    from engine.runner import FINAL_STATES, pid_alive, read_status
-
-    plan_path, status_path = tmp_path / "plan.json", tmp_path / "status.json"
-    plan_path.write_text(json.dumps(plan_for(sample).to_dict()))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "run", "--plan", str(plan_path), "--status", str(status_path)], cwd=ROOT
-    )
-    deadline = time.time() + 30
-    while time.time() < deadline and read_status(str(status_path)) is None:
-        time.sleep(0.005)
-    proc.kill()
-    proc.wait()
-    status = read_status(str(status_path))
-    if status["state"] in FINAL_STATES:
-        pytest.skip("the runner finished before it could be killed")
-    assert not pid_alive(status["pid"])
+    code, answer = run_plan(bad, tmp_path, data_dir=sample["data_dir"], database="no_such_database_here")
+    assert code == 2 and not answer["ok"]
+    assert "does not exist" in answer["error"] and "Traceback" not in answer["error"]
 
 
 def test_cli_help_reads_for_a_person():

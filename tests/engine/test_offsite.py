@@ -9,7 +9,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import ROOT, CutProxy, conn_kwargs, query, table_contents, tree_digest
+from conftest import ROOT, CutProxy, conn_kwargs, query, run_plan, table_contents, tree_digest
 
 from engine import backup as backup_module
 from engine import catalog, crypto
@@ -180,6 +180,7 @@ def test_a_failed_copy_fails_the_run_but_the_good_copy_stays(sample, plan_for, t
     blocker = tmp_path / "blocker"
     blocker.mkdir()
     good = str(tmp_path / "good")
+    os.mkdir(good)
 
     class Failing(LocalStorage):
         def open_writer(self, key):
@@ -254,20 +255,11 @@ def test_missing_bucket_stops_the_backup_before_it_starts(sample, plan_for, s3_s
 
 def test_retention_through_the_runner_keeps_exactly_the_policy(sample, plan_for, tmp_path):
     """keep_last 2: after four runs two backups remain, the newest ones, and the prune is reported."""
-    from engine.runner import read_status
-
     ids = []
     for _ in range(4):
         plan = plan_for(sample, retention={"keep_last": 2})
-        plan_path, status_path = tmp_path / "plan.json", tmp_path / "status.json"
-        plan_path.write_text(json.dumps(plan.to_dict()))
-        proc = subprocess.run(
-            [sys.executable, "-m", "engine", "run", "--plan", str(plan_path), "--status", str(status_path)],
-            cwd=ROOT,
-            capture_output=True,
-        )
-        assert proc.returncode == 0, proc.stderr
-        status = read_status(str(status_path))
+        code, status = run_plan(plan.to_dict(), tmp_path, data_dir=sample["data_dir"], database=sample["db"])
+        assert code == 0, status
         ids.append(status["result"]["backup_id"])
     remaining = [e.backup_id for e in catalog.list_backups(LocalStorage(sample["dest"]), sample["db"])]
     assert remaining == sorted(ids)[-2:]

@@ -1,0 +1,132 @@
+"""What this server may touch: databases, local folders and S3 endpoints, as odoo.conf allows.
+
+Odoo's layer checks these before it accepts a setting, and the worker checks
+them again before it runs a plan, so a record written past the first check
+still cannot make the worker back up another database, write outside the
+allowed folders or send a backup to an endpoint nobody approved.
+
+Settings (``[spp_backup]`` of odoo.conf, or ``SPP_BACKUP_<KEY>``):
+
+- ``databases``: a regular expression of the database names a policy, a
+  restore, a drill or a browse may name besides the database it lives in
+  (for example ``^prod$|^staging$``). Empty: only that database.
+- ``backup_roots``: the folders under which local destinations may lie,
+  separated by commas or new lines. Default: ``<data_dir>/backups``.
+- ``s3_endpoints``: the S3 endpoint URLs a destination may name, separated
+  by commas or new lines. An empty endpoint (AWS's own) is always allowed.
+"""
+
+import os
+import re
+
+from .errors import PreflightError
+
+# Never a target of a restore or an import, whatever the settings say.
+SYSTEM_DATABASES = ("postgres", "template0", "template1")
+
+
+def _items(value):
+    return [item.strip() for item in re.split(r"[,\n]", value or "") if item.strip()]
+
+
+def database_pattern(settings):
+    """The compiled ``databases`` expression, or None when only the serving database is allowed."""
+    text = (settings.get("databases") or "").strip()
+    if not text:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise PreflightError(
+            "The databases setting in the [spp_backup] section of odoo.conf is not a valid regular expression "
+            "(%s): %s" % (text, exc)
+        ) from exc
+
+
+def database_allowed(name, serving_db, settings):
+    """True when ``name`` is the serving database or matches the ``databases`` setting."""
+    if not name:
+        return False
+    if name == serving_db:
+        return True
+    pattern = database_pattern(settings)
+    return bool(pattern and pattern.search(name)) and name not in SYSTEM_DATABASES
+
+
+def check_database(name, serving_db, settings, what="back up"):
+    """Raise a PreflightError in words when ``name`` is outside this server's scope."""
+    if not database_allowed(name, serving_db, settings):
+        raise PreflightError(
+            "Database %r is not this Odoo's database (%s), and the databases setting in the [spp_backup] section "
+            "of odoo.conf does not allow it: this server may not %s it. To allow it, add it there, for example "
+            "databases = ^%s$." % (name, serving_db, what, re.escape(name or ""))
+        )
+
+
+def check_target_database(name, serving_db, settings, replace=True):
+    """A restore or import target: never a system database; an existing one (replaced) only within the scope.
+
+    A new database (``replace`` false: the restore refuses a name that exists) touches nothing that was there.
+    """
+    if name in SYSTEM_DATABASES:
+        raise PreflightError("%r is a system database of PostgreSQL: it is never a restore target." % name)
+    if replace:
+        check_database(name, serving_db, settings, what="replace")
+
+
+def backup_roots(settings, data_dir):
+    """The folders (real paths) local destinations may lie under."""
+    roots = _items(settings.get("backup_roots"))
+    if not roots and data_dir:
+        roots = [os.path.join(data_dir, "backups")]
+    return [os.path.realpath(root) for root in roots if os.path.isabs(root)]
+
+
+def _under(path, root):
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def local_path_allowed(path, settings, data_dir, approved=()):
+    """True when ``path`` (absolute) lies under a backup root, or is one of the ``approved`` folders."""
+    if not path or not os.path.isabs(path):
+        return False
+    real = os.path.realpath(path)
+    if any(_under(real, os.path.realpath(folder)) for folder in approved if folder):
+        return True
+    return any(_under(real, root) for root in backup_roots(settings, data_dir))
+
+
+def check_local_path(path, settings, data_dir, approved=()):
+    if not path or not os.path.isabs(path):
+        raise PreflightError("A local destination must be an absolute folder path, not %r." % (path,))
+    if not local_path_allowed(path, settings, data_dir, approved):
+        roots = backup_roots(settings, data_dir)
+        raise PreflightError(
+            "The folder %s is outside the folders this server may write backups to (%s). Choose a folder under "
+            "one of them, or add its parent to backup_roots in the [spp_backup] section of odoo.conf."
+            % (path, ", ".join(roots) or "none configured")
+        )
+
+
+def s3_endpoints(settings):
+    return [url.rstrip("/") for url in _items(settings.get("s3_endpoints"))]
+
+
+def check_s3_endpoint(url, settings):
+    if not url:
+        return
+    if url.rstrip("/") not in s3_endpoints(settings):
+        raise PreflightError(
+            "The S3 endpoint %s is not among the endpoints this server may use: add it to s3_endpoints in the "
+            "[spp_backup] section of odoo.conf." % url
+        )
+
+
+def check_destination(config, settings, data_dir, approved=()):
+    """A DestinationConfig within this server's scope, or a PreflightError in words."""
+    if config.kind == "local":
+        check_local_path(config.path, settings, data_dir, approved)
+    elif config.kind == "s3":
+        check_s3_endpoint(config.endpoint_url, settings)
+    else:
+        raise PreflightError("Unknown destination kind %r." % (config.kind,))
