@@ -1,7 +1,7 @@
 {  # noqa: B018 - an Odoo manifest is a bare dictionary
     "name": "OpenSPP Backup & Recovery",
     "summary": "Scheduled, verifiable backups of the database, filestore and application, with evidence for auditors.",
-    "version": "17.0.1.2.0",
+    "version": "17.0.1.3.0",
     "author": "OpenSPP.org",
     "website": "https://github.com/OpenSPP/openspp-modules",
     "license": "LGPL-3",
@@ -27,8 +27,14 @@
         "views/backup_restore_views.xml",
         "views/backup_drill_views.xml",
         "views/backup_alert_views.xml",
+        "views/backup_run_views.xml",
         "views/menus.xml",
     ],
+    "assets": {
+        "web.assets_backend": [
+            "spp_backup/static/src/js/run_live.js",
+        ],
+    },
     "development_status": "Alpha",
     "maintainers": ["jeremi", "gonzalesedwin1123"],
     "installable": True,

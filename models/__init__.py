@@ -1,4 +1,5 @@
-# The runner mixin comes first: the restore and drill models inherit it.
+# The engine bridge and the runner mixin come first: the other models use them.
+from . import backup_engine  # noqa: F401  isort: skip
 from . import backup_runner_mixin  # noqa: F401  isort: skip
 from . import (  # noqa: F401
     backup_alert,
@@ -9,4 +10,5 @@ from . import (  # noqa: F401
     backup_job_copy,
     backup_policy,
     backup_restore,
+    backup_run,
 )

@@ -1,3 +1,4 @@
+import datetime
 import logging
 
 from markupsafe import Markup
@@ -10,7 +11,11 @@ ALERT_KINDS = [
     ("drill_failed", "Restore drill failed"),
     ("rpo_breach", "RPO breached"),
     ("rto_breach", "RTO breached"),
+    ("no_worker", "No backup worker"),
 ]
+
+# Queued work older than this with no live worker raises an alert.
+STUCK_AFTER = datetime.timedelta(minutes=5)
 
 
 class SppBackupAlert(models.Model):
@@ -102,6 +107,27 @@ class SppBackupAlert(models.Model):
         )
         _logger.info("Backup alert %s opened for policy %s: %s", kind, policy.id, message)
         return alert
+
+    @api.model
+    def _check_stuck_runs(self, queued, mode):
+        """One alert per policy whose work waits for a worker that is not there; resolved once work moves."""
+        now = fields.Datetime.now()
+        stuck = queued.filtered(lambda run: run.create_date and now - run.create_date > STUCK_AFTER)
+        policies = stuck.mapped("policy_id") if mode == "none" else self.env["spp.backup.policy"]
+        for policy in policies:
+            self._raise(
+                policy,
+                "no_worker",
+                _(
+                    "Backups, restores or drills of policy '%s' have waited more than 5 minutes and no backup worker "
+                    "is running. Start the worker service (spp-backup worker --conf <odoo.conf>, see the README), or, "
+                    "without one, check the worker log in the data directory (spp_backup/worker-<db>.log).",
+                    policy.name,
+                ),
+            )
+        waiting = self.sudo().search([("kind", "=", "no_worker"), ("state", "=", "open")])
+        for alert in waiting.filtered(lambda a: a.policy_id not in policies):
+            self._resolve(alert.policy_id, "no_worker", _("A backup worker picked the waiting work up."))
 
     @api.model
     def _resolve(self, policy, kind, reason):

@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 import os
 import re
@@ -5,11 +6,16 @@ import re
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
+from ..engine import pg as engine_pg
+from ..engine import scope
 from ..engine.config import DestinationConfig
 from ..engine.errors import BackupError
 from ..engine.storage import open_storage
 
 _logger = logging.getLogger(__name__)
+
+# Backup ids as the engine makes them: UTC time and a random suffix.
+BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4,32}$")
 
 # S3 bucket names: 3 to 63 lower-case letters, digits, dots and hyphens.
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -38,13 +44,15 @@ class SppBackupDestination(models.Model):
     )
     path = fields.Char(
         string="Directory",
-        help="Absolute path of the directory that receives the backup sets, one sub-folder per database. "
-        "The Odoo server's user must be able to write there.",
+        help="Absolute path of an existing directory that receives the backup sets, one sub-folder per database. "
+        "It must lie under one of the folders that backup_roots in the [spp_backup] section of odoo.conf allows "
+        "(by default <data_dir>/backups), and the Odoo server's user must be able to write there.",
     )
     endpoint_url = fields.Char(
         string="Endpoint URL",
-        help="URL of the S3 service, e.g. https://minio.example.org:9000. Leave empty for AWS S3 "
-        "(or to use s3_endpoint_url from the [spp_backup] section of odoo.conf).",
+        help="URL of the S3 service, e.g. https://minio.example.org:9000; it must be one of the endpoints that "
+        "s3_endpoints in the [spp_backup] section of odoo.conf allows. Leave empty for AWS S3 (or for "
+        "s3_endpoint_url from that section).",
     )
     region = fields.Char(
         help="Region of the bucket, e.g. eu-west-1. Leave empty to use s3_region from odoo.conf or the "
@@ -107,6 +115,14 @@ class SppBackupDestination(models.Model):
         help="Size of each part of the multipart uploads, from 5 to 5120 MiB. Larger parts mean fewer requests; "
         "memory use stays bounded whatever the size of the backup.",
     )
+    is_path_approved = fields.Boolean(
+        string="Approved at upgrade",
+        readonly=True,
+        copy=False,
+        help="This folder was in use before backup_roots existed and stays usable; add it (or its parent) to "
+        "backup_roots in the [spp_backup] section of odoo.conf.",
+    )
+    approved_path = fields.Char(string="Approved folder", readonly=True, copy=False)
     where = fields.Char(string="Where", compute="_compute_where", help="The directory or the S3 bucket and prefix.")
     policy_ids = fields.Many2many(
         "spp.backup.policy",
@@ -154,6 +170,84 @@ class SppBackupDestination(models.Model):
                         path=destination.path,
                     )
                 )
+            destination._check_scope()
+
+    def _check_scope(self):
+        """A ValidationError in words when this destination lies outside what odoo.conf allows."""
+        self.ensure_one()
+        Engine = self.env["spp.backup.engine"]
+        try:
+            scope.check_destination(
+                self._to_engine_destination(), Engine._settings(), Engine._data_dir(), self._approved_paths()
+            )
+        except BackupError as exc:
+            raise ValidationError(_("Destination '%(name)s': %(reason)s", name=self.name, reason=exc)) from exc
+
+    def _approved_paths(self):
+        """Folders approved at upgrade (in use before backup_roots existed), still usable."""
+        return [dest.approved_path for dest in self.sudo() if dest.is_path_approved and dest.approved_path]
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        self._check_server_fields(vals_list)
+        return super().create(vals_list)
+
+    def write(self, vals):
+        self._check_server_fields([vals])
+        return super().write(vals)
+
+    @api.model
+    def _check_server_fields(self, vals_list):
+        if self.env.su:
+            return
+        for vals in vals_list:
+            if {"is_path_approved", "approved_path"} & set(vals):
+                raise ValidationError(_("Only the server approves destination folders (at upgrade)."))
+
+    @api.model
+    def _approve_existing_folders(self):
+        """At upgrade: local destinations whose folder exists stay usable, with a warning to add it to backup_roots."""
+        Engine = self.env["spp.backup.engine"]
+        settings, data_dir = Engine._settings(), Engine._data_dir()
+        approved = self.browse()
+        for dest in self.sudo().with_context(active_test=False).search([("kind", "=", "local")]):
+            path = (dest.path or "").strip()
+            if not path or not os.path.isdir(path) or scope.local_path_allowed(path, settings, data_dir):
+                continue
+            dest.write({"is_path_approved": True, "approved_path": path})
+            approved |= dest
+            _logger.warning(
+                "Backup destination %s (%s) lies outside backup_roots; it stays usable because it existed before the "
+                "upgrade. Add it to backup_roots in the [spp_backup] section of odoo.conf.",
+                dest.name,
+                path,
+            )
+        return approved
+
+    @api.model
+    def _source_of(self, copy=None, destination=None, db_name=None, backup_id=None):
+        """The worker's ``source`` of a backup set: a stored copy, or a destination with a database and backup id.
+
+        Derived by the server from its own records, never taken from what a person typed as a location.
+        """
+        if copy:
+            return copy.sudo()._engine_source()
+        if not destination:
+            raise UserError(_("Choose the destination that holds the backup."))
+        destination = destination.sudo()
+        try:
+            engine_pg.check_db_name(db_name)
+        except BackupError as exc:
+            raise UserError(str(exc)) from exc
+        if backup_id not in ("latest",) and not BACKUP_ID_RE.match(backup_id or ""):
+            raise UserError(_("%s is not a backup id (they read like 20261126T030000Z-3f9a1c).", backup_id))
+        self.env["spp.backup.engine"]._check_database_scope(db_name, what="read the backups of")
+        return {
+            "destination": dataclasses.asdict(destination._to_engine_destination()),
+            "db_name": db_name,
+            "backup_id": backup_id,
+            "approved_paths": destination._approved_paths(),
+        }
 
     @api.constrains("kind", "bucket", "prefix", "endpoint_url", "part_size_mb", "sse", "sse_kms_key_id")
     def _check_s3(self):
@@ -195,6 +289,7 @@ class SppBackupDestination(models.Model):
                         CREDENTIALS_HELP,
                     )
                 )
+            destination._check_scope()
             if not 5 <= destination.part_size_mb <= 5120:
                 raise ValidationError(
                     _(
@@ -261,7 +356,7 @@ class SppBackupDestination(models.Model):
     def _open_storage(self, settings=None):
         """The engine storage of this destination; a UserError in words when it cannot be opened."""
         self.ensure_one()
-        settings = settings or self.env["spp.backup.policy"]._engine_settings()
+        settings = settings or self.env["spp.backup.engine"]._settings()
         return self._call_storage(lambda: open_storage(self._to_engine_destination(), settings))
 
     def _call_storage(self, work):
@@ -279,8 +374,10 @@ class SppBackupDestination(models.Model):
     def action_test(self):
         """Write, read back and delete a probe; say what happened (for S3, whether Object Lock is available)."""
         self.ensure_one()
-        self.env["spp.backup.policy"]._check_backup_manager()
-        settings = self.env["spp.backup.policy"]._engine_settings()
+        Engine = self.env["spp.backup.engine"]
+        Engine._check_manager()
+        settings = Engine._settings()
+        self._check_scope()
         storage = self._open_storage(settings)
         message = self._call_storage(storage.probe)
         return {
@@ -297,7 +394,6 @@ class SppBackupDestination(models.Model):
     def action_browse_backups(self):
         """List every backup set stored here, of every database (also those written by other servers)."""
         self.ensure_one()
-        policy = self.env["spp.backup.policy"]
         if not (self.env.user.has_group("spp_backup.group_backup_restore") or self.env.su):
-            policy._check_backup_manager()
+            self.env["spp.backup.engine"]._check_manager()
         return self.env["spp.backup.browse"]._open_for(self)

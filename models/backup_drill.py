@@ -1,8 +1,5 @@
-import json
-
 from markupsafe import Markup
 from odoo import _, api, fields, models
-from odoo.exceptions import UserError
 
 
 class SppBackupDrill(models.Model):
@@ -12,11 +9,11 @@ class SppBackupDrill(models.Model):
     _description = "Restore Drill"
     _inherit = ["spp.backup.runner.mixin", "mail.thread"]
     _order = "create_date desc, id desc"
-    _runner_prefix = "drill"
+    _run_action = "drill"
 
     name = fields.Char(compute="_compute_name", store=True)
     policy_id = fields.Many2one(
-        "spp.backup.policy", string="Policy", required=True, readonly=True, ondelete="cascade", index=True
+        "spp.backup.policy", string="Policy", required=True, readonly=True, ondelete="restrict", index=True
     )
     job_id = fields.Many2one(
         "spp.backup.job", string="Backup job", readonly=True, ondelete="set null", index="btree_not_null"
@@ -24,9 +21,6 @@ class SppBackupDrill(models.Model):
     copy_id = fields.Many2one("spp.backup.job.copy", string="Copy", readonly=True, ondelete="set null")
     backup_id = fields.Char(string="Backup ID", readonly=True, tracking=True)
     source_location = fields.Char(string="Drilled copy", readonly=True, help="Where the backup set was read.")
-    source_json = fields.Text(
-        string="Source (engine)", readonly=True, help="The destination, database and backup id given to the runner."
-    )
     trigger = fields.Selection(
         [("schedule", "Schedule"), ("manual", "Manual")], default="manual", required=True, readonly=True
     )
@@ -56,21 +50,15 @@ class SppBackupDrill(models.Model):
 
     def _runner_plan(self):
         self.ensure_one()
-        settings, pg, rcfile = self._engine_context()
-        policy = self.policy_id
-        source = json.loads(self.source_json)
-        manifest = self._read_manifest(self._source_ref(source, settings))
-        plan = {
-            "action": "drill",
-            "odoo_conf": rcfile,
-            "pg": pg.public_dict(),
+        Engine = self.env["spp.backup.engine"]
+        source = self.env["spp.backup.destination"]._source_of(copy=self.copy_id)
+        manifest = self._read_manifest(self._source_ref(source))
+        return {
             "source": source,
-            "data_dir": policy._data_dir(),
-            "public_key": policy.signing_public_key or None,
-            "neutralize_sql": policy._neutralize_queries(manifest.get("modules") or {}),
+            "public_key": self.policy_id.signing_public_key or None,
+            "neutralize_sql": Engine._neutralize_queries(manifest.get("modules") or {}),
             "jobs": 1,
         }
-        return plan, pg.password
 
     def _record_result(self, result):
         self.ensure_one()
@@ -155,14 +143,3 @@ class SppBackupDrill(models.Model):
             )
         self.message_post(body=body, subtype_xmlid="spp_backup.mt_drill_failed")
         self.policy_id.sudo()._on_drill_finished(self)
-
-    def action_refresh(self):
-        """Read the runner's progress now."""
-        self.env["spp.backup.policy"]._check_backup_manager()
-        self._collect()
-        return True
-
-    def unlink(self):
-        if any(drill.state in ("queued", "running") for drill in self):
-            raise UserError(_("A drill in progress cannot be deleted: wait for it to finish."))
-        return super().unlink()

@@ -1,19 +1,14 @@
 import dataclasses
 import logging
-import os
-import sys
 
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
-from odoo.tools import config as odoo_config
 
-from ..engine import crypto
 from ..engine.backup import human_bytes
 from ..engine.catalog import BackupRef, resolve
 from ..engine.errors import BackupError
 from ..engine.prune import PruneReport
 from ..engine.storage import open_storage
-from ..engine.verify import verify
 
 _logger = logging.getLogger(__name__)
 
@@ -26,7 +21,7 @@ class SppBackupJob(models.Model):
     _description = "Backup Job"
     _inherit = ["spp.backup.runner.mixin", "mail.thread"]
     _order = "create_date desc, id desc"
-    _runner_prefix = "job"
+    _run_action = "backup"
     _runner_logger = _logger
 
     name = fields.Char(compute="_compute_name", store=True)
@@ -41,8 +36,6 @@ class SppBackupJob(models.Model):
     # The runner's fields come from the mixin; these differ from it.
     user_id = fields.Many2one(string="Triggered by")
     duration = fields.Float(group_operator="avg")
-    log_excerpt = fields.Text(copy=True)
-    error_message = fields.Text(copy=True)
     plan_destination_ids = fields.Char(
         string="Destinations in plan order", readonly=True, copy=False, help="Ids of the destinations, as run."
     )
@@ -77,7 +70,12 @@ class SppBackupJob(models.Model):
     )
 
     verify_state = fields.Selection(
-        [("not_verified", "Not verified"), ("ok", "Verified"), ("failed", "Verification failed")],
+        [
+            ("not_verified", "Not verified"),
+            ("verifying", "Verifying"),
+            ("ok", "Verified"),
+            ("failed", "Verification failed"),
+        ],
         string="Verification",
         default="not_verified",
         required=True,
@@ -85,6 +83,7 @@ class SppBackupJob(models.Model):
         copy=False,
         tracking=True,
     )
+    verify_run_id = fields.Many2one("spp.backup.run", string="Verification run", readonly=True, copy=False)
     verified_at = fields.Datetime(string="Verified on", readonly=True, copy=False)
     verify_report = fields.Text(string="Verification report", readonly=True, copy=False)
 
@@ -123,60 +122,33 @@ class SppBackupJob(models.Model):
 
     # ------------------------------------------------------------------ runner
 
-    def _runs_dir(self):
-        """Folder of plan, status and log files: ``<data_dir>/spp_backup/runs/<db>``."""
-        return os.path.join(odoo_config["data_dir"], "spp_backup", "runs", self.env.cr.dbname)
-
-    @api.model
-    def _runner_python(self):
-        settings = self.env["spp.backup.policy"]._engine_settings()
-        return settings.get("python") or sys.executable
-
     def _runner_plan(self):
-        plan = self.policy_id._to_engine_plan()
-        return plan.to_dict(), plan.pg.password
+        plan = self.policy_id._to_engine_plan().to_dict()
+        plan["approved_paths"] = self.policy_id.destination_ids._approved_paths()
+        return plan
 
-    def _runner_started_values(self):
-        return {"plan_destination_ids": ",".join(str(dest.id) for dest in self.policy_id.destination_ids)}
+    def _queue_run(self):
+        for job in self:
+            job.plan_destination_ids = ",".join(str(dest.id) for dest in job.policy_id.destination_ids)
+        return super()._queue_run()
 
     def _runner_log_name(self):
         return "Backup job %s" % self.id
 
     def _runner_text(self, occasion, **params):
-        retry = (" " + _("The next scheduled run will try again.")) if self.trigger == "schedule" else ""
         if occasion == "already_started":
             return _("Job %s has already been started.", params["record"])
-        if occasion == "cannot_start":
-            return _("The backup runner could not be started: %s", params["reason"])
-        if occasion == "gone":
-            return _(
-                "The backup runner stopped unexpectedly before it reported a result. Nothing was marked "
-                "complete.%(retry)s",
-                retry=retry,
-            )
-        if occasion == "stale":
-            return _(
-                "The backup runner has not reported since %(when)s UTC; it is considered stopped.%(retry)s",
-                when=params["when"],
-                retry=retry,
-            )
-        if occasion == "never_picked_up":
-            return _("The backup was never started: no runner picked it up within 10 minutes.")
-        return _("The backup runner never reported its status.%(retry)s", retry=retry)
-
-    # ----------------------------------------------------------------- collect
+        return _("The backup could not be started: %s", params["reason"])
 
     @api.model
     def _cron_collect(self):
-        """Read the status of every queued or running job, restore and drill."""
-        super()._cron_collect()
-        self.env["spp.backup.restore"]._cron_collect()
-        self.env["spp.backup.drill"]._cron_collect()
+        """Kept for the cron of installations made before runs existed: the runs' collector."""
+        self.env["spp.backup.run"]._cron_collect()
 
-    def action_refresh(self):
-        self.env["spp.backup.policy"]._check_backup_manager()
-        self._collect()
-        return True
+    def _apply_run(self, run):
+        if run.action == "verify":
+            return self._apply_verify(run)
+        return super()._apply_run(run)
 
     def _set_duration(self, status=None):
         # The runner's result carries the backup's own duration.
@@ -296,7 +268,7 @@ class SppBackupJob(models.Model):
     def action_restore(self):
         """Open the restore wizard on this job's first stored copy."""
         self.ensure_one()
-        self.env["spp.backup.policy"]._check_restore_right()
+        self.env["spp.backup.engine"]._check_restore_right()
         self._ensure_copies()
         copies = self.copy_ids.filtered(lambda c: c.state == "ok")
         if self.state != "done" or not self.backup_id or not copies:
@@ -325,81 +297,86 @@ class SppBackupJob(models.Model):
             job._record_copies({"locations": [line.strip() for line in job.location.splitlines() if line.strip()]})
 
     def action_verify(self):
-        """Read every stored copy back from its own storage and check it against its manifest and signature.
+        """Have the worker read every stored copy back from its own storage and check it.
 
-        With an age identity configured (identity_file in odoo.conf), the
+        Each copy is checked against its manifest and signature; with an age
+        identity on the worker's host (identity_file in its odoo.conf), the
         artifacts are also decrypted and decompressed to their end.
         """
-        self.env["spp.backup.policy"]._check_backup_manager()
-        settings = self.env["spp.backup.policy"]._engine_settings()
-        identity_file = settings.get("identity_file")
-        identities = None
-        if identity_file:
-            try:
-                identities = crypto.load_identities(identity_file)
-            except BackupError as exc:
-                raise UserError(_("Cannot verify: %s", exc)) from exc
-        self._ensure_copies()
-        for job in self:
+        self.env["spp.backup.engine"]._check_manager()
+        for job in self.sudo():
+            job._ensure_copies()
             copies = job.copy_ids.filtered(lambda c: c.state == "ok")
             if not job.backup_id or not copies:
                 raise UserError(_("Job %s has no stored copy to verify.", job.display_name))
-            public_key = job.policy_id.signing_public_key or None
-            texts, failures = [], []
+            if job.verify_run_id.state in ("queued", "running"):
+                raise UserError(_("Job %s is being verified already: wait for the result.", job.display_name))
+            sources = []
             for copy in copies:
-                verdict, text, failure = job._verify_copy(copy, settings, public_key, identities)
-                copy.write(
-                    {
-                        "verify_state": "failed" if failure else "ok",
-                        "verified_at": fields.Datetime.now(),
-                        "verify_report": text,
-                        "signature": verdict,
-                    }
-                )
-                texts.append(text)
-                if failure:
-                    failures.append("%s: %s" % (copy.location, failure))
-            job.write(
-                {
-                    "verify_state": "failed" if failures else "ok",
-                    "verified_at": fields.Datetime.now(),
-                    "verify_report": "\n\n".join(texts),
-                }
-            )
-            if failures:
-                job.message_post(
-                    body=_(
-                        "Verification of backup %(id)s failed: %(what)s", id=job.backup_id, what=" | ".join(failures)
-                    ),
-                    subtype_xmlid="spp_backup.mt_verify_failed",
-                )
+                source = copy._engine_source()
+                source["label"] = copy.location
+                sources.append(source)
+            plan = {"sources": sources, "public_key": job.policy_id.signing_public_key or None, "deep": True}
+            run = self.env["spp.backup.run"]._queue("verify", plan, job, policy=job.policy_id)
+            job.write({"verify_run_id": run.id, "verify_state": "verifying"})
         return True
 
-    def _verify_copy(self, copy, settings, public_key, identities):
-        """(signature verdict, report text, failure sentence or None) for one stored copy."""
+    def _apply_verify(self, run):
+        """Record a finished verification run on the job and on each verified copy."""
         self.ensure_one()
-        try:
-            report = verify(
-                self._copy_ref(copy, settings), public_key=public_key, identities=identities, deep=bool(identities)
+        now = run.finished_at or fields.Datetime.now()
+        copies = self.copy_ids.filtered(lambda c: c.state == "ok")
+        reports = run._result_data().get("reports") or []
+        if run.state != "done" or len(reports) != len(copies):
+            reason = run.error_message or _("the verification did not report on every copy")
+            self.write({"verify_state": "failed", "verified_at": now, "verify_report": reason})
+            self.message_post(
+                body=_("Verification of backup %(id)s failed: %(what)s", id=self.backup_id, what=reason),
+                subtype_xmlid="spp_backup.mt_verify_failed",
             )
-        except BackupError as exc:
-            return False, _("Backup at %(where)s: FAILED\n  problem: %(why)s", where=copy.location, why=exc), str(exc)
-        except Exception as exc:  # network or storage trouble: a sentence here, the details in the server log
-            _logger.warning("Verifying %s failed", copy.location, exc_info=True)
-            why = "%s: %s" % (type(exc).__name__, exc)
-            return False, _("Backup at %(where)s: FAILED\n  problem: %(why)s", where=copy.location, why=why), why
-        text = report.text()
-        encrypted = bool((report.manifest or {}).get("encryption"))
-        if encrypted and identities:
+            return
+        texts, failures = [], []
+        for copy, report in zip(copies, reports, strict=True):
+            text, failure = self._verify_text(copy, report)
+            copy.write(
+                {
+                    "verify_state": "failed" if failure else "ok",
+                    "verified_at": now,
+                    "verify_report": text,
+                    "signature": report.get("signature") or False,
+                }
+            )
+            texts.append(text)
+            if failure:
+                failures.append("%s: %s" % (copy.location, failure))
+        self.write(
+            {"verify_state": "failed" if failures else "ok", "verified_at": now, "verify_report": "\n\n".join(texts)}
+        )
+        if failures:
+            self.message_post(
+                body=_("Verification of backup %(id)s failed: %(what)s", id=self.backup_id, what=" | ".join(failures)),
+                subtype_xmlid="spp_backup.mt_verify_failed",
+            )
+
+    @api.model
+    def _verify_text(self, copy, report):
+        """(report text, failure sentence or None) of one copy's verification report from the worker."""
+        if report.get("error"):
+            why = report["error"]
+            return _("Backup at %(where)s: FAILED\n  problem: %(why)s", where=copy.location, why=why), why
+        text = report.get("text") or ""
+        if report.get("encrypted") and report.get("deep"):
             text += "\n  " + _("deep check: every artifact was decrypted and decompressed to its end")
-        elif encrypted:
+        elif report.get("encrypted"):
             text += "\n  " + _(
                 "the encrypted artifacts were checked but not decrypted: set identity_file in the [spp_backup] "
-                "section of odoo.conf on a host that may hold the private key for a deep check"
+                "section of the worker's odoo.conf on a host that may hold the private key for a deep check"
             )
-        if report.ok:
-            return report.signature, text, None
-        parts = report.problems + [
-            "%s (%s): %s" % (check.name, check.file, check.message) for check in report.checks if not check.ok
+        if report.get("ok"):
+            return text, None
+        parts = list(report.get("problems") or []) + [
+            "%s (%s): %s" % (check["name"], check.get("file"), check["message"])
+            for check in report.get("checks") or []
+            if not check["ok"]
         ]
-        return report.signature, text, "; ".join(parts) or _("verification failed")
+        return text, "; ".join(parts) or report.get("failure") or _("verification failed")

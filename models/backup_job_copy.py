@@ -65,12 +65,17 @@ class SppBackupJobCopy(models.Model):
             )
         if backup_id != job.backup_id:
             raise UserError(_("The location %(where)s does not hold backup %(id)s.", where=location, id=job.backup_id))
-        return {"destination": dataclasses.asdict(config), "db_name": db_name, "backup_id": backup_id}
+        return {
+            "destination": dataclasses.asdict(config),
+            "db_name": db_name,
+            "backup_id": backup_id,
+            "approved_paths": self.destination_id._approved_paths(),
+        }
 
     def action_restore(self):
         """Open the restore wizard on this copy."""
         self.ensure_one()
-        self.env["spp.backup.policy"]._check_restore_right()
+        self.env["spp.backup.engine"]._check_restore_right()
         if self.state != "ok":
             raise UserError(_("This copy was not stored: it cannot be restored."))
         return self.env["spp.backup.restore.wizard"]._open_for(copy=self)

@@ -1,22 +1,16 @@
 import datetime
-import json
 import logging
-import math
-import os
 
-from dateutil.relativedelta import relativedelta
 from odoo import _, api, fields, models, release
 from odoo.exceptions import AccessError, UserError, ValidationError
-from odoo.modules.module import get_module_path
-from odoo.modules.neutralize import get_neutralization_queries
-from odoo.tools import config as odoo_config
 from odoo.tools.sql import column_exists, create_column, table_exists
 
 from ..engine import crypto
-from ..engine.config import BackupPlan, PgConfig, Settings
+from ..engine.config import BackupPlan
 from ..engine.errors import BackupError
 from ..engine.prune import prune
 from ..engine.retention import RetentionRules
+from ..engine.schedule import human_duration, next_drill, next_slot  # noqa: F401 - other modules import them here
 
 RETENTION_FIELDS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 
@@ -37,56 +31,8 @@ OVERDUE_GRACE = datetime.timedelta(hours=1)
 
 _logger = logging.getLogger(__name__)
 
-DRILL_UNITS = {
-    "days": lambda count: relativedelta(days=count),
-    "weeks": lambda count: relativedelta(weeks=count),
-    "months": lambda count: relativedelta(months=count),
-}
-
 # Kanban colours of the dashboard (Odoo's colour indexes).
 COLOR_NONE, COLOR_RED, COLOR_ORANGE, COLOR_GREEN = 0, 1, 2, 10
-
-INTERVAL_UNITS = {
-    "hours": datetime.timedelta(hours=1),
-    "days": datetime.timedelta(days=1),
-    "weeks": datetime.timedelta(weeks=1),
-}
-
-
-def human_duration(seconds):
-    """A short human text of a duration: '2.5 s', '45 s', '3 min 10 s', '5 h 20 min', '2 d 3 h'."""
-    seconds = max(float(seconds or 0.0), 0.0)
-    if seconds < 10:
-        return "%.1f s" % seconds
-    if seconds < 60:
-        return "%d s" % round(seconds)
-    total = int(round(seconds))
-    if total < 3600:
-        minutes, secs = divmod(total, 60)
-        return "%d min %d s" % (minutes, secs) if secs else "%d min" % minutes
-    total_minutes = int(round(seconds / 60.0))
-    if total_minutes < 48 * 60:
-        hours, minutes = divmod(total_minutes, 60)
-        return "%d h %d min" % (hours, minutes) if minutes else "%d h" % hours
-    total_hours = int(round(seconds / 3600.0))
-    days, hours = divmod(total_hours, 24)
-    return "%d d %d h" % (days, hours) if hours else "%d d" % days
-
-
-def next_slot(after, interval_number, interval_type, time_of_day, anchor=None):
-    """The first scheduled moment strictly after ``after`` (naive UTC datetimes).
-
-    Slots are ``anchor + k * interval``. Without an anchor, the slots are laid
-    on the day of ``after`` at ``time_of_day`` (hours, UTC). With one (the
-    previous planned run), missed slots are skipped and the phase is kept, so a
-    server that was down for days runs once, not once per missed slot.
-    """
-    step = INTERVAL_UNITS[interval_type] * interval_number
-    if anchor is None:
-        minutes = int(round((time_of_day or 0.0) * 60)) % (24 * 60)
-        anchor = datetime.datetime.combine(after.date(), datetime.time(minutes // 60, minutes % 60))
-    count = math.floor((after - anchor) / step) + 1
-    return anchor + step * count
 
 
 class SppBackupPolicy(models.Model):
@@ -619,8 +565,37 @@ class SppBackupPolicy(models.Model):
 
     DRILL_SCHEDULE_FIELDS = ("is_drill_scheduled", "drill_interval_number", "drill_interval_type")
 
+    # Evidence the server writes on a policy; nobody sets them through the ORM or RPC.
+    SERVER_FIELDS = ("last_success_at", "last_success_job_id", "last_failure_at", "last_job_id", "last_drill_id")
+
+    @api.model
+    def _check_server_fields(self, vals_list):
+        if self.env.su:
+            return
+        for vals in vals_list:
+            forbidden = sorted(set(vals) & set(self.SERVER_FIELDS))
+            if forbidden:
+                raise AccessError(
+                    _(
+                        "%s are recorded by the server from the backups themselves: nobody sets them.",
+                        ", ".join(forbidden),
+                    )
+                )
+
+    @api.constrains("database")
+    def _check_database(self):
+        Engine = self.env["spp.backup.engine"]
+        settings = Engine._settings()
+        for policy in self:
+            if not Engine._database_allowed(policy.database, settings):
+                try:
+                    Engine._check_database_scope(policy.database, settings=settings)
+                except UserError as exc:
+                    raise ValidationError(exc.args[0]) from exc
+
     @api.model_create_multi
     def create(self, vals_list):
+        self._check_server_fields(vals_list)
         policies = super().create(vals_list)
         for policy, vals in zip(policies, vals_list, strict=True):
             if not vals.get("next_run"):
@@ -630,6 +605,7 @@ class SppBackupPolicy(models.Model):
         return policies
 
     def write(self, vals):
+        self._check_server_fields([vals])
         result = super().write(vals)
         if "next_run" not in vals and any(name in vals for name in self.SCHEDULE_FIELDS):
             for policy in self:
@@ -640,13 +616,15 @@ class SppBackupPolicy(models.Model):
         return result
 
     def _is_busy(self):
-        """True when a job of this policy is queued or running."""
+        """True when a backup of this policy is queued or running (the worker's run decides, not the job)."""
         self.ensure_one()
-        return bool(
-            self.env["spp.backup.job"].search_count(
-                [("policy_id", "=", self.id), ("state", "in", ("queued", "running"))], limit=1
-            )
+        jobs = (
+            self.env["spp.backup.job"]
+            .sudo()
+            .search([("policy_id", "=", self.id), ("state", "in", ("queued", "running"))])
         )
+        jobs._collect()
+        return any(job.state in ("queued", "running") for job in jobs)
 
     def _due(self, now=None):
         """Active policies whose next run has come and that have no job in progress."""
@@ -656,58 +634,53 @@ class SppBackupPolicy(models.Model):
 
     @api.model
     def _cron_run_due(self):
-        """Start a backup for every due policy; the dump runs in a detached runner."""
-        Job = self.env["spp.backup.job"]
+        """Queue a backup for every due policy; the worker runs it. One alert for a policy out of scope."""
+        Engine = self.env["spp.backup.engine"]
+        Job = self.env["spp.backup.job"].sudo()
+        settings = Engine._settings()
         for policy in self._due():
             now = fields.Datetime.now()
+            # The advanced schedule and the queued run commit together: a crash here never re-runs the slot.
             policy.next_run = policy._next_slot(after=now, anchor=policy.next_run)
-            job = Job.create({"policy_id": policy.id, "trigger": "schedule"})
-            # The job and the advanced schedule are committed before the runner
-            # starts: the runner outlives this transaction and a crash here must
-            # not re-run the slot.
-            self._commit_unless_testing()
-            job._start_runner()
-            self._commit_unless_testing()
+            if not Engine._database_allowed(policy.database, settings):
+                policy._raise_scope_alert()
+                Engine._commit_unless_testing()
+                continue
+            job = Job.create({"policy_id": policy.id, "trigger": "schedule", "user_id": False})
+            job._queue_run()
+            Engine._commit_unless_testing()
 
-    def _commit_unless_testing(self):
-        if not (self.env.registry.in_test_mode() or odoo_config["test_enable"]):
-            self.env.cr.commit()  # pylint: disable=invalid-commit
+    def _raise_scope_alert(self):
+        """One alert: this policy's database is outside the databases setting, so it does not run."""
+        self.ensure_one()
+        self.env["spp.backup.alert"]._raise(
+            self,
+            "job_failed",
+            _(
+                "Policy '%(name)s' backs up database %(db)s, which is not this Odoo's database (%(here)s), and the "
+                "databases setting in the [spp_backup] section of odoo.conf does not allow it: it did not run. Add "
+                "it there (for example databases = ^%(db)s$) and restart Odoo, or change the policy.",
+                name=self.name,
+                db=self.database,
+                here=self.env.cr.dbname,
+            ),
+        )
 
     # ------------------------------------------------------------------ engine
-
-    @api.model
-    def _engine_settings(self):
-        """The ``[spp_backup]`` settings of odoo.conf (environment variables first)."""
-        rcfile = odoo_config.rcfile
-        try:
-            return Settings.from_config(rcfile if rcfile and os.path.isfile(rcfile) else None)
-        except BackupError as exc:
-            raise UserError(str(exc)) from exc
-
-    @api.model
-    def _engine_pg(self, settings=None):
-        """PostgreSQL connection of this Odoo server (with the password, kept in memory)."""
-        settings = settings or self._engine_settings()
-        port = odoo_config.get("db_port")
-        return PgConfig(
-            host=odoo_config.get("db_host") or None,
-            port=int(port) if port else None,
-            user=odoo_config.get("db_user") or None,
-            password=odoo_config.get("db_password") or None,
-            bin_dir=settings.get("pg_bin_dir") or None,
-        )
 
     def _to_engine_plan(self):
         """This policy as a plain engine BackupPlan."""
         self.ensure_one()
-        settings = self._engine_settings()
+        Engine = self.env["spp.backup.engine"]
+        settings = Engine._settings()
+        Engine._check_database_scope(self.database, settings=settings)
         try:
             min_free_bytes = int(settings.get("min_free_bytes", 0) or 0)
         except ValueError as exc:
             raise UserError(
                 _("min_free_bytes in the [spp_backup] section of the Odoo configuration must be a number of bytes.")
             ) from exc
-        rcfile = odoo_config.rcfile
+        rcfile = Engine._conf_path()
         recipients = self._recipient_lines() if self.encrypt else []
         if self.encrypt and not recipients:
             raise UserError(
@@ -724,12 +697,12 @@ class SppBackupPolicy(models.Model):
             signing_key_file=self._signing_key_file(settings),
             retention=self._retention_dict(),
             verified_ids=self._verified_backup_ids(),
-            pg=self._engine_pg(settings),
-            data_dir=odoo_config["data_dir"],
+            pg=Engine._pg(settings),
+            data_dir=Engine._data_dir(),
             include_database=self.include_database,
             include_filestore=self.include_filestore,
             include_application=self.include_application,
-            odoo_conf=rcfile if rcfile and os.path.isfile(rcfile) else None,
+            odoo_conf=rcfile,
             odoo_version={
                 "version": release.version,
                 "version_info": list(release.version_info),
@@ -796,37 +769,6 @@ class SppBackupPolicy(models.Model):
                 )
             )
         return path
-
-    # ----------------------------------------------------------------- actions
-
-    @api.model
-    def _check_backup_manager(self):
-        if not (self.env.su or self.env.user.has_group("spp_backup.group_backup_manager")):
-            raise AccessError(_("Only Backup Managers may run, verify or test backups."))
-
-    @api.model
-    def _check_restore_right(self):
-        if not (self.env.su or self.env.user.has_group("spp_backup.group_backup_restore")):
-            raise AccessError(
-                _("Only users with the Backup Restore right may restore backups. Ask an administrator to grant it.")
-            )
-
-    # ---------------------------------------------------------------- restore
-
-    @api.model
-    def _data_dir(self):
-        """Odoo's data directory (its filestore lives in ``filestore/<db>`` there)."""
-        return odoo_config["data_dir"]
-
-    @api.model
-    def _neutralize_queries(self, modules):
-        """Odoo's neutralization statements of ``modules`` (names) that this server has on its addons path."""
-        present = [name for name in sorted(modules) if get_module_path(name, display_warning=False)]
-        try:
-            return [query for query in get_neutralization_queries(present) if query]
-        except (OSError, ValueError) as exc:
-            _logger.warning("Cannot read the neutralization queries: %s", exc)
-            return []
 
     # -------------------------------------------------------------- objectives
 
@@ -959,7 +901,7 @@ class SppBackupPolicy(models.Model):
         self.ensure_one()
         if not self.is_drill_scheduled or self.drill_interval_number <= 0:
             return False
-        return (after or fields.Datetime.now()) + DRILL_UNITS[self.drill_interval_type](self.drill_interval_number)
+        return next_drill(after or fields.Datetime.now(), self.drill_interval_number, self.drill_interval_type)
 
     def _drill_source(self):
         """(job, copy) to drill: the newest good backup's first stored copy that did not fail verification."""
@@ -1013,16 +955,12 @@ class SppBackupPolicy(models.Model):
                     "copy_id": copy.id,
                     "backup_id": job.backup_id,
                     "source_location": copy.location,
-                    "source_json": json.dumps(copy._engine_source()),
                     "trigger": trigger,
                     "user_id": self.env.user.id,
                 }
             )
         )
-        # The drill is committed before its runner starts: the runner outlives this transaction.
-        self._commit_unless_testing()
-        drill._start_runner()
-        self._commit_unless_testing()
+        drill._queue_run()
         return drill
 
     @api.model
@@ -1053,7 +991,7 @@ class SppBackupPolicy(models.Model):
     def action_drill_now(self):
         """Restore the newest good backup into a scratch database now, check it and drop it."""
         self.ensure_one()
-        self._check_backup_manager()
+        self.env["spp.backup.engine"]._check_manager()
         if self._is_drilling():
             raise UserError(_("A drill of policy '%s' is already running: wait for it to finish.", self.name))
         drill = self._start_drill(trigger="manual")
@@ -1090,7 +1028,7 @@ class SppBackupPolicy(models.Model):
     def action_backup_now(self):
         """Open the confirmation to back up this policy now."""
         self.ensure_one()
-        self._check_backup_manager()
+        self.env["spp.backup.engine"]._check_manager()
         if not self.active:
             raise UserError(_("Policy '%s' is archived: restore it before backing up.", self.name))
         return {
@@ -1115,8 +1053,8 @@ class SppBackupPolicy(models.Model):
         A dry run: nothing is deleted.
         """
         self.ensure_one()
-        self._check_backup_manager()
-        settings = self._engine_settings()
+        self.env["spp.backup.engine"]._check_manager()
+        settings = self.env["spp.backup.engine"]._settings()
         rules = self._retention_dict() or {name: 0 for name in RETENTION_FIELDS}
         texts = []
         for destination in self.destination_ids:
@@ -1177,14 +1115,14 @@ class SppBackupPolicy(models.Model):
     @api.model
     def action_new_age_key_pair(self):
         """Make an age key pair that belongs to no policy yet, to paste into a new policy."""
-        self._check_backup_manager()
+        self.env["spp.backup.engine"]._check_manager()
         secret, public = crypto.generate_identity()
         return self._show_secret_action("age", public, secret)
 
     def action_generate_age_key(self):
         """Make an age key pair: the public key joins the recipients, the identity is shown once."""
         self.ensure_one()
-        self._check_backup_manager()
+        self.env["spp.backup.engine"]._check_manager()
         secret, public = crypto.generate_identity()
         recipients = (self.age_recipients or "").rstrip()
         self.write({"age_recipients": (recipients + "\n" if recipients else "") + public, "encrypt": True})
@@ -1201,7 +1139,7 @@ class SppBackupPolicy(models.Model):
     def action_generate_signing_key(self):
         """Make an Ed25519 key pair: the public key goes on the policy, the private key is shown once."""
         self.ensure_one()
-        self._check_backup_manager()
+        self.env["spp.backup.engine"]._check_manager()
         pem, public = crypto.generate_signing_key()
         self.write({"signing_public_key": public})
         self.message_post(

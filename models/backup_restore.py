@@ -1,8 +1,5 @@
-import json
-
 from markupsafe import Markup
 from odoo import _, api, fields, models, release
-from odoo.exceptions import UserError
 
 
 class SppBackupRestore(models.Model):
@@ -12,7 +9,7 @@ class SppBackupRestore(models.Model):
     _description = "Backup Restore"
     _inherit = ["spp.backup.runner.mixin", "mail.thread"]
     _order = "create_date desc, id desc"
-    _runner_prefix = "restore"
+    _run_action = "restore"
 
     name = fields.Char(compute="_compute_name", store=True)
     policy_id = fields.Many2one(
@@ -28,9 +25,6 @@ class SppBackupRestore(models.Model):
     source_db_name = fields.Char(string="Backed-up database", readonly=True, tracking=True)
     backup_id = fields.Char(string="Backup ID", readonly=True, tracking=True)
     source_location = fields.Char(string="Restored from", readonly=True, help="Where the backup set was read.")
-    source_json = fields.Text(
-        string="Source (engine)", readonly=True, help="The destination, database and backup id given to the runner."
-    )
     target_db = fields.Char(string="Target database", readonly=True, required=True, tracking=True)
     is_replace = fields.Boolean(
         string="Replaces an existing database",
@@ -45,11 +39,6 @@ class SppBackupRestore(models.Model):
     neutralize = fields.Boolean(string="Neutralized", readonly=True)
     new_uuid = fields.Boolean(string="New database UUID", readonly=True)
     public_key = fields.Char(string="Signing public key", readonly=True)
-    neutralize_sql = fields.Text(
-        string="Neutralization statements",
-        readonly=True,
-        help="Odoo's neutralization SQL of the backed-up modules found on this server (JSON list), run on the copy.",
-    )
     replaced_db_aside = fields.Char(
         string="Previous database kept as",
         readonly=True,
@@ -74,28 +63,28 @@ class SppBackupRestore(models.Model):
     # ------------------------------------------------------------------ runner
 
     def _runner_plan(self):
+        """The restore as the worker runs it; the source and the neutralization SQL are the server's own."""
         self.ensure_one()
-        settings, pg, rcfile = self._engine_context()
+        Engine = self.env["spp.backup.engine"]
+        source = self.env["spp.backup.destination"]._source_of(
+            copy=self.copy_id, destination=self.destination_id, db_name=self.source_db_name, backup_id=self.backup_id
+        )
+        neutralize_sql = []
+        if self.neutralize:
+            manifest = self._read_manifest(self._source_ref(source))
+            neutralize_sql = Engine._neutralize_queries(manifest.get("modules") or {})
         options = {
             "target_db": self.target_db,
-            "data_dir": self.env["spp.backup.policy"]._data_dir(),
             "replace": self.is_replace,
             "include_filestore": self.include_filestore,
             "new_uuid": self.new_uuid,
             "neutralize": self.neutralize,
-            "neutralize_sql": json.loads(self.neutralize_sql or "[]") if self.neutralize else [],
+            "neutralize_sql": neutralize_sql,
             "jobs": 1,
             "public_key": self.public_key or None,
             "expected_major_version": release.major_version,
         }
-        plan = {
-            "action": "restore",
-            "odoo_conf": rcfile,
-            "pg": pg.public_dict(),
-            "source": json.loads(self.source_json),
-            "options": options,
-        }
-        return plan, pg.password
+        return {"source": source, "options": options}
 
     def _on_runner_done(self, status):
         result = status.get("result") or {}
@@ -135,16 +124,3 @@ class SppBackupRestore(models.Model):
             body=_("The restore into %(db)s failed: %(reason)s", db=self.target_db, reason=reason),
             subtype_xmlid="spp_backup.mt_restore_failed",
         )
-
-    # ----------------------------------------------------------------- actions
-
-    def action_refresh(self):
-        """Read the runner's progress now."""
-        self.env["spp.backup.policy"]._check_restore_right()
-        self._collect()
-        return True
-
-    def unlink(self):
-        if any(restore.state in ("queued", "running") for restore in self):
-            raise UserError(_("A restore in progress cannot be deleted: wait for it to finish."))
-        return super().unlink()

@@ -1,74 +1,20 @@
+import json
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
-import time
 import unittest
-import urllib.request
 from unittest.mock import patch
 
 from odoo import fields
 from odoo.tests.common import TransactionCase, new_test_user
 
-from ..engine import crypto, pg, runner
+from ..engine import crypto, pg
+from ..engine import worker as engine_worker
+from ..engine.errors import BackupError
+from .s3server import S3_ENV, MotoServer, moto_server_command
 
 ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def moto_server_command():
-    """moto's S3 server, from its own environment (SPP_MOTO_SERVER, or .venv-s3 in the addon), or None."""
-    path = os.environ.get("SPP_MOTO_SERVER") or os.path.join(ADDON_DIR, ".venv-s3", "bin", "moto_server")
-    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
-
-
-class MotoServer:
-    """A real S3 HTTP server (moto in server mode) on loopback, in its own process."""
-
-    def __init__(self, command):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.endpoint = "http://127.0.0.1:%d" % self.port
-        self.process = subprocess.Popen(  # noqa: S603 - argument list, no shell
-            [command, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=dict(os.environ, **S3_ENV),
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1) as response:  # noqa: S310
-                    response.read()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("moto's S3 server did not start on %s" % self.endpoint) from None
-                time.sleep(0.1)
-
-    def client(self):
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class BackupCase(TransactionCase):
@@ -79,12 +25,13 @@ class BackupCase(TransactionCase):
         super().setUpClass()
         cls.tmp = tempfile.mkdtemp(prefix="spp_backup_test_")
         cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
-        cls.runs_dir = os.path.join(cls.tmp, "runs")
-        runs_dir = cls.runs_dir
         cls.Job = cls.env["spp.backup.job"]
         cls.Policy = cls.env["spp.backup.policy"]
         cls.Destination = cls.env["spp.backup.destination"]
-        cls.startClassPatcher(patch.object(type(cls.Job), "_runs_dir", lambda self: runs_dir))
+        cls.Run = cls.env["spp.backup.run"]
+        # Destinations of the tests lie in a temporary folder: that is their backup root.
+        cls.patch_environ({"SPP_BACKUP_BACKUP_ROOTS": cls.tmp})
+        os.makedirs(os.path.join(cls.tmp, "dest"))
         cls.destination = cls.Destination.create({"name": "Test disk", "path": os.path.join(cls.tmp, "dest")})
         cls.policy = cls.Policy.create(
             {
@@ -114,39 +61,51 @@ class BackupCase(TransactionCase):
     # ----------------------------------------------------------------- helpers
 
     def make_job(self, policy=None, **values):
-        """A job as _start_runner leaves it: running, with its status file path set."""
+        """A job whose run a live worker holds: running, with the run's lock taken by this test's session."""
         policy = policy or self.policy
-        job = self.Job.create({"policy_id": policy.id, "trigger": "schedule"})
-        status_path = os.path.join(self.tmp, "job-%d.status.json" % job.id)
-        vals = {
-            "state": "running",
-            "started_at": fields.Datetime.now(),
-            "runner_pid": os.getpid(),
-            "runner_host": socket.gethostname(),
-            "status_path": status_path,
-        }
+        job = self.Job.sudo().create({"policy_id": policy.id, "trigger": "schedule"})
+        job.plan_destination_ids = ",".join(str(dest.id) for dest in policy.destination_ids)
+        self.attach_run(job, "backup")
+        vals = {"state": "running", "started_at": fields.Datetime.now()}
         vals.update(values)
         job.write(vals)
         return job
 
-    def write_status(self, job, **values):
-        """Write the job's status file the way the runner does."""
-        now = time.time()
-        status = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "state": "running",
-            "progress": 0.0,
-            "message": "",
-            "started_at": now - 5,
-            "heartbeat": now,
-            "result": None,
-            "error": None,
-            "log": [],
-        }
-        status.update(values)
-        runner.write_json_atomic(job.status_path, status)
-        return status
+    def attach_run(self, record, action):
+        """A running run for ``record`` (a job, restore or drill), held by a live worker: this test's session."""
+        run = self.Run._queue(action, {}, record, policy=record._run_policy())
+        run.write({"state": "running", "started_at": fields.Datetime.now(), "worker_host": socket.gethostname()})
+        record.sudo().write({"run_id": run.id, "state": "running", "started_at": fields.Datetime.now()})
+        self.hold_run_lock(run)
+        return run
+
+    def hold_run_lock(self, run):
+        """Take the run's advisory lock in this test's session, as a live worker holds it (released at the end)."""
+        self.env.cr.execute("SELECT pg_advisory_lock(%s, %s)", (engine_worker.RUN_LOCK_CLASS, run.id))
+        self.addCleanup(
+            lambda: self.env.cr.execute("SELECT pg_advisory_unlock(%s, %s)", (engine_worker.RUN_LOCK_CLASS, run.id))
+        )
+
+    def release_run_lock(self, run):
+        """The worker of ``run`` dies: its lock goes."""
+        self.env.cr.execute("SELECT pg_advisory_unlock(%s, %s)", (engine_worker.RUN_LOCK_CLASS, run.id))
+
+    def finish_run(self, record, state="done", result=None, error=None, log=""):
+        """Write the end of ``record``'s run the way the worker does (state, result, error, log)."""
+        run = record.run_id.sudo()
+        run.write(
+            {
+                "state": state,
+                "result": json.dumps(result) if result is not None else False,
+                "error_message": error or False,
+                "log": log,
+                "progress": 100.0 if state == "done" else run.progress,
+                "started_at": run.started_at or fields.Datetime.now(),
+                "finished_at": fields.Datetime.now(),
+            }
+        )
+        self.release_run_lock(run)
+        return run
 
     @staticmethod
     def fake_result(backup_id="20261126T030000Z-abc123", location="/backups/db/20261126T030000Z-abc123"):
@@ -202,29 +161,72 @@ class BackupCase(TransactionCase):
             },
         }
 
-    def wait_for_runner(self, job, timeout=240):
-        """Collect the job (or restore, or drill) until its runner has finished (or the timeout passes)."""
-        if not self.run_to_end(job, timeout):
-            self.fail("The runner did not finish within %d s (%s state %s)" % (timeout, job._name, job.state))
-        return job
+    def wait_for_runner(self, record, timeout=240):
+        """Have the worker run what is queued, then record it; the record (job, restore or drill)."""
+        if not self.run_to_end(record, timeout):
+            self.fail("The run did not finish (%s state %s)" % (record._name, record.state))
+        return record
 
-    @staticmethod
-    def run_to_end(record, timeout=240):
-        """Collect ``record`` until its runner has finished; True when it did within ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            record._collect()
-            if record.state in ("done", "failed"):
-                return True
-            time.sleep(0.5)
-        return False
+    @classmethod
+    def work(cls):
+        """Execute every queued run as the worker does, in this test's transaction, then record the results.
+
+        The engine's own execution (engine.worker.execute) runs with the
+        server's settings; what crosses processes (claims, locks, a worker
+        that dies) is tested against a real server in tests/worker/.
+        """
+        env = cls.env
+        Engine = env["spp.backup.engine"]
+        settings = Engine._settings()
+        identity_file = settings.get("identity_file")
+        ctx = engine_worker.WorkerContext(
+            settings=settings,
+            pg=Engine._pg(settings),
+            data_dir=Engine._data_dir(),
+            conf_path=Engine._conf_path(),
+            identities=crypto.load_identities(identity_file) if identity_file else [],
+        )
+        for run in env["spp.backup.run"].sudo().search([("state", "=", "queued")], order="id"):
+            run.write({"state": "running", "started_at": fields.Datetime.now(), "worker_host": socket.gethostname()})
+            lines = []
+
+            def progress(fraction, message, lines=lines, run=run):
+                lines.append(message)
+                run.write({"progress": round(fraction * 100, 1), "progress_message": message})
+
+            result, error = None, None
+            try:
+                result, error, warnings = engine_worker.execute(
+                    run.action, run._plan_data(), ctx, env.cr.dbname, progress
+                )
+                result.setdefault("warnings", list(warnings or []))
+            except BackupError as exc:
+                error = str(exc)
+            lines.append("Failed: %s" % error if error else "Done")
+            run.write(
+                {
+                    "state": "failed" if error else "done",
+                    "result": json.dumps(result, default=str) if result is not None else False,
+                    "error_message": error or False,
+                    "log": "\n".join(lines),
+                    "finished_at": fields.Datetime.now(),
+                }
+            )
+        env["spp.backup.run"]._cron_collect()
+
+    @classmethod
+    def run_to_end(cls, record, timeout=240):
+        """Run what is queued and record it; True when ``record`` has finished."""
+        cls.work()
+        record.invalidate_recordset()
+        return record.state in ("done", "failed")
 
     # ------------------------------------------------------------- databases
 
     @classmethod
     def pg_config(cls):
         """The PostgreSQL connection of this Odoo, as the engine takes it."""
-        return cls.env["spp.backup.policy"]._engine_pg()
+        return cls.env["spp.backup.engine"]._pg()
 
     def database_exists(self, name):
         """Whether database ``name`` exists now (this test's transaction sees an older snapshot)."""
@@ -232,7 +234,7 @@ class BackupCase(TransactionCase):
 
     def drop_later(self, name):
         """Drop database ``name`` and remove its filestore folder when the test ends."""
-        folder = os.path.join(self.env["spp.backup.policy"]._data_dir(), "filestore", name)
+        folder = os.path.join(self.env["spp.backup.engine"]._data_dir(), "filestore", name)
         self.addCleanup(shutil.rmtree, folder, True)
         self.addCleanup(pg.drop_database, self.pg_config(), name)
 
@@ -278,6 +280,8 @@ class S3BackupCase(BackupCase):
         cls.patch_environ(S3_ENV)
         cls.s3 = MotoServer(command)
         cls.addClassCleanup(cls.s3.stop)
+        cls.s3.start(env=dict(os.environ, **S3_ENV))
+        cls.patch_environ({"SPP_BACKUP_S3_ENDPOINTS": cls.s3.endpoint})
         cls.s3_client = cls.s3.client()
 
     @classmethod

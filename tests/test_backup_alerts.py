@@ -38,22 +38,22 @@ class TestBackupAlerts(BackupCase):
 
     def fail_job(self, reason="disk full"):
         job = self.make_job()
-        self.write_status(job, state="failed", error=reason)
+        self.finish_run(job, "failed", error=reason)
         job._collect()
         self.assertEqual(job.state, "failed")
         return job
 
     def succeed_job(self):
         job = self.make_job()
-        self.write_status(job, state="done", progress=1.0, result=self.fake_result())
+        self.finish_run(job, "done", self.fake_result())
         job._collect()
         self.assertEqual(job.state, "done")
         return job
 
     def finished_drill(self, ok=True, restore_seconds=60.0, policy=None, by_cron=False):
         """A drill as the collect leaves it once its runner reported."""
-        drill = self.Drill.create(
-            {"policy_id": (policy or self.policy).id, "backup_id": "20261126T030000Z-abc123", "source_json": "{}"}
+        drill = self.Drill.sudo().create(
+            {"policy_id": (policy or self.policy).id, "backup_id": "20261126T030000Z-abc123"}
         )
         result = {
             "backup_id": drill.backup_id,
@@ -66,16 +66,15 @@ class TestBackupAlerts(BackupCase):
             "cleaned_up": True,
             "error": None if ok else "pg_restore failed",
         }
-        status_path = "%s/drill-%d.status.json" % (self.tmp, drill.id)
-        drill.write({"state": "running", "status_path": status_path, "started_at": fields.Datetime.now()})
-        self.write_status(
+        self.attach_run(drill, "drill")
+        self.finish_run(
             drill,
-            state="done" if ok else "failed",
-            result=result,
+            "done" if ok else "failed",
+            result,
             error=None if ok else "The restore drill failed: pg_restore failed",
         )
         if by_cron:
-            self.Job._cron_collect()
+            self.Run._cron_collect()
         else:
             drill._collect()
         return drill

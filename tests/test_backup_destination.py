@@ -1,4 +1,7 @@
 import os
+import shutil
+import tempfile
+from unittest.mock import patch
 
 from odoo.exceptions import UserError, ValidationError
 from odoo.tests import tagged
@@ -9,24 +12,71 @@ from .common import BackupCase
 @tagged("post_install", "-at_install")
 class TestBackupDestination(BackupCase):
     def test_test_button_ok(self):
-        """Test on a writable directory creates it, reports success and leaves no probe file behind."""
+        """Test on an existing writable directory reports success and leaves no probe file behind."""
         path = os.path.join(self.tmp, "new", "folder")
+        os.makedirs(path)
         destination = self.Destination.create({"name": "Writable", "path": path})
         action = destination.with_user(self.manager).action_test()
         self.assertEqual(action["tag"], "display_notification")
         self.assertEqual(action["params"]["type"], "success")
         self.assertIn(path, action["params"]["message"])
-        self.assertTrue(os.path.isdir(path))
         self.assertEqual(os.listdir(path), [])
 
-    def test_test_button_impossible_path(self):
-        """Test on a path below a regular file raises a UserError that names the destination and the cause."""
+    def test_test_button_says_a_folder_is_missing(self):
+        """Test on a folder that does not exist says so and creates nothing (an unmounted disk stays empty)."""
+        path = os.path.join(self.tmp, "nas", "backups")
+        destination = self.Destination.create({"name": "NAS", "path": path})
+        with self.assertRaisesRegex(UserError, "Destination 'NAS' cannot be used: The folder .* does not exist"):
+            destination.with_user(self.manager).action_test()
+        self.assertFalse(os.path.exists(path))
         blocker = os.path.join(self.tmp, "a-file")
         with open(blocker, "w", encoding="utf-8") as handle:
             handle.write("not a directory")
         destination = self.Destination.create({"name": "Impossible", "path": os.path.join(blocker, "backups")})
-        with self.assertRaisesRegex(UserError, "Destination 'Impossible' cannot be used: Cannot create the directory"):
+        with self.assertRaisesRegex(UserError, "Destination 'Impossible' cannot be used: The folder"):
             destination.with_user(self.manager).action_test()
+
+    def test_folder_outside_backup_roots_is_refused(self):
+        """A local destination outside backup_roots (here /etc) is refused with the setting to change."""
+        for path in ("/etc", "/etc/../var/lib/odoo", self.tmp + "/../elsewhere"):
+            with self.assertRaisesRegex(ValidationError, "outside the folders this server may write backups to"):
+                self.Destination.with_user(self.manager).create({"name": "System", "path": path})
+        with self.assertRaisesRegex(ValidationError, "backup_roots"):
+            self.destination.with_user(self.manager).write({"path": "/etc"})
+        link = os.path.join(self.tmp, "link-to-etc")
+        os.symlink("/etc", link)
+        with self.assertRaisesRegex(ValidationError, "outside the folders"):
+            self.Destination.with_user(self.manager).create({"name": "Link", "path": link})
+
+    def test_s3_endpoint_must_be_allowed(self):
+        """An S3 endpoint that odoo.conf does not list is refused; a listed one is accepted."""
+        values = {"name": "Elsewhere", "kind": "s3", "bucket": "good-bucket", "endpoint_url": "http://10.9.9.9:9000"}
+        with self.assertRaisesRegex(ValidationError, "s3_endpoints"):
+            self.Destination.with_user(self.manager).create(values)
+        with patch.dict(os.environ, {"SPP_BACKUP_S3_ENDPOINTS": "https://a.example, http://10.9.9.9:9000/"}):
+            self.assertTrue(self.Destination.with_user(self.manager).create(values))
+
+    def test_folders_in_use_before_the_upgrade_stay_usable(self):
+        """At upgrade, an existing local destination outside backup_roots is approved (with a warning), not broken."""
+        old = os.path.join(tempfile.mkdtemp(prefix="spp_backup_old_"), "backups")
+        os.makedirs(old)
+        self.addCleanup(shutil.rmtree, os.path.dirname(old), True)
+        self.env.cr.execute(
+            "INSERT INTO spp_backup_destination (name, kind, path, active, sse, addressing_style, object_lock_mode, "
+            "object_lock_days, part_size_mb) VALUES ('Old disk', 'local', %s, true, 'none', 'auto', 'none', 0, 16) "
+            "RETURNING id",
+            (old,),
+        )
+        legacy = self.Destination.browse(self.env.cr.fetchone()[0])
+        with self.assertLogs("odoo.addons.spp_backup.models.backup_destination", level="WARNING") as logs:
+            approved = self.Destination._approve_existing_folders()
+        self.assertEqual(approved, legacy)
+        self.assertIn("backup_roots", logs.output[0])
+        self.assertTrue(legacy.is_path_approved)
+        self.assertEqual(legacy._approved_paths(), [old])
+        legacy._check_scope()
+        with self.assertRaisesRegex(ValidationError, "Only the server approves"):
+            legacy.with_user(self.manager).write({"is_path_approved": True, "approved_path": "/etc"})
 
     def test_path_required_and_absolute(self):
         """A local destination needs an absolute directory."""
@@ -59,7 +109,7 @@ class TestBackupDestination(BackupCase):
             self.Destination.create(dict(base, bucket="good-bucket", object_lock_mode="compliance"))
         with self.assertRaisesRegex(ValidationError, "only for S3"):
             self.Destination.create(
-                {"name": "Disk", "path": "/tmp/x", "object_lock_mode": "governance", "object_lock_days": 3}
+                {"name": "Disk", "path": self.tmp, "object_lock_mode": "governance", "object_lock_days": 3}
             )
         with self.assertRaisesRegex(ValidationError, "names a KMS key"):
             self.Destination.create(dict(base, bucket="good-bucket", sse="AES256", sse_kms_key_id="arn:aws:kms:x"))
@@ -70,6 +120,7 @@ class TestBackupDestination(BackupCase):
 
     def test_s3_engine_destination(self):
         """An S3 destination turns into the engine's configuration, 'none'/'auto' choices as empty strings."""
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_S3_ENDPOINTS": "https://minio.example.org:9000"}))
         destination = self.Destination.create(
             {
                 "name": "Offsite",

@@ -38,7 +38,7 @@ class TestBackupEndToEnd(BackupCase):
         self.assertEqual(job.state, "done", job.error_message)
         self.assertEqual(job.trigger, "manual")
         self.assertEqual(job.user_id, self.manager)
-        self.assertTrue(job.runner_pid)
+        self.assertTrue(job.run_id.worker_host)
         self.assertEqual(job.progress, 100.0)
         location = job.location.strip()
         self.assertEqual(location, os.path.join(self.destination.path, self.env.cr.dbname, job.backup_id))
@@ -57,9 +57,8 @@ class TestBackupEndToEnd(BackupCase):
         self.assertIn("Done", job.log_excerpt)
 
     def test_plan_file_has_no_password(self):
-        """The plan handed to the runner names the database and destination and holds no password."""
-        with open(self.job.plan_path, encoding="utf-8") as handle:
-            plan = json.load(handle)
+        """The plan handed to the worker names the database and destination and holds no password."""
+        plan = json.loads(self.job.run_id.plan)
         self.assertEqual(plan["db_name"], self.env.cr.dbname)
         self.assertEqual(plan["destinations"][0]["path"], self.destination.path)
         self.assertNotIn("password", plan["pg"])
@@ -67,6 +66,8 @@ class TestBackupEndToEnd(BackupCase):
     def test_verify_ok(self):
         """Verify on an intact backup records an OK verdict and a report."""
         self.job.with_user(self.manager).action_verify()
+        self.assertEqual(self.job.verify_state, "verifying")
+        self.work()
         self.assertEqual(self.job.verify_state, "ok")
         self.assertTrue(self.job.verified_at)
         self.assertIn("OK", self.job.verify_report)
@@ -87,6 +88,7 @@ class TestBackupEndToEnd(BackupCase):
         tampered = self.job.copy({"location": copy})
         tampered.write({"state": "done", "backup_id": self.job.backup_id})
         tampered.with_user(self.manager).action_verify()
+        self.work()
         self.assertEqual(tampered.verify_state, "failed")
         self.assertIn("database", tampered.verify_report)
         self.assertIn("SHA-256 differs", tampered.verify_report)
@@ -96,4 +98,5 @@ class TestBackupEndToEnd(BackupCase):
         self.assertIn("database (database.dump.zst)", posted.body)
         # the original is untouched
         self.job.with_user(self.manager).action_verify()
+        self.work()
         self.assertEqual(self.job.verify_state, "ok")

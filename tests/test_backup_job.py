@@ -1,7 +1,5 @@
 import datetime
 import os
-import socket
-import subprocess
 import time
 from unittest.mock import patch
 
@@ -14,8 +12,9 @@ from .common import BackupCase
 @tagged("post_install", "-at_install")
 class TestBackupJob(BackupCase):
     def test_new_job_is_queued(self):
-        """A job starts queued, records who triggered it and becomes the policy's last job."""
-        job = self.Job.with_user(self.manager).create({"policy_id": self.policy.id, "trigger": "manual"})
+        """Back up now queues a job and its run as the server: who asked, a plan without secrets, no process yet."""
+        wizard = self.env["spp.backup.run.now"].with_user(self.manager).create({"policy_id": self.policy.id})
+        job = self.Job.browse(wizard.action_confirm()["res_id"])
         self.assertEqual(job.state, "queued")
         self.assertEqual(job.user_id, self.manager)
         self.assertEqual(job.db_name, self.policy.database)
@@ -23,20 +22,27 @@ class TestBackupJob(BackupCase):
         self.assertEqual(self.policy.job_count, 1)
         self.assertEqual(self.policy.action_view_jobs()["domain"], [("policy_id", "=", self.policy.id)])
         self.assertEqual(job.name, "Nightly / job %d" % job.id)
+        run = job.run_id
+        self.assertEqual((run.state, run.action, run.res_model, run.res_id), ("queued", "backup", job._name, job.id))
+        self.assertEqual(run.user_id, self.manager)
+        plan = run._plan_data()
+        self.assertEqual(plan["db_name"], self.env.cr.dbname)
+        self.assertNotIn("password", plan["pg"])
 
-    def test_running_progress_is_copied(self):
-        """While the runner runs, progress, current step and log are copied from its status file."""
+    def test_running_progress_is_shown(self):
+        """While the worker runs, the job shows the run's progress, step and log, and is marked running."""
         job = self.make_job(state="queued")
-        self.write_status(
-            job,
-            progress=0.42,
-            message="Dumping the database: 10 MiB",
-            log=["10:00:00 Runner started", "10:00:01 Dumping"],
+        job.run_id.write(
+            {
+                "progress": 42.0,
+                "progress_message": "Dumping the database",
+                "log": "10:00:00 Worker started\n10:00:01 Dumping",
+            }
         )
-        job._collect()
+        self.Run._cron_collect()
         self.assertEqual(job.state, "running")
         self.assertAlmostEqual(job.progress, 42.0)
-        self.assertEqual(job.progress_message, "Dumping the database: 10 MiB")
+        self.assertEqual(job.progress_message, "Dumping the database")
         self.assertIn("10:00:01 Dumping", job.log_excerpt)
 
     def test_done_fills_evidence(self):
@@ -44,8 +50,8 @@ class TestBackupJob(BackupCase):
         job = self.make_job()
         result = self.fake_result()
         finished = time.time()
-        self.write_status(job, state="done", progress=1.0, message="Done", result=result, finished_at=finished)
-        job._collect()
+        self.finish_run(job, "done", result)
+        self.Run._cron_collect()
         self.assertEqual(job.state, "done")
         self.assertEqual(job.progress, 100.0)
         self.assertEqual(job.backup_id, result["backup_id"])
@@ -72,8 +78,8 @@ class TestBackupJob(BackupCase):
         """A failed status stores the error in words and posts it with the 'Backup failed' subtypes."""
         job = self.make_job()
         error = "Not enough free space at /backups: 1.0 GiB free, at least 5.0 GiB needed."
-        self.write_status(job, state="failed", error=error, message="Failed: " + error, finished_at=time.time())
-        job._collect()
+        self.finish_run(job, "failed", error=error)
+        self.Run._cron_collect()
         self.assertEqual(job.state, "failed")
         self.assertEqual(job.error_message, error)
         subtype = self.env.ref("spp_backup.mt_backup_failed")
@@ -87,121 +93,90 @@ class TestBackupJob(BackupCase):
         self.assertTrue(self.policy.last_failure_at)
         self.assertEqual(self.policy.state, "failing")
 
-    def test_dead_runner_is_failed(self):
-        """A running status whose runner process no longer exists marks the job failed, naming the process."""
-        finished = subprocess.Popen(["true"])
-        finished.wait()
-        job = self.make_job(runner_pid=finished.pid)
-        self.write_status(job, pid=finished.pid, host=socket.gethostname(), progress=0.3)
-        job._collect()
+    def test_dead_worker_is_failed(self):
+        """A running run whose worker's lock is gone (the worker died) fails its job in words, on any node."""
+        job = self.make_job()
+        self.release_run_lock(job.run_id)
+        self.Run._cron_collect()
+        self.assertEqual(job.run_id.state, "failed")
         self.assertEqual(job.state, "failed")
-        self.assertIn("stopped unexpectedly", job.error_message)
-        self.assertIn("Process %d is gone" % finished.pid, job.error_details)
-        self.assertIn("next scheduled run will try again", job.error_message)
+        self.assertIn("stopped before it reported a result", job.error_message)
+        self.assertIn("Nothing was marked complete", job.error_message)
         subtype = self.env.ref("spp_backup.mt_backup_failed")
         self.assertTrue(job.message_ids.filtered(lambda m: m.subtype_id == subtype))
+        self.assertFalse(job.has_stored_copy)
 
-    def test_dead_runner_without_status(self):
-        """A runner that died before writing any status is failed too, with its log tail as evidence."""
-        finished = subprocess.Popen(["true"])
-        finished.wait()
-        log_path = os.path.join(self.tmp, "dead.log")
-        with open(log_path, "w", encoding="utf-8") as handle:
-            handle.write("ModuleNotFoundError: No module named 'zstandard'\n")
-        job = self.make_job(runner_pid=finished.pid, runner_log_path=log_path)
-        job._collect()
-        self.assertEqual(job.state, "failed")
-        self.assertIn("Process %d is gone" % finished.pid, job.error_details)
-        self.assertIn(log_path, job.error_details)
-        self.assertNotIn(log_path, job.error_message, "the server's paths stay out of the user-facing error")
-        self.assertIn("zstandard", job.log_excerpt)
-
-    def test_stale_heartbeat_is_failed(self):
-        """A runner that has not reported for more than 10 minutes is considered stopped."""
+    def test_live_worker_stays_running(self):
+        """A run whose worker holds its lock is left alone, however long it runs."""
         job = self.make_job()
-        self.write_status(job, heartbeat=time.time() - 11 * 60)
-        job._collect()
-        self.assertEqual(job.state, "failed")
-        self.assertIn("has not reported since", job.error_message)
-
-    def test_live_runner_stays_running(self):
-        """A runner that is alive and reporting is left alone."""
-        job = self.make_job()
-        self.write_status(job, pid=os.getpid(), progress=0.5)
-        job._collect()
+        old = fields.Datetime.now() - datetime.timedelta(hours=5)
+        job.run_id.write({"heartbeat_at": old, "started_at": old})
+        self.Run._cron_collect()
+        self.assertEqual(job.run_id.state, "running")
         self.assertEqual(job.state, "running")
         self.assertFalse(job.error_message)
+        self.assertEqual(job.run_id._live_ids(), {job.run_id.id})
 
     def test_cron_collect_only_touches_unfinished_jobs(self):
-        """The collect cron leaves finished jobs alone, whatever their status file says."""
+        """A finished job is not rewritten by a result recorded later."""
         job = self.make_job()
-        self.write_status(job, state="done", result=self.fake_result())
         job.write({"state": "failed", "error_message": "earlier failure"})
-        self.Job._cron_collect()
+        self.finish_run(job, "done", self.fake_result())
+        self.Run._cron_collect()
         self.assertEqual(job.state, "failed")
         self.assertEqual(job.error_message, "earlier failure")
+        self.assertTrue(job.run_id.is_applied)
 
-    def test_runner_that_cannot_start_fails_in_words(self):
-        """A configuration problem when starting the runner fails the job with a sentence, not a traceback."""
+    def test_job_that_cannot_be_planned_fails_in_words(self):
+        """A configuration problem when queueing fails the job with a sentence, not a traceback."""
         job = self.Job.create({"policy_id": self.policy.id, "trigger": "manual"})
         with (
             patch.dict(os.environ, {"SPP_BACKUP_MIN_FREE_BYTES": "lots"}),
             self.assertLogs("odoo.addons.spp_backup.models.backup_job", level="ERROR") as logs,
         ):
-            job._start_runner()
-        self.assertIn("could not start", logs.output[0])
+            job._queue_run()
+        self.assertIn("could not be queued", logs.output[0])
         self.assertEqual(job.state, "failed")
+        self.assertFalse(job.run_id)
         self.assertIn("min_free_bytes", job.error_message)
         self.assertNotIn("Traceback", job.error_message)
 
-    def test_queued_job_never_started(self):
-        """A job left queued without a runner for more than 10 minutes is failed."""
+    def test_result_that_cannot_be_recorded_does_not_block_the_others(self):
+        """One run whose result raises while it is recorded is failed in words; the next one is recorded."""
+        broken, good = self.make_job(), self.make_job()
+        self.finish_run(broken, "done", self.fake_result("20261126T030000Z-bad000"))
+        self.finish_run(good, "done", self.fake_result("20261126T040000Z-900d00"))
+        original = type(self.Job)._record_result
+
+        def record(job, status):
+            if job.id == broken.id:
+                raise ValueError("a result this version cannot read")
+            return original(job, status)
+
+        with patch.object(type(self.Job), "_record_result", record), self.assertLogs(level="ERROR"):
+            self.Run._cron_collect()
+        self.assertEqual(good.state, "done")
+        self.assertEqual(good.backup_id, "20261126T040000Z-900d00")
+        self.assertEqual(broken.state, "failed")
+        self.assertIn("could not be recorded", broken.error_message)
+        self.assertIn("could not be recorded", broken.run_id.apply_error)
+        self.assertTrue(broken.run_id.is_applied and good.run_id.is_applied)
+
+    def test_waiting_without_a_worker_raises_one_alert(self):
+        """Work queued for more than 5 minutes with no worker alive raises one alert, resolved once it moves."""
         job = self.Job.create({"policy_id": self.policy.id, "trigger": "schedule"})
-        old = fields.Datetime.now() - datetime.timedelta(minutes=11)
-        self.env.cr.execute("UPDATE spp_backup_job SET create_date = %s WHERE id = %s", (old, job.id))
-        job.invalidate_recordset(["create_date"])
-        job._collect()
-        self.assertEqual(job.state, "failed")
-        self.assertIn("never started", job.error_message)
-
-    def test_traceback_never_reaches_the_log_tab(self):
-        """A runner log with a Python traceback shows only the final exception line and where the details are."""
-        finished = subprocess.Popen(["true"])
-        finished.wait()
-        log_path = os.path.join(self.tmp, "crash.log")
-        with open(log_path, "w", encoding="utf-8") as handle:
-            handle.write(
-                "10:00:00 Runner started\n"
-                "Traceback (most recent call last):\n"
-                '  File "/srv/odoo/engine/backup.py", line 12, in run\n'
-                "    boom()\n"
-                "KeyError: 'x'\n"
-                "\nDuring handling of the above exception, another exception occurred:\n\n"
-                "Traceback (most recent call last):\n"
-                '  File "/srv/odoo/engine/runner.py", line 3, in main\n'
-                "RuntimeError: the disk went away\n"
-            )
-        job = self.make_job(runner_pid=finished.pid, runner_log_path=log_path, trigger="manual")
-        job._collect()
-        self.assertEqual(job.state, "failed")
-        self.assertNotIn("Traceback", job.log_excerpt)
-        self.assertNotIn("/srv/odoo", job.log_excerpt)
-        self.assertIn("10:00:00 Runner started", job.log_excerpt)
-        self.assertIn("RuntimeError: the disk went away", job.log_excerpt)
-        self.assertIn("details of this error are in the runner log on the server", job.log_excerpt)
-        self.assertNotIn("next scheduled run", job.error_message, "a manual job is not retried by the schedule")
-
-    def test_crashed_runner_finished_at_its_last_heartbeat(self):
-        """A runner found dead finished when it last reported, not when the death was noticed."""
-        finished = subprocess.Popen(["true"])
-        finished.wait()
-        job = self.make_job(runner_pid=finished.pid)
-        last_beat = time.time() - 300
-        self.write_status(job, pid=finished.pid, heartbeat=last_beat, started_at=last_beat - 60)
-        job._collect()
-        self.assertEqual(job.state, "failed")
-        self.assertAlmostEqual(job.finished_at.timestamp(), last_beat, delta=2)
-        self.assertAlmostEqual(job.duration, 60, delta=2)
+        job._queue_run()
+        old = fields.Datetime.now() - datetime.timedelta(minutes=6)
+        self.env.cr.execute("UPDATE spp_backup_run SET create_date = %s WHERE id = %s", (old, job.run_id.id))
+        job.run_id.invalidate_recordset(["create_date"])
+        self.assertEqual(self.env["spp.backup.engine"]._worker_mode(), "none")
+        self.Run._cron_collect()
+        self.Run._cron_collect()
+        alerts = self.env["spp.backup.alert"].search([("policy_id", "=", self.policy.id), ("kind", "=", "no_worker")])
+        self.assertEqual(len(alerts), 1)
+        self.assertIn("spp-backup worker", alerts.message)
+        self.work()
+        self.assertEqual(alerts.state, "resolved")
 
     def test_partial_copy_failure_fails_the_job_and_keeps_the_good_copy(self):
         """Some copies failed, others stored: the job is failed with the error, the good copy and evidence stay."""
@@ -224,7 +199,7 @@ class TestBackupJob(BackupCase):
             {"destination": good.path, "keep": [result["backup_id"]], "reasons": {result["backup_id"]: ["last"]}}
         ]
         error = "The backup was stored, but 1 of 2 copies failed: 2: %s: [Errno 28] No space left on device" % bad.path
-        self.write_status(job, state="failed", result=result, error=error, finished_at=time.time())
+        self.finish_run(job, "failed", result, error=error)
         job._collect()
         self.assertEqual(job.state, "failed")
         self.assertEqual(job.error_message, error)
@@ -247,7 +222,7 @@ class TestBackupJob(BackupCase):
             {"destination": "1: x", "location": "/x/db/%s" % result["backup_id"], "ok": True, "error": None},
             {"destination": "2: y", "location": "/y/db/%s" % result["backup_id"], "ok": True, "error": None},
         ]
-        self.write_status(job, state="done", result=result, finished_at=time.time())
+        self.finish_run(job, "done", result)
         job._collect()
         self.assertEqual(job.state, "done")
         self.assertEqual(job.copy_ids.mapped("destination_id").ids, [self.destination.id, second.id])

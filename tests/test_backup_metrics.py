@@ -23,6 +23,10 @@ class TestBackupMetrics(HttpCase):
         super().setUpClass()
         folder = tempfile.mkdtemp(prefix="spp_backup_metrics_")
         cls.addClassCleanup(shutil.rmtree, folder, True)
+        # This server may report on database "prod" and write under the temporary folder.
+        cls.startClassPatcher(
+            patch.dict(os.environ, {"SPP_BACKUP_BACKUP_ROOTS": folder, "SPP_BACKUP_DATABASES": "^prod$"})
+        )
         cls.destination = cls.env["spp.backup.destination"].create({"name": "Disk", "path": folder})
         cls.policy = cls.env["spp.backup.policy"].create(
             {

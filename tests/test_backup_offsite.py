@@ -1,6 +1,5 @@
 import copy
 import os
-import time
 
 from odoo.exceptions import UserError
 from odoo.tests import tagged
@@ -100,6 +99,8 @@ class TestOffsiteBackup(S3BackupCase):
         self.assertIn("keep    %s" % job.backup_id, job.retention_report)
 
         job.with_user(self.manager).action_verify()
+
+        self.work()
         self.assertEqual(job.verify_state, "ok", job.verify_report)
         self.assertEqual(job.copy_ids.mapped("verify_state"), ["ok", "ok"])
         self.assertEqual(job.copy_ids.mapped("signature"), ["valid (Ed25519)", "valid (Ed25519)"])
@@ -114,6 +115,7 @@ class TestOffsiteBackup(S3BackupCase):
         self.assertEqual(self.policy.last_success_job_id, self.job)
         self.policy.signing_public_key = crypto.generate_signing_key()[1]
         self.job.with_user(self.manager).action_verify()
+        self.work()
         self.assertEqual(self.job.verify_state, "failed")
         self.assertEqual(self.job.copy_ids.mapped("signature"), ["BAD", "BAD"])
         self.assertEqual(self.policy.state, "verify_failed")
@@ -123,27 +125,25 @@ class TestOffsiteBackup(S3BackupCase):
     def test_failed_copy_keeps_the_good_copy_verifiable(self):
         """A run whose S3 copy failed is failed, while its local copy is listed as stored and verifies."""
         self.assertEqual(self.job.state, "done", self.job.error_message)
-        status_path = os.path.join(self.tmp, "partial.status.json")
-        partial = self.make_job(status_path=status_path, plan_destination_ids=self.job.plan_destination_ids)
+        partial = self.make_job(plan_destination_ids=self.job.plan_destination_ids)
         result = copy.deepcopy(self.runner_result)
         result["copies"][1].update(ok=False, error="S3 failed to upload part 2: connection reset")
         result["locations"] = [result["copies"][0]["location"]]
         error = "The backup was stored, but 1 of 2 copies failed: %s" % result["copies"][1]["error"]
-        self.write_status(partial, state="failed", result=result, error=error, finished_at=time.time())
+        self.finish_run(partial, "failed", result, error=error)
         partial._collect()
         self.assertEqual(partial.state, "failed")
         self.assertEqual(partial.error_message, error)
         self.assertEqual(partial.copy_ids.mapped("state"), ["ok", "failed"])
         partial.with_user(self.manager).action_verify()
+        self.work()
         self.assertEqual(partial.copy_ids[0].verify_state, "ok", partial.verify_report)
         self.assertEqual(partial.copy_ids[1].verify_state, "not_verified", "a failed copy is not verified")
         self.assertEqual(partial.verify_state, "ok")
 
     @property
     def runner_result(self):
-        from ..engine import runner
-
-        return runner.read_status(self.job.status_path)["result"]
+        return self.job.run_id._result_data()
 
     def test_bucket_gone_fails_the_run_in_words(self):
         """A bucket deleted after the destination was tested fails the next run with a sentence naming it."""

@@ -216,7 +216,7 @@ class TestBackupPolicy(BackupCase):
                 self.policy._to_engine_plan()
             job = self.Job.create({"policy_id": self.policy.id, "trigger": "manual"})
             with self.assertLogs("odoo.addons.spp_backup.models.backup_job", level="ERROR"):
-                job._start_runner()
+                job._queue_run()
         self.assertEqual(job.state, "failed")
         self.assertIn("signing_key_file", job.error_message)
         key_file = os.path.join(self.tmp, "signing.pem")

@@ -1,6 +1,8 @@
 import json
 import os
+import re
 import shutil
+from unittest.mock import patch
 
 from odoo import fields
 from odoo.exceptions import AccessError, UserError
@@ -22,10 +24,15 @@ class TestBackupRestore(RealBackupCase):
         return self.env["spp.backup.restore.wizard"].with_user(user or self.restorer).browse(action["res_id"])
 
     def checks(self, wizard):
-        """{check name: (ok, detail)} of the wizard's report lines."""
+        """{check name: (ok, detail)} of the wizard's report, once the worker has read the backup back."""
+        wizard.action_check()
+        self.work()
+        self.assertEqual(wizard.step, "checked")
         result = {}
-        for check in wizard._collect_checks(verify_backup=True):
-            result[check.name] = (check.ok, check.detail)
+        for line in wizard.check_report.splitlines():
+            match = re.match(r"^(.*?)\s+(ok  |FAIL)  (.*)$", line)
+            if match:
+                result[match.group(1).strip()] = (match.group(2) == "ok  ", match.group(3))
         return result
 
     def copy_backup_set(self, db_name=None, edit_manifest=None):
@@ -71,6 +78,7 @@ class TestBackupRestore(RealBackupCase):
         with self.assertRaises(UserError, msg="Run before Check is refused"):
             wizard.action_run()
         wizard.action_check()
+        self.work()
         self.assertEqual(wizard.step, "checked")
         self.assertTrue(wizard.is_check_ok, wizard.check_report)
         for name in ("signature", "checksums", "odoo version", "modules", "disk space", "target"):
@@ -80,7 +88,8 @@ class TestBackupRestore(RealBackupCase):
         restore = self.env["spp.backup.restore"].browse(action["res_id"])
         self.assertEqual(restore.user_id, self.restorer)
         self.assertEqual(restore.backup_id, self.job.backup_id)
-        self.assertEqual(restore.state, "running")
+        self.assertEqual(restore.state, "queued")
+        self.assertEqual(restore.run_id.state, "queued")
         self.wait_for_runner(restore)
         self.assertEqual(restore.state, "done", restore.error_message)
         self.assertTrue(self.database_exists(expected))
@@ -101,14 +110,21 @@ class TestBackupRestore(RealBackupCase):
             "WHERE c.active AND d.name <> 'autovacuum_job'",
         )[0][0]
         self.assertEqual(crons, 0, "a neutralized copy runs no cron")
-        self.assertIn("was restored into database %s" % expected, restore.message_ids[0].body)
+        self.assertTrue(
+            restore.message_ids.filtered(lambda m: "was restored into database %s" % expected in (m.body or ""))
+        )
 
     def test_replace_existing_database_with_typed_name(self):
-        """Replacing another database needs its name typed; the old one is renamed aside, closed, and kept."""
+        """Replacing another database needs it in the databases setting and its name typed; the old one is kept."""
         name = "%s_victim" % self.env.cr.dbname[:40]
         pg.create_database(self.pg_config(), name)
         self.drop_later(name)
-        folder = os.path.join(self.Policy._data_dir(), "filestore", name)
+        wizard = self.wizard_from_destination(self.destination)
+        wizard.write({"target_mode": "replace", "target_db": name, "confirm_db_name": name})
+        self.assertIn("databases setting", self.checks(wizard)["target"][1])
+        self.assertFalse(wizard.is_check_ok)
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_DATABASES": "_victim$"}))
+        folder = os.path.join(self.env["spp.backup.engine"]._data_dir(), "filestore", name)
         os.makedirs(folder)
         with open(os.path.join(folder, "marker"), "w", encoding="utf-8") as handle:
             handle.write("old")
@@ -116,6 +132,7 @@ class TestBackupRestore(RealBackupCase):
         wizard.write({"target_mode": "replace", "target_db": name, "new_uuid": False, "neutralize": False})
         self.assertFalse(wizard.is_current_db)
         wizard.action_check()
+        self.work()
         self.assertTrue(wizard.is_check_ok, wizard.check_report)
         self.assertIn("renamed aside", wizard.check_report)
         with self.assertRaises(UserError):
@@ -138,7 +155,7 @@ class TestBackupRestore(RealBackupCase):
         self.assertTrue(self.query(name, "SELECT count(*) FROM res_users")[0][0] > 0)
         self.assertTrue(os.path.isfile(os.path.join(restore.replaced_filestore_aside, "marker")))
         self.assertFalse(os.path.exists(os.path.join(folder, "marker")))
-        self.assertIn(aside, restore.message_ids[0].body)
+        self.assertTrue(restore.message_ids.filtered(lambda m: aside in (m.body or "")))
 
     def test_run_refused_without_restore_right(self):
         """Backup Managers and Settings admins do not restore: the methods themselves refuse them."""
@@ -156,7 +173,7 @@ class TestBackupRestore(RealBackupCase):
             wizard.with_user(self.manager).action_run()
         with self.assertRaises(AccessError):
             self.env["spp.backup.restore.wizard"].with_user(self.manager).create(
-                {"target_db": "x", "source_json": wizard.source_json}
+                {"target_db": "x", "copy_id": wizard.copy_id.id}
             )
         self.assertFalse(self.env["spp.backup.restore"].search([]))
 
@@ -188,6 +205,7 @@ class TestBackupRestore(RealBackupCase):
         self.assertIn("Odoo 16.0", checks["odoo version"][1])
         self.assertTrue(checks["checksums"][0], checks["checksums"][1])
         wizard.action_check()
+        self.work()
         self.assertFalse(wizard.is_check_ok)
         self.assertRegex(wizard.check_report, r"modules\s+FAIL")
         with self.assertRaises(UserError):
@@ -230,8 +248,13 @@ class TestBackupRestore(RealBackupCase):
         self.assertIn("free some space", checks["disk space"][1])
 
     def test_browse_lists_every_database(self):
-        """Browsing a destination lists the backups of every database in it; incomplete sets are not restorable."""
+        """Browsing lists the backups of every database the databases setting allows; incomplete ones unrestorable."""
         destination, _target = self.copy_backup_set(db_name="other_server_db")
+        action = destination.with_user(self.manager).action_browse_backups()
+        browse = self.env["spp.backup.browse"].browse(action["res_id"])
+        self.assertFalse(browse.line_ids, "another database's backups are hidden without the databases setting")
+        self.assertIn("not shown", browse.summary)
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_DATABASES": "^other_server_db$"}))
         incomplete = os.path.join(destination.path, "other_server_db", "20200101T000000Z-abcdef")
         os.makedirs(incomplete)
         with open(os.path.join(incomplete, "database.dump.zst"), "wb") as handle:
@@ -258,6 +281,7 @@ class TestBackupRestore(RealBackupCase):
         wizard = self.wizard_from_destination(destination)
         self.drop_later(wizard.target_db)
         wizard.action_check()
+        self.work()
         self.assertTrue(wizard.is_check_ok, wizard.check_report)
         dump = os.path.join(target, "database.dump.zst")
         with open(dump, "r+b") as handle:
@@ -273,8 +297,8 @@ class TestBackupRestore(RealBackupCase):
 
     def test_restore_right_is_checked_by_the_method(self):
         """The restore right check refuses managers and admins and accepts the Backup Restore group."""
-        Policy = self.env["spp.backup.policy"]
+        Engine = self.env["spp.backup.engine"]
         for user in (self.manager, self.env.ref("base.user_admin"), self.auditor):
             with self.assertRaises(AccessError):
-                Policy.with_user(user)._check_restore_right()
-        Policy.with_user(self.restorer)._check_restore_right()
+                Engine.with_user(user)._check_restore_right()
+        Engine.with_user(self.restorer)._check_restore_right()

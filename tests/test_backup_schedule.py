@@ -41,7 +41,7 @@ class TestBackupSchedule(BackupCase):
             started.extend(jobs.ids)
             jobs.write({"state": "running"})
 
-        with patch.object(type(self.Job), "_start_runner", fake_start):
+        with patch.object(type(self.Job), "_queue_run", fake_start):
             self.Policy._cron_run_due()
         return self.Job.browse(started)
 

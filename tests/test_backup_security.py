@@ -1,4 +1,7 @@
-from odoo.exceptions import AccessError
+import os
+from unittest.mock import patch
+
+from odoo.exceptions import AccessError, ValidationError
 from odoo.tests import tagged
 
 from .common import BackupCase
@@ -55,3 +58,151 @@ class TestBackupSecurity(BackupCase):
         self.assertTrue(self.env.ref("base.user_admin").has_group("spp_backup.group_backup_manager"))
         self.assertTrue(self.manager.has_group("spp_backup.group_backup_auditor"))
         self.assertFalse(self.auditor.has_group("spp_backup.group_backup_manager"))
+
+
+@tagged("post_install", "-at_install")
+class TestEvidenceIsTheServers(BackupCase):
+    """No group writes, creates or deletes runs or evidence: the ORM refuses each, whoever calls it."""
+
+    EVIDENCE = {
+        "spp.backup.run": ["state", "progress", "log", "result", "worker_host", "worker_pid", "plan", "is_applied"],
+        "spp.backup.job": [
+            "state",
+            "backup_id",
+            "database_sha256",
+            "database_size",
+            "verify_state",
+            "verify_report",
+            "location",
+            "finished_at",
+            "run_id",
+        ],
+        "spp.backup.job.copy": ["state", "location", "verify_state", "signature", "verify_report"],
+        "spp.backup.restore": ["state", "target_db", "is_replace", "restore_seconds", "run_id"],
+        "spp.backup.drill": ["state", "is_ok", "restore_seconds", "is_rto_measured", "report", "copy_id"],
+        "spp.backup.drill.check": ["is_ok", "detail"],
+        "spp.backup.alert": ["state", "message"],
+    }
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.admin = cls.env.ref("base.user_admin")
+        cls.job = cls.Job.create({"policy_id": cls.policy.id, "trigger": "manual"})
+        cls.job._queue_run()
+        cls.job.write(
+            {"state": "done", "location": os.path.join(cls.destination.path, "db", "20261126T030000Z-abc123")}
+        )
+        cls.job._ensure_copies()
+        cls.drill = cls.env["spp.backup.drill"].create(
+            {"policy_id": cls.policy.id, "backup_id": "x", "job_id": cls.job.id}
+        )
+        cls.drill.write({"check_ids": [(0, 0, {"name": "restore", "is_ok": True})]})
+        cls.restore = cls.env["spp.backup.restore"].create({"target_db": "copy_of_db", "backup_id": "x"})
+        cls.alert = cls.env["spp.backup.alert"].create(
+            {"policy_id": cls.policy.id, "kind": "job_failed", "message": "m"}
+        )
+        cls.records = {
+            "spp.backup.run": cls.job.run_id,
+            "spp.backup.job": cls.job,
+            "spp.backup.job.copy": cls.job.copy_ids,
+            "spp.backup.restore": cls.restore,
+            "spp.backup.drill": cls.drill,
+            "spp.backup.drill.check": cls.drill.check_ids,
+            "spp.backup.alert": cls.alert,
+        }
+
+    def users(self):
+        return {
+            "internal": self.internal,
+            "auditor": self.auditor,
+            "manager": self.manager,
+            "restore": self.restorer,
+            "settings admin": self.admin,
+        }
+
+    def test_no_group_writes_evidence(self):
+        """Every evidence field of every evidence model is refused on write, for every group."""
+        for model, fields_ in self.EVIDENCE.items():
+            record = self.records[model]
+            for who, user in self.users().items():
+                for name in fields_:
+                    value = record._fields[name].convert_to_write(record[name], record)
+                    with self.subTest(model=model, user=who, field=name), self.assertRaises(AccessError):
+                        record.with_user(user).write({name: value})
+
+    def test_no_group_creates_or_deletes_evidence(self):
+        """Nobody creates a run, a 'done' job or any other evidence record, nor deletes one, through the ORM."""
+        forged = {
+            "spp.backup.run": {"action": "backup", "state": "done"},
+            "spp.backup.job": {"policy_id": self.policy.id, "state": "done", "backup_id": "20261126T030000Z-f00000"},
+            "spp.backup.job.copy": {"job_id": self.job.id, "location": "/etc"},
+            "spp.backup.restore": {"target_db": "x"},
+            "spp.backup.drill": {"policy_id": self.policy.id, "is_ok": True, "restore_seconds": 1.0},
+            "spp.backup.drill.check": {"drill_id": self.drill.id, "name": "x", "is_ok": True},
+            "spp.backup.alert": {"policy_id": self.policy.id, "kind": "rpo_breach"},
+        }
+        for model, values in forged.items():
+            for who, user in self.users().items():
+                with self.subTest(model=model, user=who, op="create"), self.assertRaises(AccessError):
+                    self.env[model].with_user(user).create(values)
+                with self.subTest(model=model, user=who, op="unlink"), self.assertRaises(AccessError):
+                    self.records[model].with_user(user).unlink()
+
+    def test_policy_evidence_fields_are_the_servers(self):
+        """A manager edits a policy but not what the server records on it (last success, last drill, ...)."""
+        for name in ("last_success_at", "last_failure_at", "last_success_job_id", "last_job_id", "last_drill_id"):
+            value = self.policy._fields[name].convert_to_write(self.policy[name], self.policy) or False
+            if name.endswith("_at"):
+                value = "2026-11-26 03:00:00"
+            elif name != "last_drill_id":
+                value = self.job.id
+            else:
+                value = self.drill.id
+            for user in (self.manager, self.admin):
+                with self.subTest(field=name, user=user.login), self.assertRaises(AccessError):
+                    self.policy.with_user(user).write({name: value})
+        self.policy.with_user(self.manager).write({"name": "Renamed"})
+        self.assertEqual(self.policy.name, "Renamed")
+
+    def test_no_field_names_a_file_to_read(self):
+        """The fields that once let a manager point the server at a file or SQL are gone."""
+        for model in ("spp.backup.job", "spp.backup.restore", "spp.backup.drill", "spp.backup.restore.wizard"):
+            for name in ("runner_log_path", "status_path", "plan_path", "source_json", "neutralize_sql"):
+                self.assertNotIn(name, self.env[model]._fields, "%s.%s" % (model, name))
+
+    def test_out_of_scope_database_and_folder_are_refused_in_words(self):
+        """A policy on another database, a folder outside backup_roots: refused with the setting to change."""
+        with self.assertRaisesRegex(ValidationError, "databases setting .*odoo.conf"):
+            self.Policy.with_user(self.manager).create(
+                {"name": "Other", "database": "postgres", "destination_ids": [(6, 0, self.destination.ids)]}
+            )
+        with self.assertRaisesRegex(ValidationError, "databases"):
+            self.policy.with_user(self.manager).write({"database": "another_db"})
+        with self.assertRaisesRegex(ValidationError, "backup_roots"):
+            self.Destination.with_user(self.manager).create({"name": "etc", "path": "/etc/spp"})
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_DATABASES": "^staging$"}))
+        self.policy.with_user(self.manager).write({"database": "staging"})
+        self.assertEqual(self.policy.database, "staging")
+
+    def test_policy_out_of_scope_stops_with_one_alert(self):
+        """A policy whose database leaves the scope (odoo.conf changed) does not run; one alert names the setting."""
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_DATABASES": "^staging$"}))
+        staging = self.Policy.create(
+            {
+                "name": "Staging",
+                "database": "staging",
+                "encrypt": False,
+                "destination_ids": [(6, 0, self.destination.ids)],
+            }
+        )
+        staging.next_run = "2026-01-01 00:00:00"
+        os.environ["SPP_BACKUP_DATABASES"] = ""
+        self.Policy._cron_run_due()
+        staging.next_run = "2026-01-01 00:00:00"
+        self.Policy._cron_run_due()
+        self.assertFalse(self.Job.search([("policy_id", "=", staging.id)]))
+        alerts = self.env["spp.backup.alert"].search([("policy_id", "=", staging.id), ("state", "=", "open")])
+        self.assertEqual(
+            len(alerts.filtered(lambda a: "databases = ^staging$" in a.message)), 1, alerts.mapped("message")
+        )

@@ -27,6 +27,12 @@ class SppBackupBrowse(models.TransientModel):
         """List the destination's backups (newest first) and open the list."""
         storage = destination._open_storage()
         entries = destination._call_storage(lambda: list_backups(storage, None, include_incomplete=True))
+        # Only the databases this server may touch (its own, and those odoo.conf's databases setting allows).
+        Engine = self.env["spp.backup.engine"]
+        settings = Engine._settings()
+        shown = [entry for entry in entries if Engine._database_allowed(entry.db_name, settings)]
+        hidden = len(entries) - len(shown)
+        entries = shown
         lines = [
             (
                 0,
@@ -52,6 +58,16 @@ class SppBackupBrowse(models.TransientModel):
                     count=len(entries),
                     dbs=len(databases),
                     where=destination.where or destination.name,
+                )
+                + (
+                    " "
+                    + _(
+                        "(%s backup(s) of other databases are not shown: the databases setting in the "
+                        "[spp_backup] section of odoo.conf does not allow them.)",
+                        hidden,
+                    )
+                    if hidden
+                    else ""
                 ),
             }
         )
@@ -95,7 +111,7 @@ class SppBackupBrowseLine(models.TransientModel):
     def action_restore(self):
         """Open the restore wizard on this backup."""
         self.ensure_one()
-        self.env["spp.backup.policy"]._check_restore_right()
+        self.env["spp.backup.engine"]._check_restore_right()
         return self.env["spp.backup.restore.wizard"]._open_for(
             destination=self.browse_id.destination_id, db_name=self.db_name, backup_id=self.backup_id
         )

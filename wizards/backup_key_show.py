@@ -36,7 +36,7 @@ class SppBackupKeyShow(models.TransientModel):
             if not policy_name:
                 instructions += "\n\n" + _("Paste the public key into the Recipients of the policy that uses it.")
         elif kind == "signing":
-            settings = self.env["spp.backup.policy"]._engine_settings()
+            settings = self.env["spp.backup.engine"]._settings()
             path = settings.get("signing_key_file")
             instructions = _(
                 "Save this private key now to the file named by signing_key_file in the [spp_backup] section of "

@@ -1,5 +1,4 @@
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -8,14 +7,11 @@ from odoo import _, api, fields, models, release
 from odoo.exceptions import UserError
 from odoo.modules.module import get_module_path
 
-from ..engine import pg
+from ..engine import pg, scope
 from ..engine.backup import human_bytes
 from ..engine.errors import BackupError
-from ..engine.verify import verify
 
 _logger = logging.getLogger(__name__)
-
-RESERVED_DATABASES = ("postgres", "template0", "template1")
 
 
 @dataclasses.dataclass
@@ -44,13 +40,16 @@ class SppBackupRestoreWizard(models.TransientModel):
     _order = "id desc"
 
     step = fields.Selection(
-        [("options", "Options"), ("checked", "Checked")], default="options", required=True, readonly=True
+        [("options", "Options"), ("checking", "Checking"), ("checked", "Checked")],
+        default="options",
+        required=True,
+        readonly=True,
     )
+    check_run_id = fields.Many2one("spp.backup.run", string="Check run", readonly=True, ondelete="set null")
     copy_id = fields.Many2one("spp.backup.job.copy", string="Copy", readonly=True, ondelete="cascade")
     job_id = fields.Many2one("spp.backup.job", string="Backup job", readonly=True, ondelete="cascade")
     policy_id = fields.Many2one("spp.backup.policy", string="Policy", readonly=True, ondelete="cascade")
     destination_id = fields.Many2one("spp.backup.destination", string="Destination", readonly=True, ondelete="cascade")
-    source_json = fields.Text(readonly=True)
     source_location = fields.Char(string="Backup", readonly=True)
     source_db_name = fields.Char(string="Backed-up database", readonly=True)
     backup_id = fields.Char(string="Backup ID", readonly=True)
@@ -100,8 +99,9 @@ class SppBackupRestoreWizard(models.TransientModel):
     )
     public_key = fields.Char(
         string="Signing public key",
-        help="Ed25519 public key (base64) the backup's signature is checked against; filled in from the policy. "
-        "With a key, a backup whose signature is missing or wrong is refused. Empty: the signature is not checked.",
+        help="Ed25519 public key (base64) the backup's signature is checked against when this server knows none "
+        "for it. The server's own key (the policy's, or verify_key in odoo.conf) always comes first and cannot be "
+        "replaced here. With a key, a backup whose signature is missing or wrong is refused.",
     )
     check_report = fields.Text(string="Checks", readonly=True)
     is_check_ok = fields.Boolean(string="Checks passed", readonly=True)
@@ -137,10 +137,10 @@ class SppBackupRestoreWizard(models.TransientModel):
     @api.model
     def _open_for(self, copy=None, destination=None, db_name=None, backup_id=None):
         """Create the wizard for a job's copy, or for a backup of a destination, and open it."""
-        self.env["spp.backup.policy"]._check_restore_right()
+        self.env["spp.backup.engine"]._check_restore_right()
+        Destination = self.env["spp.backup.destination"]
         values = {}
         if copy:
-            source = copy._engine_source()
             policy = copy.job_id.policy_id
             values.update(
                 copy_id=copy.id,
@@ -148,26 +148,17 @@ class SppBackupRestoreWizard(models.TransientModel):
                 policy_id=policy.id,
                 destination_id=copy.destination_id.id,
                 source_location=copy.location,
-                public_key=policy.signing_public_key or False,
             )
         else:
-            source = {
-                "destination": dataclasses.asdict(destination._to_engine_destination()),
-                "db_name": db_name,
-                "backup_id": backup_id,
-            }
             policy = self.env["spp.backup.policy"].search(
                 [("database", "=", db_name), ("destination_ids", "in", destination.ids)], limit=1
             )
-            values.update(
-                destination_id=destination.id,
-                policy_id=policy.id,
-                public_key=policy.signing_public_key or False,
-            )
+            values.update(destination_id=destination.id, policy_id=policy.id)
+        source = Destination._source_of(copy=copy, destination=destination, db_name=db_name, backup_id=backup_id)
         ref = self.env["spp.backup.restore"]._source_ref(source)
         manifest = self.env["spp.backup.restore"]._read_manifest(ref)
         values.update(
-            source_json=json.dumps(source),
+            public_key=policy.signing_public_key or False,
             source_location=values.get("source_location") or ref.location(),
             source_db_name=source["db_name"],
             backup_id=ref.backup_id,
@@ -225,7 +216,7 @@ class SppBackupRestoreWizard(models.TransientModel):
         if not name:
             return False
         try:
-            return pg.database_exists(self.env["spp.backup.policy"]._engine_pg(), name)
+            return pg.database_exists(self.env["spp.backup.engine"]._pg(), name)
         except BackupError as exc:
             raise UserError(_("The database server cannot be asked which databases exist: %s", exc)) from exc
 
@@ -241,26 +232,34 @@ class SppBackupRestoreWizard(models.TransientModel):
 
     # ---------------------------------------------------------------- checks
 
-    def _collect_checks(self, verify_backup=True):
-        """The pre-checks of this restore, as a list of Check (name, ok, detail).
+    def _source(self):
+        """The backup this wizard restores, as the server derives it from its records (never typed)."""
+        self.ensure_one()
+        return self.env["spp.backup.destination"]._source_of(
+            copy=self.copy_id, destination=self.destination_id, db_name=self.source_db_name, backup_id=self.backup_id
+        )
 
-        ``verify_backup`` reads every stored byte back (signature and
-        SHA-256s); the runner verifies again before it touches anything.
-        """
+    def _effective_public_key(self):
+        """The server's key for this backup (the policy's, or verify_key in odoo.conf), else the one typed."""
+        self.ensure_one()
+        settings = self.env["spp.backup.engine"]._settings()
+        server_key = (self.copy_id.job_id.policy_id or self.policy_id).signing_public_key or settings.get("verify_key")
+        return (server_key or self.public_key or "").strip() or None
+
+    def _collect_checks(self):
+        """The quick pre-checks of this restore (the worker verifies every stored byte), as a list of Check."""
         self.ensure_one()
         checks = []
-        settings = self.env["spp.backup.policy"]._engine_settings()
+        settings = self.env["spp.backup.engine"]._settings()
         Restore = self.env["spp.backup.restore"]
         try:
-            ref = Restore._source_ref(json.loads(self.source_json), settings)
+            ref = Restore._source_ref(self._source(), settings)
             manifest = Restore._read_manifest(ref)
         except UserError as exc:
             return [Check(_("backup"), False, exc.args[0])]
         artifacts = manifest.get("artifacts") or {}
         if "database" not in artifacts:
             checks.append(Check(_("backup"), False, _("This backup holds no database dump.")))
-        if verify_backup:
-            checks += self._verify_checks(ref)
         checks.append(self._version_check(manifest))
         checks.append(self._modules_check(manifest))
         checks.append(self._space_check(manifest))
@@ -268,35 +267,29 @@ class SppBackupRestoreWizard(models.TransientModel):
         checks.append(self._target_check())
         return checks
 
-    def _verify_checks(self, ref):
-        """Signature and checksums, from the engine's verification of every stored byte."""
-        public_key = (self.public_key or "").strip() or None
-        try:
-            report = verify(ref, public_key=public_key)
-        except BackupError as exc:
-            return [Check(_("checksums"), False, str(exc))]
-        except Exception as exc:  # storage or network trouble: a sentence, the details in the server log
-            _logger.warning("Verifying %s failed", ref.location(), exc_info=True)
-            return [Check(_("checksums"), False, "%s: %s" % (type(exc).__name__, exc))]
-        if report.manifest is None:
-            return [Check(_("checksums"), False, "; ".join(report.problems))]
-        problems = list(report.problems)
+    @api.model
+    def _verify_checks(self, report, public_key):
+        """Signature and checksums, from the worker's verification report of every stored byte."""
+        if report.get("error") or not report.get("manifest"):
+            return [Check(_("checksums"), False, report.get("error") or report.get("failure") or "?")]
+        problems = list(report.get("problems") or [])
+        signature = report.get("signature") or "?"
         if public_key:
-            signature_ok = report.signature.startswith("valid")
-            detail = report.signature
+            signature_ok = signature.startswith("valid")
+            detail = signature
             if not signature_ok and problems:
-                detail = "%s: %s" % (report.signature, problems.pop(0))
+                detail = "%s: %s" % (signature, problems.pop(0))
         else:
-            signature_ok = report.signature != "BAD"
-            detail = _("%s (no public key given: the signature was not checked)", report.signature)
-        bad = ["%s: %s" % (check.name, check.message) for check in report.checks if not check.ok]
+            signature_ok = signature != "BAD"
+            detail = _("%s (no public key known: the signature was not checked)", signature)
+        checks = report.get("checks") or []
+        bad = ["%s: %s" % (check["name"], check["message"]) for check in checks if not check["ok"]]
         return [
             Check(_("signature"), signature_ok, detail),
             Check(
                 _("checksums"),
                 not bad and not problems,
-                "; ".join(bad + problems)
-                or _("%s artifacts match the manifest (size and SHA-256)", len(report.checks)),
+                "; ".join(bad + problems) or _("%s artifacts match the manifest (size and SHA-256)", len(checks)),
             ),
         ]
 
@@ -340,7 +333,7 @@ class SppBackupRestoreWizard(models.TransientModel):
         if not (self.include_filestore and art):
             return Check(_("disk space"), True, _("no filestore to restore"))
         need = int(art.get("raw_size") or art.get("size") or 0)
-        where, free = _free_space(os.path.join(self.env["spp.backup.policy"]._data_dir(), "filestore"))
+        where, free = _free_space(os.path.join(self.env["spp.backup.engine"]._data_dir(), "filestore"))
         if free < need:
             return Check(
                 _("disk space"),
@@ -388,8 +381,12 @@ class SppBackupRestoreWizard(models.TransientModel):
             pg.check_db_name(name)
         except BackupError as exc:
             return Check(_("target"), False, str(exc))
-        if name in RESERVED_DATABASES:
+        if name in scope.SYSTEM_DATABASES:
             return Check(_("target"), False, _("%s is a PostgreSQL system database: choose another name.", name))
+        try:
+            self.env["spp.backup.engine"]._check_target_scope(name, replace=self.target_mode == "replace")
+        except UserError as exc:
+            return Check(_("target"), False, exc.args[0])
         exists = self._database_exists(name)
         if self.target_mode == "new":
             if exists:
@@ -398,7 +395,7 @@ class SppBackupRestoreWizard(models.TransientModel):
                     False,
                     _("Database %s exists already: choose a new name, or choose to replace it.", name),
                 )
-            folder = os.path.join(self.env["spp.backup.policy"]._data_dir(), "filestore", name)
+            folder = os.path.join(self.env["spp.backup.engine"]._data_dir(), "filestore", name)
             if self.include_filestore and os.path.lexists(folder):
                 return Check(
                     _("target"),
@@ -428,10 +425,33 @@ class SppBackupRestoreWizard(models.TransientModel):
         )
 
     def action_check(self):
-        """Run every pre-check (including reading the whole backup back) and show the results."""
+        """Run the quick pre-checks now and have the worker read the whole backup back (signature, checksums)."""
         self.ensure_one()
-        self.env["spp.backup.policy"]._check_restore_right()
-        checks = self._collect_checks(verify_backup=True)
+        self.env["spp.backup.engine"]._check_restore_right()
+        checks = self._collect_checks()
+        source = self._source()
+        source["label"] = self.source_location
+        plan = {"sources": [source], "public_key": self._effective_public_key(), "deep": False}
+        run = self.env["spp.backup.run"]._queue("verify", plan, self, policy=self.policy_id)
+        self.sudo().write(
+            {
+                "step": "checking",
+                "check_run_id": run.id,
+                "check_report": self._checks_text(checks)
+                + "\n"
+                + _("signature and checksums: being read back by the worker..."),
+                "is_check_ok": False,
+            }
+        )
+        return self._reopen()
+
+    def _apply_run(self, run):
+        """The worker's verification of this wizard's backup: the checks are complete."""
+        self.ensure_one()
+        if run != self.check_run_id:
+            return
+        reports = run._result_data().get("reports") or [{"error": run.error_message or "?"}]
+        checks = self._verify_checks(reports[0], run._plan_data().get("public_key")) + self._collect_checks()
         self.write(
             {
                 "step": "checked",
@@ -439,12 +459,20 @@ class SppBackupRestoreWizard(models.TransientModel):
                 "is_check_ok": all(check.ok for check in checks),
             }
         )
+
+    def action_refresh_check(self):
+        """Show the checks once the worker has read the backup back."""
+        self.ensure_one()
+        self.env["spp.backup.engine"]._check_restore_right()
+        run = self.check_run_id.sudo()
+        if run.state in ("done", "failed") and not run.is_applied:
+            run._apply()
         return self._reopen()
 
     def action_back(self):
         """Back to the options."""
         self.ensure_one()
-        self.write({"step": "options", "is_check_ok": False, "check_report": False})
+        self.write({"step": "options", "is_check_ok": False, "check_report": False, "check_run_id": False})
         return self._reopen()
 
     # ------------------------------------------------------------------- run
@@ -468,50 +496,60 @@ class SppBackupRestoreWizard(models.TransientModel):
         checked here, whoever calls this method.
         """
         self.ensure_one()
-        Policy = self.env["spp.backup.policy"]
-        Policy._check_restore_right()
+        Engine = self.env["spp.backup.engine"]
+        Engine._check_restore_right()
         self._check_confirmation()
-        if self.step != "checked" or not self.is_check_ok:
+        run = self.check_run_id.sudo()
+        source = self._source()
+        key = self._effective_public_key()
+        if (
+            self.step != "checked"
+            or not self.is_check_ok
+            or run.state != "done"
+            or run.res_model != self._name
+            or run.res_id != self.id
+            or run._plan_data().get("public_key") != key
+            or [dict(s, label=None) for s in run._plan_data().get("sources") or []] != [dict(source, label=None)]
+        ):
             raise UserError(_("Run the checks first (Check), and restore only when they all pass."))
-        # Cheap checks again, on the server, as things stand now; the runner verifies the backup again.
-        failed = [check for check in self._collect_checks(verify_backup=False) if not check.ok]
+        # The quick checks again, on the server, as things stand now; the worker verifies the backup again.
+        failed = [check for check in self._collect_checks() if not check.ok]
         if failed:
             raise UserError(
                 _("The restore cannot start:\n%s", "\n".join("%s: %s" % (c.name, c.detail) for c in failed))
             )
         target = self.target_db.strip()
-        busy = self.env["spp.backup.restore"].search(
-            [("target_db", "=", target), ("state", "in", ("queued", "running"))], limit=1
+        Engine._check_target_scope(target, replace=self.target_mode == "replace")
+        busy = (
+            self.env["spp.backup.restore"]
+            .sudo()
+            .search([("target_db", "=", target), ("state", "in", ("queued", "running"))], limit=1)
         )
         if busy:
             raise UserError(_("A restore into %s is already in progress: wait for it to finish.", target))
-        neutralize_sql = []
-        if self.neutralize:
-            manifest = self.env["spp.backup.restore"]._read_manifest(
-                self.env["spp.backup.restore"]._source_ref(json.loads(self.source_json))
+        restore = (
+            self.env["spp.backup.restore"]
+            .sudo()
+            .create(
+                {
+                    "policy_id": self.policy_id.id,
+                    "job_id": self.job_id.id,
+                    "copy_id": self.copy_id.id,
+                    "destination_id": self.destination_id.id,
+                    "source_db_name": source["db_name"],
+                    "backup_id": self.backup_id,
+                    "source_location": self.source_location,
+                    "target_db": target,
+                    "is_replace": self.target_mode == "replace",
+                    "is_current_db": self.target_mode == "replace" and target == self.env.cr.dbname,
+                    "include_filestore": self.include_filestore and self.has_filestore,
+                    "neutralize": self.neutralize,
+                    "new_uuid": self.new_uuid,
+                    "public_key": key or False,
+                    "check_report": self.check_report,
+                    "user_id": self.env.user.id,
+                }
             )
-            neutralize_sql = Policy._neutralize_queries(manifest.get("modules") or {})
-        restore = self.env["spp.backup.restore"].create(
-            {
-                "policy_id": self.policy_id.id,
-                "job_id": self.job_id.id,
-                "copy_id": self.copy_id.id,
-                "destination_id": self.destination_id.id,
-                "source_db_name": self.source_db_name,
-                "backup_id": self.backup_id,
-                "source_location": self.source_location,
-                "source_json": self.source_json,
-                "target_db": target,
-                "is_replace": self.target_mode == "replace",
-                "is_current_db": self.target_mode == "replace" and target == self.env.cr.dbname,
-                "include_filestore": self.include_filestore and self.has_filestore,
-                "neutralize": self.neutralize,
-                "neutralize_sql": json.dumps(neutralize_sql),
-                "new_uuid": self.new_uuid,
-                "public_key": (self.public_key or "").strip() or False,
-                "check_report": self.check_report,
-                "user_id": self.env.user.id,
-            }
         )
         restore.message_post(
             body=_(
@@ -522,9 +560,7 @@ class SppBackupRestoreWizard(models.TransientModel):
                 mode=_(" (replacing it)") if restore.is_replace else "",
             )
         )
-        # The record is committed before the runner starts: the runner outlives this request.
-        Policy._commit_unless_testing()
-        restore._start_runner()
+        restore._queue_run()
         return {
             "type": "ir.actions.act_window",
             "name": _("Restore"),

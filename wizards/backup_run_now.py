@@ -51,15 +51,16 @@ class SppBackupRunNow(models.TransientModel):
         """Create a manual job for the policy, start its runner and open the job."""
         self.ensure_one()
         policy = self.policy_id
-        policy._check_backup_manager()
+        self.env["spp.backup.engine"]._check_manager()
+        self.env["spp.backup.engine"]._check_database_scope(policy.database)
         if not policy.active:
             raise UserError(_("Policy '%s' is archived: restore it before backing up.", policy.name))
         if not policy.destination_ids:
             raise UserError(_("Policy '%s' has no destination: add one before backing up.", policy.name))
-        running = self.env["spp.backup.job"].search(
-            [("policy_id", "=", policy.id), ("state", "in", ("queued", "running"))], limit=1
-        )
-        if running:
+        if policy._is_busy():
+            running = self.env["spp.backup.job"].search(
+                [("policy_id", "=", policy.id), ("state", "in", ("queued", "running"))], limit=1
+            )
             raise UserError(
                 _(
                     "A backup of policy '%(policy)s' is already in progress (%(job)s). Wait for it to finish.",
@@ -67,11 +68,12 @@ class SppBackupRunNow(models.TransientModel):
                     job=running.display_name,
                 )
             )
-        job = self.env["spp.backup.job"].create(
-            {"policy_id": policy.id, "trigger": "manual", "user_id": self.env.user.id}
+        job = (
+            self.env["spp.backup.job"]
+            .sudo()
+            .create({"policy_id": policy.id, "trigger": "manual", "user_id": self.env.user.id})
         )
-        policy._commit_unless_testing()
-        job._start_runner()
+        job._queue_run()
         return {
             "type": "ir.actions.act_window",
             "name": _("Backup job"),
