@@ -1,0 +1,182 @@
+"""Runs in PostgreSQL and the worker, across processes: a real Odoo server, real workers, real RPC."""
+
+import os
+import signal
+import time
+import xmlrpc.client
+
+import pytest
+from conftest import wait_for
+
+MANAGER = ["base.group_user", "spp_backup.group_backup_manager"]
+AUDITOR = ["base.group_user", "spp_backup.group_backup_auditor"]
+
+
+@pytest.fixture(scope="module")
+def people(odoo_server):
+    return {
+        "manager": odoo_server.make_user("w_manager", MANAGER),
+        "auditor": odoo_server.make_user("w_auditor", AUDITOR),
+        "admin": odoo_server.rpc("admin", "admin"),
+    }
+
+
+@pytest.fixture(scope="module")
+def policy(odoo_server, people):
+    manager = people["manager"]
+    destination = manager("spp.backup.destination", "create", {"name": "Disk", "path": odoo_server.backups})
+    return manager(
+        "spp.backup.policy",
+        "create",
+        {
+            "name": "Worker tier",
+            "destination_ids": [(6, 0, [destination])],
+            "encrypt": False,
+            "is_drill_scheduled": False,
+        },
+    )
+
+
+def back_up_now(rpc, policy_id):
+    wizard = rpc("spp.backup.run.now", "create", {"policy_id": policy_id})
+    return rpc("spp.backup.run.now", "action_confirm", [wizard])["res_id"]
+
+
+def job_of(rpc, job_id, fields=("state", "backup_id", "error_message", "run_id", "has_stored_copy")):
+    return rpc("spp.backup.job", "read", [job_id], list(fields))[0]
+
+
+def run_row(server, run_id):
+    return server.query("SELECT state, worker_pid, error_message FROM spp_backup_run WHERE id = %s", (run_id,))[0]
+
+
+def manifests(server):
+    """The backup sets with a manifest (those that list as restorable) under the server's backup folder."""
+    return sorted(root for root, _dirs, names in os.walk(server.backups) if "manifest.json" in names)
+
+
+def refused(call, *args):
+    with pytest.raises(xmlrpc.client.Fault) as caught:
+        call(*args)
+    return caught.value.faultString
+
+
+def denied(call, *args):
+    """True when the call is refused for want of a right (Odoo's access error, or the server's own refusal)."""
+    text = refused(call, *args)
+    return "You are not allowed" in text or "nobody sets them" in text
+
+
+def test_rpc_refuses_runs_and_evidence_to_every_group(odoo_server, people, policy, workers):
+    """Over RPC, Auditor, Manager and Settings administrator create, write and delete no run and no evidence."""
+    workers.start()
+    job_id = back_up_now(people["manager"], policy)
+    wait_for(lambda: job_of(people["auditor"], job_id)["state"] == "done", 180, "the backup")
+    run_id = job_of(people["auditor"], job_id)["run_id"][0]
+    for who in ("auditor", "manager", "admin"):
+        rpc = people[who]
+        assert denied(rpc, "spp.backup.run", "write", [run_id], {"state": "queued"}), who
+        assert denied(rpc, "spp.backup.run", "create", {"action": "backup", "plan": "{}"}), who
+        assert denied(rpc, "spp.backup.run", "unlink", [run_id]), who
+        for values in ({"database_sha256": "0" * 64}, {"verify_state": "ok"}, {"state": "done"}):
+            assert denied(rpc, "spp.backup.job", "write", [job_id], values), (who, values)
+        forged = {"policy_id": policy, "state": "done", "backup_id": "20261126T030000Z-f00000"}
+        assert denied(rpc, "spp.backup.job", "create", forged), who
+        assert denied(rpc, "spp.backup.policy", "write", [policy], {"last_success_at": "2030-01-01 00:00:00"}), who
+        # The fields that once read a file into the Log tab do not exist any more.
+        text = refused(rpc, "spp.backup.job", "write", [job_id], {"runner_log_path": "/etc/passwd"})
+        assert "Invalid field" in text or "You are not allowed" in text
+    assert job_of(people["auditor"], job_id)["state"] == "done"
+
+
+def test_out_of_scope_database_and_folder_are_refused_over_rpc(odoo_server, people):
+    """A policy naming another database, a destination outside backup_roots: refused with a sentence."""
+    manager = people["manager"]
+    text = refused(manager, "spp.backup.policy", "create", {"name": "Other", "database": "postgres"})
+    assert "databases setting" in text and "odoo.conf" in text
+    text = refused(manager, "spp.backup.destination", "create", {"name": "etc", "path": "/etc"})
+    assert "backup_roots" in text
+    assert not os.path.exists("/etc/" + odoo_server.db)
+
+
+def test_killed_worker_is_failed_by_another_process_which_takes_the_next_run(odoo_server, people, policy, workers):
+    """SIGKILL mid-backup: another worker marks the run failed at once; nothing restorable; it runs the next one."""
+    manager = people["manager"]
+    first = workers.start()
+    before = manifests(odoo_server)
+    job_id = back_up_now(manager, policy)
+    run_id = job_of(manager, job_id)["run_id"][0]
+    wait_for(
+        lambda: odoo_server.query("SELECT progress FROM spp_backup_run WHERE id = %s AND state = 'running'", (run_id,)),
+        60,
+        "the run starting",
+        interval=0.05,
+    )
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = time.monotonic()
+    second = workers.start()
+    wait_for(lambda: run_row(odoo_server, run_id)[0] == "failed", 60, "the dead run being marked failed")
+    noticed = time.monotonic() - killed_at
+    assert "stopped before it reported a result" in run_row(odoo_server, run_id)[2]
+    assert noticed < 60
+    wait_for(lambda: job_of(manager, job_id)["state"] == "failed", 90, "the job recording the failure")
+    assert not job_of(manager, job_id)["has_stored_copy"]
+    assert manifests(odoo_server) == before, "the killed backup left no set that lists as restorable"
+    next_job = back_up_now(manager, policy)
+    wait_for(lambda: job_of(manager, next_job)["state"] == "done", 180, "the next backup")
+    next_run = job_of(manager, next_job)["run_id"][0]
+    assert run_row(odoo_server, next_run)[1] == second.pid
+    print("dead run noticed %.1f s after the SIGKILL" % noticed)
+
+
+def test_odoo_restarted_mid_backup_while_a_service_worker_runs_it(odoo_server, people, policy, workers):
+    """Odoo stopped and started during a backup: the service worker completes it and Odoo records it."""
+    manager = people["manager"]
+    workers.start()
+    job_id = back_up_now(manager, policy)
+    run_id = job_of(manager, job_id)["run_id"][0]
+    wait_for(lambda: run_row(odoo_server, run_id)[0] == "running", 60, "the run starting", interval=0.05)
+    odoo_server.stop()
+    odoo_server.start()
+    manager = odoo_server.rpc("w_manager", "w_manager-pw")
+    wait_for(lambda: job_of(manager, job_id)["state"] == "done", 180, "the backup recorded after the restart")
+    assert job_of(manager, job_id)["backup_id"]
+
+
+def test_two_workers_run_twenty_due_policies_each_exactly_once(odoo_server, people, workers):
+    """Two workers (two nodes) and 20 due policies: 20 jobs, each run claimed by one worker, none twice."""
+    manager, admin = people["manager"], people["admin"]
+    destination = manager("spp.backup.destination", "create", {"name": "Disk 20", "path": odoo_server.backups})
+    policies = [
+        manager(
+            "spp.backup.policy",
+            "create",
+            {
+                "name": "Due %02d" % index,
+                "destination_ids": [(6, 0, [destination])],
+                "encrypt": False,
+                "include_filestore": False,
+                "is_drill_scheduled": False,
+                "next_run": "2020-01-01 00:00:00",
+            },
+        )
+        for index in range(20)
+    ]
+    one, two = workers.start(), workers.start()
+    cron = admin("ir.model.data", "check_object_reference", "spp_backup", "ir_cron_spp_backup_run_due")[1]
+    admin("ir.cron", "method_direct_trigger", [cron])
+    admin("ir.cron", "method_direct_trigger", [cron])  # a second pass finds nothing due
+
+    def all_done():
+        rows = odoo_server.query(
+            "SELECT j.policy_id, r.state, r.worker_pid FROM spp_backup_job j JOIN spp_backup_run r ON r.id = j.run_id "
+            "WHERE j.policy_id = ANY(%s)",
+            (policies,),
+        )
+        return rows if len(rows) == 20 and all(state == "done" for _p, state, _w in rows) else None
+
+    rows = wait_for(all_done, 300, "20 backups")
+    assert sorted(p for p, _s, _w in rows) == sorted(policies), "each policy exactly once"
+    assert {w for _p, _s, w in rows} <= {one.pid, two.pid}
+    print("runs per worker:", {pid: sum(1 for _p, _s, w in rows if w == pid) for pid in (one.pid, two.pid)})
