@@ -325,6 +325,20 @@ def notify_bus(conn, maintenance_conn, dbname, payload):
         _logger.debug("Cannot post on Odoo's bus: %s", exc)
 
 
+def memory_text():
+    """The worker's peak memory so far, for the run's log (Linux: /proc/self/status)."""
+    values = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                key, _sep, value = line.partition(":")
+                if key in ("VmPeak", "VmHWM"):
+                    values[key] = int(value.split()[0]) // 1024
+    except (OSError, ValueError):
+        return "Worker memory: not measurable here"
+    return "Worker memory: peak RSS %s MiB, peak address space %s MiB" % (values.get("VmHWM"), values.get("VmPeak"))
+
+
 class RunReporter:
     """Writes one run's progress, log and heartbeat into its row, in short transactions."""
 
@@ -555,6 +569,7 @@ class Worker:
             error = "Unexpected error (%s): %s" % (type(exc).__name__, exc)
         finally:
             reporter.stop()
+        reporter.line(memory_text())
         if error:
             reporter.line("Failed: %s" % error)
         else:

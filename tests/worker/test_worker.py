@@ -180,3 +180,64 @@ def test_two_workers_run_twenty_due_policies_each_exactly_once(odoo_server, peop
     assert sorted(p for p, _s, _w in rows) == sorted(policies), "each policy exactly once"
     assert {w for _p, _s, w in rows} <= {one.pid, two.pid}
     print("runs per worker:", {pid: sum(1 for _p, _s, w in rows if w == pid) for pid in (one.pid, two.pid)})
+
+
+def limits_of(pid):
+    try:
+        with open("/proc/%d/limits" % pid, encoding="ascii") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def address_limit(pid):
+    """The soft address-space limit of a process ("unlimited" or bytes), or None when it is gone."""
+    limits = limits_of(pid)
+    if limits is None:
+        return None
+    return [line for line in limits.splitlines() if line.startswith("Max address space")][0].split()[3]
+
+
+def children_of(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry, encoding="ascii") as handle:
+                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def test_oneshot_worker_from_a_prefork_odoo_with_a_memory_limit(odoo_server, people, policy):
+    """Embedded mode under prefork workers with limit_memory_hard 512 MB: the one-shot worker Odoo starts from
+    such a worker has its address-space limit lifted (the Odoo worker's stays), and completes the backup."""
+    odoo_server.stop()
+    odoo_server.write_conf(
+        workers=2, limit_memory_hard=512 * 1024 * 1024, limit_memory_soft=480 * 1024 * 1024, spp_worker="embedded"
+    )
+    odoo_server.start()
+    try:
+        manager = odoo_server.rpc("w_manager", "w_manager-pw")
+        job_id = back_up_now(manager, policy)
+        run_id = job_of(manager, job_id)["run_id"][0]
+        pid = wait_for(lambda: run_row(odoo_server, run_id)[1], 60, "a one-shot worker claiming the run", 0.05)
+        odoo_workers = children_of(odoo_server.process.pid)
+        assert any(address_limit(child) == "536870912" for child in odoo_workers), "Odoo's workers have the limit"
+        limit = address_limit(pid)
+        if limit is not None:  # still running: its address space is not bound by Odoo's 512 MB
+            assert limit == "unlimited", limit
+        wait_for(lambda: job_of(manager, job_id)["state"] == "done", 240, "the backup of the one-shot worker")
+        log = odoo_server.query("SELECT log FROM spp_backup_run WHERE id = %s", (run_id,))[0][0]
+        assert "peak address space" in log
+        print("one-shot worker: %s" % log.split("Worker memory: ")[1].splitlines()[0])
+        wait_for(lambda: limits_of(pid) is None, 60, "the one-shot worker exiting once nothing is queued")
+    finally:
+        odoo_server.stop()
+        odoo_server.write_conf(workers=0, spp_worker="service")
+        odoo_server.options.pop("limit_memory_hard", None)
+        odoo_server.options.pop("limit_memory_soft", None)
+        odoo_server.write_conf()
+        odoo_server.start()
