@@ -296,6 +296,12 @@ class SppBackupPolicy(models.Model):
         compute="_compute_has_good_backup",
         help="At least one backup of this policy succeeded, so there is something to drill.",
     )
+    worker_mode_text = fields.Char(
+        string="Worker",
+        compute="_compute_worker_mode_text",
+        help="Who runs the backups: a worker service beside Odoo, or one-shot workers that Odoo starts itself "
+        "(embedded mode), which die with an Odoo restart.",
+    )
     compliance_color = fields.Integer(compute="_compute_objectives", string="Compliance colour")
     alert_ids = fields.One2many("spp.backup.alert", "policy_id", string="Alerts", readonly=True)
     open_alert_count = fields.Integer(compute="_compute_open_alert_count", string="Open alerts")
@@ -522,6 +528,18 @@ class SppBackupPolicy(models.Model):
                 policy.compliance_color = COLOR_ORANGE
             else:
                 policy.compliance_color = COLOR_GREEN
+
+    def _compute_worker_mode_text(self):
+        Engine = self.env["spp.backup.engine"]
+        mode, embedded = Engine._worker_mode(), Engine._embedded_allowed()
+        if mode == "service":
+            text = _("Worker service running")
+        elif embedded:
+            text = _("Embedded: Odoo starts one-shot workers (they stop with an Odoo restart)")
+        else:
+            text = _("No worker running: start the spp-backup worker service")
+        for policy in self:
+            policy.worker_mode_text = text
 
     @api.depends("last_success_at", "last_success_job_id")
     def _compute_has_good_backup(self):

@@ -6,6 +6,7 @@ from unittest.mock import patch
 from odoo import fields
 from odoo.tests import tagged
 
+from ..engine import worker as engine_worker
 from .common import BackupCase
 
 
@@ -161,6 +162,16 @@ class TestBackupJob(BackupCase):
         self.assertIn("could not be recorded", broken.error_message)
         self.assertIn("could not be recorded", broken.run_id.apply_error)
         self.assertTrue(broken.run_id.is_applied and good.run_id.is_applied)
+
+    def test_dashboard_says_which_worker_mode_is_in_use(self):
+        """With no worker, the dashboard says one-shot workers are used; with a service worker's lock, the service."""
+        self.assertIn("one-shot", self.policy.worker_mode_text)
+        self.env.cr.execute("SELECT pg_advisory_lock_shared(%s, %s)", (engine_worker.WORKER_LOCK_CLASS, 0))
+        self.addCleanup(
+            self.env.cr.execute, "SELECT pg_advisory_unlock_shared(%s, %s)", (engine_worker.WORKER_LOCK_CLASS, 0)
+        )
+        self.policy.invalidate_recordset(["worker_mode_text"])
+        self.assertEqual(self.policy.worker_mode_text, "Worker service running")
 
     def test_waiting_without_a_worker_raises_one_alert(self):
         """Work queued for more than 5 minutes with no worker alive raises one alert, resolved once it moves."""
