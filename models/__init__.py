@@ -9,6 +9,9 @@ from . import (  # noqa: F401
     backup_job,
     backup_job_copy,
     backup_policy,
+    backup_policy_drill,
+    backup_policy_keys,
+    backup_policy_objectives,
     backup_restore,
     backup_run,
 )

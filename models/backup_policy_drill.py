@@ -1,0 +1,134 @@
+from odoo import _, api, fields, models
+from odoo.exceptions import UserError
+
+from ..engine.schedule import next_drill
+
+
+class SppBackupPolicyDrill(models.Model):
+    """Restore drills of a policy: their schedule, what they drill, starting them."""
+
+    _inherit = "spp.backup.policy"
+
+    # ------------------------------------------------------------------ drills
+
+    def _next_drill_slot(self, after=None):
+        """The next drill time after ``after`` (now by default), or False when drills are not scheduled."""
+        self.ensure_one()
+        if not self.is_drill_scheduled or self.drill_interval_number <= 0:
+            return False
+        return next_drill(after or fields.Datetime.now(), self.drill_interval_number, self.drill_interval_type)
+
+    def _drill_source(self):
+        """(job, copy) to drill: the newest good backup's first stored copy that did not fail verification."""
+        self.ensure_one()
+        jobs = (
+            self.env["spp.backup.job"]
+            .sudo()
+            .search(
+                [
+                    ("policy_id", "=", self.id),
+                    ("state", "=", "done"),
+                    ("backup_id", "!=", False),
+                    ("verify_state", "!=", "failed"),
+                ],
+                order="finished_at desc, id desc",
+                limit=5,
+            )
+        )
+        for job in jobs:
+            job._ensure_copies()
+            copies = job.copy_ids.filtered(lambda c: c.state == "ok" and c.verify_state != "failed")
+            if copies:
+                return job, copies[0]
+        return self.env["spp.backup.job"], self.env["spp.backup.job.copy"]
+
+    def _is_drilling(self):
+        self.ensure_one()
+        return bool(
+            self.env["spp.backup.drill"]
+            .sudo()
+            .search_count([("policy_id", "=", self.id), ("state", "in", ("queued", "running"))], limit=1)
+        )
+
+    def _start_drill(self, trigger="manual", job=None, copy=None):
+        """Create a drill and start its runner; the drill, or None when there is no backup to drill.
+
+        The drilled copy is ``copy`` (of ``job``) when given, else the newest good backup's first copy.
+        """
+        self.ensure_one()
+        if not copy:
+            job, copy = self._drill_source()
+        if not copy:
+            return None
+        drill = (
+            self.env["spp.backup.drill"]
+            .sudo()
+            .create(
+                {
+                    "policy_id": self.id,
+                    "job_id": job.id,
+                    "copy_id": copy.id,
+                    "backup_id": job.backup_id,
+                    "source_location": copy.location,
+                    "trigger": trigger,
+                    "user_id": self.env.user.id,
+                }
+            )
+        )
+        drill._queue_run()
+        return drill
+
+    @api.model
+    def _cron_run_drills(self, now=None):
+        """Start a drill for every policy whose next drill has come; the restore runs in a detached runner."""
+        now = now or fields.Datetime.now()
+        # Policies that have no next drill yet (made before drills existed) start counting now.
+        for policy in self.search([("is_drill_scheduled", "=", True), ("next_drill", "=", False)]):
+            policy.next_drill = policy._next_drill_slot(after=now)
+        due = self.search(
+            [
+                ("active", "=", True),
+                ("is_drill_scheduled", "=", True),
+                ("next_drill", "!=", False),
+                ("next_drill", "<=", now),
+            ]
+        )
+        for policy in due:
+            if policy._is_drilling():
+                continue
+            job, copy = policy._drill_source()
+            if not copy:
+                # Nothing to drill yet: try again at the next run of the cron.
+                continue
+            policy.next_drill = policy._next_drill_slot(after=now)
+            policy._start_drill(trigger="schedule")
+
+    def action_drill_now(self):
+        """Restore the newest good backup into a scratch database now, check it and drop it."""
+        self.ensure_one()
+        self.env["spp.backup.engine"]._check_manager()
+        if self._is_drilling():
+            raise UserError(_("A drill of policy '%s' is already running: wait for it to finish.", self.name))
+        drill = self._start_drill(trigger="manual")
+        if drill is None:
+            raise UserError(
+                _(
+                    "Policy '%s' has no successful backup with a stored copy to drill: back up first.",
+                    self.name,
+                )
+            )
+        return {
+            "type": "ir.actions.act_window",
+            "name": _("Restore drill"),
+            "res_model": "spp.backup.drill",
+            "res_id": drill.id,
+            "view_mode": "form",
+            "target": "current",
+        }
+
+    def action_view_drills(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("spp_backup.action_spp_backup_drill")
+        action["domain"] = [("policy_id", "=", self.id)]
+        action["context"] = {"default_policy_id": self.id}
+        return action
