@@ -180,9 +180,12 @@ class SppBackupEngine(models.AbstractModel):
             except Exception:  # the workers poll as well
                 _logger.warning("Cannot notify the backup workers", exc_info=True)
             if embedded:
-                with registry.cursor() as cr:
-                    env = api.Environment(cr, self.env.uid, {})
-                    env["spp.backup.engine"]._ensure_oneshot_worker()
+                try:
+                    with registry.cursor() as cr:
+                        env = api.Environment(cr, self.env.uid, {})
+                        env["spp.backup.engine"]._ensure_oneshot_worker()
+                except Exception:  # the collect cron starts one for what is still queued
+                    _logger.warning("Cannot start a one-shot backup worker", exc_info=True)
 
     @api.model
     def _check_workers(self):
