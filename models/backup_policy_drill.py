@@ -21,20 +21,7 @@ class SppBackupPolicyDrill(models.Model):
     def _drill_source(self):
         """(job, copy) to drill: the newest good backup's first stored copy that did not fail verification."""
         self.ensure_one()
-        jobs = (
-            self.env["spp.backup.job"]
-            .sudo()
-            .search(
-                [
-                    ("policy_id", "=", self.id),
-                    ("state", "=", "done"),
-                    ("backup_id", "!=", False),
-                    ("verify_state", "!=", "failed"),
-                ],
-                order="finished_at desc, id desc",
-                limit=5,
-            )
-        )
+        jobs = self._good_jobs(limit=5)
         for job in jobs:
             job._ensure_copies()
             copies = job.copy_ids.filtered(lambda c: c.state == "ok" and c.verify_state != "failed")

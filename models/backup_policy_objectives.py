@@ -10,8 +10,8 @@ class SppBackupPolicyObjectives(models.Model):
 
     # -------------------------------------------------------------- objectives
 
-    def _recovery_point(self):
-        """The newest good backup job of this policy (done, not failed verification), or an empty recordset."""
+    def _good_jobs(self, limit=1):
+        """The newest good backup jobs of this policy (done, with a backup, not failed verification), newest first."""
         self.ensure_one()
         return (
             self.env["spp.backup.job"]
@@ -24,9 +24,13 @@ class SppBackupPolicyObjectives(models.Model):
                     ("verify_state", "!=", "failed"),
                 ],
                 order="finished_at desc, id desc",
-                limit=1,
+                limit=limit,
             )
         )
+
+    def _recovery_point(self):
+        """The newest good backup job of this policy, or an empty recordset."""
+        return self._good_jobs(limit=1)
 
     def _rpo_verdict(self, now=None):
         """('ok', 'breached' or 'unknown', age in hours of the newest good backup or None when there is none).
