@@ -426,7 +426,10 @@ class Worker:
     def _served_databases(self):
         if self.databases:
             return self.databases
-        names = [name for name in (self.ctx.settings.options.get("db_name") or "").split(",") if name.strip()]
+        configured = self.ctx.settings.options.get("db_name") or ""
+        if configured.strip().lower() in ("", "false", "none"):
+            configured = ""
+        names = [name for name in configured.split(",") if name.strip()]
         if names:
             return [name.strip() for name in names]
         # Like queue_job's runner: every database with the addon installed.
