@@ -73,6 +73,11 @@ def test_rpc_refuses_runs_and_evidence_to_every_group(odoo_server, people, polic
     job_id = back_up_now(people["manager"], policy)
     wait_for(lambda: job_of(people["auditor"], job_id)["state"] == "done", 180, "the backup")
     run_id = job_of(people["auditor"], job_id)["run_id"][0]
+    # The open forms were told over Odoo's bus as the run went (by the worker, then by Odoo recording it).
+    posted = odoo_server.query(
+        "SELECT message FROM bus_bus WHERE channel = %s", ('["%s","spp_backup_runs"]' % odoo_server.db,)
+    )
+    assert any('"id":%d' % run_id in message for (message,) in posted), posted
     for who in ("auditor", "manager", "admin"):
         rpc = people[who]
         assert denied(rpc, "spp.backup.run", "write", [run_id], {"state": "queued"}), who
