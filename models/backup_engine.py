@@ -116,6 +116,32 @@ class SppBackupEngine(models.AbstractModel):
         if not (self.env.su or self.env.user.has_group("spp_backup.group_backup_auditor")):
             raise AccessError(_("Only Backup Auditors and Managers may look at backups."))
 
+    @api.model
+    def _trusted_public_key(self, policies=None):
+        """The key every verification, restore and drill checks signatures with.
+
+        ``verify_key`` in odoo.conf (set by whoever runs the server) comes first: a Backup Manager can edit a
+        policy's key, so a policy's key counts only when odoo.conf names none. None: no key known.
+        """
+        key = (self._settings().get("verify_key") or "").strip()
+        if key:
+            return key
+        keys = {(policy.signing_public_key or "").strip() for policy in (policies or []) if policy.signing_public_key}
+        return sorted(keys)[0] if len(keys) == 1 else (None if not keys else sorted(keys))
+
+    @api.model
+    def _single_key(self, key):
+        """One key, or a UserError when the policies that could have made a backup disagree on their keys."""
+        if isinstance(key, list):
+            raise UserError(
+                _(
+                    "The policies that write to this destination sign with different keys (%s): set verify_key in the "
+                    "[spp_backup] section of odoo.conf to the key the backups must be checked with.",
+                    ", ".join(key),
+                )
+            )
+        return key
+
     # --------------------------------------------------------------- scope
 
     @api.model

@@ -316,7 +316,9 @@ class SppBackupJob(models.Model):
                 source = copy._engine_source()
                 source["label"] = copy.location
                 sources.append(source)
-            plan = {"sources": sources, "public_key": job.policy_id.signing_public_key or None, "deep": True}
+            Engine = self.env["spp.backup.engine"]
+            key = Engine._single_key(Engine._trusted_public_key(job.policy_id))
+            plan = {"sources": sources, "public_key": key, "deep": True}
             run = self.env["spp.backup.run"]._queue("verify", plan, job, policy=job.policy_id)
             job.write({"verify_run_id": run.id, "verify_state": "verifying"})
         return True

@@ -54,6 +54,14 @@ class SppBackupRunnerMixin(models.AbstractModel):
     worker_pid = fields.Integer(related="run_id.worker_pid")
     error_message = fields.Text(string="Error", readonly=True, copy=False)
 
+    def message_post(self, **kwargs):
+        """People comment on evidence as themselves, in plain notes: only the server posts as the server."""
+        if not self.env.su:
+            for key in ("author_id", "email_from", "subtype_id", "message_type", "subtype_xmlid"):
+                kwargs.pop(key, None)
+            kwargs.update(author_id=self.env.user.partner_id.id, message_type="comment", subtype_xmlid="mail.mt_note")
+        return super().message_post(**kwargs)
+
     # ------------------------------------------------------------------ plan
 
     def _runner_plan(self):

@@ -302,3 +302,28 @@ class TestBackupRestore(RealBackupCase):
             with self.assertRaises(AccessError):
                 Engine.with_user(user)._check_restore_right()
         Engine.with_user(self.restorer)._check_restore_right()
+
+    def test_signature_key_is_the_servers_whatever_the_wizard_says(self):
+        """A wizard written over RPC without policy or key still checks the server's key; flags cannot skip it."""
+        Wizard = self.env["spp.backup.restore.wizard"].with_user(self.restorer)
+        values = {
+            "destination_id": self.destination.id,
+            "source_db_name": self.env.cr.dbname,
+            "backup_id": self.job.backup_id,
+            "target_db": "%s_forged" % self.env.cr.dbname[:40],
+            "policy_id": False,
+            "copy_id": False,
+            "public_key": False,
+        }
+        policy_key = crypto.generate_signing_key()[1]
+        self.policy.sudo().signing_public_key = policy_key
+        self.assertEqual(Wizard.create(values)._effective_public_key(), policy_key, "the policy found by the server")
+        server_key = crypto.generate_signing_key()[1]
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_VERIFY_KEY": server_key}))
+        wizard = Wizard.create(values)
+        self.assertEqual(wizard._effective_public_key(), server_key, "odoo.conf's verify_key before a policy's")
+        self.assertFalse(self.checks(wizard)["signature"][0], "this unsigned backup fails the server's key")
+        wizard.write({"step": "checked", "is_check_ok": True})
+        with self.assertRaisesRegex(UserError, "Run the checks first"):
+            wizard.action_run()
+        self.assertFalse(self.env["spp.backup.restore"].search([("target_db", "=", values["target_db"])]))

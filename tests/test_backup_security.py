@@ -206,3 +206,16 @@ class TestEvidenceIsTheServers(BackupCase):
         self.assertEqual(
             len(alerts.filtered(lambda a: "databases = ^staging$" in a.message)), 1, alerts.mapped("message")
         )
+
+    def test_people_post_as_themselves_on_evidence(self):
+        """A reader's message on a job is a note by that reader, never a notification posing as the server."""
+        bot = self.env.ref("base.partner_root")
+        message = self.job.with_user(self.auditor).message_post(
+            body="Backup verified: signature valid",
+            author_id=bot.id,
+            message_type="notification",
+            subtype_xmlid="spp_backup.mt_verify_failed",
+        )
+        self.assertEqual(message.author_id, self.auditor.partner_id)
+        self.assertEqual(message.message_type, "comment")
+        self.assertEqual(message.subtype_id, self.env.ref("mail.mt_note"))

@@ -239,12 +239,27 @@ class SppBackupRestoreWizard(models.TransientModel):
             copy=self.copy_id, destination=self.destination_id, db_name=self.source_db_name, backup_id=self.backup_id
         )
 
-    def _effective_public_key(self):
-        """The server's key for this backup (the policy's, or verify_key in odoo.conf), else the one typed."""
+    def _server_policies(self):
+        """The policies that could have made this backup, found by the server from the copy or the destination."""
         self.ensure_one()
-        settings = self.env["spp.backup.engine"]._settings()
-        server_key = (self.copy_id.job_id.policy_id or self.policy_id).signing_public_key or settings.get("verify_key")
-        return (server_key or self.public_key or "").strip() or None
+        if self.copy_id:
+            return self.copy_id.sudo().job_id.policy_id
+        return (
+            self.env["spp.backup.policy"]
+            .sudo()
+            .with_context(active_test=False)
+            .search([("database", "=", self.source_db_name), ("destination_ids", "in", self.destination_id.ids)])
+        )
+
+    def _effective_public_key(self):
+        """The server's key for this backup (verify_key in odoo.conf, else its policy's); else the one typed.
+
+        The wizard's own policy and key fields are what a person may write: they never replace the server's key.
+        """
+        self.ensure_one()
+        Engine = self.env["spp.backup.engine"]
+        server_key = Engine._single_key(Engine._trusted_public_key(self._server_policies()))
+        return server_key or (self.public_key or "").strip() or None
 
     def _collect_checks(self):
         """The quick pre-checks of this restore (the worker verifies every stored byte), as a list of Check."""
@@ -450,8 +465,8 @@ class SppBackupRestoreWizard(models.TransientModel):
         self.ensure_one()
         if run != self.check_run_id:
             return
-        reports = run._result_data().get("reports") or [{"error": run.error_message or "?"}]
-        checks = self._verify_checks(reports[0], run._plan_data().get("public_key")) + self._collect_checks()
+        checks = self._verify_checks(self._check_report_of(run), run._plan_data().get("public_key"))
+        checks += self._collect_checks()
         self.write(
             {
                 "step": "checked",
@@ -459,6 +474,11 @@ class SppBackupRestoreWizard(models.TransientModel):
                 "is_check_ok": all(check.ok for check in checks),
             }
         )
+
+    @api.model
+    def _check_report_of(self, run):
+        reports = run._result_data().get("reports") or []
+        return reports[0] if reports else {"error": run.error_message or _("the backup was not read back")}
 
     def action_refresh_check(self):
         """Show the checks once the worker has read the backup back."""
@@ -510,6 +530,7 @@ class SppBackupRestoreWizard(models.TransientModel):
             or run.res_id != self.id
             or run._plan_data().get("public_key") != key
             or [dict(s, label=None) for s in run._plan_data().get("sources") or []] != [dict(source, label=None)]
+            or not all(check.ok for check in self._verify_checks(self._check_report_of(run), key))
         ):
             raise UserError(_("Run the checks first (Check), and restore only when they all pass."))
         # The quick checks again, on the server, as things stand now; the worker verifies the backup again.
