@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from .config import DestinationConfig
 from .errors import PreflightError, VerifyError
 from .manifest import MANIFEST_NAME, backup_time, is_backup_id, loads
-from .storage import open_storage
+from .storage import check_location, open_storage
 
 
 @dataclass
@@ -92,11 +92,12 @@ def latest(storage, db_name):
 
 def destination_for(location, settings=None):
     """(DestinationConfig, remainder) for a local path or an ``s3://bucket/prefix`` URL."""
+    location = check_location(location)
     if location.startswith("s3://"):
         rest = location[len("s3://") :].strip("/")
         bucket, _, path = rest.partition("/")
         return DestinationConfig(kind="s3", bucket=bucket, prefix=path), path
-    return DestinationConfig(kind="local", path=os.path.abspath(os.path.expanduser(location))), None
+    return DestinationConfig(kind="local", path=os.path.abspath(location)), None
 
 
 def open_location(location, settings=None):
@@ -111,9 +112,9 @@ def resolve(location, settings=None):
     The destination is a directory or ``s3://bucket[/prefix]`` (the endpoint
     and credentials come from the environment or odoo.conf's [spp_backup]).
     """
-    text = location.rstrip("/")
+    text = check_location(location).rstrip("/")
     is_s3 = text.startswith("s3://")
-    path = text if is_s3 else os.path.abspath(os.path.expanduser(text))
+    path = text if is_s3 else os.path.abspath(text)
     parent, _, backup_id = path.rpartition("/")
     root, _, db_name = parent.rpartition("/")
     bad_root = not root or (is_s3 and not root.startswith("s3://"))

@@ -10,7 +10,7 @@ from ..engine import pg as engine_pg
 from ..engine import scope
 from ..engine.config import DestinationConfig
 from ..engine.errors import BackupError
-from ..engine.storage import open_storage
+from ..engine.storage import check_location, open_storage
 
 _logger = logging.getLogger(__name__)
 
@@ -161,15 +161,12 @@ class SppBackupDestination(models.Model):
                         destination.name,
                     )
                 )
-            if not os.path.isabs(destination.path.strip()):
+            try:
+                check_location(destination.path)
+            except BackupError as exc:
                 raise ValidationError(
-                    _(
-                        "The directory of destination '%(name)s' must be an absolute path (starting with /), "
-                        "not '%(path)s'.",
-                        name=destination.name,
-                        path=destination.path,
-                    )
-                )
+                    _("The directory of destination '%(name)s': %(reason)s", name=destination.name, reason=exc)
+                ) from exc
             destination._check_scope()
 
     def _check_scope(self):

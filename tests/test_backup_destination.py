@@ -82,8 +82,14 @@ class TestBackupDestination(BackupCase):
         """A local destination needs an absolute directory."""
         with self.assertRaisesRegex(ValidationError, "needs a directory"):
             self.Destination.create({"name": "No path"})
-        with self.assertRaisesRegex(ValidationError, "absolute path"):
-            self.Destination.create({"name": "Relative", "path": "backups"})
+        for path in ("backups", "./backups", "~user/../backups"):
+            with self.assertRaisesRegex(ValidationError, "relative path: give the destination as an absolute folder"):
+                self.Destination.create({"name": "Relative", "path": path})
+        for url in ("http://example.com/backups", "ftp://host/backups", "file:/var/backups"):
+            with self.assertRaisesRegex(ValidationError, "not a destination this engine can use"):
+                self.Destination.create({"name": "URL", "path": url})
+        with self.assertRaisesRegex(ValidationError, "absolute folder"):
+            self.Destination.create({"name": "S3 in a folder field", "path": "s3://bucket/odoo"})
 
     def test_engine_destination(self):
         """A destination turns into the engine's plain configuration."""

@@ -6,7 +6,9 @@ key, ``abort()`` (or an exception) leaves nothing under it.
 """
 
 from ..errors import PreflightError
-from .local import LocalStorage
+from .local import LocalStorage, check_location
+
+__all__ = ["LocalStorage", "check_location", "open_storage"]
 
 
 def open_storage(destination, settings=None):

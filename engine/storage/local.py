@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 
@@ -78,13 +79,35 @@ def fsync_dir(path):
         os.close(fd)
 
 
+SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def check_location(text):
+    """``text`` as a destination: ``s3://…`` as it is, a local folder only as an absolute path (``~`` expanded)."""
+    text = (text or "").strip()
+    if text.startswith("s3://"):
+        return text
+    if SCHEME_RE.match(text):
+        raise PreflightError(
+            "%r is not a destination this engine can use: a destination is an absolute folder (for example "
+            "/var/backups/odoo) or s3://bucket/prefix; http, ftp and other URLs are not supported." % text
+        )
+    path = os.path.expanduser(text)
+    if not os.path.isabs(path):
+        raise PreflightError(
+            "%r is a relative path: give the destination as an absolute folder (for example /var/backups/odoo) "
+            "or as s3://bucket/prefix." % text
+        )
+    return path
+
+
 class LocalStorage:
     kind = "local"
 
     def __init__(self, root):
         if not root:
             raise PreflightError("The destination has no directory set.")
-        self.root = os.path.abspath(os.path.expanduser(root))
+        self.root = os.path.abspath(check_location(root))
 
     def describe(self, key=""):
         return os.path.join(self.root, key) if key else self.root
