@@ -73,10 +73,22 @@ def build_parser():
         p.add_argument(
             "--neutralize", action="store_true", help="switch off crons and outgoing/incoming mail in the copy"
         )
+        p.add_argument(
+            "--confirm",
+            metavar="TARGET",
+            help="the target's name again: needed with --replace when an Odoo server is using that database",
+        )
 
-    def keys(p, identity=True):
+    def keys(p, identity=True, unsigned=True):
         group = p.add_argument_group("keys")
         group.add_argument("--verify-key", help="Ed25519 public key (base64) the manifest must be signed with")
+        if unsigned:
+            group.add_argument(
+                "--allow-unsigned",
+                action="store_true",
+                help="accept a backup without manifest.sig although a verify key is set (made before signing was "
+                "on); it is still reported as unproven",
+            )
         if identity:
             group.add_argument("--identity", help="age identity file (private key) to decrypt an encrypted backup")
 
@@ -145,12 +157,17 @@ def build_parser():
     connection(p)
 
     p = sub.add_parser(
-        "import-odoo-zip",
-        help="restore a zip made by Odoo's database manager",
-        description="Restore a zip made by Odoo's database manager (dump.sql, filestore/, manifest.json) into a NEW "
-        "database, with the same checks, swap-in and roll-back as restore.",
+        "import",
+        aliases=["import-odoo-zip"],
+        help="import a backup made by Odoo's database manager (zip or .dump) or a plain .sql dump",
+        description="Import a zip made by Odoo's database manager (dump.sql, filestore/, manifest.json), its "
+        "custom-format .dump (database only) or a plain .sql dump into a NEW database. The file is treated as "
+        "hostile: the SQL is read for psql commands, statements acting outside the new database and truncation "
+        "before anything is made, then loaded by psql as a role that owns only that database. The drill's checks "
+        "(attachments and their SHA-1, Odoo version and modules) run before the swap-in.",
     )
-    p.add_argument("zip", help="the zip file")
+    p.add_argument("zip", metavar="FILE", help="the .zip, .dump or .sql file")
+    p.add_argument("--strict", action="store_true", help="a failed check refuses the import (rolled back)")
     target_options(p)
     connection(p)
 
@@ -162,7 +179,7 @@ def build_parser():
     )
     p.add_argument("backup", help="<dest>/<database>/<backup id>, or <dest>/<database>/latest")
     p.add_argument("--out", required=True, help="the zip file to write (must not exist)")
-    keys(p)
+    keys(p, unsigned=False)
 
     p = sub.add_parser("keys", help="make a new age key pair or Ed25519 signing key", description="Generate keys.")
     p.add_argument("kind", choices=["age", "signing"], help="age: encryption identity; signing: manifest signing key")
@@ -253,6 +270,10 @@ def cmd_backup(args):
 def cmd_list(args):
     settings = Settings.from_config(args.conf)
     storage = catalog.open_location(args.dest, settings)
+    if storage.kind == "local" and not os.path.isdir(storage.root):
+        raise BackupError(
+            "The folder %s does not exist (is its disk mounted?): there is nothing to list." % storage.root
+        )
     entries = catalog.list_backups(storage, args.database)
     data = [e.as_dict() for e in entries]
     lines = ["%-28s %-24s %10s  %s" % ("DATABASE", "BACKUP ID", "SIZE", "STATE")]
@@ -268,7 +289,9 @@ def cmd_verify(args):
     settings = Settings.from_config(args.conf)
     identities, public_key = key_options(args, settings)
     ref = catalog.resolve(args.backup, settings)
-    report = verify(ref, public_key=public_key, identities=identities, deep=args.deep)
+    report = verify(
+        ref, public_key=public_key, identities=identities, deep=args.deep, allow_unsigned=args.allow_unsigned
+    )
     return report.exit_code, report.to_dict(), report.text()
 
 
@@ -288,6 +311,8 @@ def cmd_restore(args):
         tmp_dir=args.tmp_dir,
         identities=identities,
         public_key=public_key,
+        confirm_name=args.confirm,
+        allow_unsigned=args.allow_unsigned,
     )
     result = restore(ref, options, progress=None if args.json else progress_printer())
     lines = ["Restored backup %s into database %s in %.1f s" % (result.backup_id, result.target_db, result.duration)]
@@ -297,7 +322,7 @@ def cmd_restore(args):
     for what, name in result.renamed_aside.items():
         lines.append("  the previous %s was kept as %s" % (what, name))
     lines += ["  warning: %s" % w for w in result.warnings]
-    return 0, result.to_dict(), "\n".join(lines)
+    return (1 if result.warnings else 0), result.to_dict(), "\n".join(lines)
 
 
 def cmd_drill(args):
@@ -314,12 +339,13 @@ def cmd_drill(args):
         public_key=public_key,
         jobs=max(1, args.jobs),
         progress=None if args.json else progress_printer(),
+        allow_unsigned=args.allow_unsigned,
     )
-    return (0 if result.ok else 2), result.to_dict(), result.text()
+    return (2 if not result.ok else 1 if result.warnings else 0), result.to_dict(), result.text()
 
 
-def cmd_import_odoo_zip(args):
-    from .odoozip import import_odoo_zip
+def cmd_import(args):
+    from .odoozip import import_file
 
     settings, pg, data_dir = settings_for(args)
     options = RestoreOptions(
@@ -330,13 +356,20 @@ def cmd_import_odoo_zip(args):
         include_filestore=not args.no_filestore,
         new_uuid=args.copy,
         neutralize=args.neutralize,
+        confirm_name=args.confirm,
     )
-    result = import_odoo_zip(args.zip, options, progress=None if args.json else progress_printer())
+    result = import_file(
+        args.zip, options, strict=args.strict, settings=settings, progress=None if args.json else progress_printer()
+    )
     lines = ["Imported %s into database %s in %.1f s" % (result.source, result.target_db, result.duration)]
     if result.filestore_path:
         lines.append("  filestore: %s (%d files)" % (result.filestore_path, result.filestore_files))
+    for check in result.checks:
+        lines.append("  %-24s %s  %s" % (check["name"], "ok  " if check["ok"] else "FAIL", check["detail"]))
+    for what, name in result.renamed_aside.items():
+        lines.append("  the previous %s was kept as %s" % (what, name))
     lines += ["  warning: %s" % w for w in result.warnings]
-    return 0, result.to_dict(), "\n".join(lines)
+    return (1 if result.warnings else 0), result.to_dict(), "\n".join(lines)
 
 
 def cmd_export_odoo_zip(args):
@@ -390,7 +423,8 @@ COMMANDS = {
     "verify": cmd_verify,
     "restore": cmd_restore,
     "drill": cmd_drill,
-    "import-odoo-zip": cmd_import_odoo_zip,
+    "import": cmd_import,
+    "import-odoo-zip": cmd_import,
     "export-odoo-zip": cmd_export_odoo_zip,
     "keys": cmd_keys,
 }
@@ -431,12 +465,17 @@ def main(argv=None):
     except Exception as exc:  # the traceback is for the logs; the person gets a sentence and exit code 2
         traceback.print_exc(file=sys.stderr)
         return _fail(args, "unexpected %s: %s" % (type(exc).__name__, str(exc).strip() or "no detail"))
-    if args.json:
-        if isinstance(data, dict):
-            data["peak_rss_kb"] = peak_rss_kb()
-        print(json.dumps(data, indent=2, default=str))
-    else:
-        print(text)
+    try:
+        if args.json:
+            if isinstance(data, dict):
+                data["peak_rss_kb"] = peak_rss_kb()
+            print(json.dumps(data, indent=2, default=str))
+        else:
+            print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (head, a pager) stopped reading: end quietly, as other command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code
 
 

@@ -42,6 +42,7 @@ class DrillResult:
     total_seconds: float = 0.0
     cleaned_up: bool = False
     error: str | None = None
+    warnings: list = field(default_factory=list)
 
     def to_dict(self):
         return asdict(self)
@@ -56,6 +57,7 @@ class DrillResult:
             lines.append("  %-22s %s  %s" % (check.name, "ok  " if check.ok else "FAIL", check.detail))
         if self.error:
             lines.append("  error: %s" % self.error)
+        lines += ["  warning: %s" % w for w in self.warnings]
         lines.append("  scratch database %s %s" % (self.scratch_db, "dropped" if self.cleaned_up else "NOT dropped"))
         return "\n".join(lines)
 
@@ -65,7 +67,17 @@ def drill_name(db_name, backup_id):
     return db_name[: 63 - len(suffix)] + suffix
 
 
-def run_drill(ref, pg_config, data_dir, identities=(), public_key=None, neutralize_sql=(), jobs=1, progress=None):
+def run_drill(
+    ref,
+    pg_config,
+    data_dir,
+    identities=(),
+    public_key=None,
+    neutralize_sql=(),
+    jobs=1,
+    progress=None,
+    allow_unsigned=False,
+):
     """Restore ``ref`` into a scratch database, check it, drop it; returns a DrillResult (never raises)."""
     progress = progress or (lambda fraction, message: None)
     started = time.monotonic()
@@ -75,9 +87,10 @@ def run_drill(ref, pg_config, data_dir, identities=(), public_key=None, neutrali
     fs_root = os.path.join(data_dir, "filestore") if data_dir else None
     try:
         progress(0.02, "Verifying the signature and checksums")
-        report = verify(ref, public_key=public_key)
+        report = verify(ref, public_key=public_key, allow_unsigned=allow_unsigned)
         manifest = report.manifest
-        signature_ok = report.signature.startswith("valid") if public_key else report.signature != "BAD"
+        result.warnings += report.warnings
+        signature_ok = report.signature not in ("BAD", "MISSING")
         result.checks.append(DrillCheck("signature", signature_ok, report.signature))
         bad = [c for c in report.checks if not c.ok]
         result.checks.append(
@@ -144,19 +157,21 @@ def _check_restored(pg_config, scratch, manifest, fs_root):
             checks.append(
                 DrillCheck("row counts", not wrong, "; ".join(wrong) or "%d tables match the manifest" % len(expected))
             )
-            checks.append(_check_attachments(cr, fs_root, scratch, manifest))
-            checks.append(_check_modules(cr, manifest))
+            if not (manifest.get("filestore") or {}).get("included", True) or "filestore" not in manifest["artifacts"]:
+                checks.append(DrillCheck("attachments", True, "the backup holds no filestore (not checked)"))
+            else:
+                known = (manifest.get("filestore") or {}).get("missing") or []
+                checks.append(check_attachments(cr, os.path.join(fs_root, scratch), known))
+            checks.append(check_modules(cr, manifest))
     finally:
         conn.close()
     return checks
 
 
-def _check_attachments(cr, fs_root, scratch, manifest):
-    if not (manifest.get("filestore") or {}).get("included", True) or "filestore" not in manifest["artifacts"]:
-        return DrillCheck("attachments", True, "the backup holds no filestore (not checked)")
+def check_attachments(cr, root, known_missing=()):
+    """Every file ``ir_attachment`` references is under ``root`` (None: no filestore) with Odoo's SHA-1."""
     if not pg.table_exists(cr, "ir_attachment"):
         return DrillCheck("attachments", True, "no ir_attachment table")
-    root = os.path.join(fs_root, scratch)
     cr.execute(
         "SELECT DISTINCT store_fname, checksum FROM ir_attachment WHERE store_fname IS NOT NULL AND store_fname <> ''"
     )
@@ -164,8 +179,8 @@ def _check_attachments(cr, fs_root, scratch, manifest):
     for store_fname, checksum in cr.fetchall():
         checked += 1
         parts = store_fname.split("/")
-        path = os.path.join(root, *parts)
-        if ".." in parts or store_fname.startswith("/") or not os.path.isfile(path):
+        path = os.path.join(root, *parts) if root else None
+        if ".." in parts or store_fname.startswith("/") or not path or not os.path.isfile(path):
             missing.append(store_fname)
             continue
         if checksum:
@@ -175,7 +190,7 @@ def _check_attachments(cr, fs_root, scratch, manifest):
                     digest.update(block)
             if digest.hexdigest() != checksum:
                 mismatched.append(store_fname)
-    known = set((manifest.get("filestore") or {}).get("missing") or [])
+    known = set(known_missing or ())
     problems = []
     if missing:
         already = len([m for m in missing if m in known])
@@ -193,7 +208,7 @@ def _check_attachments(cr, fs_root, scratch, manifest):
     )
 
 
-def _check_modules(cr, manifest):
+def check_modules(cr, manifest):
     expected = manifest.get("modules") or {}
     if not pg.table_exists(cr, "ir_module_module"):
         return DrillCheck("odoo version/modules", not expected, "no ir_module_module table")
@@ -215,6 +230,39 @@ def _check_modules(cr, manifest):
         "odoo version/modules",
         not problems,
         "; ".join(problems) or "Odoo %s, %d modules as in the manifest" % (major or "?", len(found)),
+    )
+
+
+def addons_dirs(settings):
+    """The addons folders of this server: odoo.conf's addons_path, and Odoo's own when it is importable."""
+    dirs = [d.strip() for d in ((settings.options if settings else {}).get("addons_path") or "").split(",")]
+    try:
+        import odoo.addons
+
+        dirs += list(odoo.addons.__path__)
+    except ImportError:
+        pass
+    return [d for d in dict.fromkeys(dirs) if d and os.path.isdir(d)]
+
+
+def check_addons(cr, settings):
+    """Every installed module of the database is on this server's addons path."""
+    if not pg.table_exists(cr, "ir_module_module"):
+        return DrillCheck("modules on this server", True, "no ir_module_module table (not an Odoo database)")
+    dirs = addons_dirs(settings)
+    if not dirs:
+        return DrillCheck(
+            "modules on this server", True, "not checked: no addons_path known (give --conf with odoo.conf)"
+        )
+    cr.execute("SELECT name FROM ir_module_module WHERE state = 'installed' ORDER BY name")
+    names = [row[0] for row in cr.fetchall()]
+    absent = [name for name in names if not any(os.path.isfile(os.path.join(d, name, "__manifest__.py")) for d in dirs)]
+    return DrillCheck(
+        "modules on this server",
+        not absent,
+        "not on this server's addons path: %s" % ", ".join(absent[:20]) + (" ..." if len(absent) > 20 else "")
+        if absent
+        else "all %d installed modules are on the addons path" % len(names),
     )
 
 

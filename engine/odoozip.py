@@ -19,8 +19,8 @@ import threading
 import time
 import zipfile
 
-from . import filestore, pg
-from .errors import RestoreError, UnsafeArchive
+from . import filestore, pg, sqlguard, sqlimport
+from .errors import BackupError, RestoreError, UnsafeArchive
 from .restore import RestoreResult, Target
 from .stream import CHUNK, ArtifactReader
 
@@ -47,70 +47,114 @@ def read_odoo_manifest(archive):
         raise RestoreError("The zip's manifest.json is not valid JSON: %s" % exc) from exc
 
 
-def import_odoo_zip(zip_path, options, progress=None):
-    """Restore an Odoo database-manager zip into ``options.target_db``; returns a RestoreResult."""
+def detect_format(path):
+    """'zip' (Odoo's database manager), 'custom' (pg_dump -Fc, Odoo's "pg_dump custom format") or 'sql'."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError as exc:
+        raise RestoreError("Cannot read %s: %s" % (path, exc.strerror or exc)) from exc
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if path.lower().endswith(".zip"):
+        raise RestoreError("%s is not a readable zip file (it does not start like one)." % path)
+    if head.startswith(b"PGDMP"):
+        return "custom"
+    if head.startswith(b"\x1f\x8b") or head.startswith(b"\x28\xb5\x2f\xfd"):
+        raise RestoreError("%s is compressed (gzip or zstd): decompress it first, then import the .sql file." % path)
+    if head[257:262] == b"ustar":
+        raise RestoreError("%s is a tar-format pg_dump: only zips, custom-format (.dump) and plain .sql import." % path)
+    if b"\x00" in head:
+        raise RestoreError(
+            "%s is neither an Odoo zip, a custom-format dump (.dump) nor plain SQL: it cannot be imported." % path
+        )
+    return "sql"
+
+
+def import_file(path, options, strict=False, settings=None, progress=None):
+    """Import an Odoo zip, a custom-format ``.dump`` or a plain ``.sql`` into ``options.target_db``.
+
+    The SQL is read twice: once through the guard before anything is made
+    (commands, statements, completeness), then into psql as an import role
+    that owns only the scratch database. The checks a drill makes run on the
+    result before it is swapped in; ``strict`` makes their failures fatal.
+    Returns a RestoreResult.
+    """
     progress = progress or (lambda fraction, message: None)
     started = time.monotonic()
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise RestoreError("%s is not a readable zip file: %s" % (zip_path, exc)) from exc
-    with archive:
-        infos = archive.infolist()
-        for info in infos:
-            check_zip_member(info)
-        names = {info.filename for info in infos}
-        if "dump.sql" not in names:
-            raise RestoreError(
-                "%s has no dump.sql: it is not a zip made by Odoo's database manager%s."
-                % (zip_path, " (it holds a custom-format dump.dump: use pg_restore)" if "dump.dump" in names else "")
-            )
-        manifest = read_odoo_manifest(archive)
+    kind = detect_format(path)
+    archive, manifest, fs_members = None, {}, []
+    with contextlib.ExitStack() as stack:
+        if kind == "zip":
+            archive = stack.enter_context(_open_zip(path))
+            manifest, fs_members = _zip_contents(archive, path)
         expected = options.expected_major_version
         if expected and manifest.get("major_version") and manifest["major_version"] != expected:
             raise RestoreError(
                 "This zip was made with Odoo %s and this server runs Odoo %s." % (manifest["major_version"], expected)
             )
-        fs_members = [i for i in infos if i.filename.startswith("filestore/") and not i.is_dir()]
         do_fs = options.include_filestore and bool(fs_members)
-        pg.tool_version(options.pg, "psql")
+
+        def script():
+            if kind == "zip":
+                return archive.open("dump.sql")
+            if kind == "custom":
+                return sqlimport.ScriptOfDump(options.pg, path)
+            return open(path, "rb")
+
+        sqlimport.check_psql(options.pg)
+        progress(0.02, "Reading the dump for commands and completeness")
+        try:
+            with script() as lines:
+                first = sqlguard.scan(lines)
+        except BackupError as exc:
+            raise RestoreError("Refused %s, nothing was changed: %s" % (path, exc)) from exc
         target = Target(options, True, do_fs)
-        seconds = {}
+        role = stack.enter_context(sqlimport.ImportRole(options.pg, settings))
+        seconds, checks = {}, []
 
         def fill(target):
             t0 = time.monotonic()
-            progress(0.1, "Loading dump.sql into %s" % target.scratch)
-            target.create_scratch()
-            with archive.open("dump.sql") as dump:
-                run_psql(options.pg, target.scratch, dump)
+            progress(0.1, "Loading the dump into %s as role %s" % (target.scratch, role.name))
+            target.create_scratch(owner=role.name)
+            sqlimport.create_extensions(options.pg, target.scratch, first.extensions)
+            role.check_login(target.scratch)
+            with script() as lines:
+                sqlimport.load_sql(options.pg, role, target.scratch, lines)
+            role.hand_over(target.scratch)
             target.prepare_copy()
             seconds["database"] = round(time.monotonic() - t0, 3)
             if do_fs:
                 t0 = time.monotonic()
                 progress(0.7, "Extracting the filestore into %s" % target.staging)
-                os.makedirs(target.fs_root, exist_ok=True)
-                os.makedirs(target.staging)
-                for info in fs_members:
-                    parts = check_zip_member(info)[1:]
-                    if not parts:
-                        continue
-                    path = os.path.join(target.staging, *parts)
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-                    with archive.open(info) as source, os.fdopen(fd, "wb") as out:
-                        while True:
-                            block = source.read(CHUNK)
-                            if not block:
-                                break
-                            out.write(block)
-                os.sync()
+                _extract_zip_filestore(archive, fs_members, target)
                 seconds["filestore"] = round(time.monotonic() - t0, 3)
+            progress(0.85, "Checking the imported database")
+            checks.extend(_import_checks(options, target, manifest, do_fs, settings))
+            failed = [c for c in checks if not c.ok]
+            if strict and failed:
+                raise RestoreError(
+                    "The import failed its checks (--strict), so it was rolled back and nothing was changed: %s"
+                    % "; ".join("%s: %s" % (c.name, c.detail) for c in failed)
+                )
 
-        target.run(fill, progress)
+        try:
+            target.run(fill, progress)
+        except RestoreError as exc:
+            if "nothing was changed" in str(exc).lower():
+                raise
+            raise RestoreError("%s The import was rolled back: nothing was changed." % exc) from exc
+    warnings = ["check %s failed: %s" % (c.name, c.detail) for c in checks if not c.ok]
+    if kind == "custom":
+        warnings.append("a custom-format dump holds the database only: no filestore was imported")
+    elif kind == "sql":
+        warnings.append("a plain .sql file holds the database only: no filestore was imported")
+    if kind == "zip" and not fs_members and options.include_filestore:
+        warnings.append("the zip holds no filestore: only the database was imported")
     duration = round(time.monotonic() - started, 3)
     return RestoreResult(
-        backup_id=manifest.get("db_name") and "odoo-zip:%s" % manifest.get("db_name") or "odoo-zip",
-        source=os.path.abspath(zip_path),
+        backup_id=manifest.get("db_name") and "odoo-zip:%s" % manifest.get("db_name") or "odoo-%s" % kind,
+        source=os.path.abspath(path),
         target_db=target.name,
         filestore_path=target.fs_target,
         database_restored=True,
@@ -118,25 +162,76 @@ def import_odoo_zip(zip_path, options, progress=None):
         renamed_aside=target.renamed,
         seconds=seconds,
         duration=duration,
-        signature="none (Odoo zips are not signed)",
-        warnings=target.replaced_warning(),
+        signature="none (Odoo's backups are not signed)",
+        warnings=warnings + target.replaced_warning(),
+        checks=[vars(c) for c in checks],
     )
 
 
-def run_psql(pg_config, dbname, source):
-    """Feed plain SQL to psql, stopping at the first error."""
-    args = [
-        pg_config.tool("psql"),
-        "--no-psqlrc",
-        "--quiet",
-        "--no-password",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "--dbname=%s" % pg.conninfo_dbname(dbname),
-        "-f",
-        "-",
-    ]
-    pg.feed_process(args, source, pg_config.env(), "psql (loading dump.sql)")
+def _open_zip(path):
+    try:
+        return zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise RestoreError("%s is not a readable zip file: %s" % (path, exc)) from exc
+
+
+def _zip_contents(archive, path):
+    infos = archive.infolist()
+    for info in infos:
+        check_zip_member(info)
+    names = {info.filename for info in infos}
+    if "dump.sql" not in names:
+        raise RestoreError(
+            "%s has no dump.sql: it is not a zip made by Odoo's database manager%s."
+            % (
+                path,
+                " (it holds a custom-format dump.dump: extract it and import the .dump file)"
+                if "dump.dump" in names
+                else "",
+            )
+        )
+    manifest = read_odoo_manifest(archive)
+    fs_members = [i for i in infos if i.filename.startswith("filestore/") and not i.is_dir()]
+    return manifest, fs_members
+
+
+def _extract_zip_filestore(archive, fs_members, target):
+    os.makedirs(target.fs_root, exist_ok=True)
+    os.makedirs(target.staging)
+    for info in fs_members:
+        parts = check_zip_member(info)[1:]
+        if not parts:
+            continue
+        path = os.path.join(target.staging, *parts)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with archive.open(info) as source, os.fdopen(fd, "wb") as out:
+            while True:
+                block = source.read(CHUNK)
+                if not block:
+                    break
+                out.write(block)
+    os.sync()
+
+
+def _import_checks(options, target, manifest, do_fs, settings):
+    """What a drill checks, on the imported scratch database and staging folder."""
+    from .drill import DrillCheck, check_addons, check_attachments, check_modules
+
+    conn = pg.connect(options.pg, target.scratch)
+    try:
+        with conn.cursor() as cr:
+            checks = []
+            if options.include_filestore:
+                checks.append(check_attachments(cr, target.staging if do_fs else None, []))
+            else:
+                checks.append(DrillCheck("attachments", True, "not checked: the filestore was left out"))
+            if manifest:
+                checks.append(check_modules(cr, manifest))
+            checks.append(check_addons(cr, settings))
+            return checks
+    finally:
+        conn.close()
 
 
 def export_odoo_zip(ref, out_path, pg_config, identities=(), progress=None):

@@ -192,10 +192,12 @@ def last_lines(text, count=5):
     return " | ".join(lines[-count:]) if lines else "no error output"
 
 
-def create_database(pg, dbname, encoding="UTF8", collate=None, ctype=None):
+def create_database(pg, dbname, encoding="UTF8", collate=None, ctype=None, owner=None):
     """CREATE DATABASE from template0; the source's locale when this server has it."""
-    base = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {}").format(
-        sql.Identifier(dbname), sql.Literal(encoding)
+    base = sql.SQL("CREATE DATABASE {}{} TEMPLATE template0 ENCODING {}").format(
+        sql.Identifier(dbname),
+        sql.SQL(" OWNER {}").format(sql.Identifier(owner)) if owner else sql.SQL(""),
+        sql.Literal(encoding),
     )
     attempts = [base]
     if collate and ctype:
@@ -210,6 +212,22 @@ def create_database(pg, dbname, encoding="UTF8", collate=None, ctype=None):
             except psycopg2.Error as exc:
                 if index == len(attempts) - 1:
                     raise RestoreError("Cannot create database %r: %s" % (dbname, str(exc).strip())) from exc
+
+
+def template_databases(pg):
+    """Names of the databases this server flags as templates (template0, template1, any other)."""
+    with maintenance(pg) as conn, conn.cursor() as cr:
+        cr.execute("SELECT datname FROM pg_database WHERE datistemplate")
+        return {row[0] for row in cr.fetchall()}
+
+
+def odoo_connections(pg, dbname):
+    """How many sessions of an Odoo server (application_name odoo-<pid>) use ``dbname`` now."""
+    with maintenance(pg) as conn, conn.cursor() as cr:
+        cr.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name LIKE 'odoo-%%'", (dbname,)
+        )
+        return cr.fetchone()[0]
 
 
 def terminate_connections(cr, dbname):

@@ -25,6 +25,7 @@ from . import filestore, pg
 from .backup import human_bytes
 from .config import PgConfig
 from .errors import BackupError, RestoreError
+from .scope import SYSTEM_DATABASES
 from .storage.local import fsync_dir
 from .stream import CHUNK, ArtifactReader
 from .verify import verify
@@ -61,6 +62,9 @@ class RestoreOptions:
     expected_major_version: str | None = None
     neutralize: bool = False
     neutralize_sql: list = field(default_factory=list)
+    # The target's name typed again: needed to replace a database an Odoo server is using.
+    confirm_name: str | None = None
+    allow_unsigned: bool = False
 
 
 @dataclass
@@ -76,6 +80,7 @@ class RestoreResult:
     duration: float
     signature: str = "not checked"
     warnings: list = field(default_factory=list)
+    checks: list = field(default_factory=list)
 
     def to_dict(self):
         return asdict(self)
@@ -87,6 +92,10 @@ def _noop(fraction, message):
 
 def check_target_name(name):
     pg.check_db_name(name, error=RestoreError)
+    if name in SYSTEM_DATABASES:
+        raise RestoreError(
+            "%r is a system database of PostgreSQL: it is never a restore target. Nothing was changed." % name
+        )
 
 
 def aside_name(target, now=None):
@@ -118,7 +127,18 @@ class Target:
             raise RestoreError("The Odoo data directory is not known: pass --data-dir (or --no-filestore).")
         self.fs_root = os.path.join(options.data_dir, "filestore") if options.data_dir else None
         self.fs_target = os.path.join(self.fs_root, self.name) if do_fs else None
+        if self.name in pg.template_databases(options.pg):
+            raise RestoreError(
+                "%r is a template database (every new database is made from a template): it is never a restore "
+                "target. Nothing was changed." % self.name
+            )
         self.db_exists = pg.database_exists(options.pg, self.name) if do_db else False
+        self.served = bool(self.db_exists and options.replace and pg.odoo_connections(options.pg, self.name))
+        if self.served and options.confirm_name != self.name:
+            raise RestoreError(
+                "An Odoo server is using database %r now. To replace it anyway, type its name again "
+                "(--confirm %s); Odoo must be restarted afterwards. Nothing was changed." % (self.name, self.name)
+            )
         self.fs_exists = bool(self.fs_target) and os.path.lexists(self.fs_target)
         if (self.db_exists or self.fs_exists) and not options.replace:
             what = " and ".join(
@@ -158,8 +178,8 @@ class Target:
         if self.options.neutralize:
             neutralize(self.options.pg, self.scratch, self.options.neutralize_sql)
 
-    def create_scratch(self, encoding="UTF8", collate=None, ctype=None):
-        pg.create_database(self.options.pg, self.scratch, encoding or "UTF8", collate, ctype)
+    def create_scratch(self, encoding="UTF8", collate=None, ctype=None, owner=None):
+        pg.create_database(self.options.pg, self.scratch, encoding or "UTF8", collate, ctype, owner=owner)
         self.scratch_created = True
 
     def run(self, fill, progress):
@@ -239,10 +259,16 @@ class Target:
     def replaced_warning(self):
         if not self.renamed.get("database"):
             return []
-        return [
+        warnings = [
             "the previous database is kept as %s and closed to new connections "
             "(ALTER DATABASE ... WITH ALLOW_CONNECTIONS true to open it)" % self.renamed["database"]
         ]
+        if self.served:
+            warnings.append(
+                "an Odoo server was using %s: restart it now, its workers still hold the replaced database's "
+                "registry and caches" % self.name
+            )
+        return warnings
 
 
 def restore(ref, options, progress=None, verified=None):
@@ -275,7 +301,11 @@ def restore(ref, options, progress=None, verified=None):
         warnings.append("databases left by interrupted restores (drop them when sure): %s" % ", ".join(leftovers))
 
     progress(0.01, "Verifying backup %s" % ref.backup_id)
-    report = verified if verified is not None else verify(ref, public_key=options.public_key)
+    report = (
+        verified
+        if verified is not None
+        else verify(ref, public_key=options.public_key, allow_unsigned=options.allow_unsigned)
+    )
     seconds["verify"] = report.seconds
     if options.require_signature and not options.public_key:
         report.ok = False

@@ -130,16 +130,25 @@ def deep_check_artifact(storage, key, name, art, identities):
     return check
 
 
-def check_signature(ref, manifest_bytes, manifest, public_key):
+UNSIGNED_WARNING = (
+    "this backup is not signed (no manifest.sig): nothing proves which server made it or that its manifest was "
+    "not edited; sign backups with a signing key in the policy (spp-backup keys signing)"
+)
+
+
+def check_signature(ref, manifest_bytes, manifest, public_key, allow_unsigned=False):
     """(verdict text, problem or None, warning or None) for the manifest's signature."""
     sig_key = ref.key(crypto.SIGNATURE_NAME)
     has_sig = ref.storage.exists(sig_key)
     if public_key:
+        if not has_sig and allow_unsigned:
+            return "unsigned (accepted with --allow-unsigned)", None, UNSIGNED_WARNING
         if not has_sig:
             return (
                 "MISSING",
                 "manifest.sig is missing: this backup is not signed, so it cannot be told apart from a forged one "
-                "(anyone with the public encryption key can make a backup that decrypts).",
+                "(anyone with the public encryption key can make a backup that decrypts). If it was made before "
+                "signing was switched on, repeat the command with --allow-unsigned.",
                 None,
             )
         try:
@@ -151,10 +160,10 @@ def check_signature(ref, manifest_bytes, manifest, public_key):
         return "valid (Ed25519)", None, None
     if has_sig or manifest.get("signed"):
         return "not checked", None, "the signature was not checked: no public key was given (--verify-key)"
-    return "unsigned", None, None
+    return "unsigned", None, UNSIGNED_WARNING
 
 
-def verify(ref, public_key=None, identities=None, deep=False):
+def verify(ref, public_key=None, identities=None, deep=False, allow_unsigned=False):
     """Read every stored byte of a backup set back; a VerifyReport with the verdict."""
     started = time.monotonic()
     report = VerifyReport(location=ref.location(), backup_id=ref.backup_id, ok=False, checked_at=time.time())
@@ -166,7 +175,7 @@ def verify(ref, public_key=None, identities=None, deep=False):
         report.seconds = round(time.monotonic() - started, 3)
         return report
     report.manifest = manifest
-    report.signature, problem, warning = check_signature(ref, manifest_bytes, manifest, public_key)
+    report.signature, problem, warning = check_signature(ref, manifest_bytes, manifest, public_key, allow_unsigned)
     if problem:
         report.problems.append(problem)
     if warning:

@@ -167,6 +167,7 @@ def _restore(plan, ctx, serving_db, progress):
     )
     ref = _source_ref(plan["source"], ctx, serving_db)
     options["data_dir"] = ctx.data_dir
+    options.pop("allow_unsigned", None)  # only a person at the command line accepts an unsigned backup
     result = restore(ref, RestoreOptions(pg=ctx.pg, identities=ctx.identities, **options), progress=progress)
     return result.to_dict(), None, result.warnings
 
@@ -189,7 +190,7 @@ def _drill(plan, ctx, serving_db, progress):
     if not result.ok:
         failed = [check.name for check in result.checks if not check.ok]
         error = "The restore drill failed: %s" % (result.error or ", ".join(failed) or "see the checks")
-    return result.to_dict(), error, []
+    return result.to_dict(), error, result.warnings
 
 
 def _verify(plan, ctx, serving_db, progress):

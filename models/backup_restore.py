@@ -83,6 +83,8 @@ class SppBackupRestore(models.Model):
             "jobs": 1,
             "public_key": self.public_key or None,
             "expected_major_version": release.major_version,
+            # The wizard had the target's name typed before it accepted a replace (_check_confirmation).
+            "confirm_name": self.target_db if self.is_replace else None,
         }
         return {"source": source, "options": options}
 

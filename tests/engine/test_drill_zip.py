@@ -15,7 +15,7 @@ from engine import catalog
 from engine.backup import run_backup
 from engine.drill import run_drill
 from engine.errors import RestoreError, UnsafeArchive
-from engine.odoozip import export_odoo_zip, import_odoo_zip
+from engine.odoozip import export_odoo_zip, import_file
 from engine.restore import RestoreOptions
 
 
@@ -106,17 +106,25 @@ def test_drill_catches_a_bad_signature(sample, plan_for, pgconf, keys):
     assert_cleaned(out, sample)
 
 
-def test_drill_cli_exit_codes(sample, plan_for):
-    """The drill command exits 0 on a good backup and prints the measured restore time."""
-    result = run_backup(plan_for(sample))
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine", "drill", result.locations[0], "--data-dir", str(sample["tmp"] / "d")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+def test_drill_cli_exit_codes(sample, plan_for, keys):
+    """A signed backup drilled with its key exits 0; an unsigned one passes with a warning (exit 1)."""
+
+    def drill_cli(location, *extra):
+        return subprocess.run(
+            [sys.executable, "-m", "engine", "drill", location, "--data-dir", str(sample["tmp"] / "d"), *extra],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+
+    signed = run_backup(plan_for(sample, signing_key_file=keys["signing_file"]))
+    proc = drill_cli(signed.locations[0], "--verify-key", keys["public"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "PASSED" in proc.stdout and "measured RTO" in proc.stdout
+    assert "PASSED" in proc.stdout and "measured RTO" in proc.stdout and "warning" not in proc.stdout
+    unsigned = run_backup(plan_for(sample))
+    proc = drill_cli(unsigned.locations[0])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "PASSED" in proc.stdout and "warning: this backup is not signed" in proc.stdout
 
 
 def odoo_zip(sample, path):
@@ -148,7 +156,7 @@ def test_import_an_odoo_database_manager_zip(sample, dbs, pgconf):
     path = odoo_zip(sample, str(sample["tmp"] / "odoo.zip"))
     target = dbs.name("fromzip")
     data_dir = str(sample["tmp"] / "zipdata")
-    out = import_odoo_zip(path, RestoreOptions(target_db=target, pg=pgconf, data_dir=data_dir))
+    out = import_file(path, RestoreOptions(target_db=target, pg=pgconf, data_dir=data_dir))
     assert out.filestore_files == 40
     assert table_contents(target) == table_contents(sample["db"])
     assert tree_digest(os.path.join(data_dir, "filestore", target)) == tree_digest(sample["filestore"])
@@ -170,7 +178,7 @@ def test_export_writes_odoos_layout_and_imports_back(sample, plan_for, dbs, pgco
         assert b"CREATE TABLE public.res_partner" in archive.read("dump.sql")
     target = dbs.name("roundzip")
     data_dir = str(sample["tmp"] / "rz")
-    import_odoo_zip(out_path, RestoreOptions(target_db=target, pg=pgconf, data_dir=data_dir))
+    import_file(out_path, RestoreOptions(target_db=target, pg=pgconf, data_dir=data_dir))
     assert table_contents(target) == table_contents(sample["db"])
     assert tree_digest(os.path.join(data_dir, "filestore", target)) == tree_digest(sample["filestore"])
 
@@ -183,7 +191,7 @@ def test_hostile_zip_is_refused_and_nothing_is_created(sample, dbs, pgconf, tmp_
         archive.writestr("filestore/../../escaped", b"evil")
     target = dbs.name("evil")
     with pytest.raises(UnsafeArchive, match="climbs out"):
-        import_odoo_zip(str(path), RestoreOptions(target_db=target, pg=pgconf, data_dir=str(tmp_path / "d")))
+        import_file(str(path), RestoreOptions(target_db=target, pg=pgconf, data_dir=str(tmp_path / "d")))
     assert query("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE %s", (target + "%",)) == [(0,)]
     assert not (tmp_path / "escaped").exists()
 
@@ -194,10 +202,10 @@ def test_a_zip_without_dump_sql_is_explained(tmp_path, pgconf):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("readme.txt", "hello")
     with pytest.raises(RestoreError, match="has no dump.sql"):
-        import_odoo_zip(str(path), RestoreOptions(target_db="whatever_db", pg=pgconf))
+        import_file(str(path), RestoreOptions(target_db="whatever_db", pg=pgconf))
     (tmp_path / "notzip.zip").write_bytes(io.BytesIO(b"not a zip").getvalue())
     with pytest.raises(RestoreError, match="not a readable zip"):
-        import_odoo_zip(str(tmp_path / "notzip.zip"), RestoreOptions(target_db="whatever_db", pg=pgconf))
+        import_file(str(tmp_path / "notzip.zip"), RestoreOptions(target_db="whatever_db", pg=pgconf))
 
 
 def test_zip_member_that_is_a_link_is_refused(tmp_path, pgconf):
@@ -211,7 +219,7 @@ def test_zip_member_that_is_a_link_is_refused(tmp_path, pgconf):
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         archive.writestr(info, "/etc/passwd")
     with pytest.raises(UnsafeArchive, match="links and special files"):
-        import_odoo_zip(str(path), RestoreOptions(target_db="link_db_x", pg=pgconf, data_dir=str(tmp_path / "d")))
+        import_file(str(path), RestoreOptions(target_db="link_db_x", pg=pgconf, data_dir=str(tmp_path / "d")))
 
 
 def test_run_restores_and_drills_outside_the_caller(sample, plan_for, dbs, tmp_path):
@@ -225,13 +233,16 @@ def test_run_restores_and_drills_outside_the_caller(sample, plan_for, dbs, tmp_p
         data_dir=tmp_path / "rdata",
         database=sample["db"],
     )
-    assert code == 0 and answer["ok"], answer
+    # An unsigned backup restores with a warning (exit 1): nothing proves who made it.
+    assert code == 1 and answer["ok"], answer
+    assert any("not signed" in w for w in answer["result"]["warnings"]), answer
     assert answer["result"]["backup_id"] == result.backup_id and answer["result"]["target_db"] == target
     assert query(target, "SELECT value FROM ir_config_parameter WHERE key = 'database.is_neutralized'") == [("true",)]
     assert os.path.isdir(tmp_path / "rdata" / "filestore" / target)
     drill = {"action": "drill", "source": source}
     code, answer = run_plan(drill, tmp_path, data_dir=tmp_path / "ddata", database=sample["db"])
-    assert code == 0 and answer["ok"] and answer["result"]["ok"] is True
+    assert code == 1 and answer["ok"] and answer["result"]["ok"] is True
+    assert any("not signed" in w for w in answer["result"]["warnings"]), answer
     assert answer["result"]["restore_seconds"] > 0 and answer["result"]["cleaned_up"] is True
     os.unlink(os.path.join(result.locations[0], result.artifacts["application"]["file"]))
     code, answer = run_plan(drill, tmp_path, data_dir=tmp_path / "ddata", database=sample["db"])

@@ -158,13 +158,30 @@ def test_one_flipped_byte_fails_verify_and_names_the_artifact(sample, plan_for, 
     assert proc.returncode == 2 and "FAIL" in proc.stdout and artifact in proc.stdout
 
 
-def test_verify_passes_and_cli_reports_json(sample, plan_for):
-    """An untouched backup verifies with exit 0 and machine-readable output."""
-    result = run_backup(plan_for(sample))
-    proc = cli("--json", "verify", os.path.join(sample["dest"], sample["db"], "latest"))
+def test_verify_passes_and_cli_reports_json(sample, plan_for, keys):
+    """An untouched signed backup verifies with exit 0 and machine-readable output."""
+    result = run_backup(plan_for(sample, signing_key_file=keys["signing_file"]))
+    proc = cli("--json", "verify", os.path.join(sample["dest"], sample["db"], "latest"), "--verify-key", keys["public"])
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["ok"] and data["backup_id"] == result.backup_id and len(data["checks"]) == 3
+    assert data["signature"] == "valid (Ed25519)" and data["warnings"] == []
+
+
+def test_edited_manifest_of_an_unsigned_backup_is_unproven(sample, plan_for, keys):
+    """A manifest edited into other valid JSON: unsigned, verify warns (exit 1); signed, the signature fails."""
+    for signing in (None, keys["signing_file"]):
+        result = run_backup(plan_for(sample, signing_key_file=signing))
+        manifest_path = os.path.join(result.locations[0], "manifest.json")
+        data = json.loads(Path(manifest_path).read_text())
+        data["warnings"] = ["nothing to see here"]
+        Path(manifest_path).write_text(json.dumps(data))
+        if signing:
+            proc = cli("verify", result.locations[0], "--verify-key", keys["public"])
+            assert proc.returncode == 2 and "BAD" in proc.stdout, proc.stdout
+        else:
+            proc = cli("verify", result.locations[0])
+            assert proc.returncode == 1 and "not signed" in proc.stdout, proc.stdout
 
 
 def test_tampered_manifest_is_reported(sample, plan_for):

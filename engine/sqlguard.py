@@ -1,0 +1,470 @@
+"""Reading plain SQL from outside before psql sees a byte of it.
+
+A plain-SQL dump (``dump.sql`` in an Odoo zip, a ``.sql`` file, or what
+``pg_restore -f -`` makes of a custom-format dump) is a psql script, and a
+psql script can do more than SQL: ``\\!`` runs a shell command, ``\\connect``
+opens another database, ``\\o`` writes a file. :class:`SqlGuard` reads the
+script line by line the way psql's lexer does (quotes, dollar quotes, quoted
+identifiers, nested comments, COPY data) and refuses, naming the line:
+
+- every backslash command except a matching ``\\restrict``/``\\unrestrict``
+  pair and the ``\\.`` that ends COPY data;
+- statements that act outside the database being loaded: databases, roles,
+  tablespaces, ``ALTER SYSTEM``, ``COPY`` other than ``FROM stdin``,
+  ``LOAD``, ``DO``, ``SECURITY DEFINER``, server file and process functions,
+  settings that would change how psql splits the script
+  (``client_encoding``, ``standard_conforming_strings``), extensions outside
+  :data:`ALLOWED_EXTENSIONS`;
+- a string literal whose end depends on ``standard_conforming_strings``;
+- a script that does not end with pg_dump's completion marker (a truncated
+  dump), or that opens ``\\restrict`` and never closes it.
+
+``CREATE EXTENSION`` and ``COMMENT ON EXTENSION`` of an allowed extension, and
+``ALTER … OWNER TO``, are left out of what psql gets: the engine creates the
+extensions itself, and the loaded objects belong to the import role.
+
+This is the first of two layers; the second is that psql runs as a role that
+owns the scratch database and nothing else, under a ``\\restrict`` key of the
+engine's own (see :mod:`engine.sqlimport`).
+"""
+
+import re
+
+from .errors import RestoreError
+
+# Extensions Odoo and OpenSPP use; the engine creates them in the scratch database itself.
+ALLOWED_EXTENSIONS = frozenset(
+    ("plpgsql", "pg_trgm", "unaccent", "btree_gin", "btree_gist", "fuzzystrmatch", "postgis", "uuid-ossp", "hstore")
+)
+# Settings pg_dump writes at the top of a script, with the values that keep psql's lexing as the guard's.
+ALLOWED_SETTINGS = frozenset(
+    (
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "transaction_timeout",
+        "client_encoding",
+        "standard_conforming_strings",
+        "check_function_bodies",
+        "xmloption",
+        "client_min_messages",
+        "row_security",
+        "default_tablespace",
+        "default_table_access_method",
+        "default_with_oids",
+        "search_path",
+        "escape_string_warning",
+    )
+)
+COMPLETION_MARKER = b"-- PostgreSQL database dump complete"
+
+TOP, SQUOTE, ESTRING, DOLLAR, DQUOTE, BLOCK, COPY = range(7)
+SPECIAL = re.compile(rb"['\"$\\;]|--|/\*")
+WORD_TAIL = re.compile(rb"[A-Za-z0-9_$\x80-\xff]+$")
+DOLLAR_TAG = re.compile(rb"\$([A-Za-z\x80-\xff_][A-Za-z\x80-\xff_0-9]*)?\$")
+PARAM = re.compile(rb"\$[0-9]+")
+BLOCK_EDGE = re.compile(rb"/\*|\*/")
+E_END = re.compile(rb"\\.|'", re.S)
+META = re.compile(rb"\\([A-Za-z]+|.)")
+RESTRICT_LINE = re.compile(rb"[ \t]*\\(restrict|unrestrict)[ \t]+([A-Za-z0-9]+)[ \t]*\r?\n?")
+COPY_END = (b"\\.\n", b"\\.\r\n")
+
+WORDS = re.compile(r'"(?:[^"]|"")*"|[A-Z_][A-Z0-9_$]*|\S')
+
+
+class SqlRefused(RestoreError):
+    """The script holds something a dump from outside may not do."""
+
+
+class DumpTruncated(RestoreError):
+    """The script ends before pg_dump's end: it was cut."""
+
+
+def _ident(token):
+    if token.startswith('"'):
+        return token[1:-1].replace('""', '"')
+    return token.lower()
+
+
+class SqlGuard:
+    """Feed a psql script line by line; get back the lines psql may have.
+
+    ``feed(line)`` returns the lines to pass on (statements are held back
+    until they are complete and checked); ``finish()`` checks the end and
+    returns what is left. A refusal raises :class:`SqlRefused` or
+    :class:`DumpTruncated` naming the line.
+    """
+
+    def __init__(self, keep=True):
+        self.keep = keep
+        self.line_no = 0
+        self.state = TOP
+        self.tag = b""
+        self.depth = 0
+        self.code = []  # the current statement outside literals and comments (literals as '')
+        self.raw = []  # the same with literals verbatim
+        self.pending = []
+        self.pending_statements = []
+        self.statement_line = 0
+        self.copy_next = False
+        self.restrict_key = None
+        self.restrict_closed = False
+        self.complete = False
+        self.extensions = set()
+        self.skipped = {"owner": 0, "extension": 0}
+        self.statements = 0
+        self.copy_rows = 0
+
+    # -- reading ---------------------------------------------------------
+
+    def refuse(self, message, line_no=None):
+        raise SqlRefused("line %d of the dump: %s." % (line_no or self.line_no, message))
+
+    def feed(self, line):
+        self.line_no += 1
+        if self.state == COPY:
+            if line in COPY_END:
+                self.state = TOP
+            else:
+                self.copy_rows += 1
+            return [line] if self.keep else ()
+        if self.restrict_closed and line.strip() and not line.lstrip().startswith(b"--"):
+            self.refuse("there is more after \\unrestrict, which ends pg_dump's output")
+        if self.state == TOP and not self._statement_open():
+            stripped = line.strip()
+            if stripped.startswith(b"\\"):
+                self._meta_line(line)
+                return ()
+            if stripped == COMPLETION_MARKER:
+                self.complete = True
+            elif stripped and not stripped.startswith(b"--"):
+                self.complete = False
+        self._scan(line)
+        if self.keep:
+            self.pending.append(line)
+        if self.copy_next:
+            self.copy_next = False
+            self.state = COPY
+            return self._flush()
+        if self.state == TOP and not self._statement_open():
+            return self._flush()
+        return ()
+
+    def finish(self):
+        """Check the end of the script; returns the last lines to pass on."""
+        if self.state == COPY:
+            raise DumpTruncated(
+                "the dump is truncated: it ends inside the data of a table (line %d), before pg_dump's end."
+                % self.line_no
+            )
+        if self.state != TOP or self._statement_open():
+            raise DumpTruncated(
+                "the dump is truncated: it ends inside a statement that began on line %d." % self.statement_line
+            )
+        if self.restrict_key is not None and not self.restrict_closed:
+            raise DumpTruncated("the dump is truncated: it opens \\restrict and never closes it (\\unrestrict).")
+        if not self.complete:
+            raise DumpTruncated(
+                "the dump is truncated: it does not end with pg_dump's line '%s'." % COMPLETION_MARKER.decode()
+            )
+        return self._flush()
+
+    def _statement_open(self):
+        return any(part.strip() for part in self.code)
+
+    def _flush(self):
+        if not self.keep:
+            self.pending_statements = []
+            return ()
+        lines = self.pending
+        statements = self.pending_statements
+        self.pending, self.pending_statements = [], []
+        if len(statements) == 1 and statements[0]:
+            self.skipped[statements[0]] += 1
+            return ()
+        return lines
+
+    def _meta_line(self, line):
+        match = RESTRICT_LINE.fullmatch(line)
+        if match and match.group(1) == b"restrict" and self.restrict_key is None and not self.statements:
+            self.restrict_key = match.group(2)
+            return
+        if match and match.group(1) == b"unrestrict" and match.group(2) == self.restrict_key:
+            if self.restrict_closed:
+                self.refuse("\\unrestrict appears twice")
+            self.restrict_closed = True
+            return
+        if match:
+            self.refuse(
+                "\\%s does not match pg_dump's single \\restrict ... \\unrestrict pair" % match.group(1).decode()
+            )
+        self._refuse_meta(line, line.index(b"\\"))
+
+    def _refuse_meta(self, line, at):
+        command = META.match(line, at).group(0).decode("utf-8", "replace")
+        self.refuse(
+            "psql command %s is not allowed in a dump from outside (a dump may hold SQL and COPY data only)" % command
+        )
+
+    def _scan(self, line):
+        i, n = 0, len(line)
+        code, raw = self.code, self.raw
+        while i < n:
+            state = self.state
+            if state == TOP:
+                if not self._statement_open() and line[i:].strip():
+                    self.statement_line = self.line_no
+                match = SPECIAL.search(line, i)
+                if not match:
+                    code.append(line[i:])
+                    raw.append(line[i:])
+                    return
+                j = match.start()
+                code.append(line[i:j])
+                raw.append(line[i:j])
+                char = line[j : j + 1]
+                if char == b"'":
+                    self._open_quote(line, j)
+                    i = j + 1
+                elif char == b'"':
+                    self.state = DQUOTE
+                    code.append(b'"')
+                    raw.append(b'"')
+                    i = j + 1
+                elif char == b"$":
+                    i = self._dollar(line, j)
+                elif char == b"\\":
+                    self._refuse_meta(line, j)
+                elif char == b";":
+                    code.append(b";")
+                    raw.append(b";")
+                    self._end_statement(line, j)
+                    i = j + 1
+                elif line.startswith(b"--", j):
+                    code.append(b" ")
+                    raw.append(b" ")
+                    return
+                else:  # /*
+                    self.state, self.depth = BLOCK, 1
+                    code.append(b" ")
+                    raw.append(b" ")
+                    i = j + 2
+            elif state == SQUOTE:
+                j = line.find(b"'", i)
+                if j < 0:
+                    raw.append(line[i:])
+                    return
+                run = len(line[i:j]) - len(line[i:j].rstrip(b"\\"))
+                if run % 2:
+                    self.refuse(
+                        "a string literal ends in a backslash before its quote; where it ends depends on "
+                        "standard_conforming_strings, so the dump cannot be read safely"
+                    )
+                if line.startswith(b"''", j):
+                    raw.append(line[i : j + 2])
+                    i = j + 2
+                    continue
+                raw.append(line[i : j + 1])
+                code.append(b"'")
+                self.state = TOP
+                i = j + 1
+            elif state == ESTRING:
+                while True:
+                    match = E_END.search(line, i)
+                    if not match:
+                        raw.append(line[i:])
+                        return
+                    if match.group(0) == b"'" and not line.startswith(b"''", match.start()):
+                        break
+                    raw.append(line[i : match.end()])
+                    i = match.end() + (1 if match.group(0) == b"'" else 0)
+                raw.append(line[i : match.end()])
+                code.append(b"'")
+                self.state = TOP
+                i = match.end()
+            elif state == DOLLAR:
+                j = line.find(self.tag, i)
+                if j < 0:
+                    raw.append(line[i:])
+                    return
+                raw.append(line[i : j + len(self.tag)])
+                code.append(b"'")
+                self.state = TOP
+                i = j + len(self.tag)
+            elif state == DQUOTE:
+                j = line.find(b'"', i)
+                if j < 0:
+                    code.append(line[i:])
+                    raw.append(line[i:])
+                    return
+                code.append(line[i : j + 1])
+                raw.append(line[i : j + 1])
+                if line.startswith(b'""', j):
+                    i = j + 2
+                    continue
+                self.state = TOP
+                i = j + 1
+            else:  # BLOCK
+                match = BLOCK_EDGE.search(line, i)
+                if not match:
+                    return
+                self.depth += 1 if match.group(0) == b"/*" else -1
+                if not self.depth:
+                    self.state = TOP
+                i = match.end()
+
+    def _word_before(self, line, j):
+        match = WORD_TAIL.search(line[max(0, j - 256) : j])
+        return match.group(0) if match else b""
+
+    def _open_quote(self, line, j):
+        word = self._word_before(line, j)
+        if word[:1].isdigit():
+            self.refuse("a number runs into a string literal (%r); the dump cannot be read safely" % word.decode())
+        self.state = ESTRING if word in (b"e", b"E") else SQUOTE
+        self.raw.append(b"'")
+        code = self.code
+        if word and word.upper() in (b"E", b"B", b"X", b"N"):
+            code[-1] = code[-1][: len(code[-1]) - len(word)]
+
+    def _dollar(self, line, j):
+        word = self._word_before(line, j)
+        if word:
+            if word[:1].isdigit():
+                self.refuse("a number runs into '$'; the dump cannot be read safely")
+            self.code.append(b"$")
+            self.raw.append(b"$")
+            return j + 1
+        param = PARAM.match(line, j)
+        if param:
+            if line.startswith(b"$", param.end()):
+                self.refuse("a parameter runs into '$'; the dump cannot be read safely")
+            self.code.append(param.group(0))
+            self.raw.append(param.group(0))
+            return param.end()
+        tag = DOLLAR_TAG.match(line, j)
+        if tag:
+            self.state, self.tag = DOLLAR, tag.group(0)
+            self.raw.append(self.tag)
+            return tag.end()
+        self.code.append(b"$")
+        self.raw.append(b"$")
+        return j + 1
+
+    # -- judging statements ---------------------------------------------
+
+    def _end_statement(self, line, j):
+        code = b"".join(self.code).decode("utf-8", "replace")
+        raw = b"".join(self.raw).decode("utf-8", "replace")
+        self.code, self.raw = [], []
+        self.statements += 1
+        line_no = self.statement_line or self.line_no
+        verdict = self.judge(code, raw, line_no)
+        if verdict == "copy":
+            if line[j + 1 :].strip():
+                self.refuse("COPY ... FROM stdin must end its line", line_no)
+            self.copy_next = True
+            verdict = None
+        self.pending_statements.append(verdict)
+
+    def judge(self, code, raw, line_no):
+        """None (pass it on), 'owner'/'extension' (leave it out), 'copy' (data follows), or a refusal."""
+        text = " ".join(code.upper().split())
+        words = WORDS.findall(text)
+        if not words or words == [";"]:
+            return None
+        head = " ".join(w for w in words[:4] if not w.startswith('"'))
+
+        def refuse(why):
+            snippet = " ".join(raw.split())
+            self.refuse("%s (%s)" % (why, snippet[:120] + ("..." if len(snippet) > 120 else "")), line_no)
+
+        first, second = words[0], (words[1] if len(words) > 1 else "")
+        outside = re.match(
+            r"(CREATE|ALTER|DROP|COMMENT ON|SECURITY LABEL ON) (OR REPLACE )?(DATABASE|ROLE|USER|GROUP|TABLESPACE|"
+            r"SUBSCRIPTION|PUBLICATION|SERVER|FOREIGN DATA WRAPPER|EVENT TRIGGER)\b",
+            head,
+        )
+        if outside or first in ("REASSIGN", "LOAD", "DO", "CHECKPOINT", "LISTEN", "NOTIFY", "VACUUM", "CLUSTER"):
+            refuse("a dump from outside may only change the database it is loaded into")
+        if first == "ALTER" and second == "SYSTEM":
+            refuse("ALTER SYSTEM changes the server's configuration")
+        if first == "DROP" and second == "OWNED":
+            refuse("DROP OWNED acts on a role")
+        if first in ("GRANT", "REVOKE"):
+            if "ON" not in words:
+                refuse("granting roles changes who may do what on the whole server")
+            target = words[words.index("ON") + 1 : words.index("ON") + 3]
+            if target[:1] in (["DATABASE"], ["TABLESPACE"], ["FOREIGN"], ["LARGE"], ["PARAMETER"]):
+                refuse("this grant acts outside the database being loaded")
+        if first in ("SET", "RESET"):
+            self._judge_setting(words, raw, refuse)
+        if re.search(r"\bSECURITY DEFINER\b", text):
+            refuse("functions that run with their owner's rights are not allowed in a dump from outside")
+        if re.search(
+            r"\b(PG_READ_FILE|PG_READ_BINARY_FILE|PG_LS_\w+|PG_STAT_FILE|LO_IMPORT|LO_EXPORT|PG_FILE_\w+|DBLINK\w*|"
+            r"PG_TERMINATE_BACKEND|PG_CANCEL_BACKEND|PG_RELOAD_CONF|PG_ROTATE_LOGFILE|PG_PROMOTE|PG_SWITCH_WAL|"
+            r"PG_CREATE_\w+|PG_DROP_\w+|PG_LOGICAL_\w+|PG_REPLICATION_\w+|PG_CURRENT_LOGFILE)\s*\(",
+            text,
+        ):
+            refuse("server file, process and replication functions are not allowed in a dump from outside")
+        if re.search(r"\bSET_CONFIG\s*\(", text) and not re.fullmatch(
+            r"\s*SELECT\s+(pg_catalog\.)?set_config\('search_path',\s*'',\s*false\);\s*", raw, re.I
+        ):
+            refuse("set_config is allowed only as pg_dump writes it (the search path)")
+        if first == "SELECT" and not re.match(r"SELECT (PG_CATALOG\s*\.\s*)?(SETVAL|SET_CONFIG)\s*\(", text):
+            refuse("pg_dump writes no SELECT other than setval and set_config")
+        if first == "COPY":
+            if not re.fullmatch(r"COPY [^;]*? FROM STDIN( WITH \([A-Z ,']*\)| [A-Z ,']*)? ?;", text) or " TO " in text:
+                refuse("COPY is allowed only as FROM stdin (no PROGRAM, no server files)")
+            return "copy"
+        if " OWNER TO " in " %s " % text and first == "ALTER":
+            return "owner"
+        if (first in ("CREATE", "ALTER", "DROP") and second == "EXTENSION") or words[:3] == [
+            "COMMENT",
+            "ON",
+            "EXTENSION",
+        ]:
+            return self._judge_extension(words, raw, refuse)
+        return None
+
+    def _judge_setting(self, words, raw, refuse):
+        if words[0] == "RESET":
+            refuse("RESET is not part of a dump")
+        rest = [w for w in words[1:] if w not in ("SESSION", "LOCAL")]
+        name = _ident(rest[0]).lower() if rest else ""
+        if name in ("role", "authorization") or "AUTHORIZATION" in words[:3]:
+            refuse("changing the role or session is not allowed in a dump from outside")
+        if name == "names" or name not in ALLOWED_SETTINGS:
+            refuse("setting %s is not among the settings pg_dump writes" % (name or "?"))
+        value = re.split(r"(?i)\s(?:=|TO)\s", raw, maxsplit=1)[-1].strip().rstrip(";").strip().strip("'").lower()
+        if name == "client_encoding" and value not in ("utf8", "utf-8"):
+            refuse("the dump must be read as UTF8 (client_encoding)")
+        if name == "standard_conforming_strings" and value != "on":
+            refuse("standard_conforming_strings must stay on")
+
+    def _judge_extension(self, words, raw, refuse):
+        if words[0] in ("ALTER", "DROP"):
+            refuse("a dump from outside may not alter or drop extensions")
+        names = [w for w in words[2:] if w not in ("EXTENSION", "IF", "NOT", "EXISTS", "OR", "REPLACE")]
+        name = _ident(names[0]).lower() if names else ""
+        if name not in ALLOWED_EXTENSIONS:
+            refuse(
+                "extension %s is not among those this server creates for an import (%s)"
+                % (name or "?", ", ".join(sorted(ALLOWED_EXTENSIONS)))
+            )
+        if words[0] == "CREATE":
+            schema = re.search(r"(?i)\bSCHEMA\s+\"?([A-Za-z_]+)", raw)
+            if schema and schema.group(1).lower() not in ("public", "pg_catalog"):
+                refuse("extensions are created in the public schema only")
+            self.extensions.add(name)
+        return "extension"
+
+
+def scan(stream, keep=False):
+    """Read a whole script through a guard; returns the guard (extensions, counts) or raises."""
+    guard = SqlGuard(keep=keep)
+    for line in stream:
+        guard.feed(line)
+    guard.finish()
+    return guard

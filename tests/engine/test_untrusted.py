@@ -1,0 +1,485 @@
+"""A backup from outside is hostile: imports cannot run commands, touch other databases or pass truncated.
+
+Every attack runs twice: through the import (the guard refuses it before
+psql starts, nothing is made) and straight into psql as the import role with
+the guard bypassed (PostgreSQL or psql's own \\restrict refuses it). Real
+PostgreSQL, real psql.
+"""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import psycopg2
+import pytest
+from conftest import ROOT, conn_kwargs, query, table_contents, tree_digest
+
+from engine import sqlguard, sqlimport
+from engine.errors import BackupError, RestoreError
+from engine.odoozip import import_file
+from engine.restore import RestoreOptions
+
+MARKER = b"-- PostgreSQL database dump complete"
+
+
+@pytest.fixture
+def dump(sample):
+    """pg_dump --no-owner of the sample database, as Odoo's database manager makes it."""
+    return subprocess.run(
+        ["pg_dump", "--no-owner", sample["db"]], capture_output=True, check=True, env=dict(os.environ)
+    ).stdout
+
+
+def with_payload(dump, payload):
+    """The dump with ``payload`` (SQL or psql lines) inserted after its SET lines, before any table."""
+    at = dump.index(b"SET default_table_access_method")
+    at = dump.index(b"\n", at) + 1
+    return dump[:at] + b"\n" + payload + b"\n" + dump[at:]
+
+
+def make_zip(path, dump, sample=None, skip=()):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("dump.sql", dump)
+        if sample:
+            for folder, _dirs, files in sorted(os.walk(sample["filestore"])):
+                for name in sorted(files):
+                    full = os.path.join(folder, name)
+                    rel = os.path.relpath(full, sample["filestore"])
+                    if rel not in skip:
+                        archive.write(full, "filestore/" + rel)
+        archive.writestr(
+            "manifest.json",
+            json.dumps({"odoo_dump": "1", "db_name": "x", "major_version": "17.0", "modules": {}}),
+        )
+    return str(path)
+
+
+def leftovers(target, data_dir):
+    """What an import of ``target`` left: databases, roles, filestore folders (final and staging)."""
+    dbs = query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", (target + "%",))
+    roles = query("postgres", "SELECT rolname FROM pg_roles WHERE rolname LIKE 'spp\\_import\\_%%'")
+    fs_root = os.path.join(data_dir, "filestore")
+    folders = [n for n in os.listdir(fs_root) if target in n] if os.path.isdir(fs_root) else []
+    return dbs + roles + folders
+
+
+def execute(dbname, *statements):
+    """Run statements in ``dbname`` as the test's (superuser) connection, outside any transaction."""
+    conn = psycopg2.connect(dbname=dbname, **conn_kwargs())
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cr:
+            for statement in statements:
+                cr.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def victim(dbs):
+    """Another database on the server, with a table an attack would drop or write into."""
+    name = dbs.name("victim")
+    execute("postgres", 'CREATE DATABASE "%s"' % name)
+    execute(name, "CREATE TABLE precious (id int)", "INSERT INTO precious VALUES (1), (2)")
+    return name
+
+
+def victim_intact(name):
+    return query(name, "SELECT count(*) FROM precious") == [(2,)] and query(
+        name, "SELECT count(*) FROM pg_tables WHERE tablename = 'intruder'"
+    ) == [(0,)]
+
+
+def attacks(tmp_path, victim):
+    flag = tmp_path / "pwned"
+    return {
+        "shell": (b"\\! touch " + str(flag).encode(), "psql command \\!"),
+        "connect": (
+            b"\\connect " + victim.encode() + b"\nCREATE TABLE intruder (id int);",
+            "psql command \\connect",
+        ),
+        "drop database": (b'DROP DATABASE "' + victim.encode() + b'";', "may only change the database"),
+        "copy to program": (
+            b"COPY (SELECT 1) TO PROGRAM 'touch " + str(flag).encode() + b"';",
+            "COPY is allowed only as FROM stdin",
+        ),
+        "superuser": (b"ALTER ROLE CURRENT_USER SUPERUSER;", "may only change the database"),
+    }
+
+
+ATTACKS = ["shell", "connect", "drop database", "copy to program", "superuser"]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_attack_is_refused_before_psql_starts(attack, dump, sample, dbs, victim, tmp_path, pgconf, monkeypatch):
+    """The guard reads the whole zip first: it names the line, and no role, database or psql is ever made."""
+    payload, expected = attacks(tmp_path, victim)[attack]
+    path = make_zip(tmp_path / "evil.zip", with_payload(dump, payload), sample)
+    started = []
+    monkeypatch.setattr(sqlimport, "load_sql", lambda *a, **k: started.append("psql"))
+    monkeypatch.setattr(sqlimport.ImportRole, "__enter__", lambda self: started.append("role"))
+    target = dbs.name("evil")
+    data_dir = str(tmp_path / "data")
+    with pytest.raises(RestoreError) as caught:
+        import_file(path, RestoreOptions(target_db=target, pg=pgconf, data_dir=data_dir))
+    message = str(caught.value)
+    assert expected in message and "nothing was changed" in message and "line " in message, message
+    assert started == []
+    assert leftovers(target, data_dir) == []
+    assert not (tmp_path / "pwned").exists() and victim_intact(victim)
+
+
+class PassThrough:
+    """A guard that lets every line through: what is left is the role and psql's \\restrict."""
+
+    def feed(self, line):
+        return [line]
+
+    def finish(self):
+        return []
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_attack_fails_as_the_import_role_without_the_guard(attack, dump, dbs, victim, tmp_path, pgconf):
+    """With the guard bypassed, psql (as the import role, under the engine's \\restrict) does not do it either."""
+    payload, _expected = attacks(tmp_path, victim)[attack]
+    scratch = dbs.name("bypass")
+    with sqlimport.ImportRole(pgconf) as role:
+        execute("postgres", 'CREATE DATABASE "%s" OWNER "%s"' % (scratch, role.name))
+        lines = with_payload(dump, payload).splitlines(keepends=True)
+        try:
+            with pytest.raises(RestoreError) as caught:
+                sqlimport.load_sql(pgconf, role, scratch, lines, guard=PassThrough())
+        finally:
+            execute("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % scratch)
+    message = str(caught.value)
+    assert "psql (loading the dump) failed" in message
+    assert any(
+        reason in message
+        for reason in ("restricted", "permission denied", "must be superuser", "must be owner", "must have")
+    ), message
+    assert not (tmp_path / "pwned").exists() and victim_intact(victim)
+    assert query("postgres", "SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role.name,)) == []
+
+
+def test_import_role_owns_nothing_and_is_gone_afterwards(dump, sample, dbs, tmp_path, pgconf):
+    """A good zip imports; its objects end up owned by the engine's user and the temporary role is dropped."""
+    target = dbs.name("good")
+    data_dir = str(tmp_path / "data")
+    out = import_file(
+        make_zip(tmp_path / "good.zip", dump, sample), RestoreOptions(target, pg=pgconf, data_dir=data_dir)
+    )
+    assert table_contents(target) == table_contents(sample["db"])
+    assert tree_digest(os.path.join(data_dir, "filestore", target)) == tree_digest(sample["filestore"])
+    owners = query(target, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
+    assert owners == [(query("postgres", "SELECT current_user")[0][0],)]
+    assert query("postgres", "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'spp\\_import\\_%%'") == [(0,)]
+    assert {c["name"]: c["ok"] for c in out.checks}["attachments"] is True
+
+
+def test_security_definer_function_is_refused(dump, sample, dbs, tmp_path, pgconf):
+    """A function running with its owner's rights would run as the engine's user once taken over: refused."""
+    payload = b"CREATE FUNCTION public.f() RETURNS int LANGUAGE sql SECURITY DEFINER AS $$ SELECT 1 $$;"
+    target = dbs.name("definer")
+    data_dir = str(tmp_path / "data")
+    with pytest.raises(RestoreError, match="owner's rights"):
+        import_file(
+            make_zip(tmp_path / "d.zip", with_payload(dump, payload), sample),
+            RestoreOptions(target, pg=pgconf, data_dir=data_dir),
+        )
+    assert leftovers(target, data_dir) == []
+
+
+def truncations(dump):
+    copy = dump.index(b"FROM stdin;\n") + len(b"FROM stdin;\n")
+    statement = dump.index(b";\n", dump.index(b"CREATE TABLE")) + 2
+    return {
+        "at a statement boundary": dump[:statement],
+        "in COPY data": dump[: copy + 40],
+        "in the middle of a line": dump[: dump.index(b"CREATE TABLE") + 20],
+        "just before the end marker": dump[: dump.index(MARKER)],
+    }
+
+
+@pytest.mark.parametrize("where", ["at a statement boundary", "in COPY data", "in the middle of a line"])
+def test_truncated_dump_is_refused_and_nothing_is_left(where, dump, sample, dbs, tmp_path, pgconf):
+    """A cut dump says 'the dump is truncated' and that nothing was changed; no database, folder or role remains."""
+    path = make_zip(tmp_path / "cut.zip", truncations(dump)[where], sample)
+    target = dbs.name("cut")
+    data_dir = str(tmp_path / "data")
+    with pytest.raises(RestoreError) as caught:
+        import_file(path, RestoreOptions(target, pg=pgconf, data_dir=data_dir))
+    assert "the dump is truncated" in str(caught.value) and "nothing was changed" in str(caught.value)
+    assert leftovers(target, data_dir) == []
+
+
+def test_guard_reads_the_ends_of_a_dump(dump):
+    """Every cut is seen, also just before pg_dump's end marker; the whole dump passes and keeps every line."""
+    for where, cut in truncations(dump).items():
+        with pytest.raises(sqlguard.DumpTruncated):
+            sqlguard.scan(cut.splitlines(keepends=True))
+        assert where
+    guard = sqlguard.SqlGuard()
+    out = []
+    for line in dump.splitlines(keepends=True):
+        out += guard.feed(line)
+    out += guard.finish()
+    restrict = [line for line in dump.splitlines(keepends=True) if line.startswith((b"\\restrict", b"\\unrestrict"))]
+    assert b"".join(out) == b"".join(line for line in dump.splitlines(keepends=True) if line not in restrict)
+
+
+@pytest.mark.parametrize(
+    "sql, expected",
+    [
+        (b"SET lock_timeout = 0; \\! id", "psql command \\!"),
+        (b"SELECT 'a\\' \\gexec", "ends in a backslash"),
+        (b"\\o /tmp/out", "psql command \\o"),
+        (b"\\copy t from '/etc/passwd'", "psql command \\copy"),
+        (b"\\set ON_ERROR_STOP 0", "psql command \\set"),
+        (b"\\i /etc/passwd", "psql command \\i"),
+        (b"\\restrict abc", "does not match"),
+        (b"SET client_encoding = 'SJIS';", "UTF8"),
+        (b"SET standard_conforming_strings = off;", "must stay on"),
+        (b"SET ROLE postgres;", "role or session"),
+        (b"SET SESSION AUTHORIZATION postgres;", "role or session"),
+        (b"CREATE TABLESPACE t LOCATION '/tmp';", "may only change the database"),
+        (b"ALTER SYSTEM SET archive_command = 'id';", "ALTER SYSTEM"),
+        (b"CREATE EXTENSION dblink;", "not among those"),
+        (b"CREATE EXTENSION pg_trgm SCHEMA evil;", "public schema only"),
+        (b"COPY t FROM '/etc/passwd';", "FROM stdin"),
+        (b"GRANT pg_execute_server_program TO PUBLIC;", "granting roles"),
+        (b"DO $$ BEGIN PERFORM 1; END $$;", "may only change the database"),
+        (b"SELECT pg_read_file('/etc/passwd');", "server file"),
+        (b"SELECT lo_import('/etc/passwd');", "server file"),
+        (b"LOAD 'evil';", "may only change the database"),
+        (b"SELECT 1$x$;", "number runs into"),
+        (b"COPY t FROM stdin; SELECT 1;", "must end its line"),
+    ],
+)
+def test_guard_refusals_name_the_line(sql, expected, dump):
+    dump = with_payload(dump, sql)
+    line = dump[: dump.index(sql)].count(b"\n") + 1
+    with pytest.raises(sqlguard.SqlRefused) as caught:
+        sqlguard.scan(dump.splitlines(keepends=True))
+    assert expected in str(caught.value) and ("line %d of the dump" % line) in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        b"CREATE TABLE public.t1 (a text DEFAULT 'x;\\y', b text DEFAULT E'it''s \\' ok;');",
+        b"CREATE FUNCTION public.g() RETURNS text LANGUAGE plpgsql AS $body$ BEGIN RETURN '\\!'; END $body$;",
+        b'CREATE TABLE public."we\\ird" (id int); -- a comment with \\! in it is not read',
+        b"CREATE TABLE public.t2 (a int); /* nested /* comment */ \\! still a comment */",
+    ],
+)
+def test_backslashes_inside_literals_and_comments_pass(sql, dump):
+    """Backslashes in strings, dollar quotes, identifiers and comments are data, as psql reads them."""
+    guard = sqlguard.scan(with_payload(dump, sql).splitlines(keepends=True))
+    assert guard.statements > 0
+
+
+def test_allowed_extension_is_made_by_the_engine(dump, sample, dbs, tmp_path, pgconf):
+    """CREATE EXTENSION of an allowed one is left out of the script; the engine makes it before the load."""
+    payload = b"CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;\nCOMMENT ON EXTENSION pg_trgm IS 'x';"
+    target = dbs.name("ext")
+    import_file(
+        make_zip(tmp_path / "e.zip", with_payload(dump, payload), sample),
+        RestoreOptions(target, pg=pgconf, data_dir=str(tmp_path / "data")),
+    )
+    assert query(target, "SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'") == [("pg_trgm",)]
+
+
+def test_missing_attachment_is_named_and_strict_refuses(dump, sample, dbs, tmp_path, pgconf):
+    """A zip whose database references a file it lacks names the file; --strict rolls the import back."""
+    store_fname = query(sample["db"], "SELECT store_fname FROM ir_attachment ORDER BY id LIMIT 1")[0][0]
+    path = make_zip(tmp_path / "m.zip", dump, sample, skip={store_fname})
+    target = dbs.name("miss")
+    data_dir = str(tmp_path / "data")
+    with pytest.raises(RestoreError) as caught:
+        import_file(path, RestoreOptions(target, pg=pgconf, data_dir=data_dir), strict=True)
+    assert store_fname in str(caught.value) and "--strict" in str(caught.value)
+    assert "nothing was changed" in str(caught.value)
+    assert leftovers(target, data_dir) == []
+    out = import_file(path, RestoreOptions(target, pg=pgconf, data_dir=data_dir))
+    assert any(store_fname in warning for warning in out.warnings), out.warnings
+    proc = cli("import", path, "--target", dbs.name("misscli"), "--data-dir", data_dir, "--strict")
+    assert proc.returncode == 2 and store_fname in proc.stderr
+
+
+def test_custom_format_dump_imports_database_only(sample, dbs, tmp_path, pgconf):
+    """Odoo's "pg_dump custom format" backup imports (database only, said so); cut short, it is refused."""
+    path = tmp_path / "odoo.dump"
+    subprocess.run(["pg_dump", "-Fc", "--no-owner", "-f", str(path), sample["db"]], check=True)
+    target = dbs.name("custom")
+    out = import_file(str(path), RestoreOptions(target, pg=pgconf, data_dir=str(tmp_path / "data")))
+    assert table_contents(target) == table_contents(sample["db"])
+    assert any("database only" in w for w in out.warnings)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.dump"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    target = dbs.name("customcut")
+    with pytest.raises(RestoreError, match="the dump is truncated"):
+        import_file(str(cut), RestoreOptions(target, pg=pgconf, data_dir=str(tmp_path / "data")))
+    assert leftovers(target, str(tmp_path / "data")) == []
+
+
+def test_plain_sql_file_imports(dump, sample, dbs, tmp_path, pgconf):
+    path = tmp_path / "plain.sql"
+    path.write_bytes(dump)
+    target = dbs.name("plain")
+    proc = cli("import", str(path), "--target", target, "--data-dir", str(tmp_path / "data"))
+    assert proc.returncode == 1 and "database only" in proc.stdout, proc.stdout + proc.stderr
+    assert table_contents(target) == table_contents(sample["db"])
+
+
+def cli(*args, cwd=ROOT):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("target, replace", [("template1", True), ("postgres", False), ("template0", True)])
+def test_system_databases_are_never_targets(target, replace, dump, sample, tmp_path, pgconf):
+    before = query("postgres", "SELECT datname, datistemplate FROM pg_database ORDER BY 1")
+    path = make_zip(tmp_path / "t.zip", dump, sample)
+    args = ["import", path, "--target", target, "--data-dir", str(tmp_path / "data")]
+    proc = cli(*(args + ["--replace"] if replace else args))
+    assert proc.returncode == 2 and "never a restore target" in proc.stderr, proc.stderr
+    assert query("postgres", "SELECT datname, datistemplate FROM pg_database ORDER BY 1") == before
+    assert query("template1", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+
+
+def test_a_database_flagged_as_template_is_never_a_target(dump, sample, dbs, tmp_path, pgconf):
+    name = dbs.name("tpl")
+    execute("postgres", 'CREATE DATABASE "%s" IS_TEMPLATE true' % name)
+    with pytest.raises(RestoreError, match="template database"):
+        import_file(
+            make_zip(tmp_path / "t.zip", dump, sample),
+            RestoreOptions(name, pg=pgconf, data_dir=str(tmp_path / "data"), replace=True),
+        )
+    execute("postgres", 'ALTER DATABASE "%s" IS_TEMPLATE false' % name)
+
+
+def test_replacing_a_database_odoo_uses_needs_its_name_typed(dump, sample, dbs, tmp_path, pgconf):
+    """With an Odoo session on the target, --replace alone is refused; --confirm NAME goes on and says restart."""
+    target = dbs.name("served")
+    data_dir = str(tmp_path / "data")
+    path = make_zip(tmp_path / "s.zip", dump, sample)
+    import_file(path, RestoreOptions(target, pg=pgconf, data_dir=data_dir))
+    odoo = psycopg2.connect(dbname=target, application_name="odoo-4242", **conn_kwargs())
+    try:
+        proc = cli("import", path, "--target", target, "--data-dir", data_dir, "--replace")
+        assert proc.returncode == 2 and "--confirm %s" % target in proc.stderr, proc.stderr
+        proc = cli("import", path, "--target", target, "--data-dir", data_dir, "--replace", "--confirm", target)
+        assert proc.returncode == 1, proc.stderr
+        assert "restart it now" in proc.stdout
+    finally:
+        odoo.close()
+
+
+@pytest.mark.parametrize("dest", ["http://example.com/backups", "ftp://host/x", "backups", "./here", "s3:/bucket"])
+def test_destinations_are_absolute_folders_or_s3(dest, sample, tmp_path):
+    """Other schemes and relative paths are refused in words and leave no folder behind."""
+    for args in (
+        ["backup", "--database", sample["db"], "--dest", dest, "--data-dir", sample["data_dir"]],
+        ["list", dest],
+        ["verify", dest + "/db/latest"],
+    ):
+        proc = cli(*args, cwd=str(tmp_path))
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "absolute folder" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n in os.listdir(tmp_path) if n in ("data", "backups"))
+
+
+def test_plan_with_a_relative_destination_is_refused(sample, tmp_path):
+    from conftest import run_plan
+
+    plan = {
+        "action": "backup",
+        "db_name": sample["db"],
+        "destinations": [{"kind": "local", "path": "relative/backups"}],
+    }
+    code, answer = run_plan(plan, tmp_path, data_dir=sample["data_dir"], database=sample["db"])
+    assert code == 2 and not answer["ok"] and "absolute" in answer["error"], answer
+
+
+def test_unsigned_backup_is_a_warning_and_a_verify_key_refuses_it(sample, plan_for, keys):
+    from engine.backup import run_backup
+
+    location = run_backup(plan_for(sample)).locations[0]
+    proc = cli("verify", location)
+    assert proc.returncode == 1 and "not signed" in proc.stdout, proc.stdout
+    proc = cli("verify", location, "--verify-key", keys["public"])
+    assert proc.returncode == 2 and "--allow-unsigned" in proc.stdout, proc.stdout
+    proc = cli("verify", location, "--verify-key", keys["public"], "--allow-unsigned")
+    assert proc.returncode == 1 and "not signed" in proc.stdout, proc.stdout
+    signed = run_backup(plan_for(sample, signing_key_file=keys["signing_file"])).locations[0]
+    assert cli("verify", signed, "--verify-key", keys["public"]).returncode == 0
+
+
+def test_unsigned_restore_warns_with_exit_1(sample, plan_for, dbs, tmp_path, keys):
+    from engine.backup import run_backup
+
+    location = run_backup(plan_for(sample)).locations[0]
+    target = dbs.name("unsig")
+    proc = cli("restore", location, "--target", target, "--data-dir", str(tmp_path / "r"))
+    assert proc.returncode == 1 and "not signed" in proc.stdout, proc.stdout + proc.stderr
+    proc = cli("restore", location, "--target", dbs.name("unsig"), "--verify-key", keys["public"])
+    assert proc.returncode == 2 and "--allow-unsigned" in proc.stderr
+
+
+def test_list_of_a_missing_folder_is_an_error_and_head_ends_quietly(sample, plan_for, tmp_path):
+    from engine.backup import run_backup
+
+    proc = cli("list", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    for _ in range(3):
+        run_backup(plan_for(sample))
+    shell = subprocess.run(
+        "%s -m engine list %s | head -n 0; exit ${PIPESTATUS[0]}" % (sys.executable, sample["dest"]),
+        executable="/bin/bash",
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert shell.returncode == 0 and shell.stderr == "", shell.stderr
+
+
+@contextlib.contextmanager
+def server_role(prefix, *statements):
+    """A login role made for one test (in ``statements``, %s is its name); dropped afterwards."""
+    name = "%s_%d" % (prefix, os.getpid())
+
+    def run(*more):
+        execute("postgres", *(statement.replace("%s", '"%s"' % name) for statement in more))
+
+    try:
+        run("CREATE ROLE %s LOGIN", *statements)
+        yield name, run
+    finally:
+        run("DROP ROLE IF EXISTS %s")
+
+
+def test_no_role_means_a_sentence(pgconf):
+    """A PostgreSQL user without CREATEROLE and no configured import role gets what to grant."""
+    with server_role("spp_weak", "ALTER ROLE %s CREATEDB") as (name, run):
+        weak = type(pgconf)(host=pgconf.host, port=pgconf.port, user=name)
+        with pytest.raises(BackupError, match="CREATEROLE") as caught, sqlimport.ImportRole(weak):
+            pass
+        assert "import_role" in str(caught.value)
+        run("ALTER ROLE %s CREATEROLE")
+        with sqlimport.ImportRole(weak) as role:
+            role.check_login("postgres")
+
+
+def test_a_configured_role_that_could_do_more_is_refused(pgconf):
+    from engine.config import Settings
+
+    with server_role("spp_strong", "GRANT pg_read_server_files TO %s") as (name, _run):
+        settings = Settings(section={"import_role": name})
+        with pytest.raises(BackupError, match="pg_read_server_files"), sqlimport.ImportRole(pgconf, settings):
+            pass
