@@ -21,6 +21,7 @@ import re
 import secrets
 import subprocess
 import tempfile
+import time
 
 import psycopg2
 import psycopg2.extensions
@@ -118,7 +119,12 @@ class ImportRole:
             ).format(sql.Identifier(self.name), sql.Literal(verifier))
         )
         self.temporary = True
-        cr.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(sql.Identifier(self.name), sql.Literal(ROLE_COMMENT)))
+        cr.execute(
+            sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                sql.Identifier(self.name), sql.Literal("%s (made at %d)" % (ROLE_COMMENT, time.time()))
+            )
+        )
+        drop_stale_roles(cr)
         if not is_super:
             cr.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(self.name)))
 
@@ -216,6 +222,22 @@ class ImportRole:
             cr.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (self.name,))
             cr.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(self.name)))
         return False
+
+
+def drop_stale_roles(cr, older_than=3600):
+    """Import roles that an import killed outright (power cut, SIGKILL) left behind: owning nothing, unused."""
+    cr.execute(
+        "SELECT r.rolname, d.description FROM pg_roles r JOIN pg_shdescription d ON d.objoid = r.oid "
+        "AND d.classoid = 'pg_authid'::regclass WHERE r.rolname LIKE %s AND d.description LIKE %s "
+        "AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.usename = r.rolname) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_database db WHERE db.datdba = r.oid)",
+        (ROLE_PREFIX.replace("_", "\\_") + "%", ROLE_COMMENT + " (made at %"),
+    )
+    for name, description in cr.fetchall():
+        made = re.search(r"made at (\d+)", description)
+        if made and time.time() - int(made.group(1)) > older_than:
+            with contextlib.suppress(psycopg2.Error):
+                cr.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
 def create_extensions(pg_config, dbname, names):

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 
 import psycopg2
@@ -483,3 +484,21 @@ def test_a_configured_role_that_could_do_more_is_refused(pgconf):
         settings = Settings(section={"import_role": name})
         with pytest.raises(BackupError, match="pg_read_server_files"), sqlimport.ImportRole(pgconf, settings):
             pass
+
+
+def test_roles_left_by_a_killed_import_are_dropped_later(pgconf):
+    """An import killed outright leaves its role; the next import drops it once it is an hour old and unused."""
+    old, young = "spp_import_0ldr01e%d" % os.getpid(), "spp_import_y0un9%d" % os.getpid()
+    for name, age in ((old, 7200), (young, 60)):
+        execute(
+            "postgres",
+            'CREATE ROLE "%s" LOGIN' % name,
+            "COMMENT ON ROLE \"%s\" IS '%s (made at %d)'" % (name, sqlimport.ROLE_COMMENT, time.time() - age),
+        )
+    try:
+        with sqlimport.ImportRole(pgconf) as role:
+            assert role.temporary
+        found = query("postgres", "SELECT rolname FROM pg_roles WHERE rolname IN %s", ((old, young),))
+        assert found == [(young,)]
+    finally:
+        execute("postgres", 'DROP ROLE IF EXISTS "%s"' % old, 'DROP ROLE IF EXISTS "%s"' % young)
