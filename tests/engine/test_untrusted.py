@@ -502,3 +502,21 @@ def test_roles_left_by_a_killed_import_are_dropped_later(pgconf):
         assert found == [(young,)]
     finally:
         execute("postgres", 'DROP ROLE IF EXISTS "%s"' % old, 'DROP ROLE IF EXISTS "%s"' % young)
+
+
+def test_import_as_an_engine_user_that_is_not_a_superuser(dump, sample, dbs, tmp_path, pgconf):
+    """Odoo's usual PostgreSQL user (CREATEDB, here with CREATEROLE) imports; it owns the result, nothing else."""
+    with server_role("spp_odoo", "ALTER ROLE %s CREATEDB CREATEROLE") as (name, _run):
+        engine_pg = type(pgconf)(host=pgconf.host, port=pgconf.port, user=name)
+        target = dbs.name("asodoo")
+        path = make_zip(tmp_path / "u.zip", dump, sample)
+        import_file(path, RestoreOptions(target, pg=engine_pg, data_dir=str(tmp_path / "data")))
+        try:
+            assert table_contents(target) == table_contents(sample["db"])
+            assert query(
+                "postgres", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (target,)
+            ) == [(name,)]
+            assert query(target, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'") == [(name,)]
+            assert leftovers(target + "_x", str(tmp_path / "data")) == []
+        finally:
+            execute("postgres", 'DROP DATABASE "%s" WITH (FORCE)' % target)
