@@ -250,9 +250,12 @@ def check_addons(cr, settings):
     if not pg.table_exists(cr, "ir_module_module"):
         return DrillCheck("modules on this server", True, "no ir_module_module table (not an Odoo database)")
     dirs = addons_dirs(settings)
-    if not dirs:
+    if not any(os.path.isfile(os.path.join(d, "base", "__manifest__.py")) for d in dirs):
         return DrillCheck(
-            "modules on this server", True, "not checked: no addons_path known (give --conf with odoo.conf)"
+            "modules on this server",
+            True,
+            "not checked: this server's addons path is not known (give --conf with an odoo.conf whose addons_path "
+            "includes Odoo's own addons)",
         )
     cr.execute("SELECT name FROM ir_module_module WHERE state = 'installed' ORDER BY name")
     names = [row[0] for row in cr.fetchall()]

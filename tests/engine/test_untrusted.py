@@ -520,3 +520,28 @@ def test_import_as_an_engine_user_that_is_not_a_superuser(dump, sample, dbs, tmp
             assert leftovers(target + "_x", str(tmp_path / "data")) == []
         finally:
             execute("postgres", 'DROP DATABASE "%s" WITH (FORCE)' % target)
+
+
+def test_modules_missing_on_this_server_are_named(dump, sample, dbs, tmp_path, pgconf):
+    """Each installed module of the import must be on odoo.conf's addons_path; --strict refuses one that is not."""
+    from engine.config import Settings
+
+    installed = [row[0] for row in query(sample["db"], "SELECT name FROM ir_module_module WHERE state = 'installed'")]
+    absent = sorted(name for name in installed if name != "base")[0]
+    addons = tmp_path / "addons"
+    for name in set(installed) - {absent}:
+        (addons / name).mkdir(parents=True)
+        (addons / name / "__manifest__.py").write_text("{'name': %r}" % name)
+    settings = Settings(options={"addons_path": str(addons)})
+    path = make_zip(tmp_path / "mods.zip", dump, sample)
+    out = import_file(
+        path, RestoreOptions(dbs.name("mods"), pg=pgconf, data_dir=str(tmp_path / "d")), settings=settings
+    )
+    check = next(c for c in out.checks if c["name"] == "modules on this server")
+    assert not check["ok"] and check["detail"] == "not on this server's addons path: %s" % absent, check
+    target = dbs.name("modstrict")
+    with pytest.raises(RestoreError, match="--strict.*%s" % absent):
+        import_file(
+            path, RestoreOptions(target, pg=pgconf, data_dir=str(tmp_path / "d")), strict=True, settings=settings
+        )
+    assert leftovers(target, str(tmp_path / "d")) == []
