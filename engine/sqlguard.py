@@ -68,8 +68,32 @@ E_END = re.compile(rb"\\.|'", re.S)
 META = re.compile(rb"\\([A-Za-z]+|.)")
 RESTRICT_LINE = re.compile(rb"[ \t]*\\(restrict|unrestrict)[ \t]+([A-Za-z0-9]+)[ \t]*\r?\n?")
 COPY_END = (b"\\.\n", b"\\.\r\n")
+VARIABLE = re.compile(rb"(?<!:):(?=[A-Za-z0-9_\x80-\xff{])")
+PARENS = re.compile(rb"[()]")
 
-WORDS = re.compile(r'"(?:[^"]|"")*"|[A-Z_][A-Z0-9_$]*|\S')
+WORDS = re.compile(r'"(?:[^"]|"")*"|(?:[^\W\d]|_)[\w$]*|\S')
+QUOTED = re.compile(r'"(?:[^"]|"")*"')
+# The statements pg_dump and pg_restore -f write; anything else is refused.
+STATEMENTS = frozenset(
+    ("SET", "SELECT", "CREATE", "ALTER", "COMMENT", "COPY", "GRANT", "REVOKE", "INSERT", "REFRESH", "DROP")
+)
+OUTSIDE = r"(DATABASE|ROLE|USER|GROUP|TABLESPACE|SUBSCRIPTION|PUBLICATION|SERVER|FOREIGN DATA WRAPPER|EVENT TRIGGER)"
+FORBIDDEN_FUNCTIONS = re.compile(
+    r"\b(PG_READ_FILE|PG_READ_BINARY_FILE|PG_LS_\w+|PG_STAT_FILE|LO_IMPORT|LO_EXPORT|PG_FILE_\w+|DBLINK\w*|"
+    r"PG_TERMINATE_BACKEND|PG_CANCEL_BACKEND|PG_RELOAD_CONF|PG_ROTATE_LOGFILE|PG_PROMOTE|PG_SWITCH_WAL|"
+    r"PG_CREATE_\w+|PG_DROP_\w+|PG_LOGICAL_\w+|PG_REPLICATION_\w+|PG_CURRENT_LOGFILE|PG_SETTINGS|"
+    r"CURRENT_SETTING|PG_SLEEP\w*|PG_ADVISORY\w*|PG_NOTIFY)\b"
+)
+SET_CONFIG_SEARCH_PATH = re.compile(r"SELECT (pg_catalog\.)?set_config\('search_path', '', false\);", re.I)
+SELECT_FORMS = (
+    SET_CONFIG_SEARCH_PATH,
+    re.compile(r"SELECT pg_catalog\.setval\('[^']+', -?[0-9]+, (true|false)\);"),
+    re.compile(r"SELECT pg_catalog\.lo_create\('[0-9]+'\);"),
+    re.compile(r"SELECT pg_catalog\.lo_open\('[0-9]+', 131072\);"),
+    re.compile(r"SELECT pg_catalog\.lowrite\(0, '\\x[0-9a-f]*'\);"),
+    re.compile(r"SELECT pg_catalog\.lo_close\(0\);"),
+)
+COPY_FORM = re.compile(r"COPY [^;]*? FROM STDIN( WITH \([A-Z ,']*\)| [A-Z ,']*)? ?;")
 
 
 class SqlRefused(RestoreError):
@@ -101,6 +125,7 @@ class SqlGuard:
         self.state = TOP
         self.tag = b""
         self.depth = 0
+        self.parens = 0
         self.code = []  # the current statement outside literals and comments (literals as '')
         self.raw = []  # the same with literals verbatim
         self.pending = []
@@ -122,6 +147,12 @@ class SqlGuard:
 
     def feed(self, line):
         self.line_no += 1
+        if b"\x00" in line:
+            # psql reads lines with fgets and strlen: a NUL hides the rest of the line from it, and not from us.
+            self.refuse("the dump holds a NUL byte, which psql and this check would read differently")
+        if b"\r" in line and not (line.endswith(b"\r\n") and line.count(b"\r") == 1):
+            # psql's lexer ends a line (and a -- comment) at a lone carriage return.
+            self.refuse("the dump holds a carriage return that does not end a line")
         if self.state == COPY:
             if line in COPY_END:
                 self.state = TOP
@@ -216,17 +247,19 @@ class SqlGuard:
                     self.statement_line = self.line_no
                 match = SPECIAL.search(line, i)
                 if not match:
-                    code.append(line[i:])
+                    self._code(line[i:], b"\n")
                     raw.append(line[i:])
                     return
                 j = match.start()
-                code.append(line[i:j])
-                raw.append(line[i:j])
                 char = line[j : j + 1]
+                self._code(line[i:j], char)
+                raw.append(line[i:j])
                 if char == b"'":
                     self._open_quote(line, j)
                     i = j + 1
                 elif char == b'"':
+                    if line[max(0, j - 2) : j].upper() == b"U&":
+                        self.refuse('Unicode-escaped identifiers (U&"...") are not read by imports')
                     self.state = DQUOTE
                     code.append(b'"')
                     raw.append(b'"')
@@ -236,6 +269,9 @@ class SqlGuard:
                 elif char == b"\\":
                     self._refuse_meta(line, j)
                 elif char == b";":
+                    if self.parens:
+                        # psql ends a statement only outside parentheses: it would not end here.
+                        self.refuse("a ';' inside parentheses")
                     code.append(b";")
                     raw.append(b";")
                     self._end_statement(line, j)
@@ -313,14 +349,28 @@ class SqlGuard:
                     self.state = TOP
                 i = match.end()
 
+    def _code(self, segment, following):
+        """A run of SQL outside literals and comments, followed by the special character ``following``."""
+        if VARIABLE.search(segment) or (
+            following in (b"'", b'"') and segment.endswith(b":") and not segment.endswith(b"::")
+        ):
+            self.refuse("psql variables (:name) are not allowed in a dump from outside")
+        for paren in PARENS.findall(segment):
+            self.parens = self.parens + 1 if paren == b"(" else max(0, self.parens - 1)
+        self.code.append(segment)
+
     def _word_before(self, line, j):
-        match = WORD_TAIL.search(line[max(0, j - 256) : j])
-        return match.group(0) if match else b""
+        """The identifier-like word right before ``line[j]``; refused where psql would read a number there."""
+        window = line[max(0, j - 256) : j]
+        match = WORD_TAIL.search(window)
+        word = match.group(0) if match else b""
+        before = window[: len(window) - len(word)]
+        if word[:1].isdigit() or (word and before.endswith(b".") and before[-2:-1].isdigit()):
+            self.refuse("a number runs into %r; the dump cannot be read safely" % (word + line[j : j + 1]).decode())
+        return word
 
     def _open_quote(self, line, j):
         word = self._word_before(line, j)
-        if word[:1].isdigit():
-            self.refuse("a number runs into a string literal (%r); the dump cannot be read safely" % word.decode())
         self.state = ESTRING if word in (b"e", b"E") else SQUOTE
         self.raw.append(b"'")
         code = self.code
@@ -330,8 +380,6 @@ class SqlGuard:
     def _dollar(self, line, j):
         word = self._word_before(line, j)
         if word:
-            if word[:1].isdigit():
-                self.refuse("a number runs into '$'; the dump cannot be read safely")
             self.code.append(b"$")
             self.raw.append(b"$")
             return j + 1
@@ -356,7 +404,9 @@ class SqlGuard:
     def _end_statement(self, line, j):
         code = b"".join(self.code).decode("utf-8", "replace")
         raw = b"".join(self.raw).decode("utf-8", "replace")
-        self.code, self.raw = [], []
+        # Emptied in place: _scan holds these lists while it reads the rest of the line.
+        del self.code[:], self.raw[:]
+        self.parens = 0
         self.statements += 1
         line_no = self.statement_line or self.line_no
         verdict = self.judge(code, raw, line_no)
@@ -370,25 +420,27 @@ class SqlGuard:
     def judge(self, code, raw, line_no):
         """None (pass it on), 'owner'/'extension' (leave it out), 'copy' (data follows), or a refusal."""
         text = " ".join(code.upper().split())
-        words = WORDS.findall(text)
+        # Structure is judged with every quoted identifier as "_" (a column named "to;x" is only a name), names
+        # of functions and settings with the quotes dropped ("pg_read_file" is pg_read_file).
+        plain = QUOTED.sub('"_"', text)
+        bare = text.replace('"', "")
+        words = WORDS.findall(plain)
         if not words or words == [";"]:
             return None
-        head = " ".join(w for w in words[:4] if not w.startswith('"'))
+        names = [w for w in words if w != '"_"']
 
         def refuse(why):
             snippet = " ".join(raw.split())
             self.refuse("%s (%s)" % (why, snippet[:120] + ("..." if len(snippet) > 120 else "")), line_no)
 
         first, second = words[0], (words[1] if len(words) > 1 else "")
-        outside = re.match(
-            r"(CREATE|ALTER|DROP|COMMENT ON|SECURITY LABEL ON) (OR REPLACE )?(DATABASE|ROLE|USER|GROUP|TABLESPACE|"
-            r"SUBSCRIPTION|PUBLICATION|SERVER|FOREIGN DATA WRAPPER|EVENT TRIGGER)\b",
-            head,
-        )
-        if outside or first in ("REASSIGN", "LOAD", "DO", "CHECKPOINT", "LISTEN", "NOTIFY", "VACUUM", "CLUSTER"):
+        if first not in STATEMENTS:
+            refuse("pg_dump writes no %s statement" % first)
+        head = " ".join(names[:4])
+        if re.match(r"(CREATE|ALTER|DROP|COMMENT ON) (OR REPLACE )?%s\b" % OUTSIDE, head):
             refuse("a dump from outside may only change the database it is loaded into")
-        if first == "ALTER" and second == "SYSTEM":
-            refuse("ALTER SYSTEM changes the server's configuration")
+        if first == "ALTER" and second in ("SYSTEM", "DEFAULT") and (second == "SYSTEM" or "FOR" in words[:5]):
+            refuse("this changes the server's configuration or acts for another role")
         if first == "DROP" and second == "OWNED":
             refuse("DROP OWNED acts on a role")
         if first in ("GRANT", "REVOKE"):
@@ -397,35 +449,48 @@ class SqlGuard:
             target = words[words.index("ON") + 1 : words.index("ON") + 3]
             if target[:1] in (["DATABASE"], ["TABLESPACE"], ["FOREIGN"], ["LARGE"], ["PARAMETER"]):
                 refuse("this grant acts outside the database being loaded")
-        if first in ("SET", "RESET"):
+        if first == "SET":
             self._judge_setting(words, raw, refuse)
-        if re.search(r"\bSECURITY DEFINER\b", text):
+        elif re.search(
+            r"\bSET (SESSION |LOCAL )?(ROLE|SESSION_AUTHORIZATION|SESSION AUTHORIZATION|CLIENT_ENCODING|"
+            r"STANDARD_CONFORMING_STRINGS|NAMES)\b",
+            bare,
+        ):
+            refuse("a function may not change the role, the encoding or how strings are read")
+        if (
+            first == "CREATE"
+            and (
+                names[1:2] in (["FUNCTION"], ["PROCEDURE"])
+                or names[1:4]
+                in (
+                    ["OR", "REPLACE", "FUNCTION"],
+                    ["OR", "REPLACE", "PROCEDURE"],
+                )
+            )
+            and "BEGIN" in names
+        ):
+            # psql keeps a CREATE FUNCTION ... BEGIN open past its ';' (SQL-standard bodies): it would not split here.
+            refuse("SQL-standard function bodies (BEGIN ATOMIC ... END) are not read by imports")
+        if re.search(r"\bSECURITY DEFINER\b", plain):
             refuse("functions that run with their owner's rights are not allowed in a dump from outside")
-        if re.search(
-            r"\b(PG_READ_FILE|PG_READ_BINARY_FILE|PG_LS_\w+|PG_STAT_FILE|LO_IMPORT|LO_EXPORT|PG_FILE_\w+|DBLINK\w*|"
-            r"PG_TERMINATE_BACKEND|PG_CANCEL_BACKEND|PG_RELOAD_CONF|PG_ROTATE_LOGFILE|PG_PROMOTE|PG_SWITCH_WAL|"
-            r"PG_CREATE_\w+|PG_DROP_\w+|PG_LOGICAL_\w+|PG_REPLICATION_\w+|PG_CURRENT_LOGFILE)\s*\(",
-            text,
-        ):
-            refuse("server file, process and replication functions are not allowed in a dump from outside")
-        if re.search(r"\bSET_CONFIG\s*\(", text) and not re.fullmatch(
-            r"\s*SELECT\s+(pg_catalog\.)?set_config\('search_path',\s*'',\s*false\);\s*", raw, re.I
-        ):
+        if FORBIDDEN_FUNCTIONS.search(bare):
+            refuse("server file, process, setting and replication functions are not allowed in a dump from outside")
+        if re.search(r"\bSET_CONFIG\b", bare) and not SET_CONFIG_SEARCH_PATH.fullmatch(" ".join(raw.split())):
             refuse("set_config is allowed only as pg_dump writes it (the search path)")
-        if first == "SELECT" and not re.match(r"SELECT (PG_CATALOG\s*\.\s*)?(SETVAL|SET_CONFIG)\s*\(", text):
-            refuse("pg_dump writes no SELECT other than setval and set_config")
+        if first == "SELECT" and not any(form.fullmatch(" ".join(raw.split())) for form in SELECT_FORMS):
+            refuse("pg_dump writes no SELECT other than setval, set_config and large objects")
         if first == "COPY":
-            if not re.fullmatch(r"COPY [^;]*? FROM STDIN( WITH \([A-Z ,']*\)| [A-Z ,']*)? ?;", text) or " TO " in text:
+            if not COPY_FORM.fullmatch(plain) or " TO " in plain or "PROGRAM" in words:
                 refuse("COPY is allowed only as FROM stdin (no PROGRAM, no server files)")
             return "copy"
-        if " OWNER TO " in " %s " % text and first == "ALTER":
+        if first == "ALTER" and " OWNER TO " in " %s " % plain:
             return "owner"
         if (first in ("CREATE", "ALTER", "DROP") and second == "EXTENSION") or words[:3] == [
             "COMMENT",
             "ON",
             "EXTENSION",
         ]:
-            return self._judge_extension(words, raw, refuse)
+            return self._judge_extension(WORDS.findall(text), raw, refuse)
         return None
 
     def _judge_setting(self, words, raw, refuse):

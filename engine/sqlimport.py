@@ -202,13 +202,14 @@ class ImportRole:
             with conn.cursor() as cr:
                 cr.execute(
                     "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-                    "WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema') LIMIT 5"
+                    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND (p.prosecdef OR EXISTS ("
+                    "SELECT 1 FROM unnest(p.proconfig) c WHERE c ~* '^(role|session_authorization)=')) LIMIT 5"
                 )
                 definers = [row[0] for row in cr.fetchall()]
                 if definers:
                     raise SqlRefused(
-                        "the dump defines functions that run with their owner's rights (%s): they would run as "
-                        "this server's user once restored" % ", ".join(definers)
+                        "the dump defines functions that run with their owner's rights or switch roles (%s): they "
+                        "would run as this server's user once restored" % ", ".join(definers)
                     )
                 cr.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(self.name)))
                 cr.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(self.name)))
