@@ -393,15 +393,23 @@ def cmd_keys(args):
         secret, public = crypto.generate_identity()
         content = "# spp_backup age identity; public key: %s\n%s\n" % (public, secret)
         what = "age identity (private key)"
+        advice = (
+            "keep it away from the Odoo server, offline and in a second safe place: whoever holds it reads every "
+            "backup encrypted to it, and without it none can be restored"
+        )
         lines = ["public key (recipient), for the policy: %s" % public]
     else:
         content, public = crypto.generate_signing_key()
         what = "Ed25519 signing key"
+        advice = (
+            "the server that makes the backups signs with it: keep it there, readable only by Odoo's user, and "
+            "name it in odoo.conf's [spp_backup] section (signing_key_file)"
+        )
         lines = ["public key, for the policy and --verify-key: %s" % public]
     fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:
         handle.write(content)
-    lines.insert(0, "wrote the %s to %s (keep it safe, offline for the age identity)" % (what, args.out))
+    lines.insert(0, "wrote the %s to %s (mode 0600); %s" % (what, args.out, advice))
     return 0, {"file": args.out, "public_key": public}, "\n".join(lines)
 
 

@@ -327,7 +327,7 @@ def _tar_to_zip(reader, archive):
             if member.isdir():
                 continue
             info = zipfile.ZipInfo("filestore/" + "/".join(parts), time.gmtime(member.mtime)[:6])
-            info.compress_type = zipfile.ZIP_STORED
+            info.compress_type = zipfile.ZIP_DEFLATED  # as Odoo's own database manager writes them
             info.external_attr = (stat.S_IFREG | 0o644) << 16
             source = tar.extractfile(member)
             with archive.open(info, "w", force_zip64=member.size > (1 << 31)) as out:

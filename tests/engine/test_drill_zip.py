@@ -171,6 +171,8 @@ def test_export_writes_odoos_layout_and_imports_back(sample, plan_for, dbs, pgco
         names = archive.namelist()
         assert names[0] == "dump.sql" and names[-1] == "manifest.json"
         assert len([n for n in names if n.startswith("filestore/")]) == 40
+        # Compressed like Odoo's own zips, every member.
+        assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_DEFLATED}
         manifest = json.loads(archive.read("manifest.json"))
         assert (
             manifest["odoo_dump"] == "1" and manifest["db_name"] == sample["db"] and manifest["major_version"] == "17.0"
