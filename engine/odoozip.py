@@ -248,7 +248,9 @@ def export_odoo_zip(ref, out_path, pg_config, identities=(), progress=None):
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
             progress(0.05, "Converting the dump to plain SQL (dump.sql)")
-            with archive.open(zipfile.ZipInfo("dump.sql", time.gmtime()[:6]), "w", force_zip64=True) as out:
+            info = zipfile.ZipInfo("dump.sql", time.gmtime()[:6])
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as out:
                 _dump_to_sql(ref, artifacts["database"], identities, pg_config, out)
             if "filestore" in artifacts:
                 progress(0.6, "Adding the filestore")
