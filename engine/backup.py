@@ -424,6 +424,7 @@ def _make_set(plan, destinations, prefix, backup_id, tools, progress, started_wa
         "engine": ENGINE_VERSION,
         "backup_id": backup_id,
         "label": plan.label,
+        "owner": plan.owner,
         "db_name": plan.db_name,
         "created_at": mf.utc_iso(started_wall),
         "finished_at": mf.utc_iso(finished_wall),

@@ -143,6 +143,11 @@ class BackupPlan:
     retention: dict | None = None
     # Backups known to be verified (the newest of them is never pruned).
     verified_ids: list = field(default_factory=list)
+    # Who makes this backup ({"database_uuid": ..., "policy_id": ...}), written into the manifest: retention
+    # prunes only the sets of its own owner. None (the command line): the sets are nobody's in particular.
+    owner: dict | None = None
+    # This owner's backups made before sets recorded their owner (the ids its job records hold).
+    owned_ids: list = field(default_factory=list)
 
     def filestore_dir(self):
         if not self.data_dir:

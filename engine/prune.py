@@ -1,6 +1,7 @@
 """Apply a retention decision to a destination (the I/O around engine.retention)."""
 
 import datetime
+import json
 from dataclasses import asdict, dataclass, field
 
 from .catalog import BackupRef, list_backups
@@ -19,6 +20,8 @@ class PruneReport:
     deleted: list = field(default_factory=list)
     locked: list = field(default_factory=list)
     incomplete_removed: list = field(default_factory=list)
+    # Sets of other policies (or of nobody) at the same place, left alone.
+    others: list = field(default_factory=list)
     reasons: dict = field(default_factory=dict)
     errors: list = field(default_factory=list)
     held: str | None = None
@@ -46,14 +49,44 @@ class PruneReport:
         for backup_id in self.locked:
             lines.append("  locked  %s  (%s)" % (backup_id, ", ".join(self.reasons.get(backup_id, []))))
         lines += ["  removed unfinished set %s" % backup_id for backup_id in self.incomplete_removed]
+        if self.others:
+            lines.append("  %d set(s) of other policies left alone" % len(self.others))
         if self.held:
             lines.append("  held: %s" % self.held)
         lines += ["  error: %s" % error for error in self.errors]
         return "\n".join(lines)
 
 
-def prune(storage, db_name, rules, verified_ids=(), now=None, newest_run_failed=False, dry_run=False, protect=()):
-    """Decide with ``select`` and delete what it says; never raises for one set's failure."""
+def owned_by(ref, owner, owned_ids):
+    """True when the complete set ``ref`` belongs to ``owner``: its manifest says so, or it predates owners
+    in manifests and its id is one of ``owned_ids``."""
+    try:
+        recorded = json.loads(ref.read_manifest_bytes()).get("owner")
+    except Exception:  # an unreadable manifest is nobody's: left alone, verify reports it
+        return False
+    if recorded:
+        return recorded == owner
+    return ref.backup_id in owned_ids
+
+
+def prune(
+    storage,
+    db_name,
+    rules,
+    verified_ids=(),
+    now=None,
+    newest_run_failed=False,
+    dry_run=False,
+    protect=(),
+    owner=None,
+    owned_ids=(),
+):
+    """Decide with ``select`` and delete what it says; never raises for one set's failure.
+
+    With ``owner`` (a policy), only that owner's sets are considered, kept or deleted, and only its
+    unfinished sets are cleaned up: two policies on one database and destination never prune each other.
+    """
+    owned_ids = set(owned_ids or ())
     now = now or datetime.datetime.now(datetime.timezone.utc)
     if isinstance(rules, dict):
         rules = RetentionRules(**rules)
@@ -61,20 +94,25 @@ def prune(storage, db_name, rules, verified_ids=(), now=None, newest_run_failed=
     entries = list_backups(storage, db_name)
     backups = []
     for entry in entries:
+        ref = BackupRef(storage, db_name, entry.backup_id)
         if not entry.restorable:
             age = now - backup_time(entry.backup_id)
-            if age > STALE_INCOMPLETE and entry.backup_id not in protect:
+            mine = owner is None or entry.backup_id in owned_ids
+            if age > STALE_INCOMPLETE and entry.backup_id not in protect and mine:
                 if not dry_run:
                     try:
-                        storage.remove_tree(BackupRef(storage, db_name, entry.backup_id).prefix)
+                        storage.remove_tree(ref.prefix)
                     except Exception as exc:
                         report.errors.append("cannot remove unfinished set %s: %s" % (entry.backup_id, exc))
                         continue
                 report.incomplete_removed.append(entry.backup_id)
             continue
+        if owner is not None and not owned_by(ref, owner, owned_ids):
+            report.others.append(entry.backup_id)
+            continue
         locked_until = None
         if hasattr(storage, "locked_until"):
-            locked_until = storage.locked_until(BackupRef(storage, db_name, entry.backup_id).key(MANIFEST_NAME))
+            locked_until = storage.locked_until(ref.key(MANIFEST_NAME))
         backups.append(
             RetainedBackup.from_id(
                 entry.backup_id, verified=entry.backup_id in set(verified_ids), locked_until=locked_until

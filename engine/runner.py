@@ -43,7 +43,8 @@ def apply_retention(plan, result, progress):
     from .storage import open_storage
 
     settings = Settings.from_config(plan.odoo_conf) if plan.odoo_conf else Settings.from_config(None)
-    verified = set(plan.verified_ids or []) | {result.backup_id}
+    # "Newest verified" means verified: the set just made is protected from deletion, not counted as verified.
+    verified = set(plan.verified_ids or [])
     reports = []
     for config, copy in zip(plan.destinations, result.copies, strict=True):
         if not copy["ok"]:
@@ -51,7 +52,13 @@ def apply_retention(plan, result, progress):
         progress(1.0, "Applying retention at %s" % copy["destination"])
         try:
             report = prune(
-                open_storage(config, settings), plan.db_name, plan.retention, verified, protect={result.backup_id}
+                open_storage(config, settings),
+                plan.db_name,
+                plan.retention,
+                verified,
+                protect={result.backup_id},
+                owner=plan.owner,
+                owned_ids=set(plan.owned_ids or []) | {result.backup_id},
             )
         except Exception as exc:  # pruning never turns a good backup into a failed one
             reports.append({"destination": copy["destination"], "errors": ["retention failed: %s" % exc]})

@@ -715,6 +715,8 @@ class SppBackupPolicy(models.Model):
             signing_key_file=self._signing_key_file(settings),
             retention=self._retention_dict(),
             verified_ids=self._verified_backup_ids(),
+            owner=self._backup_owner(),
+            owned_ids=self._owned_backup_ids(),
             pg=Engine._pg(settings),
             data_dir=Engine._data_dir(),
             include_database=self.include_database,
@@ -742,6 +744,18 @@ class SppBackupPolicy(models.Model):
         self.ensure_one()
         rules = {name: int(self[name] or 0) for name in RETENTION_FIELDS}
         return rules if any(rules.values()) else None
+
+    def _backup_owner(self):
+        """What this policy's backup sets record as their owner: this database's identity and the policy."""
+        self.ensure_one()
+        uuid = self.env["ir.config_parameter"].sudo().get_param("database.uuid")
+        return {"database_uuid": uuid, "policy_id": self.id}
+
+    def _owned_backup_ids(self):
+        """Backup ids of this policy's jobs (sets made before manifests named their owner are found by these)."""
+        self.ensure_one()
+        jobs = self.env["spp.backup.job"].sudo().search([("policy_id", "=", self.id), ("backup_id", "!=", False)])
+        return sorted(set(jobs.mapped("backup_id")))
 
     def _verified_backup_ids(self, destination=None):
         """Backup ids of this policy with a copy that verified OK (at ``destination`` when given), newest first."""
@@ -826,7 +840,13 @@ class SppBackupPolicy(models.Model):
                 storage = destination._open_storage(settings)
                 report = destination._call_storage(
                     lambda storage=storage, verified=verified: prune(
-                        storage, self.database, RetentionRules(**rules), verified_ids=verified, dry_run=True
+                        storage,
+                        self.database,
+                        RetentionRules(**rules),
+                        verified_ids=verified,
+                        dry_run=True,
+                        owner=self._backup_owner(),
+                        owned_ids=self._owned_backup_ids(),
                     )
                 )
             except UserError as exc:

@@ -1,3 +1,4 @@
+import json
 import os
 
 from odoo.tests import tagged
@@ -21,10 +22,15 @@ class TestBackupRetention(BackupCase):
         super().setUpClass()
         cls.db_dir = os.path.join(cls.destination.path, cls.policy.database)
         for backup_id in BACKUP_IDS:
-            folder = os.path.join(cls.db_dir, backup_id)
-            os.makedirs(folder)
-            with open(os.path.join(folder, "manifest.json"), "w", encoding="utf-8") as handle:
-                handle.write("{}")
+            cls.write_set(backup_id, cls.policy._backup_owner())
+
+    @classmethod
+    def write_set(cls, backup_id, owner):
+        """A set as the engine leaves it, its manifest naming the policy that made it."""
+        folder = os.path.join(cls.db_dir, backup_id)
+        os.makedirs(folder)
+        with open(os.path.join(folder, "manifest.json"), "w", encoding="utf-8") as handle:
+            json.dump({"backup_id": backup_id, "owner": owner}, handle)
 
     def preview(self):
         action = self.policy.with_user(self.manager).action_preview_retention()
@@ -57,6 +63,16 @@ class TestBackupRetention(BackupCase):
         report = self.preview()
         self.assertIn("keep    %s  (newest verified)" % BACKUP_IDS[0], report)
         self.assertIn("keep 2, would delete 2", report)
+
+    def test_sets_of_another_policy_are_left_alone(self):
+        """Another policy of the same database and destination: its sets are neither kept nor deleted here."""
+        other = self.policy.copy({"name": "Other policy"})
+        self.write_set("20250101T030000Z-eeeeee", other._backup_owner())
+        self.policy.keep_last = 1
+        report = self.preview()
+        self.assertIn("keep 1, would delete 3", report)
+        self.assertIn("1 set(s) of other policies left alone", report)
+        self.assertNotIn("20250101T030000Z-eeeeee", report)
 
     def test_preview_without_rules_deletes_nothing(self):
         """With every rule at 0 the preview says the policy keeps everything."""

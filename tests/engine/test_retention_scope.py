@@ -1,0 +1,80 @@
+"""Retention prunes a policy's own sets only, and "newest verified" means verified (real backups on disk)."""
+
+import json
+import os
+
+from engine import catalog
+from engine.backup import run_backup
+from engine.prune import prune
+from engine.runner import apply_retention
+from engine.storage import LocalStorage
+
+A = {"database_uuid": "11111111-aaaa", "policy_id": 1}
+B = {"database_uuid": "11111111-aaaa", "policy_id": 2}
+
+
+def noop(fraction, message):
+    pass
+
+
+def stored(sample):
+    return [e.backup_id for e in catalog.list_backups(LocalStorage(sample["dest"]), sample["db"])]
+
+
+def backup(plan_for, sample, owner, **plan):
+    """One backup of ``owner`` with retention applied as the worker does; (backup id, retention reports)."""
+    plan = plan_for(sample, include_filestore=False, owner=owner, **plan)
+    result = run_backup(plan)
+    return result.backup_id, apply_retention(plan, result, noop)
+
+
+def test_two_policies_on_one_database_and_destination_keep_each_others_sets(sample, plan_for):
+    a1, _ = backup(plan_for, sample, A)
+    b1, _ = backup(plan_for, sample, B)
+    a2, _ = backup(plan_for, sample, A)
+    b2, _ = backup(plan_for, sample, B)
+    a3, reports = backup(plan_for, sample, A, retention={"keep_last": 1})
+    assert sorted(reports[0]["deleted"]) == [a1, a2] and sorted(reports[0]["others"]) == [b1, b2]
+    assert stored(sample) == sorted([b1, b2, a3])
+    b3, reports = backup(plan_for, sample, B, retention={"keep_last": 1})
+    assert sorted(reports[0]["deleted"]) == [b1, b2] and reports[0]["others"] == [a3]
+    assert stored(sample) == sorted([a3, b3])
+    manifest = json.loads(catalog.BackupRef(LocalStorage(sample["dest"]), sample["db"], a3).read_manifest_bytes())
+    assert manifest["owner"] == A
+
+
+def test_newest_verified_survives_a_prune_after_an_unverified_run(sample, plan_for):
+    """keep_last 1 after a run nobody verified yet: the verified set stays, for its own reason."""
+    old, _ = backup(plan_for, sample, A)
+    new, reports = backup(plan_for, sample, A, retention={"keep_last": 1}, verified_ids=[old])
+    assert stored(sample) == [old, new]
+    assert reports[0]["reasons"][old] == ["newest verified"]
+    assert reports[0]["reasons"][new] == ["last 1"], reports[0]["reasons"]
+
+
+def unfinished(sample, backup_id):
+    folder = os.path.join(sample["dest"], sample["db"], backup_id)
+    os.makedirs(folder)
+    with open(os.path.join(folder, "database.dump.zst"), "wb") as handle:
+        handle.write(b"half a dump")
+    return backup_id
+
+
+def test_unfinished_sets_are_cleaned_up_only_by_their_owner(sample, plan_for):
+    """A two-day-old set without manifest is removed by the policy whose job made it, never by another."""
+    mine = unfinished(sample, "20200101T000000Z-aaaaaa")
+    theirs = unfinished(sample, "20200102T000000Z-bbbbbb")
+    storage = LocalStorage(sample["dest"])
+    report = prune(storage, sample["db"], {"keep_last": 5}, owner=A, owned_ids={mine})
+    assert report.incomplete_removed == [mine]
+    assert [e.backup_id for e in catalog.list_backups(storage, sample["db"])] == [theirs]
+    # Without an owner (the command line), every stale unfinished set is fair game, as before.
+    assert prune(storage, sample["db"], {"keep_last": 5}).incomplete_removed == [theirs]
+
+
+def test_sets_made_before_owners_were_recorded_are_found_by_the_jobs_ids(sample, plan_for):
+    legacy, _ = backup(plan_for, sample, None)
+    stranger, _ = backup(plan_for, sample, None)
+    new, reports = backup(plan_for, sample, A, retention={"keep_last": 1}, owned_ids=[legacy])
+    assert reports[0]["deleted"] == [legacy] and reports[0]["others"] == [stranger]
+    assert stored(sample) == sorted([stranger, new])
