@@ -284,8 +284,11 @@ class _Artifacts:
         }
 
 
-def run_backup(plan, progress=None):
+def run_backup(plan, progress=None, after=None):
     """Make one backup set in every destination of ``plan``; returns a BackupResult.
+
+    ``after(result)`` runs once the set is complete everywhere it could be, still under the policy's lock
+    (retention: no other run of the policy writes or prunes meanwhile).
 
     Raises BackupError when nothing usable was written. When some
     destinations failed and others succeeded, the result lists every copy
@@ -328,6 +331,8 @@ def run_backup(plan, progress=None):
             if dest.error is not None:
                 with contextlib.suppress(Exception):
                     dest.storage.remove_tree(prefix)
+        if after is not None:
+            after(result)
     finally:
         lock_conn.close()
     result.duration = round(time.monotonic() - started, 3)

@@ -131,9 +131,12 @@ def _backup(plan_data, ctx, serving_db, progress):
                 "This policy signs its backups, but this worker's odoo.conf names no signing_key_file in its "
                 "[spp_backup] section."
             )
-    result = run_backup(plan, progress=progress)
+    retention = []
+    result = run_backup(
+        plan, progress=progress, after=lambda done: retention.extend(apply_retention(plan, done, progress))
+    )
     data = result.to_dict()
-    data["retention"] = apply_retention(plan, result, progress)
+    data["retention"] = retention
     error = None
     if result.failed_copies:
         error = "The backup was stored, but %d of %d copies failed: %s" % (

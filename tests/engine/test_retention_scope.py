@@ -3,8 +3,11 @@
 import json
 import os
 
+import pytest
+
 from engine import catalog
 from engine.backup import run_backup
+from engine.errors import LockBusy
 from engine.prune import prune
 from engine.runner import apply_retention
 from engine.storage import LocalStorage
@@ -23,9 +26,17 @@ def stored(sample):
 
 def backup(plan_for, sample, owner, **plan):
     """One backup of ``owner`` with retention applied as the worker does; (backup id, retention reports)."""
-    plan = plan_for(sample, include_filestore=False, owner=owner, **plan)
-    result = run_backup(plan)
-    return result.backup_id, apply_retention(plan, result, noop)
+    plan = plan_for(sample, include_filestore=False, owner=owner, lock_key=4242, **plan)
+    reports = []
+
+    def prune_under_the_lock(result):
+        # Retention runs while the policy's lock is held: a second run of the policy cannot start meanwhile.
+        with pytest.raises(LockBusy):
+            run_backup(plan_for(sample, include_filestore=False, owner=owner, lock_key=4242))
+        reports.extend(apply_retention(plan, result, noop))
+
+    result = run_backup(plan, after=prune_under_the_lock)
+    return result.backup_id, reports
 
 
 def test_two_policies_on_one_database_and_destination_keep_each_others_sets(sample, plan_for):
