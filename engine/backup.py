@@ -106,33 +106,47 @@ def preflight(plan, destinations, conn):
     pg.check_dump_compatible(dump_major, dump_text, server_major, server_text)
     newest = ""
     for dest in destinations:
-        storage = dest.storage
-        storage.probe()
-        if hasattr(storage, "abort_uploads"):
-            storage.abort_uploads(plan.db_name + "/", older_than=STALE_UPLOAD)
-        entries = list_backups(storage, plan.db_name)
-        newest = max([newest] + [e.backup_id for e in entries])
-        previous = [e for e in entries if e.restorable]
-        need = max(plan.min_free_bytes or 0, previous[-1].size if previous else 0)
-        free = storage.free_bytes()
-        if free is not None and free < need:
-            raise PreflightError(
-                "Not enough free space at %s: %s free, at least %s needed (%s). Free some space or prune old backups."
-                % (
-                    storage.describe(),
-                    human_bytes(free),
-                    human_bytes(need),
-                    "the size of the previous backup"
-                    if previous and need == previous[-1].size
-                    else "the configured minimum",
-                )
-            )
+        # Copies are independent: a destination that fails its checks is left out (and named in the result),
+        # the others are written.
+        try:
+            newest = max(newest, _check_destination(plan, dest.storage))
+        except (BackupError, OSError) as exc:
+            dest.error = "%s" % (exc if isinstance(exc, BackupError) else "cannot use it: %s" % exc)
+    failed = [dest for dest in destinations if dest.error is not None]
+    if len(failed) == len(destinations):
+        raise PreflightError(
+            "No destination can be written: %s" % "; ".join("%s: %s" % (d.name, d.error) for d in failed)
+        )
     if plan.include_filestore and not plan.data_dir:
         raise PreflightError(
             "The Odoo data directory is not known, so the filestore cannot be backed up: set data_dir in odoo.conf "
             "or pass --data-dir (or leave the filestore out of this policy)."
         )
     return {"pg_dump": dump_text, "postgresql": server_text, "server_major": server_major, "newest_id": newest}
+
+
+def _check_destination(plan, storage):
+    """Probe one destination and check its free space; the newest backup id it holds."""
+    storage.probe()
+    if hasattr(storage, "abort_uploads"):
+        storage.abort_uploads(plan.db_name + "/", older_than=STALE_UPLOAD)
+    entries = list_backups(storage, plan.db_name)
+    previous = [e for e in entries if e.restorable]
+    need = max(plan.min_free_bytes or 0, previous[-1].size if previous else 0)
+    free = storage.free_bytes()
+    if free is not None and free < need:
+        raise PreflightError(
+            "Not enough free space at %s: %s free, at least %s needed (%s). Free some space or prune old backups."
+            % (
+                storage.describe(),
+                human_bytes(free),
+                human_bytes(need),
+                "the size of the previous backup"
+                if previous and need == previous[-1].size
+                else "the configured minimum",
+            )
+        )
+    return max([""] + [e.backup_id for e in entries])
 
 
 def next_backup_id(newest_existing):

@@ -8,6 +8,7 @@ _logger = logging.getLogger(__name__)
 
 ALERT_KINDS = [
     ("job_failed", "Backup failed"),
+    ("copy_failed", "A copy failed"),
     ("drill_failed", "Restore drill failed"),
     ("rpo_breach", "RPO breached"),
     ("rto_breach", "RTO breached"),

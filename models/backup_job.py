@@ -153,7 +153,7 @@ class SppBackupJob(models.Model):
     def _set_duration(self, status=None):
         # The runner's result carries the backup's own duration.
         if not (status or {}).get("result"):
-            super(SppBackupJob, self.filtered(lambda job: job.state != "done"))._set_duration(status)
+            super(SppBackupJob, self.filtered(lambda job: job.state not in ("done", "partial")))._set_duration(status)
 
     def _record_result(self, status):
         """Store the evidence of the runner's result: sizes, SHA-256s, summary, copies, retention."""
@@ -250,9 +250,9 @@ class SppBackupJob(models.Model):
         policy._on_job_finished(self)
 
     def _on_runner_failed(self, reason, status):
-        if status.get("state") == "failed" and status.get("result"):
-            # Some copies failed, others are stored: keep their evidence, fail the job.
-            self._record_result(status)
+        result = status.get("result") or {}
+        if status.get("state") == "failed" and any(copy.get("ok") for copy in result.get("copies") or []):
+            return self._on_partly_done(status)
         finished = self.finished_at
         policy = self.policy_id.sudo()
         if not policy.last_failure_at or policy.last_failure_at < finished:
@@ -265,13 +265,34 @@ class SppBackupJob(models.Model):
         )
         policy._on_job_finished(self)
 
+    def _on_partly_done(self, status):
+        """Some copies are stored, others failed: the job is partly done; the stored ones count for the RPO."""
+        self.write({"state": "partial"})
+        self._record_result(status)
+        policy = self.policy_id.sudo()
+        if not policy.last_success_at or policy.last_success_at <= self.finished_at:
+            policy.write({"last_success_at": self.finished_at, "last_success_job_id": self.id})
+        copies = (status.get("result") or {}).get("copies") or []
+        failed = "; ".join("%s: %s" % (c.get("destination"), c.get("error")) for c in copies if not c.get("ok"))
+        stored = ", ".join(c.get("location") or c.get("destination") for c in copies if c.get("ok"))
+        self.message_post(
+            body=_(
+                "Backup %(id)s partly done: stored at %(stored)s; failed: %(failed)s",
+                id=self.backup_id,
+                stored=stored,
+                failed=failed,
+            ),
+            subtype_xmlid="spp_backup.mt_backup_failed",
+        )
+        policy._on_job_finished(self)
+
     def action_restore(self):
         """Open the restore wizard on this job's first stored copy."""
         self.ensure_one()
         self.env["spp.backup.engine"]._check_restore_right()
         self._ensure_copies()
         copies = self.copy_ids.filtered(lambda c: c.state == "ok")
-        if self.state != "done" or not self.backup_id or not copies:
+        if self.state not in ("done", "partial") or not self.backup_id or not copies:
             raise UserError(_("Job %s has no stored copy to restore.", self.display_name))
         return copies[0].action_restore()
 

@@ -195,6 +195,7 @@ class SppBackupPolicy(models.Model):
             ("late", "Late"),
             ("failing", "Failing"),
             ("verify_failed", "Verification failed"),
+            ("partial", "A copy failed"),
             ("never", "Never ran"),
         ],
         string="Status",
@@ -523,7 +524,7 @@ class SppBackupPolicy(models.Model):
             elif (
                 policy.rpo_status == "unknown"
                 or policy.rto_status == "unknown"
-                or policy.state in ("failing", "verify_failed", "never")
+                or policy.state in ("failing", "verify_failed", "partial", "never")
             ):
                 policy.compliance_color = COLOR_ORANGE
             else:
@@ -552,7 +553,13 @@ class SppBackupPolicy(models.Model):
             policy.has_s3_destination = any(d.kind == "s3" for d in policy.destination_ids)
 
     @api.depends(
-        "last_success_at", "last_failure_at", "next_run", "rpo_hours", "active", "last_success_job_id.verify_state"
+        "last_success_at",
+        "last_failure_at",
+        "next_run",
+        "rpo_hours",
+        "active",
+        "last_success_job_id.verify_state",
+        "last_success_job_id.state",
     )
     def _compute_state(self):
         now = fields.Datetime.now()
@@ -562,6 +569,8 @@ class SppBackupPolicy(models.Model):
                 policy.state = "failing"
             elif success and policy.last_success_job_id.verify_state == "failed":
                 policy.state = "verify_failed"
+            elif success and policy.last_success_job_id.state == "partial":
+                policy.state = "partial"
             elif not success:
                 policy.state = "never"
             elif now - success > datetime.timedelta(hours=policy.rpo_hours or 0) or (

@@ -19,7 +19,7 @@ class SppBackupPolicyObjectives(models.Model):
             .search(
                 [
                     ("policy_id", "=", self.id),
-                    ("state", "=", "done"),
+                    ("state", "in", ("done", "partial")),
                     ("backup_id", "!=", False),
                     ("verify_state", "!=", "failed"),
                 ],
@@ -110,8 +110,24 @@ class SppBackupPolicyObjectives(models.Model):
                 "job_failed",
                 _("Backup job %(job)s failed: %(reason)s", job=job.display_name, reason=job.error_message or ""),
             )
+        elif job.state == "partial":
+            Alert._resolve(self, "job_failed", _("Backup job %s stored at least one copy.", job.display_name))
+            failed = job.copy_ids.filtered(lambda c: c.state != "ok")
+            Alert._raise(
+                self,
+                "copy_failed",
+                _(
+                    "Backup job %(job)s is partly done: the copy to %(where)s failed (%(reason)s); the other copies "
+                    "are stored.",
+                    job=job.display_name,
+                    where=", ".join(failed.mapped("destination_id.name")) or "?",
+                    reason=job.error_message or "",
+                ),
+            )
+            self._check_objective_alerts()
         elif job.state == "done":
             Alert._resolve(self, "job_failed", _("Backup job %s succeeded.", job.display_name))
+            Alert._resolve(self, "copy_failed", _("Backup job %s stored every copy.", job.display_name))
             self._check_objective_alerts()
 
     def _on_drill_finished(self, drill):

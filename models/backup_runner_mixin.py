@@ -31,7 +31,14 @@ class SppBackupRunnerMixin(models.AbstractModel):
     _runner_logger = _logger
 
     state = fields.Selection(
-        [("queued", "Queued"), ("running", "Running"), ("done", "Done"), ("failed", "Failed")],
+        # "Partly done" is a backup's: some copies stored, at least one destination failed.
+        [
+            ("queued", "Queued"),
+            ("running", "Running"),
+            ("done", "Done"),
+            ("partial", "Partly done"),
+            ("failed", "Failed"),
+        ],
         string="Status",
         default="queued",
         required=True,

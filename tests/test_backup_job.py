@@ -189,8 +189,9 @@ class TestBackupJob(BackupCase):
         self.work()
         self.assertEqual(alerts.state, "resolved")
 
-    def test_partial_copy_failure_fails_the_job_and_keeps_the_good_copy(self):
-        """Some copies failed, others stored: the job is failed with the error, the good copy and evidence stay."""
+    def test_partial_copy_failure_is_partly_done_and_keeps_the_good_copy(self):
+        """Some copies failed, others stored: the job is partly done with the error (it counts for the RPO), the
+        good copy and its evidence stay, and one alert names the failing destination."""
         second = self.Destination.create({"name": "Second disk", "path": os.path.join(self.tmp, "second")})
         self.policy.destination_ids = [(4, second.id)]
         order = ",".join(str(d.id) for d in self.policy.destination_ids)
@@ -212,7 +213,7 @@ class TestBackupJob(BackupCase):
         error = "The backup was stored, but 1 of 2 copies failed: 2: %s: [Errno 28] No space left on device" % bad.path
         self.finish_run(job, "failed", result, error=error)
         job._collect()
-        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.state, "partial")
         self.assertEqual(job.error_message, error)
         self.assertEqual(job.backup_id, result["backup_id"])
         self.assertEqual(job.database_sha256, "a" * 64, "the evidence of the stored copy is kept")
@@ -221,8 +222,18 @@ class TestBackupJob(BackupCase):
         self.assertIn("No space left", job.copy_ids[1].error)
         self.assertTrue(job.has_stored_copy, "the good copy stays verifiable")
         self.assertIn("keep    %s" % result["backup_id"], job.retention_report)
-        self.assertEqual(self.policy.state, "failing")
-        self.assertFalse(self.policy.last_success_at)
+        self.assertEqual(self.policy.state, "partial")
+        self.assertEqual(self.policy.last_success_at, job.finished_at, "a partly done backup counts for the RPO")
+        alerts = self.env["spp.backup.alert"].search([("policy_id", "=", self.policy.id), ("state", "=", "open")])
+        self.assertEqual(alerts.mapped("kind"), ["copy_failed"])
+        self.assertIn("Second disk", alerts.message)
+        self.assertTrue(any("partly done" in str(m.body) for m in job.message_ids), job.message_ids.mapped("body"))
+        # The next backup that stores every copy resolves the alert.
+        ok = self.make_job()
+        self.finish_run(ok, "done", self.fake_result())
+        ok._collect()
+        self.assertEqual(alerts.state, "resolved")
+        self.assertEqual(self.policy.state, "ok")
 
     def test_done_job_records_copies_in_plan_order(self):
         """Copies are matched to destinations by the plan's order, whatever the policy's order later."""

@@ -123,7 +123,7 @@ class TestOffsiteBackup(S3BackupCase):
         self.assertIn("signature", posted[0].body)
 
     def test_failed_copy_keeps_the_good_copy_verifiable(self):
-        """A run whose S3 copy failed is failed, while its local copy is listed as stored and verifies."""
+        """A run whose S3 copy failed is partly done, while its local copy is listed as stored and verifies."""
         self.assertEqual(self.job.state, "done", self.job.error_message)
         partial = self.make_job(plan_destination_ids=self.job.plan_destination_ids)
         result = copy.deepcopy(self.runner_result)
@@ -132,7 +132,7 @@ class TestOffsiteBackup(S3BackupCase):
         error = "The backup was stored, but 1 of 2 copies failed: %s" % result["copies"][1]["error"]
         self.finish_run(partial, "failed", result, error=error)
         partial._collect()
-        self.assertEqual(partial.state, "failed")
+        self.assertEqual(partial.state, "partial")
         self.assertEqual(partial.error_message, error)
         self.assertEqual(partial.copy_ids.mapped("state"), ["ok", "failed"])
         partial.with_user(self.manager).action_verify()
@@ -145,8 +145,9 @@ class TestOffsiteBackup(S3BackupCase):
     def runner_result(self):
         return self.job.run_id._result_data()
 
-    def test_bucket_gone_fails_the_run_in_words(self):
-        """A bucket deleted after the destination was tested fails the next run with a sentence naming it."""
+    def test_bucket_gone_is_named_and_the_local_copy_is_made(self):
+        """A bucket deleted after the destination was tested: the next run names it and still stores the local
+        copy (copies are independent), so the job is partly done."""
         self.assertEqual(self.job.state, "done", self.job.error_message)
         doomed = self.s3_destination("Doomed", self.make_bucket("doomed-bucket"))
         doomed.with_user(self.manager).action_test()
@@ -155,7 +156,10 @@ class TestOffsiteBackup(S3BackupCase):
         wizard = self.env["spp.backup.run.now"].with_user(self.manager).create({"policy_id": self.policy.id})
         job = self.Job.browse(wizard.action_confirm()["res_id"])
         self.wait_for_runner(job)
-        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.state, "partial")
         self.assertIn("bucket 'doomed-bucket' does not exist", job.error_message)
         self.assertNotIn("Traceback", job.log_excerpt or "")
-        self.assertFalse(job.has_stored_copy)
+        self.assertTrue(job.has_stored_copy)
+        stored = job.copy_ids.filtered(lambda c: c.state == "ok")
+        self.assertEqual(stored.destination_id, self.policy.destination_ids - doomed)
+        self.assertIn("doomed-bucket", job.copy_ids.filtered(lambda c: c.state != "ok").error)

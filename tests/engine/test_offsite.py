@@ -205,6 +205,20 @@ def test_a_failed_copy_fails_the_run_but_the_good_copy_stays(sample, plan_for, t
     assert os.listdir(blocker / sample["db"]) == [], "the failed copy's partial set is removed"
 
 
+def test_a_destination_failing_its_checks_is_named_and_the_others_are_written(sample, plan_for, tmp_path):
+    """A local folder that does not exist beside a good one: the good copy is complete and verifies."""
+    good = str(tmp_path / "good")
+    os.mkdir(good)
+    missing = str(tmp_path / "not-mounted")
+    result = run_backup(plan_for(sample, destinations=[DestinationConfig(path=missing), DestinationConfig(path=good)]))
+    assert [c["ok"] for c in result.copies] == [False, True]
+    assert missing in result.copies[0]["destination"] and "does not exist" in result.copies[0]["error"]
+    assert verify(catalog.resolve(result.locations[0])).ok and result.locations[0].startswith(good)
+    assert not os.path.exists(missing), "the server never makes a missing folder"
+    with pytest.raises(PreflightError, match="No destination can be written: 1: %s" % missing):
+        run_backup(plan_for(sample, destinations=[DestinationConfig(path=missing)]))
+
+
 def test_network_cut_mid_upload_leaves_no_manifest_and_next_run_clears_orphans(
     dbs, tmp_path, pgconf, s3_server, plan_for, monkeypatch
 ):
