@@ -103,8 +103,10 @@ class SppBackupJob(models.Model):
     @api.depends("location", "copy_ids.state")
     def _compute_has_stored_copy(self):
         for job in self:
+            # Jobs recorded before copies had records fall back on their location text.
             job.has_stored_copy = bool(job.backup_id) and (
-                any(copy.state == "ok" for copy in job.copy_ids) or bool((job.location or "").strip())
+                any(copy.state == "ok" for copy in job.copy_ids)
+                or (not job.copy_ids and bool((job.location or "").strip()))
             )
 
     @api.model_create_multi
@@ -188,6 +190,7 @@ class SppBackupJob(models.Model):
             values["%s_sha256" % kind] = art.get("sha256") or False
         self.write(values)
         self._record_copies(result)
+        self._mark_pruned(result.get("retention"))
 
     def _planned_destinations(self):
         """The destinations of the plan, in the plan's order (those still existing, False for the others)."""
@@ -220,6 +223,38 @@ class SppBackupJob(models.Model):
                 for index, (copy, destination) in enumerate(zip(copies, destinations, strict=True), 1)
             ]
         )
+
+    def _mark_pruned(self, reports):
+        """The copies retention just deleted (of this policy's older jobs) say so: no Restore, no Verify."""
+        self.ensure_one()
+        now = fields.Datetime.now()
+        for report in reports or []:
+            deleted = set(report.get("deleted") or [])
+            where = (report.get("destination") or "").rstrip("/")
+            if not deleted or not where:
+                continue
+            copies = self.env["spp.backup.job.copy"].search(
+                [
+                    ("job_id.policy_id", "=", self.policy_id.id),
+                    ("job_id.backup_id", "in", sorted(deleted)),
+                    ("state", "=", "ok"),
+                ]
+            )
+            copies.filtered(lambda c, where=where: (c.location or "").startswith(where + "/")).write(
+                {"state": "pruned", "pruned_at": now}
+            )
+
+    def _no_copy_text(self):
+        """Why this job offers nothing to verify or restore, in words."""
+        self.ensure_one()
+        pruned = self.copy_ids.filtered(lambda c: c.state == "pruned")
+        if pruned and not self.copy_ids.filtered(lambda c: c.state == "ok"):
+            return _(
+                "Backup %(id)s was pruned by retention at every destination (%(when)s): nothing of it is left.",
+                id=self.backup_id,
+                when=max(pruned.mapped("pruned_at")),
+            )
+        return _("Job %s has no stored copy.", self.display_name)
 
     @api.model
     def _retention_text(self, reports):
@@ -293,7 +328,7 @@ class SppBackupJob(models.Model):
         self._ensure_copies()
         copies = self.copy_ids.filtered(lambda c: c.state == "ok")
         if self.state not in ("done", "partial") or not self.backup_id or not copies:
-            raise UserError(_("Job %s has no stored copy to restore.", self.display_name))
+            raise UserError(self._no_copy_text())
         return copies[0].action_restore()
 
     # ------------------------------------------------------------------ verify
@@ -329,7 +364,7 @@ class SppBackupJob(models.Model):
             job._ensure_copies()
             copies = job.copy_ids.filtered(lambda c: c.state == "ok")
             if not job.backup_id or not copies:
-                raise UserError(_("Job %s has no stored copy to verify.", job.display_name))
+                raise UserError(job._no_copy_text())
             if job.verify_run_id.state in ("queued", "running"):
                 raise UserError(_("Job %s is being verified already: wait for the result.", job.display_name))
             sources = []

@@ -24,8 +24,13 @@ class SppBackupJobCopy(models.Model):
     destination_label = fields.Char(string="Written to", readonly=True, help="The destination as the runner named it.")
     location = fields.Char(readonly=True, help="Where this copy of the backup set is stored.")
     state = fields.Selection(
-        [("ok", "Stored"), ("failed", "Failed")], string="Status", required=True, default="ok", readonly=True
+        [("ok", "Stored"), ("failed", "Failed"), ("pruned", "Pruned by retention")],
+        string="Status",
+        required=True,
+        default="ok",
+        readonly=True,
     )
+    pruned_at = fields.Datetime(string="Pruned on", readonly=True, help="When retention deleted this copy.")
     error = fields.Text(readonly=True, help="Why this copy could not be written.")
     verify_state = fields.Selection(
         [("not_verified", "Not verified"), ("ok", "Verified"), ("failed", "Verification failed")],

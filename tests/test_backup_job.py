@@ -4,6 +4,7 @@ import time
 from unittest.mock import patch
 
 from odoo import fields
+from odoo.exceptions import UserError
 from odoo.tests import tagged
 
 from ..engine import worker as engine_worker
@@ -259,3 +260,30 @@ class TestBackupJob(BackupCase):
         self.assertEqual(self.Job._fields["duration"].group_operator, "avg")
         self.assertEqual(self.Job._fields["state"].string, "Status")
         self.assertFalse(getattr(self.Job._fields["backup_id"], "tracking", None), "backup_id is not tracked")
+
+
+@tagged("post_install", "-at_install")
+class TestPrunedCopies(BackupCase):
+    """Job records follow what is really stored: a copy retention deleted says so and offers nothing."""
+
+    def test_pruned_copy_says_so_and_offers_no_restore_or_verify(self):
+        old_id, new_id = "20261120T030000Z-aaaaaa", "20261126T030000Z-bbbbbb"
+        where = self.destination.path
+        old = self.make_job()
+        self.finish_run(old, "done", self.fake_result(old_id, "%s/db/%s" % (where, old_id)))
+        old._collect()
+        self.assertTrue(old.has_stored_copy)
+        new = self.make_job()
+        result = self.fake_result(new_id, "%s/db/%s" % (where, new_id))
+        result["retention"] = [{"destination": where, "keep": [new_id], "delete": [old_id], "deleted": [old_id]}]
+        self.finish_run(new, "done", result)
+        new._collect()
+        old.invalidate_recordset()
+        self.assertEqual(old.copy_ids.mapped("state"), ["pruned"])
+        self.assertTrue(old.copy_ids.pruned_at)
+        self.assertFalse(old.has_stored_copy, "no Restore… and no Verify for a pruned backup")
+        self.assertEqual(new.copy_ids.mapped("state"), ["ok"])
+        for action in ("action_verify", "action_restore"):
+            with self.assertRaisesRegex(UserError, "pruned by retention at every destination"):
+                getattr(old.with_user(self.restorer if action == "action_restore" else self.manager), action)()
+        self.assertEqual(old.verify_state, "not_verified", "a pruned copy is not a failed verification")
