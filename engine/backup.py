@@ -362,6 +362,15 @@ def run_backup(plan, progress=None, after=None):
 
 
 def _make_set(plan, destinations, prefix, backup_id, tools, progress, started_wall, recipients, signing_key):
+    if plan.owner:
+        owner = mf.dumps({"backup_id": backup_id, "owner": plan.owner})
+        for dest in destinations:
+            if dest.error is None:
+                try:
+                    with dest.storage.open_writer("%s/%s" % (prefix, mf.OWNER_NAME)) as writer:
+                        writer.write(owner)
+                except Exception as exc:
+                    dest.error = "cannot write to it: %s" % exc
     artifacts = _Artifacts(plan, destinations, prefix, recipients)
     warnings = []
     root = plan.filestore_dir()

@@ -16,6 +16,9 @@ ARTIFACT_BASE = {
     "application": "application.json",
 }
 COMPRESSION_SUFFIX = {"zstd": ".zst", "none": ""}
+# Written first into a set whose plan names an owner: an unfinished set (no manifest yet, or never) still says
+# whose it is, so that only its own policy's retention cleans it up.
+OWNER_NAME = "owner.json"
 REQUIRED_KEYS = ("format", "backup_id", "db_name", "created_at", "finished_at", "artifacts")
 ARTIFACT_KEYS = ("file", "size", "sha256", "compression")
 

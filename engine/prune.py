@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from .catalog import BackupRef, list_backups
-from .manifest import MANIFEST_NAME, backup_time
+from .manifest import MANIFEST_NAME, OWNER_NAME, backup_time
 from .retention import RetainedBackup, RetentionRules, select
 
 # An unfinished set (no manifest) older than this is left over from a killed run.
@@ -57,12 +57,17 @@ class PruneReport:
         return "\n".join(lines)
 
 
-def owned_by(ref, owner, owned_ids):
-    """True when the complete set ``ref`` belongs to ``owner``: its manifest says so, or it predates owners
-    in manifests and its id is one of ``owned_ids``."""
+def owned_by(ref, owner, owned_ids, complete=True):
+    """True when the set ``ref`` belongs to ``owner``: its manifest (``complete``) or its owner.json says so,
+    or it predates recorded owners and its id is one of ``owned_ids``."""
+    name = MANIFEST_NAME if complete else OWNER_NAME
     try:
-        recorded = json.loads(ref.read_manifest_bytes()).get("owner")
-    except Exception:  # an unreadable manifest is nobody's: left alone, verify reports it
+        recorded = (
+            json.loads(ref.storage.read_bytes(ref.key(name))).get("owner")
+            if ref.storage.exists(ref.key(name))
+            else None
+        )
+    except Exception:  # an unreadable record is nobody's: left alone, verify reports it
         return False
     if recorded:
         return recorded == owner
@@ -97,7 +102,7 @@ def prune(
         ref = BackupRef(storage, db_name, entry.backup_id)
         if not entry.restorable:
             age = now - backup_time(entry.backup_id)
-            mine = owner is None or entry.backup_id in owned_ids
+            mine = owner is None or owned_by(ref, owner, owned_ids, complete=False)
             if age > STALE_INCOMPLETE and entry.backup_id not in protect and mine:
                 if not dry_run:
                     try:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import crypto
 from .errors import BackupError
-from .manifest import MANIFEST_NAME, loads
+from .manifest import MANIFEST_NAME, OWNER_NAME, loads
 from .stream import CHUNK, ArtifactReader
 
 
@@ -191,7 +191,11 @@ def verify(ref, public_key=None, identities=None, deep=False, allow_unsigned=Fal
             report.checks.append(deep_check_artifact(ref.storage, key, name, art, identities))
         else:
             report.checks.append(check_artifact(ref.storage, key, name, art))
-    expected = {art["file"] for art in manifest["artifacts"].values()} | {MANIFEST_NAME, crypto.SIGNATURE_NAME}
+    expected = {art["file"] for art in manifest["artifacts"].values()} | {
+        MANIFEST_NAME,
+        OWNER_NAME,
+        crypto.SIGNATURE_NAME,
+    }
     extra = [name for name in ref.storage.list_dir(ref.prefix) if name not in expected]
     if extra:
         report.warnings.append("files not listed in the manifest: %s" % ", ".join(extra))

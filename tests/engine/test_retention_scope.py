@@ -63,24 +63,40 @@ def test_newest_verified_survives_a_prune_after_an_unverified_run(sample, plan_f
     assert reports[0]["reasons"][new] == ["last 1"], reports[0]["reasons"]
 
 
-def unfinished(sample, backup_id):
+def unfinished(sample, backup_id, owner=None):
+    """A set a killed run left: an artifact, no manifest; owner.json first when the run had an owner."""
     folder = os.path.join(sample["dest"], sample["db"], backup_id)
     os.makedirs(folder)
+    if owner:
+        with open(os.path.join(folder, "owner.json"), "w", encoding="utf-8") as handle:
+            json.dump({"backup_id": backup_id, "owner": owner}, handle)
     with open(os.path.join(folder, "database.dump.zst"), "wb") as handle:
         handle.write(b"half a dump")
     return backup_id
 
 
 def test_unfinished_sets_are_cleaned_up_only_by_their_owner(sample, plan_for):
-    """A two-day-old set without manifest is removed by the policy whose job made it, never by another."""
-    mine = unfinished(sample, "20200101T000000Z-aaaaaa")
-    theirs = unfinished(sample, "20200102T000000Z-bbbbbb")
+    """A two-day-old set without manifest is removed by the policy that made it, never by another."""
+    mine = unfinished(sample, "20200101T000000Z-aaaaaa", owner=A)
+    legacy = unfinished(sample, "20200101T000001Z-cccccc")
+    theirs = unfinished(sample, "20200102T000000Z-bbbbbb", owner=B)
     storage = LocalStorage(sample["dest"])
-    report = prune(storage, sample["db"], {"keep_last": 5}, owner=A, owned_ids={mine})
-    assert report.incomplete_removed == [mine]
+    report = prune(storage, sample["db"], {"keep_last": 5}, owner=A, owned_ids={legacy})
+    assert report.incomplete_removed == [mine, legacy]
     assert [e.backup_id for e in catalog.list_backups(storage, sample["db"])] == [theirs]
     # Without an owner (the command line), every stale unfinished set is fair game, as before.
     assert prune(storage, sample["db"], {"keep_last": 5}).incomplete_removed == [theirs]
+
+
+def test_a_killed_run_leaves_a_set_that_says_whose_it_is(sample, plan_for):
+    """owner.json is the set's first object: written before any artifact, and not a stray file to verify."""
+    from engine.verify import verify
+
+    backup_id, _ = backup(plan_for, sample, A)
+    ref = catalog.BackupRef(LocalStorage(sample["dest"]), sample["db"], backup_id)
+    assert json.loads(ref.storage.read_bytes(ref.key("owner.json")))["owner"] == A
+    report = verify(ref)
+    assert report.ok and not [w for w in report.warnings if "not listed" in w], report.warnings
 
 
 def test_sets_made_before_owners_were_recorded_are_found_by_the_jobs_ids(sample, plan_for):
