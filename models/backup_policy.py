@@ -482,7 +482,16 @@ class SppBackupPolicy(models.Model):
         for policy in self:
             policy.open_alert_count = counts.get(policy.id, 0)
 
-    @api.depends("last_success_at", "rpo_hours", "rto_minutes", "last_drill_id.state", "last_drill_id.restore_seconds")
+    @api.depends(
+        "last_success_at",
+        "last_failure_at",
+        "rpo_hours",
+        "rto_minutes",
+        "last_drill_id.state",
+        "last_drill_id.restore_seconds",
+        "last_success_job_id.state",
+        "last_success_job_id.verify_state",
+    )
     def _compute_objectives(self):
         now = fields.Datetime.now()
         for policy in self:
@@ -519,12 +528,11 @@ class SppBackupPolicy(models.Model):
                 policy.rpo_status == "breached"
                 or policy.rto_status == "breached"
                 or policy.last_drill_state == "failed"
+                or policy.state in ("failing", "verify_failed")
             ):
                 policy.compliance_color = COLOR_RED
             elif (
-                policy.rpo_status == "unknown"
-                or policy.rto_status == "unknown"
-                or policy.state in ("failing", "verify_failed", "partial", "never")
+                policy.rpo_status == "unknown" or policy.rto_status == "unknown" or policy.state in ("partial", "never")
             ):
                 policy.compliance_color = COLOR_ORANGE
             else:

@@ -187,6 +187,13 @@ class TestBackupAlerts(BackupCase):
         self.succeed_job()
         self.assertEqual(self.policy.compliance_color, 10, "RPO and RTO met, last drill passed: green")
 
+    def test_a_failing_policy_is_red(self):
+        """The last backup failed: the dashboard card is red, not orange; a success turns it back."""
+        self.succeed_job()
+        self.fail_job()
+        self.assertEqual(self.policy.state, "failing")
+        self.assertEqual(self.policy.compliance_color, 1)
+
     def test_rpo_unknown_before_the_first_backup(self):
         """A young policy that never backed up shows its RPO as unknown (orange), not met; breached after the RPO."""
         created = self.policy.create_date
