@@ -17,22 +17,6 @@ from .errors import PreflightError
 SECRET_KEY_RE = re.compile(r"(pass|secret|token|key|credential|auth|dsn)", re.I)
 URL_CREDENTIALS_RE = re.compile(r"(://)[^@/\s]*@")
 
-# Tables whose exact row counts go into the manifest (those that exist).
-DEFAULT_MAIN_TABLES = (
-    "res_partner",
-    "res_users",
-    "res_company",
-    "ir_attachment",
-    "mail_message",
-    "ir_module_module",
-    "g2p_program",
-    "g2p_program_membership",
-    "g2p_cycle",
-    "g2p_entitlement",
-    "g2p_payment",
-    "spp_area",
-)
-
 
 @dataclass
 class PgConfig:
@@ -130,7 +114,8 @@ class BackupPlan:
     threads: int = 2
     odoo_conf: str | None = None
     odoo_version: dict | None = None
-    main_tables: tuple = DEFAULT_MAIN_TABLES
+    # The tables whose rows are counted into the manifest; None: every table of the database.
+    main_tables: tuple | None = None
     min_free_bytes: int = 0
     lock_key: int | None = None
     label: str = ""
@@ -157,7 +142,7 @@ class BackupPlan:
     def to_dict(self):
         data = dataclasses.asdict(self)
         data["pg"] = self.pg.public_dict()
-        data["main_tables"] = list(self.main_tables)
+        data["main_tables"] = list(self.main_tables) if self.main_tables is not None else None
         return data
 
     @classmethod
@@ -165,7 +150,7 @@ class BackupPlan:
         data = dict(data)
         data["pg"] = PgConfig(**data.get("pg") or {})
         data["destinations"] = [DestinationConfig(**d) for d in data.get("destinations") or []]
-        data["main_tables"] = tuple(data.get("main_tables") or DEFAULT_MAIN_TABLES)
+        data["main_tables"] = tuple(data["main_tables"]) if data.get("main_tables") is not None else None
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
