@@ -23,8 +23,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from psycopg2 import sql
-
 from . import ENGINE_VERSION, MANIFEST_FORMAT, crypto, filestore, pg
 from . import manifest as mf
 from .catalog import BackupRef, list_backups
@@ -173,19 +171,9 @@ def collect_database_facts(snapshot, plan):
             cr.execute("SELECT name, latest_version FROM ir_module_module WHERE state = 'installed' ORDER BY name")
             facts["modules"] = {name: version for name, version in cr.fetchall()}
             facts["base_version"] = facts["modules"].get("base")
-        tables = plan.main_tables
-        if tables is None:
-            # Every table of the database (each installed model's, OpenSPP's g2p_*/spp_* included, and the
-            # many2many tables), counted exactly inside the snapshot: a drill compares each of them.
-            cr.execute(
-                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1"
-            )
-            tables = [row[0] for row in cr.fetchall()]
-        for table in tables:
-            if pg.table_exists(cr, table):
-                cr.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("public", table)))
-                facts["row_counts"][table] = cr.fetchone()[0]
+        # Every table of the database (each installed model's, OpenSPP's g2p_*/spp_* included, and the
+        # many2many tables), counted exactly inside the snapshot: a drill compares each of them.
+        facts["row_counts"] = pg.row_counts(cr, plan.main_tables)
         facts["has_attachments"] = pg.table_exists(cr, "ir_attachment")
         if facts["has_attachments"]:
             cr.execute("SELECT coalesce(sum(file_size), 0) FROM ir_attachment WHERE store_fname IS NOT NULL")

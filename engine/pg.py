@@ -230,6 +230,23 @@ def odoo_connections(pg, dbname):
         return cr.fetchone()[0]
 
 
+def row_counts(cr, tables=None):
+    """{table: exact row count} of ``tables`` that exist (None: every table of the public schema)."""
+    listed = tables is not None
+    if not listed:
+        cr.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1"
+        )
+        tables = [row[0] for row in cr.fetchall()]
+    counts = {}
+    for table in tables:
+        if not listed or table_exists(cr, table):
+            cr.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("public", table)))
+            counts[table] = cr.fetchone()[0]
+    return counts
+
+
 def terminate_connections(cr, dbname):
     cr.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",

@@ -65,6 +65,9 @@ class RestoreOptions:
     # The target's name typed again: needed to replace a database an Odoo server is using.
     confirm_name: str | None = None
     allow_unsigned: bool = False
+    # Called with the scratch database's name once it is loaded, before the copy is neutralized or given a new
+    # identity (a drill counts the rows there, as they came out of the backup).
+    on_loaded: object = None
 
 
 @dataclass
@@ -330,6 +333,8 @@ def restore(ref, options, progress=None, verified=None):
                 t0 = time.monotonic()
                 progress(0.1, "Restoring the database into %s" % target.scratch)
                 _restore_database(ref, artifacts["database"], options, manifest, target)
+                if options.on_loaded is not None:
+                    options.on_loaded(target.scratch)
                 target.prepare_copy()
                 seconds["database"] = round(time.monotonic() - t0, 3)
         except BaseException:

@@ -68,7 +68,12 @@ E_END = re.compile(rb"\\.|'", re.S)
 META = re.compile(rb"\\([A-Za-z]+|.)")
 RESTRICT_LINE = re.compile(rb"[ \t]*\\(restrict|unrestrict)[ \t]+([A-Za-z0-9]+)[ \t]*\r?\n?")
 COPY_END = (b"\\.\n", b"\\.\r\n")
-VARIABLE = re.compile(rb"(?<!:):(?=[A-Za-z0-9_\x80-\xff{])")
+# psql reads ":name" as a variable token: harmless in itself (an array slice [1:n]), but where a quote or '$'
+# follows, psql and this guard would start the next token at different places.
+VARIABLE = re.compile(rb"(?<!:):[A-Za-z0-9_\x80-\xff]*$")
+EXPONENT_TAIL = re.compile(rb"(?<![A-Za-z_\x80-\xff$0-9.])[0-9.]*[0-9][0-9.]*[eE]$")
+HIGH_BYTE_BACKSLASH = re.compile(rb"[\x80-\xff]\\")
+UTF8_BOM = b"\xef\xbb\xbf"
 PARENS = re.compile(rb"[()]")
 
 WORDS = re.compile(r'"(?:[^"]|"")*"|(?:[^\W\d]|_)[\w$]*|\S')
@@ -82,18 +87,20 @@ FORBIDDEN_FUNCTIONS = re.compile(
     r"\b(PG_READ_FILE|PG_READ_BINARY_FILE|PG_LS_\w+|PG_STAT_FILE|LO_IMPORT|LO_EXPORT|PG_FILE_\w+|DBLINK\w*|"
     r"PG_TERMINATE_BACKEND|PG_CANCEL_BACKEND|PG_RELOAD_CONF|PG_ROTATE_LOGFILE|PG_PROMOTE|PG_SWITCH_WAL|"
     r"PG_CREATE_\w+|PG_DROP_\w+|PG_LOGICAL_\w+|PG_REPLICATION_\w+|PG_CURRENT_LOGFILE|PG_SETTINGS|"
-    r"CURRENT_SETTING|PG_SLEEP\w*|PG_ADVISORY\w*|PG_NOTIFY)\b"
+    r"PG_SLEEP\w*|PG_ADVISORY\w*|PG_NOTIFY)\b"
 )
 SET_CONFIG_SEARCH_PATH = re.compile(r"SELECT (pg_catalog\.)?set_config\('search_path', '', false\);", re.I)
 SELECT_FORMS = (
     SET_CONFIG_SEARCH_PATH,
-    re.compile(r"SELECT pg_catalog\.setval\('[^']+', -?[0-9]+, (true|false)\);"),
+    re.compile(r"SELECT pg_catalog\.setval\('(?:[^']|'')+', -?[0-9]+, (true|false)\);"),
     re.compile(r"SELECT pg_catalog\.lo_create\('[0-9]+'\);"),
     re.compile(r"SELECT pg_catalog\.lo_open\('[0-9]+', 131072\);"),
     re.compile(r"SELECT pg_catalog\.lowrite\(0, '\\x[0-9a-f]*'\);"),
     re.compile(r"SELECT pg_catalog\.lo_close\(0\);"),
 )
-COPY_FORM = re.compile(r"COPY [^;]*? FROM STDIN( WITH \([A-Z ,']*\)| [A-Z ,']*)? ?;")
+COPY_FORM = re.compile(r"COPY [^ ();]+ ?(\([^()]*\) )?FROM STDIN( WITH \([A-Z ,']*\)| [A-Z ,']*)? ?;")
+# Names that change how psql splits the script when a function or rule sets them at run time.
+DYNAMIC_SETTINGS = re.compile(r"\b(SET_CONFIG|PG_SETTINGS|CLIENT_ENCODING|STANDARD_CONFORMING_STRINGS)\b")
 
 
 class SqlRefused(RestoreError):
@@ -153,6 +160,11 @@ class SqlGuard:
         if b"\r" in line and not (line.endswith(b"\r\n") and line.count(b"\r") == 1):
             # psql's lexer ends a line (and a -- comment) at a lone carriage return.
             self.refuse("the dump holds a carriage return that does not end a line")
+        if self.line_no == 1 and line.startswith(UTF8_BOM):
+            line = line[len(UTF8_BOM) :]  # psql skips a byte-order mark at the start of a file, so do we
+        if self.state != COPY and HIGH_BYTE_BACKSLASH.search(line):
+            # In encodings such as SJIS a backslash can be the second byte of a character: psql would not see it.
+            self.refuse("a backslash right after a non-ASCII byte; the dump cannot be read safely")
         if self.state == COPY:
             if line in COPY_END:
                 self.state = TOP
@@ -239,6 +251,7 @@ class SqlGuard:
 
     def _scan(self, line):
         i, n = 0, len(line)
+        self.boundary = 0  # where the last literal, comment or quoted identifier of this line closed
         code, raw = self.code, self.raw
         while i < n:
             state = self.state
@@ -277,6 +290,9 @@ class SqlGuard:
                     self._end_statement(line, j)
                     i = j + 1
                 elif line.startswith(b"--", j):
+                    if EXPONENT_TAIL.search(line, max(self.boundary, j - 64), j):
+                        # psql reads "1e-" as one (bad) number: the second '-' does not start a comment for it.
+                        self.refuse("a number runs into '--'; the dump cannot be read safely")
                     code.append(b" ")
                     raw.append(b" ")
                     return
@@ -303,7 +319,7 @@ class SqlGuard:
                 raw.append(line[i : j + 1])
                 code.append(b"'")
                 self.state = TOP
-                i = j + 1
+                i = self.boundary = j + 1
             elif state == ESTRING:
                 while True:
                     match = E_END.search(line, i)
@@ -317,7 +333,7 @@ class SqlGuard:
                 raw.append(line[i : match.end()])
                 code.append(b"'")
                 self.state = TOP
-                i = match.end()
+                i = self.boundary = match.end()
             elif state == DOLLAR:
                 j = line.find(self.tag, i)
                 if j < 0:
@@ -326,7 +342,7 @@ class SqlGuard:
                 raw.append(line[i : j + len(self.tag)])
                 code.append(b"'")
                 self.state = TOP
-                i = j + len(self.tag)
+                i = self.boundary = j + len(self.tag)
             elif state == DQUOTE:
                 j = line.find(b'"', i)
                 if j < 0:
@@ -339,7 +355,7 @@ class SqlGuard:
                     i = j + 2
                     continue
                 self.state = TOP
-                i = j + 1
+                i = self.boundary = j + 1
             else:  # BLOCK
                 match = BLOCK_EDGE.search(line, i)
                 if not match:
@@ -347,13 +363,11 @@ class SqlGuard:
                 self.depth += 1 if match.group(0) == b"/*" else -1
                 if not self.depth:
                     self.state = TOP
-                i = match.end()
+                i = self.boundary = match.end()
 
     def _code(self, segment, following):
         """A run of SQL outside literals and comments, followed by the special character ``following``."""
-        if VARIABLE.search(segment) or (
-            following in (b"'", b'"') and segment.endswith(b":") and not segment.endswith(b"::")
-        ):
+        if following in (b"'", b'"', b"$") and VARIABLE.search(segment):
             self.refuse("psql variables (:name) are not allowed in a dump from outside")
         for paren in PARENS.findall(segment):
             self.parens = self.parens + 1 if paren == b"(" else max(0, self.parens - 1)
@@ -361,7 +375,8 @@ class SqlGuard:
 
     def _word_before(self, line, j):
         """The identifier-like word right before ``line[j]``; refused where psql would read a number there."""
-        window = line[max(0, j - 256) : j]
+        # Only what follows the last closed literal: "$$$$$$" is three dollar quotes, not a word and a quote.
+        window = line[max(self.boundary, j - 256) : j]
         match = WORD_TAIL.search(window)
         word = match.group(0) if match else b""
         before = window[: len(window) - len(word)]
@@ -434,13 +449,18 @@ class SqlGuard:
             self.refuse("%s (%s)" % (why, snippet[:120] + ("..." if len(snippet) > 120 else "")), line_no)
 
         first, second = words[0], (words[1] if len(words) > 1 else "")
+        is_set_config_line = bool(SET_CONFIG_SEARCH_PATH.fullmatch(" ".join(raw.split())))
+        if text in ("BEGIN;", "COMMIT;"):
+            return None  # pg_dump wraps large objects in a transaction; the scratch database goes if anything fails
         if first not in STATEMENTS:
             refuse("pg_dump writes no %s statement" % first)
         head = " ".join(names[:4])
         if re.match(r"(CREATE|ALTER|DROP|COMMENT ON) (OR REPLACE )?%s\b" % OUTSIDE, head):
             refuse("a dump from outside may only change the database it is loaded into")
-        if first == "ALTER" and second in ("SYSTEM", "DEFAULT") and (second == "SYSTEM" or "FOR" in words[:5]):
-            refuse("this changes the server's configuration or acts for another role")
+        if first == "ALTER" and second == "SYSTEM":
+            refuse("ALTER SYSTEM changes the server's configuration")
+        if first == "ALTER" and second == "DEFAULT" and "FOR" in words[:5]:
+            return "owner"  # default privileges of the dump's own roles, like its OWNER TO lines
         if first == "DROP" and second == "OWNED":
             refuse("DROP OWNED acts on a role")
         if first in ("GRANT", "REVOKE"):
@@ -451,36 +471,42 @@ class SqlGuard:
                 refuse("this grant acts outside the database being loaded")
         if first == "SET":
             self._judge_setting(words, raw, refuse)
-        elif re.search(
-            r"\bSET (SESSION |LOCAL )?(ROLE|SESSION_AUTHORIZATION|SESSION AUTHORIZATION|CLIENT_ENCODING|"
-            r"STANDARD_CONFORMING_STRINGS|NAMES)\b",
-            bare,
-        ):
-            refuse("a function may not change the role, the encoding or how strings are read")
-        if (
-            first == "CREATE"
-            and (
-                names[1:2] in (["FUNCTION"], ["PROCEDURE"])
-                or names[1:4]
-                in (
-                    ["OR", "REPLACE", "FUNCTION"],
-                    ["OR", "REPLACE", "PROCEDURE"],
+        # The identifiers psql counts for its CREATE FUNCTION ... BEGIN rule: unquoted words, in order.
+        idents = [w for w in words if w[:1].isalpha() or w[:1] == "_"]
+        is_function = idents[:1] == ["CREATE"] and (
+            idents[1:2] in (["FUNCTION"], ["PROCEDURE"])
+            or (idents[1:3] == ["OR", "REPLACE"] and idents[3:4] in (["FUNCTION"], ["PROCEDURE"]))
+        )
+        if is_function or first == "ALTER" and second in ("FUNCTION", "PROCEDURE", "ROUTINE"):
+            # What runs inside is a literal to this guard: read it for what would change the role, the encoding,
+            # how strings are read, or SQL made at run time.
+            body = " ".join(raw.upper().replace('"', "").split())
+            if FORBIDDEN_FUNCTIONS.search(body):
+                refuse("a function may not call server file, process, setting and replication functions")
+            if re.search(
+                r"\bSET (SESSION |LOCAL )?(ROLE|SESSION_AUTHORIZATION|SESSION AUTHORIZATION|CLIENT_ENCODING|"
+                r"STANDARD_CONFORMING_STRINGS|NAMES)\b|\bEXECUTE\b",
+                body,
+            ):
+                refuse(
+                    "a function may not change the role, the encoding or how strings are read, nor run SQL made "
+                    "at run time (EXECUTE)"
                 )
-            )
-            and "BEGIN" in names
-        ):
+        if is_function and "BEGIN" in self._top_level(words):
             # psql keeps a CREATE FUNCTION ... BEGIN open past its ';' (SQL-standard bodies): it would not split here.
             refuse("SQL-standard function bodies (BEGIN ATOMIC ... END) are not read by imports")
         if re.search(r"\bSECURITY DEFINER\b", plain):
             refuse("functions that run with their owner's rights are not allowed in a dump from outside")
-        if FORBIDDEN_FUNCTIONS.search(bare):
+        if FORBIDDEN_FUNCTIONS.search(bare) or (
+            first != "SET" and DYNAMIC_SETTINGS.search(raw.upper().replace('"', "")) and not is_set_config_line
+        ):
             refuse("server file, process, setting and replication functions are not allowed in a dump from outside")
-        if re.search(r"\bSET_CONFIG\b", bare) and not SET_CONFIG_SEARCH_PATH.fullmatch(" ".join(raw.split())):
+        if re.search(r"\bSET_CONFIG\b", bare) and not is_set_config_line:
             refuse("set_config is allowed only as pg_dump writes it (the search path)")
         if first == "SELECT" and not any(form.fullmatch(" ".join(raw.split())) for form in SELECT_FORMS):
             refuse("pg_dump writes no SELECT other than setval, set_config and large objects")
         if first == "COPY":
-            if not COPY_FORM.fullmatch(plain) or " TO " in plain or "PROGRAM" in words:
+            if not COPY_FORM.fullmatch(plain):
                 refuse("COPY is allowed only as FROM stdin (no PROGRAM, no server files)")
             return "copy"
         if first == "ALTER" and " OWNER TO " in " %s " % plain:
@@ -492,6 +518,19 @@ class SqlGuard:
         ]:
             return self._judge_extension(WORDS.findall(text), raw, refuse)
         return None
+
+    @staticmethod
+    def _top_level(words):
+        """The words of a statement outside parentheses (psql's BEGIN rule looks there only)."""
+        depth, found = 0, []
+        for word in words:
+            if word == "(":
+                depth += 1
+            elif word == ")":
+                depth = max(0, depth - 1)
+            elif not depth:
+                found.append(word)
+        return found
 
     def _judge_setting(self, words, raw, refuse):
         if words[0] == "RESET":
@@ -509,8 +548,8 @@ class SqlGuard:
             refuse("standard_conforming_strings must stay on")
 
     def _judge_extension(self, words, raw, refuse):
-        if words[0] in ("ALTER", "DROP"):
-            refuse("a dump from outside may not alter or drop extensions")
+        if words[0] == "ALTER":
+            refuse("a dump from outside may not alter extensions")
         names = [w for w in words[2:] if w not in ("EXTENSION", "IF", "NOT", "EXISTS", "OR", "REPLACE")]
         name = _ident(names[0]).lower() if names else ""
         if name not in ALLOWED_EXTENSIONS:

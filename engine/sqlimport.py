@@ -24,6 +24,7 @@ import tempfile
 import time
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
@@ -171,15 +172,43 @@ class ImportRole:
             env.pop("PGPASSWORD", None)
         return env
 
-    def check_login(self, dbname):
-        """Log in as the role, as psql will, and read its rights from its own session."""
+    def _connect(self, dbname):
         kwargs = self.pg.dsn_kwargs(dbname)
         kwargs.update(user=self.name)
         kwargs.pop("password", None)
         if self.password:
             kwargs["password"] = self.password
+        conn = psycopg2.connect(connect_timeout=15, application_name="spp_backup import", **kwargs)
+        conn.autocommit = True
+        return conn
+
+    def _check_views(self, views, dbname):
+        """A view reads with its owner's rights: once the engine's user owns it, one over a table the import role
+        could not read (pg_authid, say) would show that table to anyone allowed to read the view. Each view is
+        opened (LIMIT 0) as the role, which checks exactly those rights."""
+        if not views:
+            return
+        conn = self._connect(dbname)
+        refused = []
         try:
-            conn = psycopg2.connect(connect_timeout=15, application_name="spp_backup import", **kwargs)
+            with conn.cursor() as cr:
+                for view in views:
+                    try:
+                        cr.execute(sql.SQL("SELECT 1 FROM {} LIMIT 0").format(sql.SQL(view)))
+                    except psycopg2.errors.InsufficientPrivilege:
+                        refused.append(view)
+        finally:
+            conn.close()
+        if refused:
+            raise SqlRefused(
+                "the dump defines views over tables it could not read itself (%s): they would show them once "
+                "restored" % ", ".join(refused[:5])
+            )
+
+    def check_login(self, dbname):
+        """Log in as the role, as psql will, and read its rights from its own session."""
+        try:
+            conn = self._connect(dbname)
         except psycopg2.OperationalError as exc:
             raise PreflightError(
                 "The import role %s cannot log in to PostgreSQL at %s (%s): allow password logins for it in "
@@ -211,6 +240,11 @@ class ImportRole:
                         "the dump defines functions that run with their owner's rights or switch roles (%s): they "
                         "would run as this server's user once restored" % ", ".join(definers)
                     )
+                cr.execute(
+                    "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                )
+                self._check_views([row[0] for row in cr.fetchall()], dbname)
                 cr.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(self.name)))
                 cr.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(self.name)))
         finally:

@@ -266,3 +266,17 @@ def test_run_refuses_what_is_out_of_scope(sample, plan_for, dbs, tmp_path):
         database=sample["db"],
     )
     assert code == 2 and "system database" in answer["error"]
+
+
+def test_drill_counts_every_table(sample, plan_for, pgconf):
+    """Every table is counted, not only a list of main ones (ir_config_parameter is in no such list): a backup
+    whose manifest says one row more there fails the drill's row counts, naming the table."""
+    tables = query(sample["db"], "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    result = run_backup(plan_for(sample))
+    manifest = result.locations[0] + "/manifest.json"
+    data = json.loads(Path(manifest).read_text())
+    assert set(data["database"]["row_counts"]) == {row[0] for row in tables}
+    data["database"]["row_counts"]["ir_config_parameter"] += 1
+    Path(manifest).write_text(json.dumps(data))
+    out = drill(result, sample, pgconf)
+    assert not out.ok and "ir_config_parameter has 4 rows, the manifest says 5" in out.text()

@@ -53,7 +53,9 @@ def test_manifest_describes_the_snapshot(sample, plan_for):
     assert manifest["version"] == "17.0" and manifest["major_version"] == "17.0"
     assert manifest["modules"]["base"] == "17.0.1.3" and "website" not in manifest["modules"]
     assert manifest["pg_version"].startswith(str(query(sample["db"], "SHOW server_version_num")[0][0])[:2])
+    # Every table of the database, exactly (ir_config_parameter is not in any list of "main" tables).
     assert manifest["database"]["row_counts"] == {
+        "ir_config_parameter": 4,
         "res_partner": 500,
         "ir_attachment": 40,
         "mail_message": 2000,

@@ -287,11 +287,29 @@ def test_guard_reads_the_ends_of_a_dump(dump):
         (b"VALUES (\"set_config\"('client_encoding', 'SJIS', false));", "no VALUES statement"),
         (b"CREATE TABLE public.l AS VALUES (\"pg_read_file\"('/etc/hostname'));", "server file"),
         (b"SELECT pg_catalog.setval('public.s', 1, true), now();", "no SELECT other"),
-        (b"COMMIT;", "no COMMIT statement"),
+        (b"COMMIT AND CHAIN;", "no COMMIT statement"),
         (b"SECURITY LABEL FOR x ON DATABASE postgres IS 'y';", "no SECURITY statement"),
-        (b"ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT ALL ON TABLES TO PUBLIC;", "acts for another role"),
         (b"CREATE FUNCTION public.g() RETURNS int LANGUAGE sql SET role = postgres AS 'SELECT 1';", "change the role"),
         (b'CREATE TABLE public.u (a int DEFAULT U&"\\0070g_sleep"(1));', "Unicode-escaped"),
+        # Found by a second review.
+        (b"CREATE 1 FUNCTION BEGIN;\nCOPY x FROM stdin;\n\\! id\n\\.", "SQL-standard"),
+        (b"CREATE $$$$$$'$$ \\! id\n--';", "psql command \\!"),
+        (b"CREATE 1e--\\! id\n;", "a number runs into '--'"),
+        (
+            b"CREATE FUNCTION public.e() RETURNS text LANGUAGE sql AS "
+            b"$$SELECT pg_catalog.set_config('client_encoding', 'SJIS', false)$$;",
+            "setting",
+        ),
+        (
+            b"CREATE FUNCTION public.c(t text) RETURNS boolean LANGUAGE plpgsql AS "
+            b"$$BEGIN EXECUTE 'SET client_' || 'encoding = SJIS'; RETURN true; END$$;",
+            "EXECUTE",
+        ),
+        (
+            b"CREATE FUNCTION public.r() RETURNS text LANGUAGE sql AS $$SELECT pg_read_file('/x')$$;",
+            "a function may not",
+        ),
+        (b"COMMENT ON SCHEMA public IS E'\x81\\'; COMMIT; CREATE DATABASE x; BEGIN; --';", "non-ASCII byte"),
     ],
 )
 def test_guard_refusals_name_the_line(sql, expected, dump):
@@ -313,6 +331,15 @@ def test_guard_refusals_name_the_line(sql, expected, dump):
         b'COPY public.t3 ("b;c", "valid to use") FROM stdin;\n1\t2\n\\.',
         b"SELECT pg_catalog.setval('public.\"odd;name_seq\"', 42, true);",
         b"CREATE TABLE public.t4 (a int CHECK (a::text ~ '^\\d+$'), b int[] DEFAULT '{1,2}'::int[]);",
+        # False positives a review found, now read as pg_dump means them.
+        b"CREATE VIEW public.v AS SELECT (ARRAY[1, 2, 3])[1:2] AS a, (ARRAY[1, 2])[:1] AS b;",
+        b"CREATE TABLE public.t5 (program text);\nCOPY public.t5 (program) FROM stdin;\nx\n\\.",
+        b"CREATE POLICY p ON public.t5 USING (program = current_setting('app.program'));",
+        b"CREATE FUNCTION public.f(begin integer) RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;",
+        b"SELECT pg_catalog.setval('public.\"o''dd_seq\"', 1, false);",
+        b"ALTER DEFAULT PRIVILEGES FOR ROLE odoo IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC;",
+        b"DROP EXTENSION IF EXISTS pg_trgm;",
+        b"BEGIN;\nSELECT pg_catalog.lo_create('16400');\nCOMMIT;",
     ],
 )
 def test_backslashes_inside_literals_and_comments_pass(sql, dump):
@@ -605,3 +632,26 @@ def test_owner_rights_functions_are_refused_after_the_load_too(function, dump, d
                 role.hand_over(scratch)
         finally:
             execute("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % scratch)
+
+
+def test_a_view_over_what_the_role_cannot_read_is_refused_after_the_load(dump, dbs, pgconf):
+    """Taken over by the engine's user, a view over pg_authid would show it to anyone who may read the view."""
+    view = b"CREATE VIEW public.v AS SELECT rolname, rolpassword FROM pg_catalog.pg_authid;"
+    scratch = dbs.name("viewover")
+    with sqlimport.ImportRole(pgconf) as role:
+        execute("postgres", 'CREATE DATABASE "%s" OWNER "%s"' % (scratch, role.name))
+        try:
+            sqlimport.load_sql(pgconf, role, scratch, with_payload(dump, view).splitlines(True), guard=PassThrough())
+            with pytest.raises(sqlguard.SqlRefused, match="views over tables it could not read itself"):
+                role.hand_over(scratch)
+        finally:
+            execute("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % scratch)
+
+
+def test_a_byte_order_mark_at_the_start_is_skipped_as_psql_does(dump):
+    guard = sqlguard.SqlGuard()
+    out = []
+    for line in (b"\xef\xbb\xbf" + dump).splitlines(keepends=True):
+        out += guard.feed(line)
+    out += guard.finish()
+    assert out and not out[0].startswith(b"\xef\xbb\xbf")
