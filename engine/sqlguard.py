@@ -70,7 +70,7 @@ RESTRICT_LINE = re.compile(rb"[ \t]*\\(restrict|unrestrict)[ \t]+([A-Za-z0-9]+)[
 COPY_END = (b"\\.\n", b"\\.\r\n")
 # psql reads ":name" as a variable token: harmless in itself (an array slice [1:n]), but where a quote or '$'
 # follows, psql and this guard would start the next token at different places.
-VARIABLE = re.compile(rb"(?<!:):[A-Za-z0-9_\x80-\xff]*$")
+VARIABLE = re.compile(rb"(?<!:)(:+)[A-Za-z0-9_\x80-\xff]*$")
 EXPONENT_TAIL = re.compile(rb"(?<![A-Za-z_\x80-\xff$0-9.])[0-9.]*[0-9][0-9.]*[eE]$")
 HIGH_BYTE_BACKSLASH = re.compile(rb"[\x80-\xff]\\")
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -99,6 +99,11 @@ SELECT_FORMS = (
     re.compile(r"SELECT pg_catalog\.lo_close\(0\);"),
 )
 COPY_FORM = re.compile(r"COPY [^ ();]+ ?(\([^()]*\) )?FROM STDIN( WITH \([A-Z ,']*\)| [A-Z ,']*)? ?;")
+# What a function body may not hold: the import role could not do it anyway; the guard says so by name.
+OUTSIDE_IN_BODY = re.compile(
+    r"\b(COPY|PROGRAM|LOAD|ALTER SYSTEM|(CREATE|ALTER|DROP) (ROLE|USER|GROUP|DATABASE|TABLESPACE|SUBSCRIPTION)|"
+    r"GRANT|REVOKE|REASSIGN|DBLINK\w*)\b"
+)
 # Names that change how psql splits the script when a function or rule sets them at run time.
 DYNAMIC_SETTINGS = re.compile(r"\b(SET_CONFIG|PG_SETTINGS|CLIENT_ENCODING|STANDARD_CONFORMING_STRINGS)\b")
 
@@ -126,8 +131,11 @@ class SqlGuard:
     :class:`DumpTruncated` naming the line.
     """
 
-    def __init__(self, keep=True):
+    def __init__(self, keep=True, checkpoint=None):
         self.keep = keep
+        # A line of the engine's own, passed on after every statement and every COPY's data (see sqlimport).
+        self.checkpoint = checkpoint
+        self.last_end_line = 0
         self.line_no = 0
         self.state = TOP
         self.tag = b""
@@ -168,6 +176,8 @@ class SqlGuard:
         if self.state == COPY:
             if line in COPY_END:
                 self.state = TOP
+                if self.keep and self.checkpoint:
+                    return [line, self.checkpoint]
             else:
                 self.copy_rows += 1
             return [line] if self.keep else ()
@@ -188,7 +198,7 @@ class SqlGuard:
         if self.copy_next:
             self.copy_next = False
             self.state = COPY
-            return self._flush()
+            return self._flush(checkpoint=False)  # the checkpoint comes after the data, not inside it
         if self.state == TOP and not self._statement_open():
             return self._flush()
         return ()
@@ -215,7 +225,7 @@ class SqlGuard:
     def _statement_open(self):
         return any(part.strip() for part in self.code)
 
-    def _flush(self):
+    def _flush(self, checkpoint=True):
         if not self.keep:
             self.pending_statements = []
             return ()
@@ -225,6 +235,8 @@ class SqlGuard:
         if len(statements) == 1 and statements[0]:
             self.skipped[statements[0]] += 1
             return ()
+        if statements and self.checkpoint and checkpoint:
+            return lines + [self.checkpoint]
         return lines
 
     def _meta_line(self, line):
@@ -367,7 +379,8 @@ class SqlGuard:
 
     def _code(self, segment, following):
         """A run of SQL outside literals and comments, followed by the special character ``following``."""
-        if following in (b"'", b'"', b"$") and VARIABLE.search(segment):
+        variable = VARIABLE.search(segment) if following in (b"'", b'"', b"$") else None
+        if variable and len(variable.group(1)) % 2:  # "::" is a cast; an odd colon left over starts a variable
             self.refuse("psql variables (:name) are not allowed in a dump from outside")
         for paren in PARENS.findall(segment):
             self.parens = self.parens + 1 if paren == b"(" else max(0, self.parens - 1)
@@ -391,6 +404,8 @@ class SqlGuard:
         code = self.code
         if word and word.upper() in (b"E", b"B", b"X", b"N"):
             code[-1] = code[-1][: len(code[-1]) - len(word)]
+        elif code and code[-1].upper().endswith(b"U&"):
+            code[-1] = code[-1][:-2]  # U&'...' is one string to psql, not an identifier U
 
     def _dollar(self, line, j):
         word = self._word_before(line, j)
@@ -419,6 +434,11 @@ class SqlGuard:
     def _end_statement(self, line, j):
         code = b"".join(self.code).decode("utf-8", "replace")
         raw = b"".join(self.raw).decode("utf-8", "replace")
+        if self.last_end_line == self.line_no:
+            # pg_dump ends each statement on a line of its own; psql would read the rest of this line as it stood
+            # before the first statement ran (a setting that statement changed applies from the next line).
+            self.refuse("two statements end on one line")
+        self.last_end_line = self.line_no
         # Emptied in place: _scan holds these lists while it reads the rest of the line.
         del self.code[:], self.raw[:]
         self.parens = 0
@@ -472,7 +492,14 @@ class SqlGuard:
         if first == "SET":
             self._judge_setting(words, raw, refuse)
         # The identifiers psql counts for its CREATE FUNCTION ... BEGIN rule: unquoted words, in order.
-        idents = [w for w in words if w[:1].isalpha() or w[:1] == "_"]
+        idents, colons = [], 0
+        for word in words:
+            if word == ":":
+                colons += 1
+                continue
+            if (word[:1].isalpha() or word[:1] == "_") and not colons % 2:  # ":name" is a psql variable
+                idents.append(word)
+            colons = 0
         is_function = idents[:1] == ["CREATE"] and (
             idents[1:2] in (["FUNCTION"], ["PROCEDURE"])
             or (idents[1:3] == ["OR", "REPLACE"] and idents[3:4] in (["FUNCTION"], ["PROCEDURE"]))
@@ -481,6 +508,10 @@ class SqlGuard:
             # What runs inside is a literal to this guard: read it for what would change the role, the encoding,
             # how strings are read, or SQL made at run time.
             body = " ".join(raw.upper().replace('"', "").split())
+            if "U&" in body:
+                refuse("Unicode-escaped names are not read in function bodies")
+            if OUTSIDE_IN_BODY.search(body):
+                refuse("a function may not copy files or programs, nor act on roles, databases or the server")
             if FORBIDDEN_FUNCTIONS.search(body):
                 refuse("a function may not call server file, process, setting and replication functions")
             if re.search(

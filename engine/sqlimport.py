@@ -302,7 +302,9 @@ def load_sql(pg_config, role, dbname, lines, guard=None):
     ``guard`` is a :class:`SqlGuard` (the default); the tests pass one that lets everything through, to show
     what the role and psql's own restriction refuse without it.
     """
-    guard = guard if guard is not None else SqlGuard(keep=True)
+    if guard is None:
+        install_checkpoint(pg_config, dbname, role.name)
+        guard = SqlGuard(keep=True, checkpoint=CHECKPOINT_LINE)
     args = [
         pg_config.tool("psql"),
         "--no-psqlrc",
@@ -318,7 +320,52 @@ def load_sql(pg_config, role, dbname, lines, guard=None):
     # A refusal raised while psql reads makes feed_process kill it: psql would otherwise run the statement
     # left in its buffer at the end of its input.
     pg.feed_process(args, GuardedScript(lines, guard), role.env(pg_config), "psql (loading the dump)")
+    if getattr(guard, "checkpoint", None):
+        remove_checkpoint(pg_config, dbname)
     return guard
+
+
+# After every statement and every COPY's data psql runs this: a statement that switched the session's encoding
+# or string rules (a function can, at run time) stops the load before psql reads one more line the new way.
+CHECKPOINT_SCHEMA = "spp_import_guard"
+CHECKPOINT_LINE = b"SELECT spp_import_guard.check();\n"
+
+
+def install_checkpoint(pg_config, dbname, role_name):
+    """The checkpoint function, owned by the engine's user in a schema the import role may only use."""
+    conn = pg.connect(pg_config, dbname)
+    try:
+        with conn.cursor() as cr:
+            cr.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(CHECKPOINT_SCHEMA)))
+            cr.execute(
+                sql.SQL(
+                    "CREATE FUNCTION {}.check() RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog AS $f$ "
+                    "BEGIN IF pg_catalog.current_setting('client_encoding') <> 'UTF8' "
+                    "OR pg_catalog.current_setting('standard_conforming_strings') <> 'on' THEN "
+                    "RAISE EXCEPTION 'the dump changed client_encoding or standard_conforming_strings while it was "
+                    "loading: refused'; END IF; END $f$"
+                ).format(sql.Identifier(CHECKPOINT_SCHEMA))
+            )
+            cr.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                    sql.Identifier(CHECKPOINT_SCHEMA), sql.Identifier(role_name)
+                )
+            )
+    finally:
+        conn.close()
+
+
+def remove_checkpoint(pg_config, dbname):
+    conn = pg.connect(pg_config, dbname)
+    try:
+        with conn.cursor() as cr:
+            try:
+                cr.execute(sql.SQL("DROP FUNCTION {}.check() RESTRICT").format(sql.Identifier(CHECKPOINT_SCHEMA)))
+                cr.execute(sql.SQL("DROP SCHEMA {} RESTRICT").format(sql.Identifier(CHECKPOINT_SCHEMA)))
+            except psycopg2.errors.DependentObjectsStillExist as exc:
+                raise SqlRefused("the dump's objects use the engine's own checkpoint schema") from exc
+    finally:
+        conn.close()
 
 
 class GuardedScript:
