@@ -143,12 +143,8 @@ def run_drill(
 
 def row_counts(pg_config, dbname):
     """{table: exact row count} of every table in the public schema."""
-    conn = pg.connect(pg_config, dbname)
-    try:
-        with conn.cursor() as cr:
-            return pg.row_counts(cr)
-    finally:
-        conn.close()
+    with pg.cursor(pg_config, dbname) as cr:
+        return pg.row_counts(cr)
 
 
 def _check_restored(pg_config, scratch, manifest, fs_root, counted):

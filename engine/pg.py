@@ -52,6 +52,17 @@ def connect(pg, dbname, autocommit=True):
 
 
 @contextlib.contextmanager
+def cursor(pg, dbname):
+    """A cursor on its own autocommit connection to ``dbname``, closed afterwards."""
+    conn = connect(pg, dbname)
+    try:
+        with conn.cursor() as cr:
+            yield cr
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
 def maintenance(pg):
     conn = connect(pg, pg.maintenance_db)
     try:

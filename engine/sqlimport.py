@@ -279,21 +279,15 @@ def create_extensions(pg_config, dbname, names):
     """The allowed extensions a dump asks for, made by the engine's own connection before the load."""
     if not names:
         return
-    conn = pg.connect(pg_config, dbname)
-    try:
-        with conn.cursor() as cr:
-            for name in sorted(names):
-                try:
-                    cr.execute(
-                        sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public").format(sql.Identifier(name))
-                    )
-                except psycopg2.Error as exc:
-                    raise RestoreError(
-                        "The dump needs the PostgreSQL extension %s, which this server cannot create (%s)."
-                        % (name, str(exc).strip().splitlines()[0])
-                    ) from exc
-    finally:
-        conn.close()
+    with pg.cursor(pg_config, dbname) as cr:
+        for name in sorted(names):
+            try:
+                cr.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public").format(sql.Identifier(name)))
+            except psycopg2.Error as exc:
+                raise RestoreError(
+                    "The dump needs the PostgreSQL extension %s, which this server cannot create (%s)."
+                    % (name, str(exc).strip().splitlines()[0])
+                ) from exc
 
 
 def load_sql(pg_config, role, dbname, lines, guard=None):
@@ -333,39 +327,31 @@ CHECKPOINT_LINE = b"SELECT spp_import_guard.check();\n"
 
 def install_checkpoint(pg_config, dbname, role_name):
     """The checkpoint function, owned by the engine's user in a schema the import role may only use."""
-    conn = pg.connect(pg_config, dbname)
-    try:
-        with conn.cursor() as cr:
-            cr.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(CHECKPOINT_SCHEMA)))
-            cr.execute(
-                sql.SQL(
-                    "CREATE FUNCTION {}.check() RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog AS $f$ "
-                    "BEGIN IF pg_catalog.current_setting('client_encoding') <> 'UTF8' "
-                    "OR pg_catalog.current_setting('standard_conforming_strings') <> 'on' THEN "
-                    "RAISE EXCEPTION 'the dump changed client_encoding or standard_conforming_strings while it was "
-                    "loading: refused'; END IF; END $f$"
-                ).format(sql.Identifier(CHECKPOINT_SCHEMA))
+    with pg.cursor(pg_config, dbname) as cr:
+        cr.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(CHECKPOINT_SCHEMA)))
+        cr.execute(
+            sql.SQL(
+                "CREATE FUNCTION {}.check() RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog AS $f$ "
+                "BEGIN IF pg_catalog.current_setting('client_encoding') <> 'UTF8' "
+                "OR pg_catalog.current_setting('standard_conforming_strings') <> 'on' THEN "
+                "RAISE EXCEPTION 'the dump changed client_encoding or standard_conforming_strings while it was "
+                "loading: refused'; END IF; END $f$"
+            ).format(sql.Identifier(CHECKPOINT_SCHEMA))
+        )
+        cr.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                sql.Identifier(CHECKPOINT_SCHEMA), sql.Identifier(role_name)
             )
-            cr.execute(
-                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-                    sql.Identifier(CHECKPOINT_SCHEMA), sql.Identifier(role_name)
-                )
-            )
-    finally:
-        conn.close()
+        )
 
 
 def remove_checkpoint(pg_config, dbname):
-    conn = pg.connect(pg_config, dbname)
-    try:
-        with conn.cursor() as cr:
-            try:
-                cr.execute(sql.SQL("DROP FUNCTION {}.check() RESTRICT").format(sql.Identifier(CHECKPOINT_SCHEMA)))
-                cr.execute(sql.SQL("DROP SCHEMA {} RESTRICT").format(sql.Identifier(CHECKPOINT_SCHEMA)))
-            except psycopg2.errors.DependentObjectsStillExist as exc:
-                raise SqlRefused("the dump's objects use the engine's own checkpoint schema") from exc
-    finally:
-        conn.close()
+    with pg.cursor(pg_config, dbname) as cr:
+        try:
+            cr.execute(sql.SQL("DROP FUNCTION {}.check() RESTRICT").format(sql.Identifier(CHECKPOINT_SCHEMA)))
+            cr.execute(sql.SQL("DROP SCHEMA {} RESTRICT").format(sql.Identifier(CHECKPOINT_SCHEMA)))
+        except psycopg2.errors.DependentObjectsStillExist as exc:
+            raise SqlRefused("the dump's objects use the engine's own checkpoint schema") from exc
 
 
 class GuardedScript:
