@@ -1,6 +1,8 @@
 from markupsafe import Markup
 from odoo import _, api, fields, models
 
+from ..engine.schedule import human_duration
+
 
 class SppBackupDrill(models.Model):
     """A restore drill: a backup restored into a scratch database, checked, measured and dropped."""
@@ -38,6 +40,30 @@ class SppBackupDrill(models.Model):
         string="Cleaned up", readonly=True, help="The scratch database and its filestore were dropped."
     )
     report = fields.Text(string="Drill report", readonly=True)
+    verdict = fields.Selection(
+        [("passed", "Passed"), ("failed", "Failed"), ("pending", "Not finished")],
+        compute="_compute_verdict",
+        store=True,
+        help="Passed: every check passed and the scratch copy was dropped.",
+    )
+    restore_time = fields.Char(string="Restore time (RTO)", compute="_compute_times")
+    total_time = fields.Char(string="Drill took", compute="_compute_times")
+
+    @api.depends("state", "is_ok")
+    def _compute_verdict(self):
+        for drill in self:
+            if drill.state == "done" and drill.is_ok:
+                drill.verdict = "passed"
+            elif drill.state in ("done", "failed"):
+                drill.verdict = "failed"
+            else:
+                drill.verdict = "pending"
+
+    @api.depends("restore_seconds", "total_seconds", "is_rto_measured", "state")
+    def _compute_times(self):
+        for drill in self:
+            drill.restore_time = human_duration(drill.restore_seconds) if drill.is_rto_measured else False
+            drill.total_time = human_duration(drill.total_seconds) if drill.state in ("done", "failed") else False
 
     @api.depends("policy_id.name", "backup_id")
     def _compute_name(self):

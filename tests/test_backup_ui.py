@@ -22,6 +22,8 @@ class TestBackupUi(HttpCase):
         )
         cls.job = cls.env["spp.backup.job"].create({"policy_id": policy.id, "trigger": "manual"})
         cls.job._queue_run()
+        cls.drill = cls.env["spp.backup.drill"].create({"policy_id": policy.id, "backup_id": "20261126T030000Z-abc123"})
+        cls.drill.write({"state": "failed", "is_ok": False, "total_seconds": 75.0})
 
     def test_job_and_run_forms_open_with_the_live_widget(self):
         """A queued job's form and its run's form render, with the live-follow widget, and no error in the console."""
@@ -41,3 +43,26 @@ class TestBackupUi(HttpCase):
             self.browser_js(
                 "/web#model=%s&id=%d&view_type=form" % (model, record_id), code, ready="odoo.isReady", login="admin"
             )
+
+    def test_drill_form_shows_its_verdict(self):
+        """A failed drill's form carries a "Failed" ribbon and a human duration, not raw seconds."""
+        code = """
+            const started = Date.now();
+            (function wait() {
+                const ribbon = document.querySelector('.o_form_view .ribbon');
+                if (ribbon && ribbon.textContent.includes('Failed')
+                        && document.querySelector('.o_form_view').textContent.includes('1 min 15 s')) {
+                    console.log('test successful');
+                } else if (Date.now() - started > 20000) {
+                    console.error('the drill form shows no Failed ribbon or no human duration');
+                } else {
+                    setTimeout(wait, 100);
+                }
+            })();
+        """
+        self.browser_js(
+            "/web#model=spp.backup.drill&id=%d&view_type=form" % self.drill.id,
+            code,
+            ready="odoo.isReady",
+            login="admin",
+        )
