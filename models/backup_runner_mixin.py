@@ -6,6 +6,7 @@ from odoo.exceptions import UserError
 from ..engine.catalog import BackupRef, latest
 from ..engine.config import DestinationConfig
 from ..engine.errors import BackupError
+from ..engine.schedule import human_duration
 from ..engine.storage import open_storage
 
 _logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class SppBackupRunnerMixin(models.AbstractModel):
     started_at = fields.Datetime(string="Started", readonly=True)
     finished_at = fields.Datetime(string="Finished", readonly=True)
     duration = fields.Float(string="Duration (s)", readonly=True, digits=(16, 1))
+    duration_text = fields.Char(string="Took", compute="_compute_duration_text", help="How long it took, in words.")
     progress = fields.Float(related="run_id.progress", string="Progress (%)")
     progress_message = fields.Char(related="run_id.progress_message", string="Current step")
     log_excerpt = fields.Text(related="run_id.log", string="Log")
@@ -68,6 +70,11 @@ class SppBackupRunnerMixin(models.AbstractModel):
                 kwargs.pop(key, None)
             kwargs.update(author_id=self.env.user.partner_id.id, message_type="comment", subtype_xmlid="mail.mt_note")
         return super().message_post(**kwargs)
+
+    @api.depends("duration")
+    def _compute_duration_text(self):
+        for record in self:
+            record.duration_text = human_duration(record.duration) if record.duration else False
 
     # ------------------------------------------------------------------ plan
 

@@ -236,6 +236,14 @@ class TestBackupJob(BackupCase):
         self.assertEqual(alerts.state, "resolved")
         self.assertEqual(self.policy.state, "ok")
 
+    def test_durations_read_in_words(self):
+        """A job's duration shows as words (1 min 40 s), the seconds stay for sorting and averages."""
+        job = self.make_job()
+        self.finish_run(job, "done", self.fake_result())
+        job._collect()
+        self.assertEqual(job.duration, 100.5)
+        self.assertEqual(job.duration_text, "1 min 40 s")
+
     def test_done_job_records_copies_in_plan_order(self):
         """Copies are matched to destinations by the plan's order, whatever the policy's order later."""
         second = self.Destination.create({"name": "A first by name", "path": os.path.join(self.tmp, "a")})
