@@ -240,14 +240,9 @@ def check_modules(cr, manifest):
 
 
 def addons_dirs(settings):
-    """The addons folders of this server: odoo.conf's addons_path, and Odoo's own when it is importable."""
+    """The addons folders of this server, as odoo.conf's addons_path names them (the engine runs without Odoo:
+    Odoo's own addons count only when that path lists them, as packaged installs do)."""
     dirs = [d.strip() for d in ((settings.options if settings else {}).get("addons_path") or "").split(",")]
-    try:
-        import odoo.addons
-
-        dirs += list(odoo.addons.__path__)
-    except ImportError:
-        pass
     return [d for d in dict.fromkeys(dirs) if d and os.path.isdir(d)]
 
 

@@ -132,3 +132,21 @@ def test_plan_round_trips_without_the_password():
 def test_human_bytes():
     """Sizes read as a person expects."""
     assert human_bytes(512) == "512 B" and human_bytes(1536) == "1.5 KiB" and human_bytes(3 * 1024**3) == "3.0 GiB"
+
+
+def test_the_engine_never_imports_odoo():
+    """The engine runs with Odoo absent (the command line at 3 a.m.): no module of it imports odoo."""
+    import ast
+    import pathlib
+
+    engine = pathlib.Path(__file__).resolve().parents[2] / "engine"
+    found = []
+    for path in sorted(engine.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            found += ["%s:%d %s" % (path.name, node.lineno, n) for n in names if n.split(".")[0] == "odoo"]
+    assert found == []
