@@ -97,11 +97,11 @@ class TestEvidenceIsTheServers(BackupCase):
             "finished_at",
             "run_id",
         ],
-        "spp.backup.job.copy": ["state", "location", "verify_state", "signature", "verify_report"],
+        "spp.backup.job.copy": ["state", "location", "verify_state", "signature", "verify_report", "pruned_at"],
         "spp.backup.restore": ["state", "target_db", "is_replace", "restore_seconds", "run_id"],
-        "spp.backup.drill": ["state", "is_ok", "restore_seconds", "is_rto_measured", "report", "copy_id"],
+        "spp.backup.drill": ["state", "is_ok", "restore_seconds", "is_rto_measured", "report", "copy_id", "verdict"],
         "spp.backup.drill.check": ["is_ok", "detail"],
-        "spp.backup.alert": ["state", "message"],
+        "spp.backup.alert": ["state", "message", "kind"],
     }
 
     @classmethod

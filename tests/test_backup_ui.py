@@ -25,44 +25,40 @@ class TestBackupUi(HttpCase):
         cls.drill = cls.env["spp.backup.drill"].create({"policy_id": policy.id, "backup_id": "20261126T030000Z-abc123"})
         cls.drill.write({"state": "failed", "is_ok": False, "total_seconds": 75.0})
 
-    def test_job_and_run_forms_open_with_the_live_widget(self):
-        """A queued job's form and its run's form render, with the live-follow widget, and no error in the console."""
-        for model, record_id in (("spp.backup.job", self.job.id), ("spp.backup.run", self.job.run_id.id)):
-            code = """
-                const started = Date.now();
-                (function wait() {
-                    if (document.querySelector('.o_form_view .o_spp_backup_run_live')) {
-                        console.log('test successful');
-                    } else if (Date.now() - started > 20000) {
-                        console.error('the form with the live widget did not render');
-                    } else {
-                        setTimeout(wait, 100);
-                    }
-                })();
-            """
-            self.browser_js(
-                "/web#model=%s&id=%d&view_type=form" % (model, record_id), code, ready="odoo.isReady", login="admin"
-            )
-
-    def test_drill_form_shows_its_verdict(self):
-        """A failed drill's form carries a "Failed" ribbon and a human duration, not raw seconds."""
+    def open_form_until(self, model, record_id, condition, failure):
+        """Open a record's form in Chromium; pass once the JavaScript ``condition`` holds, fail after 20 s."""
         code = """
             const started = Date.now();
             (function wait() {
-                const ribbon = document.querySelector('.o_form_view .ribbon');
-                if (ribbon && ribbon.textContent.includes('Failed')
-                        && document.querySelector('.o_form_view').textContent.includes('1 min 15 s')) {
+                if (%s) {
                     console.log('test successful');
                 } else if (Date.now() - started > 20000) {
-                    console.error('the drill form shows no Failed ribbon or no human duration');
+                    console.error(%r);
                 } else {
                     setTimeout(wait, 100);
                 }
             })();
-        """
+        """ % (condition, failure)
         self.browser_js(
-            "/web#model=spp.backup.drill&id=%d&view_type=form" % self.drill.id,
-            code,
-            ready="odoo.isReady",
-            login="admin",
+            "/web#model=%s&id=%d&view_type=form" % (model, record_id), code, ready="odoo.isReady", login="admin"
+        )
+
+    def test_job_and_run_forms_open_with_the_live_widget(self):
+        """A queued job's form and its run's form render, with the live-follow widget, and no error in the console."""
+        for model, record_id in (("spp.backup.job", self.job.id), ("spp.backup.run", self.job.run_id.id)):
+            self.open_form_until(
+                model,
+                record_id,
+                "document.querySelector('.o_form_view .o_spp_backup_run_live')",
+                "the form with the live widget did not render",
+            )
+
+    def test_drill_form_shows_its_verdict(self):
+        """A failed drill's form carries a "Failed" ribbon and a human duration, not raw seconds."""
+        self.open_form_until(
+            "spp.backup.drill",
+            self.drill.id,
+            "(document.querySelector('.o_form_view .ribbon') || {textContent: ''}).textContent.includes('Failed')"
+            " && document.querySelector('.o_form_view').textContent.includes('1 min 15 s')",
+            "the drill form shows no Failed ribbon or no human duration",
         )
