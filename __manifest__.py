@@ -1,7 +1,7 @@
 {  # noqa: B018 - an Odoo manifest is a bare dictionary
     "name": "OpenSPP Backup & Recovery",
     "summary": "Scheduled, verifiable backups of the database, filestore and application, with evidence for auditors.",
-    "version": "17.0.1.3.0",
+    "version": "17.0.1.4.0",
     "author": "OpenSPP.org",
     "website": "https://github.com/OpenSPP/openspp-modules",
     "license": "LGPL-3",
@@ -20,7 +20,6 @@
         "wizards/backup_restore_views.xml",
         "wizards/backup_browse_views.xml",
         "wizards/backup_retention_preview_views.xml",
-        "wizards/backup_key_show_views.xml",
         "views/backup_destination_views.xml",
         "views/backup_job_views.xml",
         "views/backup_policy_views.xml",
@@ -28,6 +27,7 @@
         "views/backup_drill_views.xml",
         "views/backup_alert_views.xml",
         "views/backup_run_views.xml",
+        "views/backup_signing_views.xml",
         "views/menus.xml",
     ],
     "assets": {

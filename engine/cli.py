@@ -391,24 +391,22 @@ def cmd_keys(args):
         raise BackupError("%s exists already: choose a new file (keys are never overwritten)." % args.out)
     if args.kind == "age":
         secret, public = crypto.generate_identity()
-        content = "# spp_backup age identity; public key: %s\n%s\n" % (public, secret)
+        crypto.write_secret_file(args.out, "# spp_backup age identity; public key: %s\n%s\n" % (public, secret))
         what = "age identity (private key)"
         advice = (
-            "keep it away from the Odoo server, offline and in a second safe place: whoever holds it reads every "
-            "backup encrypted to it, and without it none can be restored"
+            "keep it on the host that restores (identity_file in its odoo.conf) and a copy offline, never on the "
+            "server that makes the backups: whoever holds it reads every backup encrypted to it, and without it "
+            "none can be restored"
         )
-        lines = ["public key (recipient), for the policy: %s" % public]
+        lines = ["public key (recipient), to paste into the policy's Recipients: %s" % public]
     else:
-        content, public = crypto.generate_signing_key()
+        public = crypto.write_signing_key(args.out)
         what = "Ed25519 signing key"
         advice = (
             "the server that makes the backups signs with it: keep it there, readable only by Odoo's user, and "
-            "name it in odoo.conf's [spp_backup] section (signing_key_file)"
+            "name it in odoo.conf's [spp_backup] section (signing_key_file); Odoo then shows its public key"
         )
-        lines = ["public key, for the policy and --verify-key: %s" % public]
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(content)
+        lines = ["public key, for --verify-key on other hosts: %s" % public]
     lines.insert(0, "wrote the %s to %s (mode 0600); %s" % (what, args.out, advice))
     return 0, {"file": args.out, "public_key": public}, "\n".join(lines)
 

@@ -56,6 +56,12 @@ def parse_recipients(values):
     recipients = []
     for value in values or []:
         for line in key_lines(value):
+            if "SECRET-KEY" in line.upper():
+                # Never echo it: a message may be shown, logged or mailed.
+                raise PreflightError(
+                    "A private age key (AGE-SECRET-KEY-1...) was given where a public key belongs: never paste it "
+                    "into the server; give its public key (age1...), which 'age-keygen -y identity.txt' prints."
+                )
             try:
                 recipients.append(pyrage.x25519.Recipient.from_str(line))
             except Exception as exc:
@@ -301,19 +307,74 @@ def sign(data, private_key):
     return base64.b64encode(private_key.sign(data)) + b"\n"
 
 
-def check_signature(data, signature_text, public_key_text_value):
-    """Raise VerifyError unless ``signature_text`` is a valid signature of ``data``."""
+def public_key_list(keys):
+    """Trusted public keys as a list: one key (text) or several (list), blanks left out."""
+    if not keys:
+        return []
+    if isinstance(keys, str):
+        keys = [keys]
+    return [key.strip() for key in keys if key and key.strip()]
+
+
+def check_signature(data, signature_text, public_keys):
+    """Raise VerifyError unless ``signature_text`` is a valid signature of ``data`` by one of ``public_keys``.
+
+    ``public_keys`` is one key's base64 text or a list of them: a server trusts every key it has signed with,
+    so a backup made before its signing key was replaced still verifies.
+    """
     from cryptography.exceptions import InvalidSignature
 
-    public_key = load_public_key(public_key_text_value)
+    keys = [load_public_key(text) for text in public_key_list(public_keys)]
+    if not keys:
+        raise VerifyError("No public key to check the manifest's signature with.")
     try:
         signature = base64.b64decode(signature_text.strip(), validate=True)
     except (ValueError, binascii.Error) as exc:
         raise VerifyError("manifest.sig is not a base64 signature.") from exc
+    for public_key in keys:
+        try:
+            public_key.verify(signature, data)
+            return
+        except InvalidSignature:
+            continue
+    raise VerifyError(
+        "The manifest's signature does not match the trusted signing key(s) %s: the manifest was changed, "
+        "or it was signed by another key." % ", ".join(fingerprint(text) for text in public_key_list(public_keys))
+    )
+
+
+def fingerprint(public_key_text_value):
+    """A short name for a signing public key in messages: its first 12 characters."""
+    return (public_key_text_value or "").strip()[:12] + "\u2026"
+
+
+def write_signing_key(path, replace=False):
+    """Make a new Ed25519 key pair straight into ``path`` (mode 0600); return its public key text.
+
+    The private key goes from memory to the file and nowhere else. An existing file is kept unless
+    ``replace``; a replacement is written beside it and renamed over it, so a crash leaves the old key or the
+    new one, never half a file.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    pem, public = generate_signing_key()
+    if not replace:
+        write_secret_file(path, pem)
+        return public
+    temp = "%s.new-%d" % (path, os.getpid())
+    write_secret_file(temp, pem)
     try:
-        public_key.verify(signature, data)
-    except InvalidSignature as exc:
-        raise VerifyError(
-            "The manifest's signature does not match the policy's public key: the manifest was changed, "
-            "or it was signed by another key."
-        ) from exc
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    return public
+
+
+def write_secret_file(path, text):
+    """Write ``text`` to a new file ``path`` readable by its owner only (0600); an existing file is an error."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -57,7 +57,7 @@ class RestoreOptions:
     jobs: int = 1
     tmp_dir: str | None = None
     identities: list = field(default_factory=list)
-    public_key: str | None = None
+    public_key: str | list | None = None  # one trusted key or several (any one verifies)
     require_signature: bool = False
     expected_major_version: str | None = None
     neutralize: bool = False

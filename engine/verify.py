@@ -132,7 +132,7 @@ def deep_check_artifact(storage, key, name, art, identities):
 
 UNSIGNED_WARNING = (
     "this backup is not signed (no manifest.sig): nothing proves which server made it or that its manifest was "
-    "not edited; sign backups with a signing key in the policy (spp-backup keys signing)"
+    "not edited; tick Sign on the policy, with the server's signing key (odoo.conf signing_key_file)"
 )
 
 

@@ -14,4 +14,5 @@ from . import (  # noqa: F401
     backup_policy_objectives,
     backup_restore,
     backup_run,
+    backup_signing_key,
 )

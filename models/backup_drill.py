@@ -81,7 +81,7 @@ class SppBackupDrill(models.Model):
         manifest = self._read_manifest(self._source_ref(source))
         return {
             "source": source,
-            "public_key": Engine._single_key(Engine._trusted_public_key(self.policy_id.sudo())),
+            "public_key": Engine._trusted_public_key(),
             "neutralize_sql": Engine._neutralize_queries(manifest.get("modules") or {}),
             "jobs": 1,
         }

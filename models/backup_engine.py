@@ -118,29 +118,25 @@ class SppBackupEngine(models.AbstractModel):
 
     @api.model
     def _trusted_public_key(self, policies=None):
-        """The key every verification, restore and drill checks signatures with.
+        """The keys every verification, restore and drill checks signatures with: a list, or None.
 
-        ``verify_key`` in odoo.conf (set by whoever runs the server) comes first: a Backup Manager can edit a
-        policy's key, so a policy's key counts only when odoo.conf names none. None: no key known.
+        ``verify_key`` in odoo.conf (set by whoever runs the server) comes first and alone. Else this server's
+        own keys: the public half of the signing key file odoo.conf names, and every key this server signed
+        with before (``spp.backup.signing.key``, written by the server only), so a backup made before the key
+        was replaced still verifies. ``policies`` is accepted for callers that name the backup's policy; one
+        key pair serves the whole server.
         """
         key = (self._settings().get("verify_key") or "").strip()
         if key:
-            return key
-        keys = {(policy.signing_public_key or "").strip() for policy in (policies or []) if policy.signing_public_key}
-        return sorted(keys)[0] if len(keys) == 1 else (None if not keys else sorted(keys))
-
-    @api.model
-    def _single_key(self, key):
-        """One key, or a UserError when the policies that could have made a backup disagree on their keys."""
-        if isinstance(key, list):
-            raise UserError(
-                _(
-                    "The policies that write to this destination sign with different keys (%s): set verify_key in the "
-                    "[spp_backup] section of odoo.conf to the key the backups must be checked with.",
-                    ", ".join(key),
-                )
-            )
-        return key
+            return [key]
+        keys = []
+        current = self.env["spp.backup.signing.key"]._server_key()
+        if current.get("public_key"):
+            keys.append(current["public_key"])
+        for known in self.env["spp.backup.signing.key"].sudo().search([]).mapped("public_key"):
+            if known not in keys:
+                keys.append(known)
+        return keys or None
 
     # --------------------------------------------------------------- scope
 

@@ -373,7 +373,7 @@ class SppBackupJob(models.Model):
                 source["label"] = copy.location
                 sources.append(source)
             Engine = self.env["spp.backup.engine"]
-            key = Engine._single_key(Engine._trusted_public_key(job.policy_id))
+            key = Engine._trusted_public_key()
             plan = {"sources": sources, "public_key": key, "deep": True}
             run = self.env["spp.backup.run"]._queue("verify", plan, job, policy=job.policy_id)
             job.write({"verify_run_id": run.id, "verify_state": "verifying"})

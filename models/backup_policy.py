@@ -140,15 +140,8 @@ class SppBackupPolicy(models.Model):
         tracking=True,
         help="The age public keys (age1..., one per line) the backups are encrypted to. Each holder of the "
         "matching private key (identity) can decrypt; keep at least one identity offline, e.g. printed in a safe. "
-        "Lines starting with # are comments. Use 'Generate age key' to create a new key pair.",
-    )
-    signing_public_key = fields.Char(
-        string="Signing public key",
-        tracking=True,
-        help="Ed25519 public key (base64, 44 characters) that checks the manifest signatures. When set, every "
-        "backup is signed with the private key in the file named by signing_key_file in the [spp_backup] section "
-        "of odoo.conf (or SPP_BACKUP_SIGNING_KEY_FILE), and verification, restores and drills refuse a backup "
-        "whose signature is missing or wrong. Use 'Generate signing key' to create a key pair.",
+        "Lines starting with # are comments. Make a key pair on the host that restores, never on this server: "
+        "spp-backup keys age --out identity.txt (or age-keygen -o identity.txt), and paste the public key it prints.",
     )
     keep_last = fields.Integer(
         string="Keep last",
@@ -385,7 +378,7 @@ class SppBackupPolicy(models.Model):
                     raise ValidationError(
                         _(
                             "Policy '%(name)s': %(reason)s Give one age public key per line, as printed by "
-                            "'age-keygen -y', or use 'Generate age key'.",
+                            "'age-keygen -y identity.txt' or 'spp-backup keys age' on the host that restores.",
                             name=policy.name,
                             reason=exc,
                         )
@@ -394,26 +387,11 @@ class SppBackupPolicy(models.Model):
                 raise ValidationError(
                     _(
                         "Policy '%s' encrypts its backups but has no recipient: paste the age public key (age1...) "
-                        "whose private key you keep offline. To make a new key pair, use Backup & Recovery > "
-                        "Configuration > Generate age key pair (or 'age-keygen' on the machine that keeps it).",
+                        "whose private key you keep offline. Make the key pair on the host that restores, never on "
+                        "this server: spp-backup keys age --out identity.txt (or age-keygen -o identity.txt).",
                         policy.name,
                     )
                 )
-
-    @api.constrains("signing_public_key")
-    def _check_signing_public_key(self):
-        for policy in self.filtered("signing_public_key"):
-            try:
-                crypto.load_public_key(policy.signing_public_key)
-            except BackupError as exc:
-                raise ValidationError(
-                    _(
-                        "Policy '%(name)s': %(reason)s Paste the public key printed when the signing key was made, "
-                        "or use 'Generate signing key'.",
-                        name=policy.name,
-                        reason=exc,
-                    )
-                ) from exc
 
     @api.constrains(*RETENTION_FIELDS)
     def _check_retention(self):
@@ -786,38 +764,6 @@ class SppBackupPolicy(models.Model):
             domain.append(("destination_id", "=", destination.id))
         copies = self.env["spp.backup.job.copy"].sudo().search(domain)
         return sorted(set(copies.mapped("job_id.backup_id")), reverse=True)
-
-    def _signing_key_file(self, settings):
-        """The signing key file for this policy's plan, checked against its public key; None when unsigned."""
-        self.ensure_one()
-        if not self.signing_public_key:
-            return None
-        path = settings.get("signing_key_file")
-        if not path:
-            raise UserError(
-                _(
-                    "Policy '%s' signs its backups, but no signing key file is configured: set signing_key_file "
-                    "in the [spp_backup] section of odoo.conf (or SPP_BACKUP_SIGNING_KEY_FILE) to the file holding "
-                    "the private key, or clear the policy's signing public key.",
-                    self.name,
-                )
-            )
-        try:
-            key = crypto.load_signing_key(path)
-        except BackupError as exc:
-            raise UserError(
-                _("Policy '%(name)s' cannot sign its backups: %(reason)s", name=self.name, reason=exc)
-            ) from exc
-        if crypto.public_key_text(key.public_key()) != self.signing_public_key.strip():
-            raise UserError(
-                _(
-                    "The signing key file configured in odoo.conf (signing_key_file) does not match the signing "
-                    "public key of policy '%s': backups signed with it would fail verification. Configure the "
-                    "matching private key, or put its public key on the policy.",
-                    self.name,
-                )
-            )
-        return path
 
     def action_backup_now(self):
         """Open the confirmation to back up this policy now."""

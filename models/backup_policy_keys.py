@@ -1,74 +1,89 @@
-from odoo import _, api, models
-
-from ..engine import crypto
+from odoo import _, api, fields, models
+from odoo.exceptions import UserError
 
 
 class SppBackupPolicyKeys(models.Model):
-    """Key pairs made from the UI: age identities and signing keys, shown once."""
+    """The keys of a policy: age public keys pasted in, and the server's one signing key.
+
+    The server never makes or sees an age identity: the person who restores
+    makes the key pair on the host that restores and pastes its public half.
+    The signing key pair belongs to the server (odoo.conf names one file);
+    a policy only says whether its backups are signed with it.
+    """
 
     _inherit = "spp.backup.policy"
 
-    # ------------------------------------------------------------- key pairs
+    sign = fields.Boolean(
+        string="Sign",
+        default=lambda self: bool(self.env["spp.backup.engine"]._settings().get("signing_key_file")),
+        tracking=True,
+        help="Sign every backup's manifest with the server's Ed25519 signing key (the file named by "
+        "signing_key_file in odoo.conf; see Configuration > Signing key). Verification, restores and drills "
+        "then refuse a backup whose signature is missing or wrong.",
+    )
+    signing_public_key = fields.Char(
+        string="Signs with",
+        compute="_compute_signing_public_key",
+        help="The public half of the server's signing key, which this policy's backups are signed with.",
+    )
+    signing_status = fields.Char(string="Signing key", compute="_compute_signing_public_key")
 
-    @api.model
-    def _show_secret_action(self, kind, public_key, secret, policy=None):
-        """A dialog that shows a private key once.
+    @api.depends("sign")
+    def _compute_signing_public_key(self):
+        server = self.env["spp.backup.signing.key"]._server_key()
+        for policy in self:
+            policy.signing_public_key = server["public_key"] if policy.sign else False
+            if not policy.sign:
+                policy.signing_status = _("Backups of this policy are not signed.")
+            elif server["state"] == "ok":
+                policy.signing_status = _("The server's signing key is ready.")
+            elif server["state"] == "unset":
+                policy.signing_status = _(
+                    "odoo.conf names no signing key file (signing_key_file): backups of this policy fail until it "
+                    "does. See Configuration > Signing key."
+                )
+            elif server["state"] == "missing":
+                policy.signing_status = _(
+                    "The server has no signing key yet: make it with 'Signing key…' before the first backup."
+                )
+            else:
+                policy.signing_status = _("The signing key file cannot be used: %s", server["reason"])
 
-        The key travels only in the action's context and is shown through
-        computed, non-stored fields of a form that has no Save button: no
-        table row ever holds it.
+    def action_open_signing_key(self):
+        """The server's signing key dialog, from a policy's form."""
+        return self.env["spp.backup.signing"].action_open()
+
+    def _signing_key_file(self, settings):
+        """The signing key file for this policy's plan; None when the policy does not sign.
+
+        The public key it holds is recorded as one of this server's keys, whoever made the file.
         """
-        return {
-            "type": "ir.actions.act_window",
-            "name": _("New age key pair") if kind == "age" else _("New signing key pair"),
-            "res_model": "spp.backup.key.show",
-            "view_mode": "form",
-            "views": [(self.env.ref("spp_backup.view_spp_backup_key_show_form").id, "form")],
-            "target": "new",
-            "context": {
-                "spp_backup_key_kind": kind,
-                "spp_backup_public_key": public_key,
-                "spp_backup_secret": secret,
-                "spp_backup_policy_name": policy.name if policy else "",
-            },
-        }
-
-    @api.model
-    def action_new_age_key_pair(self):
-        """Make an age key pair that belongs to no policy yet, to paste into a new policy."""
-        self.env["spp.backup.engine"]._check_manager()
-        secret, public = crypto.generate_identity()
-        return self._show_secret_action("age", public, secret)
-
-    def action_generate_age_key(self):
-        """Make an age key pair: the public key joins the recipients, the identity is shown once."""
         self.ensure_one()
-        self.env["spp.backup.engine"]._check_manager()
-        secret, public = crypto.generate_identity()
-        recipients = (self.age_recipients or "").rstrip()
-        self.write({"age_recipients": (recipients + "\n" if recipients else "") + public, "encrypt": True})
-        self.message_post(
-            body=_(
-                "%(user)s generated an age key pair; its public key %(key)s was added to the recipients. "
-                "The private key was shown once and is not kept by Odoo.",
-                user=self.env.user.name,
-                key=public,
+        if not self.sign:
+            return None
+        Keys = self.env["spp.backup.signing.key"]
+        server = Keys._server_key(settings)
+        if server["state"] == "unset":
+            raise UserError(
+                _(
+                    "Policy '%s' signs its backups, but odoo.conf names no signing key file: set signing_key_file "
+                    "in its [spp_backup] section (or SPP_BACKUP_SIGNING_KEY_FILE) and make the key in Backup & "
+                    "Recovery > Configuration > Signing key, or untick Sign on the policy.",
+                    self.name,
+                )
             )
-        )
-        return self._show_secret_action("age", public, secret, self)
-
-    def action_generate_signing_key(self):
-        """Make an Ed25519 key pair: the public key goes on the policy, the private key is shown once."""
-        self.ensure_one()
-        self.env["spp.backup.engine"]._check_manager()
-        pem, public = crypto.generate_signing_key()
-        self.write({"signing_public_key": public})
-        self.message_post(
-            body=_(
-                "%(user)s generated a signing key pair; the policy's signing public key is now %(key)s. "
-                "The private key was shown once and is not kept by Odoo.",
-                user=self.env.user.name,
-                key=public,
+        if server["state"] == "missing":
+            raise UserError(
+                _(
+                    "Policy '%(name)s' signs its backups, but the server's signing key %(path)s does not exist yet: "
+                    "make it in Backup & Recovery > Configuration > Signing key.",
+                    name=self.name,
+                    path=server["path"],
+                )
             )
-        )
-        return self._show_secret_action("signing", public, pem, self)
+        if server["state"] != "ok":
+            raise UserError(
+                _("Policy '%(name)s' cannot sign its backups: %(reason)s", name=self.name, reason=server["reason"])
+            )
+        Keys._remember(server["public_key"], _("found in the signing key file"))
+        return server["path"]

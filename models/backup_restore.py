@@ -38,7 +38,9 @@ class SppBackupRestore(models.Model):
     include_filestore = fields.Boolean(string="Filestore", readonly=True)
     neutralize = fields.Boolean(string="Neutralized", readonly=True)
     new_uuid = fields.Boolean(string="New database UUID", readonly=True)
-    public_key = fields.Char(string="Signing public key", readonly=True)
+    public_key = fields.Text(
+        string="Signing public keys", readonly=True, help="The keys the backup's signature was checked against."
+    )
     replaced_db_aside = fields.Char(
         string="Previous database kept as",
         readonly=True,
@@ -81,7 +83,7 @@ class SppBackupRestore(models.Model):
             "neutralize": self.neutralize,
             "neutralize_sql": neutralize_sql,
             "jobs": 1,
-            "public_key": self.public_key or None,
+            "public_key": (self.public_key or "").split() or None,
             "expected_major_version": release.major_version,
             # The wizard had the target's name typed before it accepted a replace (_check_confirmation).
             "confirm_name": self.target_db if self.is_replace else None,

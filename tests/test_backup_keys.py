@@ -1,14 +1,27 @@
-from odoo.exceptions import AccessError
+import os
+import stat
+import subprocess
+import sys
+from unittest.mock import patch
+
+from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import tagged
 from psycopg2 import sql
 
 from ..engine import crypto
-from .common import BackupCase
+from .common import ADDON_DIR, BackupCase
 
 
 @tagged("post_install", "-at_install")
 class TestBackupKeys(BackupCase):
-    """Key pairs made from the policy: Odoo keeps the public halves only, and shows the private ones once."""
+    """Keys that cannot be lost: no age identity ever reaches the server, one signing key pair per server."""
+
+    def setUp(self):
+        super().setUp()
+        self.key_dir = os.path.join(self.tmp, "keys-%s" % self._testMethodName)
+        os.makedirs(self.key_dir)
+        self.key_file = os.path.join(self.key_dir, "signing.pem")
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_SIGNING_KEY_FILE": self.key_file}))
 
     def tables_containing(self, needle):
         """Every (table, column) of this database whose text holds ``needle``."""
@@ -32,78 +45,184 @@ class TestBackupKeys(BackupCase):
                 found.append("%s.%s" % (table, column))
         return found
 
-    def open_dialog(self, action):
-        """What the key dialog shows: a new record in the action's context, as the web client opens it."""
-        self.assertEqual(action["res_model"], "spp.backup.key.show")
-        self.assertEqual(action["target"], "new")
-        self.assertNotIn("res_id", action, "the dialog opens an unsaved record")
-        return self.env["spp.backup.key.show"].with_user(self.manager).with_context(**action["context"]).new({})
+    def open_signing(self, user=None):
+        """The signing key dialog as the web client opens it: a saved record, read back."""
+        action = self.env["spp.backup.signing"].with_user(user or self.manager).action_open()
+        self.assertEqual((action["res_model"], action["target"]), ("spp.backup.signing", "new"))
+        self.assertTrue(action["res_id"], "the dialog opens a saved record, whose fields the server computes")
+        self.assertNotIn("context", action, "nothing travels in the action")
+        return self.env["spp.backup.signing"].with_user(user or self.manager).browse(action["res_id"])
 
-    def test_age_key_keeps_only_the_public_key(self):
-        """Generate age key adds a recipient, turns encryption on and shows the identity once, stored nowhere."""
-        action = self.policy.with_user(self.manager).action_generate_age_key()
-        dialog = self.open_dialog(action)
-        secret, public = dialog.secret, dialog.public_key
-        self.assertTrue(secret.startswith("AGE-SECRET-KEY-1"), secret[:20])
-        self.assertTrue(public.startswith("age1"))
-        self.assertTrue(self.policy.encrypt)
-        self.assertEqual(self.policy._recipient_lines(), [public])
-        self.assertIn("offline", dialog.instructions)
-        # even if the dialog were saved, it would keep nothing
-        saved = self.env["spp.backup.key.show"].with_user(self.manager).with_context(**action["context"]).create({})
-        saved.invalidate_recordset()
-        self.assertEqual(self.tables_containing(secret[16:40]), [], "the private key is in no table")
-        self.assertTrue(self.tables_containing(public), "the public key is recorded (policy, chatter)")
-        self.assertFalse(
-            self.env["mail.message"].search([("body", "ilike", secret[16:40])]), "the chatter never shows the secret"
-        )
-        self.assertFalse(self.env["ir.attachment"].search([("name", "ilike", "AGE-SECRET")]))
-        # a second key pair is appended: both holders can decrypt
-        self.policy.with_user(self.manager).action_generate_age_key()
-        self.assertEqual(len(self.policy._recipient_lines()), 2)
-        self.assertEqual(self.policy._recipient_lines()[0], public)
+    def file_public_key(self):
+        return crypto.public_key_text(crypto.load_signing_key(self.key_file).public_key())
 
-    def test_signing_key_keeps_only_the_public_key(self):
-        """Generate signing key sets the policy's public key and shows the private PEM once, stored nowhere."""
-        action = self.policy.with_user(self.manager).action_generate_signing_key()
-        dialog = self.open_dialog(action)
-        pem = dialog.secret
-        self.assertIn("BEGIN PRIVATE KEY", pem)
-        self.assertEqual(self.policy.signing_public_key, dialog.public_key)
-        crypto.load_public_key(self.policy.signing_public_key)
-        self.assertIn("signing_key_file", dialog.instructions)
-        body = pem.splitlines()[1]
-        self.assertEqual(self.tables_containing(body), [], "the private signing key is in no table")
+    # ------------------------------------------------------------------ age
 
-    def test_standalone_age_key_pair_for_a_new_policy(self):
-        """The Configuration menu makes a key pair without a policy, so a new policy can be saved with its key."""
-        action = self.Policy.with_user(self.manager).action_new_age_key_pair()
-        dialog = self.open_dialog(action)
-        self.assertIn("Paste the public key", dialog.instructions)
+    def test_age_key_is_made_on_the_restoring_host_and_only_its_public_half_is_pasted(self):
+        """The form tells how to make the key pair; a key made that way works on a new policy; no identity is made."""
+        arch = self.Policy.with_user(self.manager).get_views([(False, "form")])["views"]["form"]["arch"]
+        self.assertIn("spp-backup keys age --out identity.txt", arch)
+        self.assertIn("age-keygen -o identity.txt", arch)
+        self.assertNotIn("action_generate_age_key", arch)
+        self.assertNotIn("spp.backup.key.show", self.env, "no model shows private keys any more")
+        identity = os.path.join(self.tmp, "identity-%s.txt" % self._testMethodName)
+        out = subprocess.run(
+            [sys.executable, "-m", "engine", "keys", "age", "--out", identity],
+            cwd=ADDON_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        public = out.split("Recipients: ")[1].split()[0]
+        self.assertTrue(public.startswith("age1"), out)
+        self.assertEqual(stat.S_IMODE(os.stat(identity).st_mode), 0o600)
         policy = self.Policy.with_user(self.manager).create(
-            {"name": "Fresh", "destination_ids": [(6, 0, self.destination.ids)], "age_recipients": dialog.public_key}
+            {
+                "name": "First",
+                "destination_ids": [(6, 0, self.destination.ids)],
+                "age_recipients": public,
+                "sign": False,
+            }
         )
-        self.assertEqual(policy._to_engine_plan().recipients, [dialog.public_key])
-        self.assertEqual(self.tables_containing(dialog.secret[16:40]), [])
+        self.assertTrue(policy.encrypt)
+        self.assertEqual(policy._to_engine_plan().recipients, [public])
+        with open(identity, encoding="ascii") as handle:
+            secret = [line for line in handle.read().splitlines() if line.startswith("AGE-SECRET-KEY-")][0]
+        self.assertEqual(self.tables_containing(secret[16:40]), [], "the identity is in no table")
 
-    def test_dialog_without_context_shows_nothing(self):
-        """Reopened without its context (e.g. after a reload), the dialog has no key to show."""
-        dialog = self.env["spp.backup.key.show"].with_user(self.manager).new({})
-        self.assertFalse(dialog.secret)
-        self.assertIn("no longer shown", dialog.instructions)
+    def test_a_pasted_identity_is_refused_without_being_repeated(self):
+        """Pasting the private key where the public one belongs is refused, and the message does not echo it."""
+        secret, _public = crypto.generate_identity()
+        with self.assertRaises(ValidationError) as raised:
+            self.policy.with_user(self.manager).write({"encrypt": True, "age_recipients": secret})
+        self.assertIn("private age key", str(raised.exception))
+        self.assertNotIn(secret[15:40], str(raised.exception))
+        self.assertEqual(self.tables_containing(secret[16:40]), [])
 
-    def test_only_managers_generate_keys_or_preview(self):
-        """An auditor can neither generate key pairs nor preview retention, even by calling the methods."""
-        for method in ("action_generate_age_key", "action_generate_signing_key", "action_preview_retention"):
-            with self.assertRaises(AccessError, msg=method):
-                getattr(self.policy.with_user(self.auditor), method)()
-        with self.assertRaises(AccessError):
-            self.Policy.with_user(self.auditor).action_new_age_key_pair()
-        with self.assertRaises(AccessError):
-            self.env["spp.backup.retention.preview"].with_user(self.auditor).create(
-                {"policy_id": self.policy.id, "report": "x"}
-            )
-        with self.assertRaises(AccessError):
-            self.env["spp.backup.key.show"].with_user(self.auditor).create({})
-        self.assertFalse(self.policy.signing_public_key)
-        self.assertFalse(self.policy.age_recipients)
+    # -------------------------------------------------------------- signing
+
+    def test_the_server_makes_its_signing_key_straight_into_the_file(self):
+        """Make the signing key: a 0600 file odoo.conf names, its public half shown on every signing policy."""
+        self.policy.sign = True
+        self.assertIn("no signing key yet", self.policy.signing_status)
+        with self.assertRaisesRegex(UserError, "does not exist yet"):
+            self.policy._to_engine_plan()
+        dialog = self.open_signing()
+        self.assertEqual(dialog.state, "missing")
+        self.assertEqual(dialog.key_file, self.key_file)
+        self.assertIn("spp-backup keys signing --out %s" % self.key_file, dialog.command)
+        self.assertEqual(dialog.policy_ids, self.policy)
+        action = dialog.action_make_key()
+        self.assertEqual(stat.S_IMODE(os.stat(self.key_file).st_mode), 0o600)
+        public = self.file_public_key()
+        reopened = self.env["spp.backup.signing"].with_user(self.manager).browse(action["res_id"])
+        self.assertEqual((reopened.state, reopened.public_key), ("ok", public))
+        self.policy.invalidate_recordset()
+        self.assertEqual(self.policy.signing_public_key, public)
+        self.assertIn("ready", self.policy.signing_status)
+        self.assertEqual(self.policy._to_engine_plan().signing_key_file, self.key_file)
+        self.assertEqual(self.env["spp.backup.engine"]._trusted_public_key(), [public])
+        self.assertIn(public, self.policy.message_ids[0].body, "the policy's chatter says which key it signs with")
+        with open(self.key_file, encoding="ascii") as handle:
+            body = handle.read().splitlines()[1]
+        self.assertEqual(self.tables_containing(body), [], "the private key is in no table")
+        self.assertFalse(self.env["mail.message"].search([("body", "ilike", body[:24])]))
+
+    def test_a_new_key_pair_says_what_it_affects_and_old_backups_still_verify(self):
+        """Replacing the key: the dialog lists the signing policies; the previous public key stays trusted."""
+        other = self.Policy.create(
+            {"name": "Weekly", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False, "sign": True}
+        )
+        unsigned = self.Policy.create(
+            {"name": "Plain", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False, "sign": False}
+        )
+        self.policy.sign = True
+        old = crypto.write_signing_key(self.key_file)
+        data = b'{"format": 1}\n'
+        old_signature = crypto.sign(data, crypto.load_signing_key(self.key_file)).decode()
+        dialog = self.open_signing()
+        self.assertEqual(dialog.state, "ok")
+        self.assertEqual(dialog.policy_ids, self.policy | other)
+        self.assertNotIn(unsigned, dialog.policy_ids)
+        form = self.env["spp.backup.signing"].get_views([(False, "form")])["views"]["form"]["arch"]
+        self.assertIn("Replace the signing key", form)
+        self.assertIn("backups signed with the current key still verify", form)
+        dialog.action_make_key()
+        new = self.file_public_key()
+        self.assertNotEqual(new, old)
+        trusted = self.env["spp.backup.engine"]._trusted_public_key()
+        self.assertEqual(trusted[0], new, "the current key comes first")
+        self.assertIn(old, trusted)
+        crypto.check_signature(data, old_signature, trusted)
+        replaced = self.env["spp.backup.signing.key"].search([("public_key", "=", old)])
+        self.assertTrue(replaced.replaced_at)
+        for policy in (self.policy, other):
+            self.assertIn("replaced the server's signing key", policy.message_ids[0].body)
+        self.assertNotIn("signing key", unsigned.message_ids[:1].body or "")
+        # verify_key in odoo.conf, set by whoever runs the server, is the only key when it is set
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_VERIFY_KEY": old}))
+        self.assertEqual(self.env["spp.backup.engine"]._trusted_public_key(), [old])
+
+    def test_when_odoo_cannot_write_the_file_the_dialog_gives_the_command(self):
+        """A key file Odoo cannot create: a sentence with the commands to run on the server; nothing is made."""
+        blocked = os.path.join(self.key_dir, "not-a-folder")
+        with open(blocked, "w", encoding="ascii") as handle:
+            handle.write("x")
+        path = os.path.join(blocked, "signing.pem")
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_SIGNING_KEY_FILE": path}))
+        dialog = self.open_signing()
+        self.assertEqual(dialog.state, "missing")
+        with self.assertRaises(UserError) as raised:
+            dialog.action_make_key()
+        self.assertIn("Odoo cannot write the signing key file %s" % path, str(raised.exception))
+        self.assertIn("spp-backup keys signing --out %s" % path, str(raised.exception))
+        self.assertFalse(self.env["spp.backup.signing.key"].search([]))
+
+    def test_an_unusable_key_file_is_left_alone(self):
+        """A file that is not an Ed25519 key is reported and never overwritten."""
+        with open(self.key_file, "w", encoding="ascii") as handle:
+            handle.write("someone's notes")
+        dialog = self.open_signing()
+        self.assertEqual(dialog.state, "invalid")
+        self.assertIn("not an unencrypted PEM private key", dialog.problem)
+        with self.assertRaisesRegex(UserError, "is left as it is"):
+            dialog.action_make_key()
+        with open(self.key_file, encoding="ascii") as handle:
+            self.assertEqual(handle.read(), "someone's notes")
+
+    def test_without_a_key_file_in_odoo_conf_the_steps_are_given(self):
+        """odoo.conf names no file: new policies do not sign, and the dialog says what to add to odoo.conf."""
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_SIGNING_KEY_FILE": ""}))
+        policy = self.Policy.create(
+            {"name": "New", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False}
+        )
+        self.assertFalse(policy.sign)
+        dialog = self.open_signing()
+        self.assertEqual(dialog.state, "unset")
+        with self.assertRaisesRegex(UserError, "odoo.conf names no signing key file"):
+            dialog.action_make_key()
+        self.policy.sign = True
+        self.assertIn("names no signing key file", self.policy.signing_status)
+        with self.assertRaisesRegex(UserError, "names no signing key file"):
+            self.policy._to_engine_plan()
+
+    def test_a_new_policy_signs_when_odoo_conf_names_a_key_file(self):
+        """With signing_key_file in odoo.conf, a new policy signs by default."""
+        policy = self.Policy.with_user(self.manager).create(
+            {"name": "New", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False}
+        )
+        self.assertTrue(policy.sign)
+
+    def test_only_managers_see_or_make_the_signing_key(self):
+        """No group but Backup Manager opens the dialog or makes a key, even by calling the methods."""
+        for who in (self.internal, self.auditor, self.restorer):
+            with self.subTest(user=who.login):
+                with self.assertRaises(AccessError):
+                    self.env["spp.backup.signing"].with_user(who).action_open()
+                with self.assertRaises(AccessError):
+                    self.env["spp.backup.signing"].with_user(who).create({})
+        dialog = self.open_signing()
+        for who in (self.internal, self.auditor, self.restorer):
+            with self.subTest(user=who.login), self.assertRaises(AccessError):
+                dialog.with_user(who).action_make_key()
+        self.assertFalse(os.path.exists(self.key_file))

@@ -1,5 +1,6 @@
 import copy
 import os
+from unittest.mock import patch
 
 from odoo.exceptions import UserError
 from odoo.tests import tagged
@@ -56,11 +57,8 @@ class TestOffsiteBackup(S3BackupCase):
         cls.identity_file = os.path.join(cls.tmp, "identity.txt")
         with open(cls.identity_file, "w", encoding="utf-8") as handle:
             handle.write("# offline key\n%s\n" % secret)
-        pem, cls.signing_public = crypto.generate_signing_key()
         cls.signing_key_file = os.path.join(cls.tmp, "signing.pem")
-        with open(cls.signing_key_file, "w", encoding="utf-8") as handle:
-            handle.write(pem)
-        os.chmod(cls.signing_key_file, 0o600)
+        cls.signing_public = crypto.write_signing_key(cls.signing_key_file)
         cls.patch_environ(
             {"SPP_BACKUP_SIGNING_KEY_FILE": cls.signing_key_file, "SPP_BACKUP_IDENTITY_FILE": cls.identity_file}
         )
@@ -70,7 +68,7 @@ class TestOffsiteBackup(S3BackupCase):
                 "destination_ids": [(6, 0, (cls.destination | cls.bucket).ids)],
                 "encrypt": True,
                 "age_recipients": cls.public,
-                "signing_public_key": cls.signing_public,
+                "sign": True,
                 "keep_last": 3,
             }
         )
@@ -109,11 +107,33 @@ class TestOffsiteBackup(S3BackupCase):
         self.assertIn("s3://offsite-bucket", job.verify_report)
         self.assertIn(job.backup_id, self.policy._to_engine_plan().verified_ids)
 
+    def test_backups_signed_before_the_key_was_replaced_still_verify(self):
+        """A manager replaces the server's key: the stored backup still verifies, and the next one signs anew."""
+        self.assertEqual(self.job.state, "done", self.job.error_message)
+        with open(self.signing_key_file, "rb") as handle:
+            original = handle.read()
+
+        def put_back():
+            with open(self.signing_key_file, "wb") as handle:
+                handle.write(original)
+
+        self.addCleanup(put_back)
+        dialog = self.env["spp.backup.signing"].with_user(self.manager).create({})
+        self.assertEqual(dialog.public_key, self.signing_public)
+        self.policy._to_engine_plan()  # the server records the key it signs with
+        dialog.action_make_key()
+        self.assertNotEqual(self.policy.signing_public_key, self.signing_public)
+        self.job.with_user(self.manager).action_verify()
+        self.work()
+        self.assertEqual(self.job.verify_state, "ok", self.job.verify_report)
+        self.assertEqual(self.job.copy_ids.mapped("signature"), ["valid (Ed25519)", "valid (Ed25519)"])
+
     def test_wrong_signing_key_fails_verification_on_the_policy(self):
         """Verified against another public key, both copies fail and the policy shows the failed verification."""
         self.assertEqual(self.job.state, "done", self.job.error_message)
         self.assertEqual(self.policy.last_success_job_id, self.job)
-        self.policy.signing_public_key = crypto.generate_signing_key()[1]
+        self.assertEqual(self.policy.signing_public_key, self.signing_public)
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_VERIFY_KEY": crypto.generate_signing_key()[1]}))
         self.job.with_user(self.manager).action_verify()
         self.work()
         self.assertEqual(self.job.verify_state, "failed")

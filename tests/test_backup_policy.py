@@ -144,7 +144,7 @@ class TestBackupPolicy(BackupCase):
             self.policy.encrypt = True
         with self.assertRaisesRegex(ValidationError, "is not an age public key"):
             self.policy.write({"encrypt": True, "age_recipients": "age1notakey"})
-        with self.assertRaisesRegex(ValidationError, "is not an age public key"):
+        with self.assertRaisesRegex(ValidationError, "A private age key"):
             self.policy.write({"encrypt": True, "age_recipients": "AGE-SECRET-KEY-1QQQQ"})
         other = crypto.generate_identity()[1]
         self.policy.write(
@@ -153,14 +153,6 @@ class TestBackupPolicy(BackupCase):
         self.assertEqual(self.policy._to_engine_plan().recipients, [self.recipient, other])
         self.policy.encrypt = False
         self.assertEqual(self.policy._to_engine_plan().recipients, [], "no encryption: no recipients in the plan")
-
-    def test_constraint_signing_public_key(self):
-        """The signing public key must be an Ed25519 key in base64."""
-        with self.assertRaisesRegex(ValidationError, "is not an Ed25519 public key"):
-            self.policy.signing_public_key = "not-a-key"
-        with self.assertRaisesRegex(ValidationError, "is not an Ed25519 public key"):
-            self.policy.signing_public_key = "QUJD"
-        self.policy.signing_public_key = crypto.generate_signing_key()[1]
 
     def test_s3_destination_requires_encryption(self):
         """An S3 destination on an unencrypted policy is refused unless unencrypted offsite copies are allowed."""
@@ -208,11 +200,10 @@ class TestBackupPolicy(BackupCase):
         self.assertEqual(self.policy._to_engine_plan().verified_ids, ["20261126T030000Z-abc123"])
 
     def test_signing_needs_the_key_file(self):
-        """A signing policy without signing_key_file is a clear error; with a matching key file, the plan names it."""
-        pem, public = crypto.generate_signing_key()
-        self.policy.signing_public_key = public
+        """A signing policy without the server's key file is a clear error, at the plan and on the job."""
+        self.policy.sign = True
         with patch.dict(os.environ, {"SPP_BACKUP_SIGNING_KEY_FILE": ""}):
-            with self.assertRaisesRegex(UserError, "no signing key file is configured"):
+            with self.assertRaisesRegex(UserError, "odoo.conf names no signing key file"):
                 self.policy._to_engine_plan()
             job = self.Job.create({"policy_id": self.policy.id, "trigger": "manual"})
             with self.assertLogs("odoo.addons.spp_backup.models.backup_job", level="ERROR"):
@@ -220,13 +211,18 @@ class TestBackupPolicy(BackupCase):
         self.assertEqual(job.state, "failed")
         self.assertIn("signing_key_file", job.error_message)
         key_file = os.path.join(self.tmp, "signing.pem")
-        with open(key_file, "w", encoding="utf-8") as handle:
-            handle.write(pem)
         with patch.dict(os.environ, {"SPP_BACKUP_SIGNING_KEY_FILE": key_file}):
-            self.assertEqual(self.policy._to_engine_plan().signing_key_file, key_file)
-            self.policy.signing_public_key = crypto.generate_signing_key()[1]
-            with self.assertRaisesRegex(UserError, "does not match the signing public key"):
+            with self.assertRaisesRegex(UserError, "does not exist yet"):
                 self.policy._to_engine_plan()
+            public = crypto.write_signing_key(key_file)
+            self.assertEqual(self.policy._to_engine_plan().signing_key_file, key_file)
+            self.assertTrue(self.env["spp.backup.signing.key"].search([("public_key", "=", public)]))
+            with open(key_file, "w", encoding="ascii") as handle:
+                handle.write("garbage")
+            with self.assertRaisesRegex(UserError, "cannot sign its backups: The signing key file"):
+                self.policy._to_engine_plan()
+        self.policy.sign = False
+        self.assertIsNone(self.policy._to_engine_plan().signing_key_file)
 
     def test_archived_policy_cannot_back_up_now(self):
         """Back up now is refused on an archived policy."""

@@ -315,13 +315,15 @@ class TestBackupRestore(RealBackupCase):
             "copy_id": False,
             "public_key": False,
         }
-        policy_key = crypto.generate_signing_key()[1]
-        self.policy.sudo().signing_public_key = policy_key
-        self.assertEqual(Wizard.create(values)._effective_public_key(), policy_key, "the policy found by the server")
+        key_file = os.path.join(self.tmp, "signing-restore.pem")
+        own_key = crypto.write_signing_key(key_file)
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_SIGNING_KEY_FILE": key_file}))
+        typed = dict(values, public_key=crypto.generate_signing_key()[1])
+        self.assertEqual(Wizard.create(typed)._effective_public_key(), [own_key], "the server's own key, not the typed")
         server_key = crypto.generate_signing_key()[1]
         self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_VERIFY_KEY": server_key}))
         wizard = Wizard.create(values)
-        self.assertEqual(wizard._effective_public_key(), server_key, "odoo.conf's verify_key before a policy's")
+        self.assertEqual(wizard._effective_public_key(), [server_key], "odoo.conf's verify_key before all others")
         self.assertFalse(self.checks(wizard)["signature"][0], "this unsigned backup fails the server's key")
         wizard.write({"step": "checked", "is_check_ok": True})
         with self.assertRaisesRegex(UserError, "Run the checks first"):

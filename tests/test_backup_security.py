@@ -4,6 +4,7 @@ from unittest.mock import patch
 from odoo.exceptions import AccessError, ValidationError
 from odoo.tests import tagged
 
+from ..engine import crypto
 from .common import BackupCase
 
 
@@ -102,6 +103,7 @@ class TestEvidenceIsTheServers(BackupCase):
         "spp.backup.drill": ["state", "is_ok", "restore_seconds", "is_rto_measured", "report", "copy_id", "verdict"],
         "spp.backup.drill.check": ["is_ok", "detail"],
         "spp.backup.alert": ["state", "message", "kind"],
+        "spp.backup.signing.key": ["public_key", "origin", "replaced_at", "user_id"],
     }
 
     @classmethod
@@ -130,6 +132,9 @@ class TestEvidenceIsTheServers(BackupCase):
             "spp.backup.drill": cls.drill,
             "spp.backup.drill.check": cls.drill.check_ids,
             "spp.backup.alert": cls.alert,
+            "spp.backup.signing.key": cls.env["spp.backup.signing.key"]._remember(
+                crypto.generate_signing_key()[1], "a test key"
+            ),
         }
 
     def users(self):
@@ -161,6 +166,7 @@ class TestEvidenceIsTheServers(BackupCase):
             "spp.backup.drill": {"policy_id": self.policy.id, "is_ok": True, "restore_seconds": 1.0},
             "spp.backup.drill.check": {"drill_id": self.drill.id, "name": "x", "is_ok": True},
             "spp.backup.alert": {"policy_id": self.policy.id, "kind": "rpo_breach"},
+            "spp.backup.signing.key": {"public_key": crypto.generate_signing_key()[1]},
         }
         for model, values in forged.items():
             for who, user in self.users().items():

@@ -100,8 +100,9 @@ class SppBackupRestoreWizard(models.TransientModel):
     public_key = fields.Char(
         string="Signing public key",
         help="Ed25519 public key (base64) the backup's signature is checked against when this server knows none "
-        "for it. The server's own key (the policy's, or verify_key in odoo.conf) always comes first and cannot be "
-        "replaced here. With a key, a backup whose signature is missing or wrong is refused.",
+        "for it. The server's own keys (its signing key and the ones it signed with before, or verify_key in "
+        "odoo.conf) always come first and cannot be replaced here. With a key, a backup whose signature is "
+        "missing or wrong is refused.",
     )
     check_report = fields.Text(string="Checks", readonly=True)
     is_check_ok = fields.Boolean(string="Checks passed", readonly=True)
@@ -158,7 +159,6 @@ class SppBackupRestoreWizard(models.TransientModel):
         ref = self.env["spp.backup.restore"]._source_ref(source)
         manifest = self.env["spp.backup.restore"]._read_manifest(ref)
         values.update(
-            public_key=policy.signing_public_key or False,
             source_location=values.get("source_location") or ref.location(),
             source_db_name=source["db_name"],
             backup_id=ref.backup_id,
@@ -239,27 +239,15 @@ class SppBackupRestoreWizard(models.TransientModel):
             copy=self.copy_id, destination=self.destination_id, db_name=self.source_db_name, backup_id=self.backup_id
         )
 
-    def _server_policies(self):
-        """The policies that could have made this backup, found by the server from the copy or the destination."""
-        self.ensure_one()
-        if self.copy_id:
-            return self.copy_id.sudo().job_id.policy_id
-        return (
-            self.env["spp.backup.policy"]
-            .sudo()
-            .with_context(active_test=False)
-            .search([("database", "=", self.source_db_name), ("destination_ids", "in", self.destination_id.ids)])
-        )
-
     def _effective_public_key(self):
-        """The server's key for this backup (verify_key in odoo.conf, else its policy's); else the one typed.
+        """This server's trusted keys (verify_key in odoo.conf, else its own signing keys); else the one typed.
 
-        The wizard's own policy and key fields are what a person may write: they never replace the server's key.
+        The wizard's key field is what a person may write: it never replaces the server's keys.
         """
         self.ensure_one()
-        Engine = self.env["spp.backup.engine"]
-        server_key = Engine._single_key(Engine._trusted_public_key(self._server_policies()))
-        return server_key or (self.public_key or "").strip() or None
+        server_keys = self.env["spp.backup.engine"]._trusted_public_key()
+        typed = (self.public_key or "").strip()
+        return server_keys or ([typed] if typed else None)
 
     def _collect_checks(self):
         """The quick pre-checks of this restore (the worker verifies every stored byte), as a list of Check."""
@@ -566,7 +554,7 @@ class SppBackupRestoreWizard(models.TransientModel):
                     "include_filestore": self.include_filestore and self.has_filestore,
                     "neutralize": self.neutralize,
                     "new_uuid": self.new_uuid,
-                    "public_key": key or False,
+                    "public_key": "\n".join(key or []) or False,
                     "check_report": self.check_report,
                     "user_id": self.env.user.id,
                 }

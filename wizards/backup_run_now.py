@@ -38,7 +38,7 @@ class SppBackupRunNow(models.TransientModel):
                 safety = _("Encrypted with age to %s recipient key(s).", len(policy._recipient_lines()))
             else:
                 safety = _("Not encrypted.")
-            if policy.signing_public_key:
+            if policy.sign:
                 safety += " " + _("The manifest is signed (Ed25519).")
             wizard.description = Markup("<p>%s</p><p>%s</p><ul>%s</ul><p>%s</p>") % (
                 _("Back up %(what)s of database %(db)s.", what=", ".join(parts), db=policy.database),

@@ -2,6 +2,8 @@
 
 import io
 import os
+import re
+import stat
 import subprocess
 
 import pytest
@@ -109,6 +111,15 @@ def test_bad_keys_are_sentences(tmp_path):
         crypto.load_identities(None)
 
 
+def test_a_private_age_key_given_as_recipient_is_refused_without_echo():
+    """A pasted identity is refused with advice, and the message never repeats it."""
+    secret, public = crypto.generate_identity()
+    with pytest.raises(PreflightError) as raised:
+        crypto.parse_recipients([public + "\n" + secret])
+    assert "private age key" in str(raised.value) and "age-keygen -y" in str(raised.value)
+    assert secret[15:40] not in str(raised.value)
+
+
 def test_signature_round_trip_and_tampering(tmp_path):
     """A signed manifest verifies; one changed byte or another key is refused."""
     pem, public = crypto.generate_signing_key()
@@ -117,13 +128,45 @@ def test_signature_round_trip_and_tampering(tmp_path):
     data = b'{"format": 1}\n'
     signature = crypto.sign(data, crypto.load_signing_key(str(key_file)))
     crypto.check_signature(data, signature.decode(), public)
-    with pytest.raises(VerifyError, match="does not match the policy's public key"):
+    with pytest.raises(VerifyError, match="does not match the trusted signing key"):
         crypto.check_signature(b'{"format": 2}\n', signature.decode(), public)
     _, other_public = crypto.generate_signing_key()
     with pytest.raises(VerifyError, match="does not match"):
         crypto.check_signature(data, signature.decode(), other_public)
     with pytest.raises(PreflightError, match="not an Ed25519 public key"):
         crypto.check_signature(data, signature.decode(), "abc")
+
+
+def test_signature_checks_against_every_trusted_key(tmp_path):
+    """A server trusts each key it has signed with: any one of them verifies, none of them is refused by name."""
+    key_file = tmp_path / "signing.pem"
+    old_public = crypto.write_signing_key(str(key_file))
+    data = b'{"format": 1}\n'
+    old_signature = crypto.sign(data, crypto.load_signing_key(str(key_file))).decode()
+    new_public = crypto.write_signing_key(str(key_file), replace=True)
+    assert new_public != old_public
+    new_signature = crypto.sign(data, crypto.load_signing_key(str(key_file))).decode()
+    crypto.check_signature(data, old_signature, [new_public, old_public])
+    crypto.check_signature(data, new_signature, [new_public, old_public])
+    with pytest.raises(VerifyError, match=r"trusted signing key\(s\) %s" % re.escape(new_public[:12])):
+        crypto.check_signature(data, old_signature, [new_public])
+    with pytest.raises(VerifyError, match="No public key"):
+        crypto.check_signature(data, old_signature, ["", None])
+
+
+def test_signing_key_file_is_written_once_with_mode_0600(tmp_path):
+    """The private key goes straight into a new 0600 file; an existing file is never overwritten unless replaced."""
+    key_file = tmp_path / "signing.pem"
+    public = crypto.write_signing_key(str(key_file))
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert crypto.public_key_text(crypto.load_signing_key(str(key_file)).public_key()) == public
+    with pytest.raises(FileExistsError):
+        crypto.write_signing_key(str(key_file))
+    assert crypto.public_key_text(crypto.load_signing_key(str(key_file)).public_key()) == public
+    replaced = crypto.write_signing_key(str(key_file), replace=True)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert crypto.public_key_text(crypto.load_signing_key(str(key_file)).public_key()) == replaced != public
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["signing.pem"], "no temporary file is left"
 
 
 def test_signing_key_must_be_ed25519_pem(tmp_path):
