@@ -1,0 +1,570 @@
+"""A content-addressed store of filestore files, kept per database, destination and set of recipients.
+
+Odoo writes each attachment once, named by the SHA-1 of its content
+(``<2 hex>/<sha1>``), and never changes it. A backup therefore stores only
+the files the destination's store does not hold yet, in packs of a few tens
+of MiB (few large objects for S3, not millions of small ones)::
+
+    <db>/.store-<store id>/config.json         what the store is (plain JSON)
+    <db>/.store-<store id>/packs/<xx>/<name>   blobs back to back
+    <db>/.store-<store id>/index/<name>.json   where each blob is (plain JSON)
+
+A **blob** is one file, compressed with zstd (one frame) and, when the store
+is encrypted, encrypted with age to the store's recipients (one age stream
+per blob, so one blob can be read alone). An **index** object, written after
+its packs are complete, lists for each new blob its keyed id, pack, offset,
+stored length, the SHA-256 of the stored bytes and the file's size. Every
+set that uses the store writes ``store.json`` in its own folder: the store
+id and the packs it references; the set's encrypted file list (an ordinary
+artifact) names each file with its keyed blob id.
+
+Names never reveal Odoo's SHA-1s: the store id and blob ids are HMAC-SHA256
+of the server's store key (a file odoo.conf names), and pack names are
+random. The server cannot decrypt its own file lists (it holds no age
+identity), so the plain index objects and ``store.json`` are what it needs
+for deduplication and garbage collection; they hold keyed ids, offsets and
+sizes only.
+
+Restoring needs no store key: the file list gives each path's keyed id, the
+index its bytes; ``age -d`` and ``zstd -d`` of a blob's byte range give the
+file back (see the README's format section).
+"""
+
+import contextlib
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import secrets
+import sqlite3
+import tempfile
+import time
+
+import zstandard
+
+from . import crypto
+from .errors import BackupError, PreflightError, VerifyError
+
+STORE_FORMAT = 1
+PACK_TARGET = 32 << 20
+SMALL_BLOB = 4 << 20  # blobs up to this size are compressed and encrypted in memory
+CHUNK = 1 << 20
+STORE_SET_NAME = "store.json"
+SHA1_NAME = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{40}$")
+STORE_DIR = re.compile(r"^\.store-[0-9a-f]{16}$")
+
+
+def load_store_key(path, create=False):
+    """The store key (32 bytes) from the file odoo.conf names; made (mode 0600) when ``create`` and absent."""
+    if not path:
+        raise PreflightError(
+            "An incremental filestore needs a store key: set store_key_file in the [spp_backup] section of odoo.conf "
+            "(the server makes the file on the first backup)."
+        )
+    path = os.path.abspath(os.path.expanduser(path))
+    if create and not os.path.lexists(path):
+        with contextlib.suppress(FileExistsError):
+            crypto.write_secret_file(path, secrets.token_hex(32) + "\n")
+    try:
+        with open(path, encoding="ascii") as handle:
+            text = handle.read().strip()
+        key = bytes.fromhex(text)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise PreflightError("Cannot read the store key file %s: it must hold 64 hex digits." % path) from exc
+    if len(key) != 32:
+        raise PreflightError("The store key file %s must hold 64 hex digits (32 bytes)." % path)
+    return key
+
+
+def _keyed(key, *parts):
+    message = b"\0".join(part.encode("utf-8") if isinstance(part, str) else part for part in parts)
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def store_id(key, database_uuid, recipients):
+    """The store of one database of one server for one set of recipients (fingerprints, any order)."""
+    return _keyed(key, b"store", database_uuid or "", ",".join(sorted(recipients or [])) or "plain")[:16]
+
+
+def blob_id(key, rel, size, mtime_ns=None):
+    """The keyed id of a filestore file.
+
+    A file named by its SHA-1, as Odoo names them, is the same file whenever its name and size are: it is never
+    read again once stored. Any other file also counts its modification time.
+    """
+    if SHA1_NAME.match(rel):
+        return _keyed(key, b"blob", rel, str(size))[:32]
+    return _keyed(key, b"blob", rel, str(size), str(mtime_ns or 0))[:32]
+
+
+class PackStore:
+    """One store at one destination (``storage``), under ``<db_name>/.store-<id>``."""
+
+    def __init__(self, storage, db_name, sid, recipients=None, encrypted=None):
+        self.storage = storage
+        self.db_name = db_name
+        self.sid = sid
+        self.prefix = "%s/.store-%s" % (db_name, sid)
+        self.recipients = recipients or []
+        self.encrypted = bool(self.recipients) if encrypted is None else encrypted
+        self._index = None
+
+    def key(self, *parts):
+        return "/".join((self.prefix,) + parts)
+
+    def pack_key(self, name):
+        return self.key("packs", name[:2], name)
+
+    # ----------------------------------------------------------- config
+
+    def ensure_config(self, fingerprints):
+        """Write the store's config.json on first use; refuse a store made for other recipients."""
+        config_key = self.key("config.json")
+        if self.storage.exists(config_key):
+            config = json.loads(self.storage.read_bytes(config_key))
+            if config.get("format") != STORE_FORMAT:
+                raise PreflightError("The store %s has format %r, not %d." % (self.prefix, config.get("format"), 1))
+            if sorted(config.get("recipients") or []) != sorted(fingerprints or []):
+                raise PreflightError("The store %s was made for other age recipients." % self.prefix)
+            return config
+        config = {
+            "format": STORE_FORMAT,
+            "store_id": self.sid,
+            "encrypted": self.encrypted,
+            "recipients": sorted(fingerprints or []),
+            "compression": "zstd",
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        with self.storage.open_writer(config_key) as writer:
+            writer.write(json.dumps(config, indent=1, sort_keys=True).encode() + b"\n")
+        return config
+
+    # ------------------------------------------------------------ index
+
+    def index_names(self):
+        return sorted(name[:-5] for name in self.storage.list_dir(self.key("index")) if name.endswith(".json"))
+
+    def read_index(self, name):
+        return json.loads(self.storage.read_bytes(self.key("index", name + ".json")))
+
+    def index(self):
+        """The store's blobs in an on-disk table (memory stays flat however many there are)."""
+        if self._index is None:
+            self._index = BlobIndex()
+            for name in self.index_names():
+                self._index.add_index(name, self.read_index(name))
+        return self._index
+
+    def close(self):
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    # ------------------------------------------------------------ reading
+
+    def decode(self, stored, entry, identities, what):
+        """A small blob's stored bytes back to the file's bytes, checked against the index."""
+        if hashlib.sha256(stored).hexdigest() != entry["sha256"]:
+            raise VerifyError("a blob in pack %s is damaged (its SHA-256 differs from the index)." % what)
+        data = stored
+        if self.encrypted:
+            if not identities:
+                raise BackupError("The filestore store is encrypted: give the age identity file.")
+            try:
+                data = crypto._pyrage().decrypt(stored, identities)
+            except Exception as exc:
+                raise VerifyError(crypto.describe_decrypt_error(exc, "a blob in pack %s" % what)) from exc
+        try:
+            data = zstandard.ZstdDecompressor().decompress(data, max_output_size=max(1, entry["size"]))
+        except zstandard.ZstdError as exc:
+            raise VerifyError("a blob in pack %s does not decompress (%s)." % (what, exc)) from exc
+        if len(data) != entry["size"]:
+            raise VerifyError("a blob in pack %s has %d bytes, the index says %d." % (what, len(data), entry["size"]))
+        return data
+
+    def extract_pack(self, pack, entries, identities, open_target):
+        """Write each of ``entries`` (of one pack) to ``open_target(entry)``, reading the pack once in offset order.
+
+        Small blobs are decoded in memory, large ones streamed, so memory stays flat. Each blob's stored
+        SHA-256 and size are checked; a damaged blob raises VerifyError naming the pack (the caller writes
+        into a staging folder, so nothing half-restored is used).
+        """
+        entries = sorted(entries, key=lambda e: e["offset"])
+        with self.storage.open_reader(self.pack_key(pack)) as reader:
+            position = 0
+            for entry in entries:
+                _skip(reader, entry["offset"] - position, pack)
+                position = entry["offset"] + entry["length"]
+                with open_target(entry) as target:
+                    if entry["length"] <= SMALL_BLOB:
+                        target.write(self.decode(_read_exact(reader, entry["length"], pack), entry, identities, pack))
+                    else:
+                        self._stream_out(reader, entry, identities, pack, target)
+
+    def _stream_out(self, reader, entry, identities, pack, target):
+        hashing = _Bounded(reader, entry["length"], pack)
+        source = hashing
+        decryptor = None
+        if self.encrypted:
+            if not identities:
+                raise BackupError("The filestore store is encrypted: give the age identity file.")
+            decryptor = source = crypto.AgeReader(hashing, identities, what="a blob in pack %s" % pack)
+        written = 0
+        try:
+            stream = zstandard.ZstdDecompressor().stream_reader(source, read_size=CHUNK)
+            for data in iter(lambda: stream.read(CHUNK), b""):
+                target.write(data)
+                written += len(data)
+            while hashing.read(CHUNK):
+                pass
+        except zstandard.ZstdError as exc:
+            raise VerifyError("a blob in pack %s does not decompress (%s)." % (pack, exc)) from exc
+        finally:
+            if decryptor is not None:
+                decryptor.close()
+        if hashing.sha256.hexdigest() != entry["sha256"] or written != entry["size"]:
+            raise VerifyError("a blob in pack %s is damaged (its SHA-256 or size differs from the index)." % pack)
+
+    def read_files(self, entries, identities=None):
+        """``{blob id: bytes}`` of a few blobs (small files), for checks and tests."""
+        by_pack, out = {}, {}
+        for entry in entries:
+            by_pack.setdefault(entry["pack"], []).append(entry)
+
+        class Target(io.BytesIO):
+            def __init__(self, entry):
+                super().__init__()
+                self.entry = entry
+
+            def close(self):
+                out[self.entry["id"]] = self.getvalue()
+                super().close()
+
+        for pack, items in by_pack.items():
+            self.extract_pack(pack, items, identities, Target)
+        return out
+
+    # ------------------------------------------------------------ checking
+
+    def check(self, packs, deep=False, identities=None):
+        """Problems of the packs a set references: each present, of its size, and (deep) every blob intact."""
+        problems = []
+        index = self.index()
+        for pack in sorted(packs):
+            info = index.pack(pack)
+            if info is None:
+                problems.append("pack %s is in no index of the store" % pack)
+                continue
+            key = self.pack_key(pack)
+            if not self.storage.exists(key):
+                problems.append("pack %s is missing from the store" % pack)
+                continue
+            size = self.storage.size(key)
+            if size != info["size"]:
+                problems.append(
+                    "pack %s has %d bytes, the index says %d (truncated or changed)" % (pack, size, info["size"])
+                )
+                continue
+            if deep:
+                digest = hashlib.sha256()
+                with self.storage.open_reader(key) as reader:
+                    for data in iter(lambda reader=reader: reader.read(CHUNK), b""):
+                        digest.update(data)
+                if digest.hexdigest() != info["sha256"]:
+                    problems.append("pack %s is damaged (its SHA-256 differs from the index)" % pack)
+                    continue
+                if identities or not self.encrypted:
+                    try:
+                        self.extract_pack(pack, index.blobs_in(pack), identities, lambda _entry: _Discard())
+                    except BackupError as exc:
+                        problems.append(str(exc))
+        return problems
+
+    # ------------------------------------------------------------ garbage
+
+    def collect(self, referenced, locked_until=None, dry_run=False):
+        """Delete packs no set references, then index entries that point at them; a report dict.
+
+        ``referenced``: every pack named by the ``store.json`` of a set still at the destination. The caller
+        holds the store's lock, so no backup writes to the store meanwhile. Packs under Object Lock stay.
+        """
+        index = self.index()
+        stored = {name for name in self._stored_packs()}
+        indexed = set(index.pack_names())
+        unreferenced = sorted((stored | indexed) - set(referenced))
+        deleted, kept_locked, freed = [], [], 0
+        now = time.time()
+        for pack in unreferenced:
+            key = self.pack_key(pack)
+            until = locked_until(key) if locked_until else None
+            if until and until > now:
+                kept_locked.append(pack)
+                continue
+            size = self.storage.size(key) if pack in stored else 0
+            if not dry_run and pack in stored:
+                self.storage.delete(key)
+            deleted.append(pack)
+            freed += size
+        if deleted and not dry_run:
+            self._rewrite_index(set(deleted))
+        return {"deleted": deleted, "kept_locked": kept_locked, "freed_bytes": freed}
+
+    def _stored_packs(self):
+        for sub in self.storage.list_dir(self.key("packs")):
+            for name in self.storage.list_dir(self.key("packs", sub)):
+                if re.match(r"^[0-9a-f]{32}$", name):
+                    yield name
+
+    def _rewrite_index(self, gone):
+        """One index object with what is left, written before the old ones are removed."""
+        old = self.index_names()
+        merged = {"format": STORE_FORMAT, "packs": {}, "blobs": []}
+        for name in old:
+            data = self.read_index(name)
+            merged["packs"].update({p: v for p, v in data["packs"].items() if p not in gone})
+            merged["blobs"].extend(b for b in data["blobs"] if b[1] not in gone)
+        name = "%s-%s" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), secrets.token_hex(4))
+        with self.storage.open_writer(self.key("index", name + ".json")) as writer:
+            writer.write(json.dumps(merged, separators=(",", ":")).encode())
+        for old_name in old:
+            self.storage.delete(self.key("index", old_name + ".json"))
+        self.close()
+
+
+class BlobIndex:
+    """keyed blob id -> (pack, offset, length, sha256, size), in a temporary SQLite file."""
+
+    def __init__(self):
+        handle, self.path = tempfile.mkstemp(prefix="spp_backup_index_", suffix=".sqlite")
+        os.close(handle)
+        self.db = sqlite3.connect(self.path)
+        self.db.execute("PRAGMA journal_mode = OFF")
+        self.db.execute("PRAGMA synchronous = OFF")
+        self.db.execute("PRAGMA cache_size = -4096")
+        self.db.execute(
+            "CREATE TABLE blob (id TEXT PRIMARY KEY, pack TEXT, offset INTEGER, length INTEGER, sha256 TEXT, "
+            "size INTEGER)"
+        )
+        self.db.execute("CREATE INDEX blob_pack ON blob (pack)")
+        self.db.execute("CREATE TABLE pack (name TEXT PRIMARY KEY, size INTEGER, sha256 TEXT)")
+
+    def add_index(self, _name, data):
+        self.db.executemany(
+            "INSERT OR REPLACE INTO pack VALUES (?, ?, ?)",
+            [(name, info["size"], info["sha256"]) for name, info in data.get("packs", {}).items()],
+        )
+        self.db.executemany("INSERT OR IGNORE INTO blob VALUES (?, ?, ?, ?, ?, ?)", data.get("blobs", []))
+
+    def get(self, bid):
+        row = self.db.execute("SELECT pack, offset, length, sha256, size FROM blob WHERE id = ?", (bid,)).fetchone()
+        return _entry(bid, row) if row else None
+
+    def pack(self, name):
+        row = self.db.execute("SELECT size, sha256 FROM pack WHERE name = ?", (name,)).fetchone()
+        return {"size": row[0], "sha256": row[1]} if row else None
+
+    def pack_names(self):
+        return [row[0] for row in self.db.execute("SELECT name FROM pack")]
+
+    def blobs_in(self, pack):
+        rows = self.db.execute("SELECT id, pack, offset, length, sha256, size FROM blob WHERE pack = ?", (pack,))
+        return [_entry(row[0], row[1:]) for row in rows]
+
+    def close(self):
+        self.db.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def _entry(bid, row):
+    return {"id": bid, "pack": row[0], "offset": row[1], "length": row[2], "sha256": row[3], "size": row[4]}
+
+
+class _Discard:
+    def write(self, data):
+        return len(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Bounded:
+    """The next ``length`` bytes of a reader, hashed as they pass."""
+
+    def __init__(self, reader, length, what):
+        self.reader, self.left, self.what = reader, length, what
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size=-1):
+        if self.left <= 0:
+            return b""
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.reader.read(size)
+        if not data:
+            raise VerifyError("pack %s is truncated." % self.what)
+        self.left -= len(data)
+        self.sha256.update(data)
+        return data
+
+    def readable(self):
+        return True
+
+
+def _skip(reader, count, what):
+    while count > 0:
+        data = reader.read(min(CHUNK, count))
+        if not data:
+            raise VerifyError("pack %s is truncated." % what)
+        count -= len(data)
+
+
+def _read_exact(reader, length, what):
+    parts, left = [], length
+    while left > 0:
+        data = reader.read(min(CHUNK, left))
+        if not data:
+            raise VerifyError("pack %s is truncated." % what)
+        parts.append(data)
+        left -= len(data)
+    return b"".join(parts)
+
+
+class StoreWriter:
+    """Adds files to a store during one backup: packs new blobs, remembers which packs the set uses."""
+
+    def __init__(self, store, store_key, recipients, level=3):
+        self.store = store
+        self.key = store_key
+        self.recipients = recipients
+        self.compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        self.used_packs = set()
+        self.new_blobs = []
+        self.new_packs = {}
+        self.new_bytes = 0
+        self.new_files = 0
+        self._new_ids = {}
+        self._pack = None
+
+    def add(self, rel, path, size, mtime_ns):
+        """Store the file at ``path`` unless the store has it; its keyed blob id."""
+        bid = blob_id(self.key, rel, size, mtime_ns)
+        known = self.store.index().get(bid)
+        if known is not None:
+            self.used_packs.add(known["pack"])
+        elif bid in self._new_ids:
+            self.used_packs.add(self._new_ids[bid])
+        else:
+            self._append(bid, path, size)
+        return bid
+
+    def _encode(self, path):
+        with open(path, "rb") as handle:
+            data = handle.read()
+        compressed = self.compressor.compress(data)
+        if self.recipients:
+            compressed = crypto._pyrage().encrypt(compressed, self.recipients)
+        return compressed, len(data)
+
+    def _append(self, bid, path, size):
+        if self._pack is None:
+            self._open_pack()
+        name, writer, state = self._pack
+        if size <= SMALL_BLOB:
+            stored, raw = self._encode(path)
+            writer.write(stored)
+            sha = hashlib.sha256(stored).hexdigest()
+            state["hash"].update(stored)
+            length = len(stored)
+        else:
+            length, sha, raw = self._stream(path, writer, state)
+        self.new_blobs.append([bid, name, state["offset"], length, sha, raw])
+        self._new_ids[bid] = name
+        state["offset"] += length
+        self.used_packs.add(name)
+        self.new_bytes += length
+        self.new_files += 1
+        if state["offset"] >= PACK_TARGET:
+            self._close_pack()
+
+    def _stream(self, path, writer, state):
+        """A large file, streamed: zstd (one frame) then age, into the pack."""
+        blob_hash = hashlib.sha256()
+        counted = {"length": 0}
+
+        class Sink:
+            def write(self, data):
+                writer.write(data)
+                blob_hash.update(data)
+                state["hash"].update(data)
+                counted["length"] += len(data)
+                return len(data)
+
+        sink = Sink()
+        encryptor = crypto.AgeWriter(sink, self.recipients) if self.recipients else None
+        target = encryptor or sink
+        raw = 0
+        compressor = self.compressor.compressobj()
+        with open(path, "rb") as handle:
+            for data in iter(lambda: handle.read(CHUNK), b""):
+                raw += len(data)
+                out = compressor.compress(data)
+                if out:
+                    target.write(out)
+        target.write(compressor.flush())
+        if encryptor is not None:
+            encryptor.close()
+        return counted["length"], blob_hash.hexdigest(), raw
+
+    def _open_pack(self):
+        name = secrets.token_hex(16)
+        writer = self.store.storage.open_writer(self.store.pack_key(name))
+        self._pack = (name, writer, {"offset": 0, "hash": hashlib.sha256()})
+
+    def _close_pack(self):
+        name, writer, state = self._pack
+        self._pack = None
+        writer.commit()
+        self.new_packs[name] = {"size": state["offset"], "sha256": state["hash"].hexdigest()}
+
+    def finish(self, backup_id):
+        """Complete the last pack and write the index of the new blobs; the set's store.json as a dict."""
+        if self._pack is not None:
+            self._close_pack()
+        if self.new_blobs:
+            data = {"format": STORE_FORMAT, "packs": self.new_packs, "blobs": self.new_blobs}
+            with self.store.storage.open_writer(self.store.key("index", backup_id + ".json")) as writer:
+                writer.write(json.dumps(data, separators=(",", ":")).encode())
+            self.store.index().add_index(backup_id, data)
+        return {
+            "format": STORE_FORMAT,
+            "store": self.store.sid,
+            "encrypted": self.store.encrypted,
+            "packs": sorted(self.used_packs),
+            "new_files": self.new_files,
+            "new_bytes": self.new_bytes,
+        }
+
+    def abort(self):
+        if self._pack is not None:
+            _name, writer, _state = self._pack
+            self._pack = None
+            with contextlib.suppress(Exception):
+                writer.abort()
+
+
+def file_list_line(rel, size, bid):
+    """One line of a set's file list (an encrypted artifact): path, size and keyed blob id, as JSON."""
+    return json.dumps({"p": rel, "s": size, "b": bid}, separators=(",", ":")).encode() + b"\n"
+
+
+def read_file_list(reader):
+    """``(rel, size, blob id)`` from a file list's lines, as ``file_list_line`` wrote them."""
+    for line in io.TextIOWrapper(reader, encoding="utf-8"):
+        if line.strip():
+            item = json.loads(line)
+            yield item["p"], item["s"], item["b"]
