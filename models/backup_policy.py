@@ -2,6 +2,7 @@ import datetime
 import logging
 
 from odoo import _, api, fields, models, release
+from odoo.addons.base.models.res_partner import _tz_get
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tools.sql import column_exists, create_column, table_exists
 
@@ -10,7 +11,7 @@ from ..engine.config import BackupPlan
 from ..engine.errors import BackupError
 from ..engine.prune import prune
 from ..engine.retention import RetentionRules
-from ..engine.schedule import human_duration, next_slot
+from ..engine.schedule import WEEKDAYS, hour_minute, human_duration, next_slot, schedule_anchor, time_zone
 
 RETENTION_FIELDS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 
@@ -30,6 +31,8 @@ LOCK_NAMESPACE = 0x5350_0000
 OVERDUE_GRACE = datetime.timedelta(hours=1)
 
 _logger = logging.getLogger(__name__)
+
+WEEKDAY_SELECTION = [(str(number), name) for number, name in enumerate(WEEKDAYS)]
 
 # Kanban colours of the dashboard (Odoo's colour indexes).
 COLOR_NONE, COLOR_RED, COLOR_ORANGE, COLOR_GREEN = 0, 1, 2, 10
@@ -86,17 +89,51 @@ class SppBackupPolicy(models.Model):
         help="The unit of the interval between two scheduled backups.",
     )
     time_of_day = fields.Float(
-        string="Time of day (UTC)",
+        string="Time of day",
         default=2.0,
         tracking=True,
-        help="Time of day the schedule is anchored at, in UTC (not in your time zone): 2.5 means 02:30 UTC. "
-        "With an interval in hours, runs fall at this time plus multiples of the interval.",
+        help="Time of day of the scheduled backups on the clock of the policy's time zone: 2.5 means 02:30 there. "
+        "With an interval in hours, runs fall at this time on the Counting from day and every N hours before and "
+        "after it, on the same clock (every 6 hours from 02:00 is 02:00, 08:00, 14:00 and 20:00). A time the clock "
+        "skips when summer time starts runs at the first moment after the jump (02:30 runs at 03:00); a time "
+        "the clock shows twice when it ends runs once, the first time.",
+    )
+    tz = fields.Selection(
+        _tz_get,
+        string="Time zone",
+        required=True,
+        default=lambda self: self._default_tz(),
+        tracking=True,
+        help="The time zone of the schedule: the time of day and the days are read on its clock, summer time "
+        "included. By default the time zone of the responsible, else of the person who creates the policy.",
+    )
+    weekday = fields.Selection(
+        WEEKDAY_SELECTION,
+        string="On",
+        default=lambda self: str(fields.Date.context_today(self).weekday()),
+        tracking=True,
+        help="With an interval in weeks, the day of the week of the backups; by default the day the policy "
+        "was created.",
+    )
+    schedule_anchor = fields.Date(
+        string="Counting from",
+        copy=False,
+        tracking=True,
+        help="The day the schedule counts from: with every N days or weeks, backups fall on this day (its week, "
+        "for weeks) and every N days or weeks before and after it. Set to the day of the first run whenever the "
+        "schedule changes; you may change it to shift which days are used.",
     )
     next_run = fields.Datetime(
         string="Next run",
         copy=False,
         help="When the next scheduled backup starts. Computed from the schedule when the policy is created or "
-        "its schedule changes; you may set it by hand. Shown in your time zone.",
+        "its schedule changes; you may set it by hand, which moves only this run: the one after it follows the "
+        "schedule again. Shown in your time zone.",
+    )
+    schedule_text = fields.Char(
+        string="Schedule",
+        compute="_compute_schedule_text",
+        help="The schedule in words, with its time zone.",
     )
     destination_ids = fields.Many2many(
         "spp.backup.destination",
@@ -346,7 +383,33 @@ class SppBackupPolicy(models.Model):
         for policy in self:
             if not 0 <= policy.time_of_day < 24:
                 raise ValidationError(
-                    _("Policy '%s': the time of day must be between 00:00 and 23:59 (UTC).", policy.name)
+                    _(
+                        "Policy '%s': the time of day must be between 00:00 and 23:59 (on the clock of its time zone).",
+                        policy.name,
+                    )
+                )
+
+    @api.constrains("tz")
+    def _check_tz(self):
+        for policy in self:
+            try:
+                time_zone(policy.tz)
+            except ValueError as exc:
+                raise ValidationError(
+                    _(
+                        "Policy '%(name)s': this server does not know the time zone %(tz)s; choose another one, "
+                        "e.g. the main city of the same zone.",
+                        name=policy.name,
+                        tz=policy.tz,
+                    )
+                ) from exc
+
+    @api.constrains("interval_type", "weekday")
+    def _check_weekday(self):
+        for policy in self:
+            if policy.interval_type == "weeks" and not policy.weekday:
+                raise ValidationError(
+                    _("Policy '%s' runs every week or more: choose the day of the week it runs on.", policy.name)
                 )
 
     @api.constrains("active", "destination_ids")
@@ -568,13 +631,82 @@ class SppBackupPolicy(models.Model):
 
     # ---------------------------------------------------------------- schedule
 
-    SCHEDULE_FIELDS = ("interval_number", "interval_type", "time_of_day")
+    SCHEDULE_FIELDS = ("interval_number", "interval_type", "time_of_day", "tz", "weekday", "schedule_anchor")
+
+    @api.model
+    def _default_tz(self):
+        return self.env.user.tz or "UTC"
+
+    @api.onchange("user_id")
+    def _onchange_user_id_tz(self):
+        # A new policy takes its responsible's time zone; an existing schedule stays as it is.
+        if not self._origin.id and self.user_id.tz:
+            self.tz = self.user_id.tz
+
+    def _schedule_args(self):
+        """The schedule as the engine takes it: interval, time of day, time zone and weekday."""
+        self.ensure_one()
+        weekday = int(self.weekday) if self.interval_type == "weeks" and self.weekday else None
+        return self.interval_number, self.interval_type, self.time_of_day, self.tz or "UTC", weekday
 
     def _next_slot(self, after=None, anchor=None):
-        self.ensure_one()
+        """The first slot of the schedule after ``after`` (now), naive UTC; the anchor day is the policy's."""
+        number, unit, time_of_day, tz, weekday = self._schedule_args()
         return next_slot(
-            after or fields.Datetime.now(), self.interval_number, self.interval_type, self.time_of_day, anchor=anchor
+            after or fields.Datetime.now(),
+            number,
+            unit,
+            time_of_day,
+            tz=tz,
+            anchor=anchor or self.schedule_anchor or None,
+            weekday=weekday,
         )
+
+    def _plan_schedule(self, given=()):
+        """Anchor day and next run from the schedule as it is now, except those named in ``given`` (set by hand)."""
+        now = fields.Datetime.now()
+        for policy in self:
+            _number, unit, time_of_day, tz, weekday = policy._schedule_args()
+            updates = {}
+            anchor = policy.schedule_anchor
+            if "schedule_anchor" not in given or not anchor:
+                anchor = updates["schedule_anchor"] = schedule_anchor(now, unit, time_of_day, tz=tz, weekday=weekday)
+            if "next_run" not in given:
+                updates["next_run"] = policy._next_slot(after=now, anchor=anchor)
+            if updates:
+                super(SppBackupPolicy, policy).write(updates)
+
+    @api.depends("interval_number", "interval_type", "time_of_day", "tz", "weekday")
+    @api.depends_context("lang")
+    def _compute_schedule_text(self):
+        weekdays = dict(self._fields["weekday"]._description_selection(self.env))
+        for policy in self:
+            hour, minute = hour_minute(policy.time_of_day)
+            values = {
+                "n": policy.interval_number,
+                "time": "%02d:%02d" % (hour, minute),
+                "tz": policy.tz or "UTC",
+                "day": weekdays.get(policy.weekday, ""),
+            }
+            if policy.interval_type == "hours":
+                text = (
+                    _("Every hour from %(time)s (%(tz)s)", **values)
+                    if policy.interval_number == 1
+                    else _("Every %(n)s hours from %(time)s (%(tz)s)", **values)
+                )
+            elif policy.interval_type == "weeks":
+                text = (
+                    _("Every week on %(day)s at %(time)s (%(tz)s)", **values)
+                    if policy.interval_number == 1
+                    else _("Every %(n)s weeks on %(day)s at %(time)s (%(tz)s)", **values)
+                )
+            else:
+                text = (
+                    _("Every day at %(time)s (%(tz)s)", **values)
+                    if policy.interval_number == 1
+                    else _("Every %(n)s days at %(time)s (%(tz)s)", **values)
+                )
+            policy.schedule_text = text
 
     DRILL_SCHEDULE_FIELDS = ("is_drill_scheduled", "drill_interval_number", "drill_interval_type")
 
@@ -609,10 +741,14 @@ class SppBackupPolicy(models.Model):
     @api.model_create_multi
     def create(self, vals_list):
         self._check_server_fields(vals_list)
+        for vals in vals_list:
+            if not vals.get("tz") and vals.get("user_id"):
+                responsible_tz = self.env["res.users"].browse(vals["user_id"]).tz
+                if responsible_tz:
+                    vals["tz"] = responsible_tz
         policies = super().create(vals_list)
         for policy, vals in zip(policies, vals_list, strict=True):
-            if not vals.get("next_run"):
-                policy.next_run = policy._next_slot()
+            policy._plan_schedule(given={name for name in ("schedule_anchor", "next_run") if vals.get(name)})
             if not vals.get("next_drill"):
                 policy.next_drill = policy._next_drill_slot()
         return policies
@@ -620,9 +756,8 @@ class SppBackupPolicy(models.Model):
     def write(self, vals):
         self._check_server_fields([vals])
         result = super().write(vals)
-        if "next_run" not in vals and any(name in vals for name in self.SCHEDULE_FIELDS):
-            for policy in self:
-                policy.next_run = policy._next_slot()
+        if any(name in vals for name in self.SCHEDULE_FIELDS):
+            self._plan_schedule(given=vals)
         if "next_drill" not in vals and any(name in vals for name in self.DRILL_SCHEDULE_FIELDS):
             for policy in self:
                 policy.next_drill = policy._next_drill_slot()
@@ -653,8 +788,10 @@ class SppBackupPolicy(models.Model):
         settings = Engine._settings()
         for policy in self._due():
             now = fields.Datetime.now()
-            # The advanced schedule and the queued run commit together: a crash here never re-runs the slot.
-            policy.next_run = policy._next_slot(after=now, anchor=policy.next_run)
+            # The next slot comes from the schedule, not from the run now due (which may have been set by
+            # hand); it lies after now, so missed slots run once. The advanced schedule and the queued run
+            # commit together: a crash here never re-runs the slot.
+            policy.next_run = policy._next_slot(after=now)
             if not Engine._database_allowed(policy.database, settings):
                 policy._raise_scope_alert()
                 Engine._commit_unless_testing()

@@ -38,6 +38,7 @@ class BackupCase(TransactionCase):
                 "name": "Nightly",
                 "destination_ids": [(6, 0, cls.destination.ids)],
                 "time_of_day": 2.5,
+                "tz": "UTC",
                 "encrypt": False,
             }
         )

@@ -30,7 +30,7 @@ class TestBackupPolicy(BackupCase):
         self.assertFalse(policy.last_success_at)
 
     def test_next_run_computed_on_create(self):
-        """next_run is the first slot after now at the policy's time of day (UTC)."""
+        """next_run is the first slot after now at the policy's time of day (its time zone here is UTC)."""
         before = fields.Datetime.now()
         self.assertGreater(self.policy.next_run, before - datetime.timedelta(seconds=1))
         self.assertLessEqual(self.policy.next_run, before + datetime.timedelta(days=1))
@@ -44,6 +44,7 @@ class TestBackupPolicy(BackupCase):
                 "name": "Given",
                 "destination_ids": [(6, 0, self.destination.ids)],
                 "next_run": wanted,
+                "tz": "UTC",
                 "encrypt": False,
             }
         )
@@ -56,18 +57,15 @@ class TestBackupPolicy(BackupCase):
         self.assertEqual(policy.next_run.hour % 6, 4)
 
     def test_next_slot(self):
-        """Slots fall at the time of day; an anchor keeps the phase and skips missed slots."""
-        after = datetime.datetime(2026, 11, 26, 10, 0)
-        self.assertEqual(next_slot(after, 1, "days", 2.5), datetime.datetime(2026, 11, 27, 2, 30))
-        self.assertEqual(next_slot(after, 1, "days", 23.75), datetime.datetime(2026, 11, 26, 23, 45))
-        self.assertEqual(next_slot(after, 6, "hours", 2.0), datetime.datetime(2026, 11, 26, 14, 0))
-        # exactly on a slot: the next one, strictly after
-        self.assertEqual(next_slot(after, 1, "hours", 0.0), datetime.datetime(2026, 11, 26, 11, 0))
-        # missed for 5 days: one slot, in the future, same phase
-        anchor = datetime.datetime(2026, 11, 21, 3, 15)
-        self.assertEqual(next_slot(after, 1, "days", 2.0, anchor=anchor), datetime.datetime(2026, 11, 27, 3, 15))
-        anchor = datetime.datetime(2026, 11, 1, 3, 0)
-        self.assertEqual(next_slot(after, 1, "weeks", 2.0, anchor=anchor), datetime.datetime(2026, 11, 29, 3, 0))
+        """The policy's slots are its schedule read in its time zone: weekday, anchor day and DST included."""
+        self.policy.write({"tz": "Europe/Berlin", "time_of_day": 1.0})
+        # 01:00 in Berlin: 00:00 UTC in winter, 23:00 UTC the day before in summer
+        self.assertEqual(self.policy._next_slot(datetime.datetime(2026, 1, 14, 12)), datetime.datetime(2026, 1, 15))
+        self.assertEqual(self.policy._next_slot(datetime.datetime(2026, 7, 14, 12)), datetime.datetime(2026, 7, 14, 23))
+        self.policy.write({"interval_type": "weeks", "weekday": "6", "schedule_anchor": datetime.date(2026, 7, 1)})
+        slot = self.policy._next_slot(datetime.datetime(2026, 7, 14, 12))
+        self.assertEqual(slot, datetime.datetime(2026, 7, 18, 23), "Sunday 19 July 01:00 CEST")
+        self.assertEqual(slot, next_slot(datetime.datetime(2026, 7, 14, 12), 1, "weeks", 1.0, "Europe/Berlin", None, 6))
 
     def test_constraint_interval(self):
         """An interval of 0 is refused."""

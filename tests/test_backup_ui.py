@@ -17,8 +17,14 @@ class TestBackupUi(HttpCase):
         cls.addClassCleanup(shutil.rmtree, root, True)
         cls.startClassPatcher(patch.dict(os.environ, {"SPP_BACKUP_BACKUP_ROOTS": root}))
         destination = cls.env["spp.backup.destination"].create({"name": "Disk", "path": root})
-        policy = cls.env["spp.backup.policy"].create(
-            {"name": "Nightly", "destination_ids": [(6, 0, destination.ids)], "encrypt": False}
+        cls.policy = policy = cls.env["spp.backup.policy"].create(
+            {
+                "name": "Nightly",
+                "destination_ids": [(6, 0, destination.ids)],
+                "encrypt": False,
+                "tz": "Africa/Nairobi",
+                "time_of_day": 2.5,
+            }
         )
         cls.job = cls.env["spp.backup.job"].create({"policy_id": policy.id, "trigger": "manual"})
         cls.job._queue_run()
@@ -52,6 +58,18 @@ class TestBackupUi(HttpCase):
                 "document.querySelector('.o_form_view .o_spp_backup_run_live')",
                 "the form with the live widget did not render",
             )
+
+    def test_policy_form_shows_the_schedule_in_its_time_zone(self):
+        """The Schedule tab shows the time zone beside the time of day, the schedule in words, no weekday for days."""
+        self.open_form_until(
+            "spp.backup.policy",
+            self.policy.id,
+            "document.querySelector('.o_form_view .o_row .o_field_widget[name=time_of_day] + .o_field_widget[name=tz]')"
+            " && document.querySelector('.o_form_view .o_field_widget[name=tz] select')"
+            " && document.querySelector('.o_form_view').textContent.includes('Every day at 02:30 (Africa/Nairobi)')"
+            " && !document.querySelector('.o_form_view .o_field_widget[name=weekday]')",
+            "the policy form shows no time zone beside the time of day, or not the schedule in words",
+        )
 
     def test_drill_form_shows_its_verdict(self):
         """A failed drill's form carries a "Failed" ribbon and a human duration, not raw seconds."""
