@@ -4,9 +4,9 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
-from ..engine.backup import human_bytes
 from ..engine.catalog import BackupRef, resolve
 from ..engine.errors import BackupError
+from ..engine.human import human_bytes
 from ..engine.prune import PruneReport
 from ..engine.storage import open_storage
 

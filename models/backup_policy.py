@@ -8,9 +8,10 @@ from odoo.tools.sql import column_exists, create_column, table_exists
 from ..engine import crypto
 from ..engine.config import BackupPlan
 from ..engine.errors import BackupError
+from ..engine.human import human_duration
 from ..engine.prune import prune
 from ..engine.retention import RetentionRules
-from ..engine.schedule import human_duration, next_slot
+from ..engine.schedule import next_slot
 
 RETENTION_FIELDS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 

@@ -6,7 +6,7 @@ from odoo.exceptions import UserError
 from ..engine.catalog import BackupRef, latest
 from ..engine.config import DestinationConfig
 from ..engine.errors import BackupError
-from ..engine.schedule import human_duration
+from ..engine.human import human_duration
 from ..engine.storage import open_storage
 
 _logger = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from odoo.exceptions import UserError
 from odoo.modules.module import get_module_path
 
 from ..engine import pg, scope
-from ..engine.backup import human_bytes
 from ..engine.errors import BackupError
+from ..engine.human import human_bytes
 
 _logger = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.schedule import INTERVAL_UNITS, human_duration, next_drill, next_slot
+from engine.human import human_duration
+from engine.schedule import INTERVAL_UNITS, next_drill, next_slot
 
 dt = datetime.datetime
 AFTER = dt(2026, 11, 26, 10, 0)
