@@ -60,7 +60,8 @@ class TestBackupDrill(RealBackupCase):
         self.assertEqual(self.policy.last_drill_id, drill)
         self.assertEqual(self.policy.last_drill_state, "passed")
         self.assertEqual(self.policy.rto_status, "ok")
-        self.assertAlmostEqual(self.policy.rto_measured_minutes, drill.restore_seconds / 60, places=1)
+        self.assertAlmostEqual(self.policy.rto_measured_seconds, drill.restore_seconds)
+        self.assertEqual(self.policy.rto_text, "last drill restored in %s (target 4 h)" % drill.restore_time)
         self.assertTrue(drill.message_ids.filtered(lambda m: "passed" in (m.body or "")))
         # The drill's log: what it verified, restored and checked, one line each.
         log = drill.log_excerpt
