@@ -47,7 +47,8 @@ class SppBackupPolicyKeys(models.Model):
         secret, public = crypto.generate_identity()
         recipients = (self.age_recipients or "").rstrip()
         self.write({"age_recipients": (recipients + "\n" if recipients else "") + public, "encrypt": True})
-        self.message_post(
+        # The server keeps the record of it (the person may have no email address to send from).
+        self.env["spp.backup.engine"]._as_server(self).message_post(
             body=_(
                 "%(user)s generated an age key pair; its public key %(key)s was added to the recipients. "
                 "The private key was shown once and is not kept by Odoo.",
@@ -63,7 +64,8 @@ class SppBackupPolicyKeys(models.Model):
         self.env["spp.backup.engine"]._check_manager()
         pem, public = crypto.generate_signing_key()
         self.write({"signing_public_key": public})
-        self.message_post(
+        # The server keeps the record of it (the person may have no email address to send from).
+        self.env["spp.backup.engine"]._as_server(self).message_post(
             body=_(
                 "%(user)s generated a signing key pair; the policy's signing public key is now %(key)s. "
                 "The private key was shown once and is not kept by Odoo.",
