@@ -28,6 +28,7 @@ from . import manifest as mf
 from .catalog import BackupRef, list_backups
 from .config import Settings, sanitize_options
 from .errors import BackupError, PreflightError
+from .human import count, human_bytes, human_duration
 from .storage import open_storage
 from .stream import ArtifactWriter, FanOut
 
@@ -61,17 +62,13 @@ class BackupResult:
         return data
 
 
-def _noop(fraction, message):
+def _noop(*args):
     pass
 
 
-def human_bytes(value):
-    value = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return "%.1f %s" % (value, unit) if unit != "B" else "%d B" % value
-        value /= 1024
-    return str(value)
+def artifact_line(art):
+    """'(artifact database.dump.zst.age, sha256 ab12cd34ef56…)': which file an artifact step wrote."""
+    return "(artifact %s, sha256 %s\u2026)" % (art["file"], (art.get("sha256") or "")[:12])
 
 
 def odoo_version_keys(given, base_version):
@@ -92,11 +89,12 @@ def odoo_version_keys(given, base_version):
 
 @dataclass
 class Destination:
-    """One configured destination during a run."""
+    """One configured destination during a run (``label``: how the log names it)."""
 
     name: str
     storage: object
     error: str | None = None
+    label: str = ""
 
 
 def preflight(plan, destinations, conn):
@@ -297,17 +295,21 @@ class _Artifacts:
         }
 
 
-def run_backup(plan, progress=None, after=None):
+def run_backup(plan, progress=None, after=None, log=None):
     """Make one backup set in every destination of ``plan``; returns a BackupResult.
 
     ``after(result)`` runs once the set is complete everywhere it could be, still under the policy's lock
     (retention: no other run of the policy writes or prunes meanwhile).
+
+    ``progress(fraction, message)`` is told where the run is, often (a byte counter); ``log(message)`` once
+    per step done: destinations checked, each artifact written (whatever its size), the manifest, each copy.
 
     Raises BackupError when nothing usable was written. When some
     destinations failed and others succeeded, the result lists every copy
     with its outcome (``result.failed_copies``).
     """
     progress = progress or _noop
+    log = log or _noop
     started_wall, started = time.time(), time.monotonic()
     pg.check_db_name(plan.db_name)
     if not plan.destinations:
@@ -320,7 +322,9 @@ def run_backup(plan, progress=None, after=None):
     destinations = []
     for index, config in enumerate(plan.destinations, 1):
         storage = open_storage(config, settings)
-        destinations.append(Destination(name="%d: %s" % (index, storage.describe()), storage=storage))
+        destinations.append(
+            Destination(name="%d: %s" % (index, storage.describe()), storage=storage, label=config.describe())
+        )
     recipients = crypto.parse_recipients(plan.recipients)
     signing_key = crypto.load_signing_key(plan.signing_key_file) if plan.signing_key_file else None
     progress(0.0, "Connecting to %s on %s" % (plan.db_name, plan.pg.describe()))
@@ -329,11 +333,12 @@ def run_backup(plan, progress=None, after=None):
         if plan.lock_key is not None:
             pg.try_advisory_lock(lock_conn, plan.lock_key)
         tools = preflight(plan, destinations, lock_conn)
+        log(_checked_line(destinations))
         backup_id = next_backup_id(tools["newest_id"])
         prefix = "%s/%s" % (plan.db_name, backup_id)
         try:
             result = _make_set(
-                plan, destinations, prefix, backup_id, tools, progress, started_wall, recipients, signing_key
+                plan, destinations, prefix, backup_id, tools, (progress, log), started_wall, recipients, signing_key
             )
         except BaseException:
             for dest in destinations:
@@ -349,18 +354,33 @@ def run_backup(plan, progress=None, after=None):
     finally:
         lock_conn.close()
     result.duration = round(time.monotonic() - started, 3)
+    for warning in result.warnings:
+        log("Warning: %s" % warning)
     if result.failed_copies:
-        progress(
-            1.0,
-            "Backup %s done, but %d of %d copies failed"
-            % (result.backup_id, len(result.failed_copies), len(result.copies)),
+        done = "Backup %s done in %s, but %d of %d copies failed" % (
+            result.backup_id,
+            human_duration(result.duration),
+            len(result.failed_copies),
+            len(result.copies),
         )
     else:
-        progress(1.0, "Backup %s done in %.1f s" % (result.backup_id, result.duration))
+        done = "Backup %s done in %s" % (result.backup_id, human_duration(result.duration))
+    log(done)
+    progress(1.0, done)
     return result
 
 
-def _make_set(plan, destinations, prefix, backup_id, tools, progress, started_wall, recipients, signing_key):
+def _checked_line(destinations):
+    """'Checked 2 destinations', naming those left out and why."""
+    line = "Checked %s" % count(len(destinations), "destination")
+    failed = [dest for dest in destinations if dest.error is not None]
+    if failed:
+        line += "; left out %s" % "; ".join("'%s': %s" % (dest.label, dest.error) for dest in failed)
+    return line
+
+
+def _make_set(plan, destinations, prefix, backup_id, tools, report, started_wall, recipients, signing_key):
+    progress, log = report
     if plan.owner:
         owner = mf.dumps({"backup_id": backup_id, "owner": plan.owner})
         for dest in destinations:
@@ -401,6 +421,11 @@ def _make_set(plan, destinations, prefix, backup_id, tools, progress, started_wa
                     on_bytes=on_dump,
                 )
             dumped = artifacts.results["database"]["raw_size"]
+            art = artifacts.results["database"]
+            log(
+                "Database dumped: %s in %s, stored as %s %s"
+                % (human_bytes(dumped), human_duration(art["seconds"]), human_bytes(art["size"]), artifact_line(art))
+            )
     except BaseException:
         ledger.close()
         raise
@@ -422,8 +447,20 @@ def _make_set(plan, destinations, prefix, backup_id, tools, progress, started_wa
                         "Archiving the filestore: %d files" % stats.files,
                     )
 
+            progress(min(0.97, 0.02 + dumped / estimate), "Archiving the filestore")
             with artifacts.open("filestore", plan.compression) as sink:
                 fs_stats = filestore.write_tar(root, sink, on_file=on_file, on_archived=ledger.archived)
+            art = artifacts.results["filestore"]
+            log(
+                "Filestore archived: %s, %s in %s, stored as %s %s"
+                % (
+                    count(fs_stats.files, "file"),
+                    human_bytes(fs_stats.bytes),
+                    human_duration(art["seconds"]),
+                    human_bytes(art["size"]),
+                    artifact_line(art),
+                )
+            )
             missing_count, missing = ledger.missing()
             if missing_count:
                 warnings.append(
@@ -444,6 +481,8 @@ def _make_set(plan, destinations, prefix, backup_id, tools, progress, started_wa
         snapshot_doc = application_snapshot(plan, version, facts, tools)
         with artifacts.open("application", "none") as sink:
             sink.write(mf.dumps(snapshot_doc))
+        art = artifacts.results["application"]
+        log("Application snapshot written: %s %s" % (human_bytes(art["size"]), artifact_line(art)))
 
     finished_wall = time.time()
     manifest = {
@@ -496,6 +535,8 @@ def _make_set(plan, destinations, prefix, backup_id, tools, progress, started_wa
     }
     data = mf.dumps(manifest)
     signature = crypto.sign(data, signing_key) if signing_key is not None else None
+    if signature is not None:
+        log("Signed manifest (Ed25519, %s)" % crypto.SIGNATURE_NAME)
     copies = []
     for dest in destinations:
         if dest.error is None:
@@ -509,6 +550,10 @@ def _make_set(plan, destinations, prefix, backup_id, tools, progress, started_wa
                 dest.error = "cannot write the manifest: %s" % exc
         location = BackupRef(dest.storage, plan.db_name, backup_id).location()
         copies.append({"destination": dest.name, "location": location, "ok": dest.error is None, "error": dest.error})
+        if dest.error is None:
+            log("Copy to '%s' stored at %s (%s written last)" % (dest.label, location, mf.MANIFEST_NAME))
+        else:
+            log("Copy to '%s' failed: %s" % (dest.label, dest.error))
     if not any(copy["ok"] for copy in copies):
         raise BackupError(
             "The backup could not be stored anywhere: %s"

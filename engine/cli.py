@@ -9,9 +9,10 @@ import sys
 import traceback
 
 from . import catalog, crypto
-from .backup import human_bytes, run_backup
+from .backup import run_backup
 from .config import BackupPlan, Settings, default_data_dir
 from .errors import BackupError
+from .human import human_bytes
 from .restore import RestoreOptions, restore
 from .runner import run_plan_file
 from .verify import verify
@@ -255,7 +256,7 @@ def cmd_backup(args):
         recipients=args.encrypt_to,
         signing_key_file=args.sign_key or settings.get("signing_key_file"),
     )
-    result = run_backup(plan, progress=None if args.json else progress_printer())
+    result = run_backup(plan, **reporters(args))
     data = result.to_dict()
     lines = ["Backup %s of %s done in %.1f s" % (result.backup_id, result.db_name, result.duration)]
     for name, art in result.artifacts.items():
@@ -314,7 +315,7 @@ def cmd_restore(args):
         confirm_name=args.confirm,
         allow_unsigned=args.allow_unsigned,
     )
-    result = restore(ref, options, progress=None if args.json else progress_printer())
+    result = restore(ref, options, **reporters(args))
     lines = ["Restored backup %s into database %s in %.1f s" % (result.backup_id, result.target_db, result.duration)]
     lines.append("  signature: %s" % result.signature)
     if result.filestore_path:
@@ -338,8 +339,8 @@ def cmd_drill(args):
         identities=identities,
         public_key=public_key,
         jobs=max(1, args.jobs),
-        progress=None if args.json else progress_printer(),
         allow_unsigned=args.allow_unsigned,
+        **reporters(args),
     )
     return (2 if not result.ok else 1 if result.warnings else 0), result.to_dict(), result.text()
 
@@ -411,8 +412,9 @@ def cmd_keys(args):
     return 0, {"file": args.out, "public_key": public}, "\n".join(lines)
 
 
-def progress_printer():
-    last = {"message": None}
+def progress_printer(last=None):
+    """Print a progress tick when its step changes (a byte counter prints once)."""
+    last = last if last is not None else {"message": None}
 
     def show(fraction, message):
         head = message.split(":")[0]
@@ -421,6 +423,19 @@ def progress_printer():
             last["message"] = head
 
     return show
+
+
+def reporters(args):
+    """The progress and log callbacks of a command: where it is, and each step done (none with --json)."""
+    if args.json:
+        return {}
+    last = {"message": None}
+
+    def step(message):
+        print("[done] %s" % message, file=sys.stderr, flush=True)
+        last["message"] = message.split(":")[0]
+
+    return {"progress": progress_printer(last), "log": step}
 
 
 COMMANDS = {

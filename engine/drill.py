@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import pg
 from .errors import BackupError
+from .human import human_duration
 from .restore import RestoreOptions, restore
 from .stream import CHUNK
 from .verify import verify
@@ -51,7 +52,7 @@ class DrillResult:
         lines = [
             "Drill of backup %s from %s: %s" % (self.backup_id, self.source, "PASSED" if self.ok else "FAILED"),
             "  restore took %s (the measured RTO)"
-            % ("%.1f s" % self.restore_seconds if self.restore_seconds is not None else "-"),
+            % (human_duration(self.restore_seconds) if self.restore_seconds is not None else "-"),
         ]
         for check in self.checks:
             lines.append("  %-22s %s  %s" % (check.name, "ok  " if check.ok else "FAIL", check.detail))
@@ -77,9 +78,14 @@ def run_drill(
     jobs=1,
     progress=None,
     allow_unsigned=False,
+    log=None,
 ):
-    """Restore ``ref`` into a scratch database, check it, drop it; returns a DrillResult (never raises)."""
+    """Restore ``ref`` into a scratch database, check it, drop it; returns a DrillResult (never raises).
+
+    ``progress(fraction, message)`` follows the work; ``log(message)`` gets one line per step done.
+    """
     progress = progress or (lambda fraction, message: None)
+    log = log or (lambda message: None)
     started = time.monotonic()
     manifest = None
     scratch = drill_name(ref.db_name, ref.backup_id)
@@ -101,6 +107,7 @@ def run_drill(
                 or "%d artifacts match the manifest" % len(report.checks),
             )
         )
+        log("Verified backup %s: %s" % (ref.backup_id, report.summary()))
         if not report.ok:
             raise BackupError("the backup failed verification: %s" % report.failure_text())
         progress(0.1, "Restoring into the scratch database %s" % scratch)
@@ -119,7 +126,7 @@ def run_drill(
         )
         t0 = time.monotonic()
         try:
-            restored = restore(ref, options, verified=report)
+            restored = restore(ref, options, verified=report, log=log)
         except BackupError as exc:
             result.checks.append(DrillCheck("restore", False, str(exc)))
             raise
@@ -127,8 +134,12 @@ def run_drill(
         result.checks.append(
             DrillCheck("restore", True, "pg_restore exited 0; %d filestore files" % restored.filestore_files)
         )
+        log("Restore took %s (the measured RTO)" % human_duration(result.restore_seconds))
         progress(0.8, "Checking %s" % scratch)
-        result.checks += _check_restored(pg_config, scratch, manifest, fs_root, counted)
+        checked = _check_restored(pg_config, scratch, manifest, fs_root, counted)
+        for check in checked:
+            log("Check %s: %s (%s)" % (check.name, "passed" if check.ok else "FAILED", check.detail))
+        result.checks += checked
     except BackupError as exc:
         result.error = str(exc)
     except Exception as exc:  # a drill reports; it never crashes its caller
@@ -136,6 +147,7 @@ def run_drill(
     finally:
         progress(0.95, "Dropping the scratch database %s" % scratch)
         result.cleaned_up = _clean_up(pg_config, scratch, fs_root)
+        log("Scratch database %s %s" % (scratch, "dropped" if result.cleaned_up else "NOT dropped: drop it by hand"))
     result.ok = result.error is None and all(check.ok for check in result.checks) and result.cleaned_up
     result.total_seconds = round(time.monotonic() - started, 3)
     return result

@@ -30,6 +30,22 @@ class PruneReport:
     def to_dict(self):
         return asdict(self)
 
+    def summary(self):
+        """One line: 'kept 5, deleted 2', with what was locked, cleaned up or failed."""
+        if self.dry_run:
+            parts = ["would keep %d" % len(self.keep), "would delete %d" % len(self.delete)]
+        else:
+            parts = ["kept %d" % len(self.keep), "deleted %d" % len(self.deleted)]
+        if self.locked:
+            parts.append("%d locked" % len(self.locked))
+        if self.incomplete_removed:
+            parts.append("%d unfinished removed" % len(self.incomplete_removed))
+        if self.held:
+            parts.append("held: %s" % self.held)
+        if self.errors:
+            parts.append("%d error(s): %s" % (len(self.errors), "; ".join(self.errors)))
+        return ", ".join(parts)
+
     def text(self):
         lines = [
             "%s: keep %d, %s %d"

@@ -22,9 +22,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from . import filestore, pg
-from .backup import human_bytes
 from .config import PgConfig
 from .errors import BackupError, RestoreError
+from .human import count, human_bytes, human_duration
 from .scope import SYSTEM_DATABASES
 from .storage.local import fsync_dir
 from .stream import CHUNK, ArtifactReader
@@ -89,7 +89,7 @@ class RestoreResult:
         return asdict(self)
 
 
-def _noop(fraction, message):
+def _noop(*args):
     pass
 
 
@@ -174,23 +174,32 @@ class Target:
             name for name in pg.databases_like(self.options.pg, escaped + "\\_\\_restoring\\_%") if name != self.scratch
         ]
 
-    def prepare_copy(self):
+    def prepare_copy(self, log=_noop):
         """What the options ask of the loaded scratch database: a new identity, neutralization."""
         if self.options.new_uuid:
             new_database_identity(self.options.pg, self.scratch)
+            log("Gave the copy its own database.uuid and database.secret")
         if self.options.neutralize:
             neutralize(self.options.pg, self.scratch, self.options.neutralize_sql)
+            log("Neutralized the copy: scheduled actions and outgoing mail switched off")
 
     def create_scratch(self, encoding="UTF8", collate=None, ctype=None, owner=None):
         pg.create_database(self.options.pg, self.scratch, encoding or "UTF8", collate, ctype, owner=owner)
         self.scratch_created = True
 
-    def run(self, fill, progress):
+    def run(self, fill, progress, log=_noop):
         """``fill(self)`` loads the scratch database and staging folder; then swap them in."""
         try:
             fill(self)
             progress(0.95, "Swapping the restored copy in as %s" % self.name)
             self._swap()
+            log(
+                "Swapped the restored copy in as %s%s"
+                % (
+                    self.name,
+                    "; the previous one is kept as %s" % ", ".join(self.renamed.values()) if self.renamed else "",
+                )
+            )
         except BaseException as exc:
             failures = self._roll_back()
             note = (" ROLLBACK INCOMPLETE, fix by hand: %s." % "; ".join(failures)) if failures else ""
@@ -274,14 +283,16 @@ class Target:
         return warnings
 
 
-def restore(ref, options, progress=None, verified=None):
+def restore(ref, options, progress=None, verified=None, log=None):
     """Restore ``ref`` (a BackupRef) as described by ``options``; returns a RestoreResult.
 
     ``verified`` is a VerifyReport the caller has just made with the same
     public key (a drill does): the verification pass is then not repeated.
     Every artifact's SHA-256 is still checked again while it streams.
+    ``progress(fraction, message)`` follows the work; ``log(message)`` gets one line per step done.
     """
     progress = progress or _noop
+    log = log or _noop
     started = time.monotonic()
     seconds = {}
     manifest = ref.read_manifest()
@@ -317,6 +328,8 @@ def restore(ref, options, progress=None, verified=None):
         raise RestoreError(
             "The backup at %s failed verification, nothing was changed: %s" % (ref.location(), report.failure_text())
         )
+    if verified is None:
+        log("Verified backup %s: %s" % (ref.backup_id, report.summary()))
     warnings += report.warnings
     files = {"count": 0}
 
@@ -333,9 +346,16 @@ def restore(ref, options, progress=None, verified=None):
                 t0 = time.monotonic()
                 progress(0.1, "Restoring the database into %s" % target.scratch)
                 _restore_database(ref, artifacts["database"], options, manifest, target)
+                log(
+                    "Database restored in %s (%s of dump)"
+                    % (
+                        human_duration(time.monotonic() - t0),
+                        human_bytes(artifacts["database"].get("raw_size") or artifacts["database"]["size"]),
+                    )
+                )
                 if options.on_loaded is not None:
                     options.on_loaded(target.scratch)
-                target.prepare_copy()
+                target.prepare_copy(log)
                 seconds["database"] = round(time.monotonic() - t0, 3)
         except BaseException:
             if fs_job:
@@ -343,11 +363,18 @@ def restore(ref, options, progress=None, verified=None):
                 fs_job.join()
             raise
         if fs_job:
-            files["count"] = fs_job.wait()
+            stats = fs_job.wait()
+            files["count"] = stats.files
+            log(
+                "Filestore restored: %s, %s in %s"
+                % (count(stats.files, "file"), human_bytes(stats.bytes), human_duration(seconds.get("filestore")))
+            )
 
-    target.run(fill, progress)
+    target.run(fill, progress, log)
     duration = round(time.monotonic() - started, 3)
-    progress(1.0, "Restored %s into %s in %.1f s" % (ref.backup_id, target.name, duration))
+    done = "Restored %s into %s in %s" % (ref.backup_id, target.name, human_duration(duration))
+    log(done)
+    progress(1.0, done)
     return RestoreResult(
         backup_id=ref.backup_id,
         source=ref.location(),
@@ -438,7 +465,7 @@ class _FilestoreJob(threading.Thread):
         self.args_ = (ref, art, options, fs_root, staging)
         self.seconds = seconds
         self.cancel = threading.Event()
-        self.files = 0
+        self.stats = filestore.FilestoreStats()
         self.error = None
 
     def run(self):
@@ -447,7 +474,7 @@ class _FilestoreJob(threading.Thread):
         try:
             os.makedirs(fs_root, exist_ok=True)
             with ArtifactReader(ref.storage, ref.key(art["file"]), art, options.identities) as reader:
-                self.files = filestore.extract_tar(reader, staging, cancel=self.cancel).files
+                self.stats = filestore.extract_tar(reader, staging, cancel=self.cancel)
                 reader.finish()
             os.sync()  # the restored files are on disk before they are swapped in
         except BaseException as exc:
@@ -455,10 +482,11 @@ class _FilestoreJob(threading.Thread):
         self.seconds["filestore"] = round(time.monotonic() - started, 3)
 
     def wait(self):
+        """The extraction's FilestoreStats, once it is over (its error, raised)."""
         self.join()
         if self.error is not None:
             raise self.error
-        return self.files
+        return self.stats
 
 
 def neutralize(pg_config, dbname, extra_sql=()):

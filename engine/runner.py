@@ -23,8 +23,11 @@ def run_plan_file(plan_path, conf_path=None, database=None, data_dir=None):
     def progress(fraction, message):
         print("%3d%% %s" % (round(fraction * 100), message), file=sys.stderr)
 
+    def log(message):
+        print("     %s" % message, file=sys.stderr)
+
     try:
-        result, error, warnings = execute(action, data, ctx, serving, progress)
+        result, error, warnings = execute(action, data, ctx, serving, progress, log)
     except BackupError as exc:
         print(json.dumps({"ok": False, "error": str(exc)}))
         return exc.exit_code
@@ -34,8 +37,9 @@ def run_plan_file(plan_path, conf_path=None, database=None, data_dir=None):
     return 1 if warnings else 0
 
 
-def apply_retention(plan, result, progress):
-    """Prune each destination that holds the new backup, as the plan's rules say."""
+def apply_retention(plan, result, progress, log=None):
+    """Prune each destination that holds the new backup, as the plan's rules say; one log line per destination."""
+    log = log or (lambda message: None)
     if not plan.retention:
         return []
     from .config import Settings
@@ -62,6 +66,8 @@ def apply_retention(plan, result, progress):
             )
         except Exception as exc:  # pruning never turns a good backup into a failed one
             reports.append({"destination": copy["destination"], "errors": ["retention failed: %s" % exc]})
+            log("Retention at '%s' failed: %s" % (config.describe(), exc))
             continue
         reports.append(report.to_dict())
+        log("Retention at '%s': %s" % (config.describe(), report.summary()))
     return reports

@@ -43,26 +43,6 @@ DRILL_UNITS = {
 }
 
 
-def human_duration(seconds):
-    """A short human text of a duration: '2.5 s', '45 s', '3 min 10 s', '5 h 20 min', '2 d 3 h'."""
-    seconds = max(float(seconds or 0.0), 0.0)
-    if seconds < 10:
-        return "%.1f s" % seconds
-    if seconds < 60:
-        return "%d s" % round(seconds)
-    total = int(round(seconds))
-    if total < 3600:
-        minutes, secs = divmod(total, 60)
-        return "%d min %d s" % (minutes, secs) if secs else "%d min" % minutes
-    total_minutes = int(round(seconds / 60.0))
-    if total_minutes < 48 * 60:
-        hours, minutes = divmod(total_minutes, 60)
-        return "%d h %d min" % (hours, minutes) if minutes else "%d h" % hours
-    total_hours = int(round(seconds / 3600.0))
-    days, hours = divmod(total_hours, 24)
-    return "%d d %d h" % (days, hours) if hours else "%d d" % days
-
-
 def time_zone(name):
     """The tzinfo of an IANA time zone name ('Africa/Nairobi'); ValueError when this system does not know it."""
     name = name or "UTC"

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import crypto
 from .errors import BackupError
+from .human import count, human_duration
 from .manifest import MANIFEST_NAME, OWNER_NAME, loads
 from .stream import CHUNK, ArtifactReader
 
@@ -64,6 +65,16 @@ class VerifyReport:
         lines += ["  problem: %s" % p for p in self.problems]
         lines += ["  warning: %s" % w for w in self.warnings]
         return "\n".join(lines)
+
+    def summary(self):
+        """One line for a log: 'signature VALID, 3 artifacts match the manifest (in 1.2 s)' or what failed."""
+        if not self.ok:
+            return "FAILED: %s" % self.failure_text()
+        return "signature %s, %s match the manifest (in %s)" % (
+            self.signature,
+            count(len(self.checks), "artifact"),
+            human_duration(self.seconds),
+        )
 
     def failure_text(self):
         return "; ".join(self.problems + ["%s: %s" % (c.name, c.message) for c in self.checks if not c.ok])

@@ -99,12 +99,16 @@ class WorkerContext:
 # --------------------------------------------------------------------------- execution
 
 
-def execute(action, plan, ctx, serving_db, progress):
-    """Run one plan: (result dict, error sentence or None, warnings list). Raises BackupError on failure."""
+def execute(action, plan, ctx, serving_db, progress, log=None):
+    """Run one plan: (result dict, error sentence or None, warnings list). Raises BackupError on failure.
+
+    ``progress(fraction, message)`` follows the work as it goes; ``log(message)`` receives one line per step
+    done (the run's log).
+    """
     if action not in ACTIONS:
         raise PreflightError("Unknown run action %r." % (action,))
     return {"backup": _backup, "restore": _restore, "drill": _drill, "verify": _verify}[action](
-        plan, ctx, serving_db, progress
+        plan, ctx, serving_db, progress, log or (lambda message: None)
     )
 
 
@@ -114,7 +118,7 @@ def _destination(data, ctx, approved=()):
     return config
 
 
-def _backup(plan_data, ctx, serving_db, progress):
+def _backup(plan_data, ctx, serving_db, progress, log):
     from .backup import run_backup
     from .runner import apply_retention
 
@@ -133,7 +137,10 @@ def _backup(plan_data, ctx, serving_db, progress):
             )
     retention = []
     result = run_backup(
-        plan, progress=progress, after=lambda done: retention.extend(apply_retention(plan, done, progress))
+        plan,
+        progress=progress,
+        after=lambda done: retention.extend(apply_retention(plan, done, progress, log)),
+        log=log,
     )
     data = result.to_dict()
     data["retention"] = retention
@@ -161,7 +168,7 @@ def _source_ref(source, ctx, serving_db):
     return BackupRef(storage, db_name, source["backup_id"])
 
 
-def _restore(plan, ctx, serving_db, progress):
+def _restore(plan, ctx, serving_db, progress, log):
     from .restore import RestoreOptions, restore
 
     options = dict(plan["options"])
@@ -171,11 +178,11 @@ def _restore(plan, ctx, serving_db, progress):
     ref = _source_ref(plan["source"], ctx, serving_db)
     options["data_dir"] = ctx.data_dir
     options.pop("allow_unsigned", None)  # only a person at the command line accepts an unsigned backup
-    result = restore(ref, RestoreOptions(pg=ctx.pg, identities=ctx.identities, **options), progress=progress)
+    result = restore(ref, RestoreOptions(pg=ctx.pg, identities=ctx.identities, **options), progress=progress, log=log)
     return result.to_dict(), None, result.warnings
 
 
-def _drill(plan, ctx, serving_db, progress):
+def _drill(plan, ctx, serving_db, progress, log):
     from .drill import run_drill
 
     ref = _source_ref(plan["source"], ctx, serving_db)
@@ -188,6 +195,7 @@ def _drill(plan, ctx, serving_db, progress):
         neutralize_sql=plan.get("neutralize_sql") or [],
         jobs=int(plan.get("jobs") or 1),
         progress=progress,
+        log=log,
     )
     error = None
     if not result.ok:
@@ -196,7 +204,7 @@ def _drill(plan, ctx, serving_db, progress):
     return result.to_dict(), error, result.warnings
 
 
-def _verify(plan, ctx, serving_db, progress):
+def _verify(plan, ctx, serving_db, progress, log):
     """Verify each source of the plan; the result lists one report per source, in order."""
     from .verify import verify
 
@@ -215,6 +223,15 @@ def _verify(plan, ctx, serving_db, progress):
             _logger.warning("Verifying %s failed", source.get("label"), exc_info=True)
             entry.update(ok=False, error="%s: %s" % (type(exc).__name__, exc))
         else:
+            log(
+                "Verified %s: %s"
+                % (
+                    source.get("label") or source["db_name"],
+                    "OK (signature %s%s)" % (report.signature, ", deep" if deep else "")
+                    if report.ok
+                    else "FAILED: %s" % report.failure_text(),
+                )
+            )
             entry.update(
                 ok=report.ok,
                 signature=report.signature,
@@ -229,6 +246,8 @@ def _verify(plan, ctx, serving_db, progress):
                 },
                 sizes={name: art.get("size") for name, art in ((report.manifest or {}).get("artifacts") or {}).items()},
             )
+        if entry.get("error"):
+            log("Verification of %s failed: %s" % (source.get("label") or source["db_name"], entry["error"]))
         reports.append(entry)
     return {"reports": reports}, None, []
 
@@ -344,7 +363,12 @@ def memory_text():
 
 
 class RunReporter:
-    """Writes one run's progress, log and heartbeat into its row, in short transactions."""
+    """Writes one run's progress, log and heartbeat into its row, in short transactions.
+
+    Called as ``reporter(fraction, message)``, it follows the work: the progress bar and the current step
+    (``progress_message``), often rewritten, never kept. ``step(message)`` appends a line to the log that
+    stays: what was done (a destination checked, an artifact written, a copy stored).
+    """
 
     def __init__(self, conn, run_id, on_write=None):
         self.conn, self.run_id = conn, run_id
@@ -369,16 +393,18 @@ class RunReporter:
 
     def __call__(self, fraction, message):
         with self.lock:
-            if message and message != self.message:
-                step = message.split(":")[0]
-                if self.log and self.message and self.message.split(":")[0] == step:
-                    # The same step again (a byte counter): replace the line, keep one per step.
-                    self.log.pop()
-                self.log.append("%s %s" % (time.strftime("%H:%M:%S", time.gmtime()), message))
+            if message:
                 self.message = message
             self.progress = max(0.0, min(1.0, float(fraction or 0.0)))
             if time.monotonic() - self._last_write < 1.0:
                 return
+            self._write()
+
+    def step(self, message):
+        """A step is done: one line in the log, written now."""
+        with self.lock:
+            self.log.append("%s %s" % (time.strftime("%H:%M:%S", time.gmtime()), message))
+            self.message = message
             self._write()
 
     def _write(self):
@@ -562,7 +588,7 @@ class Worker:
         state, result, error = "failed", None, None
         try:
             plan = json.loads(plan_text or "{}")
-            result, error, warnings = execute(action, plan, self.ctx, name, reporter)
+            result, error, warnings = execute(action, plan, self.ctx, name, reporter, reporter.step)
             if result is not None:
                 result.setdefault("warnings", list(warnings or []))
             state = "failed" if error else "done"
@@ -578,6 +604,9 @@ class Worker:
             reporter.stop()
         reporter.line(memory_text())
         if error:
+            if reporter.message and not reporter.text().endswith(reporter.message):
+                # Where the work was when it stopped: the step under way is no log line of its own.
+                reporter.line("Was at: %s" % reporter.message)
             reporter.line("Failed: %s" % error)
         else:
             reporter.line("Done")

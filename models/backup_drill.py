@@ -1,7 +1,7 @@
 from markupsafe import Markup
 from odoo import _, api, fields, models
 
-from ..engine.schedule import human_duration
+from ..engine.human import human_duration
 
 
 class SppBackupDrill(models.Model):
@@ -123,7 +123,7 @@ class SppBackupDrill(models.Model):
             _("Result: %s", _("PASSED") if result.get("ok") else _("FAILED")),
         ]
         if result.get("restore_seconds") is not None:
-            lines.append(_("Restore took %s s (the measured RTO)", "%.1f" % result["restore_seconds"]))
+            lines.append(_("Restore took %s (the measured RTO)", human_duration(result["restore_seconds"])))
         for check in result.get("checks") or []:
             verdict = "ok  " if check.get("ok") else "FAIL"
             lines.append("  %-22s %s  %s" % (check.get("name"), verdict, check.get("detail") or ""))
@@ -144,10 +144,10 @@ class SppBackupDrill(models.Model):
             return self._on_runner_failed(reason, {})
         self.message_post(
             body=_(
-                "Drill of backup %(backup)s passed: restored in %(seconds)s s, every check passed, scratch "
+                "Drill of backup %(backup)s passed: restored in %(took)s, every check passed, scratch "
                 "database dropped.",
                 backup=self.backup_id,
-                seconds="%.1f" % self.restore_seconds,
+                took=human_duration(self.restore_seconds),
             ),
         )
         self.policy_id.sudo()._on_drill_finished(self)

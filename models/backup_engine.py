@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 
-from odoo import _, api, models, sql_db
+from odoo import SUPERUSER_ID, _, api, models, sql_db
 from odoo.exceptions import AccessError, UserError
 from odoo.modules.module import get_module_path
 from odoo.modules.neutralize import get_neutralization_queries
@@ -98,6 +98,16 @@ class SppBackupEngine(models.AbstractModel):
             return []
 
     # -------------------------------------------------------------- rights
+
+    @api.model
+    def _as_server(self, records):
+        """``records`` as the server acts on them: the user of the server's crons, not the person who asked.
+
+        What the server records (a run's outcome, the messages, alerts, activities and emails it makes) is the
+        same whether the cron collected it or someone pressed Refresh, and never depends on that person's
+        account: a Backup Manager without an email address is a sender Odoo cannot send from.
+        """
+        return records.with_user(SUPERUSER_ID)
 
     @api.model
     def _check_manager(self):

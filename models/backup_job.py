@@ -4,9 +4,9 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
-from ..engine.backup import human_bytes
 from ..engine.catalog import BackupRef, resolve
 from ..engine.errors import BackupError
+from ..engine.human import human_bytes, human_duration
 from ..engine.prune import PruneReport
 from ..engine.storage import open_storage
 
@@ -274,10 +274,10 @@ class SppBackupJob(models.Model):
         if not policy.last_success_at or policy.last_success_at <= self.finished_at:
             policy.write({"last_success_at": self.finished_at, "last_success_job_id": self.id})
         body = _(
-            "Backup %(id)s done: %(size)s in %(seconds)s s.",
+            "Backup %(id)s done: %(size)s in %(took)s.",
             id=self.backup_id,
             size=human_bytes(self.total_size),
-            seconds="%.1f" % self.duration,
+            took=human_duration(self.duration),
         )
         if self.warnings:
             body += " " + _("Warnings: %s", self.warnings)

@@ -11,7 +11,7 @@ from ..engine.config import BackupPlan
 from ..engine.errors import BackupError
 from ..engine.prune import prune
 from ..engine.retention import RetentionRules
-from ..engine.schedule import WEEKDAYS, hour_minute, human_duration, next_slot, schedule_anchor, time_zone
+from ..engine.schedule import WEEKDAYS, hour_minute, next_slot, schedule_anchor, time_zone
 
 RETENTION_FIELDS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 
@@ -148,14 +148,15 @@ class SppBackupPolicy(models.Model):
         string="RPO (hours)",
         default=24.0,
         tracking=True,
-        help="Recovery point objective: the most data, in hours, you accept to lose. The policy is reported "
-        "late when its last successful backup is older than this.",
+        help="Recovery point objective, set in hours: the most data you accept to lose. The policy is reported "
+        "late when its last successful backup is older than this. Shown everywhere else as a duration in words.",
     )
     rto_minutes = fields.Integer(
         string="RTO (minutes)",
         default=240,
         tracking=True,
-        help="Recovery time objective: how long, in minutes, a restore may take. Drills measure it.",
+        help="Recovery time objective, set in minutes: how long a restore may take. Drills measure it. Shown "
+        "everywhere else as a duration in words.",
     )
     encrypt = fields.Boolean(
         string="Encrypt",
@@ -288,11 +289,14 @@ class SppBackupPolicy(models.Model):
         help="Met when the newest good backup (done, and not failed verification) is younger than the RPO. "
         "Without any backup it is unknown, and breached (with an alert) once the policy is older than the RPO.",
     )
-    rpo_age_hours = fields.Float(
-        string="Newest backup age (h)",
+    rpo_target_text = fields.Char(
+        string="RPO target", compute="_compute_objectives", help="The RPO, as a duration in words."
+    )
+    rpo_age_seconds = fields.Float(
+        string="Newest good backup age (s)",
         compute="_compute_objectives",
-        digits=(16, 1),
-        help="Hours since the newest good backup finished (the data you would lose now).",
+        digits=(16, 0),
+        help="Seconds since the newest good backup finished (the data you would lose now).",
     )
     rto_status = fields.Selection(
         [("ok", "Met"), ("breached", "Breached"), ("unknown", "Unknown")],
@@ -300,11 +304,8 @@ class SppBackupPolicy(models.Model):
         compute="_compute_objectives",
         help="Met when the last drill restored within the RTO; unknown until a drill has measured it.",
     )
-    rto_measured_minutes = fields.Float(
-        string="Measured restore time (min)",
-        compute="_compute_objectives",
-        digits=(16, 2),
-        help="How long the restore of the last drill took, in minutes.",
+    rto_target_text = fields.Char(
+        string="RTO target", compute="_compute_objectives", help="The RTO, as a duration in words."
     )
     rto_measured_seconds = fields.Float(
         string="Measured restore time (s)",
@@ -536,30 +537,18 @@ class SppBackupPolicy(models.Model):
     def _compute_objectives(self):
         now = fields.Datetime.now()
         for policy in self:
-            policy.rpo_status, age = policy._rpo_verdict(now)
-            policy.rpo_age_hours = age if age is not None else 0.0
-            policy.rto_status, minutes = policy._rto_verdict()
-            policy.rto_measured_minutes = minutes or 0.0
-            measured = policy.last_drill_id.restore_seconds if policy.rto_status != "unknown" else 0.0
-            policy.rto_measured_seconds = measured
-            rpo_target = human_duration((policy.rpo_hours or 0.0) * 3600)
-            rto_target = human_duration((policy.rto_minutes or 0) * 60)
-            if age is None:
-                policy.rpo_text = _("no backup yet (target %s)", rpo_target)
-            else:
-                policy.rpo_text = _(
-                    "newest backup %(age)s old (target %(target)s)",
-                    age=human_duration(age * 3600),
-                    target=rpo_target,
-                )
-            if policy.rto_status == "unknown":
-                policy.rto_text = _("no drill has measured it yet (target %s)", rto_target)
-            else:
-                policy.rto_text = _(
-                    "drill restored in %(time)s (target %(target)s)",
-                    time=human_duration(measured),
-                    target=rto_target,
-                )
+            objectives = policy._objectives(now)
+            for name in (
+                "rpo_status",
+                "rto_status",
+                "rpo_age_seconds",
+                "rto_measured_seconds",
+                "rpo_target_text",
+                "rto_target_text",
+                "rpo_text",
+                "rto_text",
+            ):
+                policy[name] = objectives[name]
             drill = policy.last_drill_id
             if not drill:
                 policy.last_drill_state = "none"

@@ -2,6 +2,8 @@ import datetime
 
 from odoo import _, api, fields, models
 
+from ..engine.human import human_duration
+
 
 class SppBackupPolicyObjectives(models.Model):
     """Recovery objectives of a policy (RPO, RTO) and the alerts they and the jobs raise."""
@@ -32,68 +34,102 @@ class SppBackupPolicyObjectives(models.Model):
         """The newest good backup job of this policy, or an empty recordset."""
         return self._good_jobs(limit=1)
 
+    # The objectives are configured in hours (RPO) and minutes (RTO); everything else about them is in seconds,
+    # and people read both, targets and measures, as durations in words (engine.human.human_duration).
+
+    def _rpo_seconds(self):
+        """The RPO target in seconds."""
+        return (self.rpo_hours or 0.0) * 3600.0
+
+    def _rto_seconds(self):
+        """The RTO target in seconds."""
+        return (self.rto_minutes or 0) * 60.0
+
     def _rpo_verdict(self, now=None):
-        """('ok', 'breached' or 'unknown', age in hours of the newest good backup or None when there is none).
+        """('ok', 'breached' or 'unknown', seconds since the newest good backup finished, or None without one).
 
         Without any good backup the RPO is unknown while the policy is younger than its RPO, and breached after.
         """
         self.ensure_one()
         now = now or fields.Datetime.now()
-        limit = datetime.timedelta(hours=self.rpo_hours or 0)
+        limit = datetime.timedelta(seconds=self._rpo_seconds())
         point = self._recovery_point() if self.id else self.env["spp.backup.job"]
         if point and point.finished_at:
             age = now - point.finished_at
-            return ("breached" if age > limit else "ok"), round(age.total_seconds() / 3600.0, 2)
+            return ("breached" if age > limit else "ok"), max(age.total_seconds(), 0.0)
         since = self.create_date or now
         return ("breached" if now - since > limit else "unknown"), None
 
     def _rto_verdict(self):
-        """('ok', 'breached' or 'unknown', measured restore minutes or None) from the last finished drill."""
+        """('ok', 'breached' or 'unknown', seconds the last drill's restore took, or None) from the last drill."""
         self.ensure_one()
         drill = self.last_drill_id
         if not drill or not drill.is_rto_measured:
             return "unknown", None
-        minutes = drill.restore_seconds / 60.0
-        return ("breached" if minutes > self.rto_minutes else "ok"), round(minutes, 2)
+        seconds = drill.restore_seconds
+        return ("breached" if seconds > self._rto_seconds() else "ok"), seconds
+
+    def _objectives(self, now=None):
+        """The objectives ``now``: {field: value} of the verdicts, the measures (s) and their words, and the
+        sentences of the alerts (``rpo_alert``, ``rto_alert``)."""
+        self.ensure_one()
+        rpo, rto = human_duration(self._rpo_seconds()), human_duration(self._rto_seconds())
+        rpo_status, age = self._rpo_verdict(now)
+        rto_status, restored = self._rto_verdict()
+        texts = {
+            "rpo_status": rpo_status,
+            "rto_status": rto_status,
+            "rpo_age_seconds": age or 0.0,
+            "rto_measured_seconds": restored or 0.0,
+            "rpo_target_text": rpo,
+            "rto_target_text": rto,
+        }
+        if age is None:
+            texts["rpo_text"] = _("no good backup yet (target %s)", rpo)
+            texts["rpo_alert"] = _(
+                "Policy '%(name)s' has no successful backup, and its RPO is %(rpo)s.", name=self.name, rpo=rpo
+            )
+        else:
+            texts["rpo_text"] = _("newest good backup %(age)s old (target %(rpo)s)", age=human_duration(age), rpo=rpo)
+            texts["rpo_alert"] = _(
+                "The newest good backup of policy '%(name)s' is %(age)s old; its RPO is %(rpo)s. "
+                "Backups may have stopped: check the jobs and the crons.",
+                name=self.name,
+                age=human_duration(age),
+                rpo=rpo,
+            )
+        if restored is None:
+            texts["rto_text"] = _("no drill has measured it yet (target %s)", rto)
+            texts["rto_alert"] = False
+        else:
+            texts["rto_text"] = _(
+                "last drill restored in %(time)s (target %(rto)s)", time=human_duration(restored), rto=rto
+            )
+            texts["rto_alert"] = _(
+                "The last drill of policy '%(name)s' restored in %(time)s; its RTO is %(rto)s.",
+                name=self.name,
+                time=human_duration(restored),
+                rto=rto,
+            )
+        return texts
 
     def _check_objective_alerts(self, now=None):
         """Raise or resolve the RPO and RTO alerts of these policies as their objectives stand ``now``."""
         Alert = self.env["spp.backup.alert"]
         for policy in self:
-            status, age = policy._rpo_verdict(now)
-            if status == "breached" and policy.active:
-                if age is None:
-                    message = _(
-                        "Policy '%(name)s' has no successful backup, and its RPO is %(rpo)s hours.",
-                        name=policy.name,
-                        rpo=policy.rpo_hours,
-                    )
-                else:
-                    message = _(
-                        "The newest good backup of policy '%(name)s' is %(age)s hours old; its RPO is %(rpo)s hours. "
-                        "Backups may have stopped: check the jobs and the crons.",
-                        name=policy.name,
-                        age="%.1f" % age,
-                        rpo=policy.rpo_hours,
-                    )
-                Alert._raise(policy, "rpo_breach", message)
+            texts = policy._objectives(now)
+            if texts["rpo_status"] == "breached" and policy.active:
+                Alert._raise(policy, "rpo_breach", texts["rpo_alert"])
             else:
-                Alert._resolve(policy, "rpo_breach", _("The newest good backup is within the RPO again."))
-            status, minutes = policy._rto_verdict()
-            if status == "breached" and policy.active:
-                Alert._raise(
-                    policy,
-                    "rto_breach",
-                    _(
-                        "The last drill of policy '%(name)s' took %(minutes)s minutes to restore; the RTO is "
-                        "%(rto)s minutes.",
-                        name=policy.name,
-                        minutes="%.1f" % minutes,
-                        rto=policy.rto_minutes,
-                    ),
+                Alert._resolve(
+                    policy, "rpo_breach", _("The newest good backup is within the RPO again: %s.", texts["rpo_text"])
                 )
-            elif status == "ok" or not policy.active:
-                Alert._resolve(policy, "rto_breach", _("The last drill restored within the RTO."))
+            if texts["rto_status"] == "breached" and policy.active:
+                Alert._raise(policy, "rto_breach", texts["rto_alert"])
+            elif texts["rto_status"] == "ok" or not policy.active:
+                Alert._resolve(
+                    policy, "rto_breach", _("The last drill restored within the RTO: %s.", texts["rto_text"])
+                )
 
     @api.model
     def _cron_check_objectives(self, now=None):

@@ -1,6 +1,8 @@
 from markupsafe import Markup
 from odoo import _, api, fields, models, release
 
+from ..engine.human import human_duration
+
 
 class SppBackupRestore(models.Model):
     """One restore of a backup set, started from the restore wizard and run by the detached runner."""
@@ -109,10 +111,10 @@ class SppBackupRestore(models.Model):
             }
         )
         body = Markup("<p>%s</p>") % _(
-            "Backup %(backup)s was restored into database %(db)s in %(seconds)s s (signature: %(signature)s).",
+            "Backup %(backup)s was restored into database %(db)s in %(took)s (signature: %(signature)s).",
             backup=self.backup_id,
             db=self.target_db,
-            seconds="%.1f" % self.restore_seconds,
+            took=human_duration(self.restore_seconds),
             signature=self.signature or _("not checked"),
         )
         if self.replaced_db_aside:

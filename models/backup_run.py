@@ -4,7 +4,7 @@ import logging
 from odoo import _, api, fields, models
 
 from ..engine import worker as engine_worker
-from ..engine.schedule import human_duration
+from ..engine.human import human_duration
 
 _logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from odoo.exceptions import UserError
 from ..engine.catalog import BackupRef, latest
 from ..engine.config import DestinationConfig
 from ..engine.errors import BackupError
-from ..engine.schedule import human_duration
+from ..engine.human import human_duration
 from ..engine.storage import open_storage
 
 _logger = logging.getLogger(__name__)
@@ -142,15 +142,16 @@ class SppBackupRunnerMixin(models.AbstractModel):
             except (BackupError, UserError, OSError, ValueError) as exc:
                 reason = exc.args[0] if isinstance(exc, UserError) else str(exc)
                 record._runner_logger.error("%s could not be queued: %s", record._runner_log_name(), reason)
-                record._mark_runner_failed(record._runner_text("cannot_start", reason=reason))
+                Engine = self.env["spp.backup.engine"]
+                Engine._as_server(record)._mark_runner_failed(record._runner_text("cannot_start", reason=reason))
                 continue
             record.run_id = Run._queue(record._run_action, plan, record, policy=record._run_policy())
 
     # --------------------------------------------------------------- results
 
     def _collect(self):
-        """Record what the worker has finished for these records (as the server)."""
-        runs = self.sudo().mapped("run_id")
+        """Record what the worker has finished for these records (as the server, whoever asks)."""
+        runs = self.env["spp.backup.engine"]._as_server(self).mapped("run_id")
         if not runs:
             return
         from ..engine import worker as engine_worker

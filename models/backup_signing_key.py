@@ -197,6 +197,7 @@ class SppBackupSigning(models.TransientModel):
                 user=self.env.user.name,
                 new=public,
             )
-        for policy in policies:
+        # The server keeps the record (the person may have no email address to send from).
+        for policy in self.env["spp.backup.engine"]._as_server(policies):
             policy.message_post(body=body)
         return self.action_open()

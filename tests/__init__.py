@@ -9,6 +9,7 @@ if __name__.startswith("odoo.addons."):
         test_backup_job,
         test_backup_keys,
         test_backup_metrics,
+        test_backup_no_email,
         test_backup_offsite,
         test_backup_policy,
         test_backup_restore,

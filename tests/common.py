@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import shutil
@@ -15,6 +16,16 @@ from ..engine.errors import BackupError
 from .s3server import S3_ENV, MotoServer, moto_server_command
 
 ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _TestConnection:
+    """The worker's database connection, made of this test's cursor: what the worker writes, the test sees."""
+
+    def __init__(self, cr):
+        self.cr = cr
+
+    def cursor(self):
+        return contextlib.nullcontext(self.cr)
 
 
 class BackupCase(TransactionCase):
@@ -169,8 +180,11 @@ class BackupCase(TransactionCase):
         return record
 
     @classmethod
-    def work(cls):
+    def work(cls, collect=True, data_dir=None):
         """Execute every queued run as the worker does, in this test's transaction, then record the results.
+
+        ``collect=False`` leaves the finished runs for someone to record (a person's Refresh, the cron);
+        ``data_dir`` is the worker's own Odoo data directory (its filestores), when not this server's.
 
         The engine's own execution (engine.worker.execute) runs with the
         server's settings; what crosses processes (claims, locks, a worker
@@ -183,37 +197,36 @@ class BackupCase(TransactionCase):
         ctx = engine_worker.WorkerContext(
             settings=settings,
             pg=Engine._pg(settings),
-            data_dir=Engine._data_dir(),
+            data_dir=data_dir or Engine._data_dir(),
             conf_path=Engine._conf_path(),
             identities=crypto.load_identities(identity_file) if identity_file else [],
         )
         for run in env["spp.backup.run"].sudo().search([("state", "=", "queued")], order="id"):
             run.write({"state": "running", "started_at": fields.Datetime.now(), "worker_host": socket.gethostname()})
-            lines = []
-
-            def progress(fraction, message, lines=lines, run=run):
-                lines.append(message)
-                run.write({"progress": round(fraction * 100, 1), "progress_message": message})
-
+            env.flush_all()
+            # The worker's own reporter writes progress, current step and log, in this test's transaction.
+            reporter = engine_worker.RunReporter(_TestConnection(env.cr), run.id)
             result, error = None, None
             try:
                 result, error, warnings = engine_worker.execute(
-                    run.action, run._plan_data(), ctx, env.cr.dbname, progress
+                    run.action, run._plan_data(), ctx, env.cr.dbname, reporter, reporter.step
                 )
                 result.setdefault("warnings", list(warnings or []))
             except BackupError as exc:
                 error = str(exc)
-            lines.append("Failed: %s" % error if error else "Done")
+            reporter.line("Failed: %s" % error if error else "Done")
+            reporter.flush()
+            run.invalidate_recordset()
             run.write(
                 {
                     "state": "failed" if error else "done",
                     "result": json.dumps(result, default=str) if result is not None else False,
                     "error_message": error or False,
-                    "log": "\n".join(lines),
                     "finished_at": fields.Datetime.now(),
                 }
             )
-        env["spp.backup.run"]._cron_collect()
+        if collect:
+            env["spp.backup.run"]._cron_collect()
 
     @classmethod
     def run_to_end(cls, record, timeout=240):

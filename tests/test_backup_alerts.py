@@ -134,12 +134,13 @@ class TestBackupAlerts(BackupCase):
         self.Policy._cron_check_objectives(now=later + datetime.timedelta(hours=1))
         alert = self.alerts("rpo_breach")
         self.assertEqual(len(alert), 1)
-        self.assertIn("25.0 hours old", alert.message)
+        self.assertIn("is 25 h old; its RPO is 24 h.", alert.message)
         self.assertEqual(len(alert.activity_ids), len(self.alert_activities()))
         with patch.object(fields.Datetime, "now", return_value=later):
             self.policy.invalidate_recordset()
             self.assertEqual(self.policy.rpo_status, "breached")
-            self.assertAlmostEqual(self.policy.rpo_age_hours, 25.0, places=1)
+            self.assertAlmostEqual(self.policy.rpo_age_seconds, 25 * 3600, delta=1)
+            self.assertEqual(self.policy.rpo_text, "newest good backup 25 h old (target 24 h)")
             self.assertEqual(self.policy.compliance_color, 1)
         # Backups resumed: the next check resolves the alert.
         self.Policy._cron_check_objectives(now=finished + datetime.timedelta(hours=1))
@@ -152,7 +153,9 @@ class TestBackupAlerts(BackupCase):
         self.Policy._cron_check_objectives(now=created + datetime.timedelta(hours=1))
         self.assertFalse(self.alerts("rpo_breach"))
         self.Policy._cron_check_objectives(now=created + datetime.timedelta(hours=30))
-        self.assertIn("no successful backup", self.alerts("rpo_breach").message)
+        self.assertEqual(
+            self.alerts("rpo_breach").message, "Policy 'Nightly' has no successful backup, and its RPO is 24 h."
+        )
 
     def test_rpo_ignores_a_backup_that_failed_verification(self):
         """The newest backup does not count for the RPO when its verification failed."""
@@ -173,10 +176,10 @@ class TestBackupAlerts(BackupCase):
         self.finished_drill(ok=True, restore_seconds=3600)
         self.assertFalse(self.alerts("drill_failed"))
         self.assertEqual(self.policy.rto_status, "breached")
-        self.assertAlmostEqual(self.policy.rto_measured_minutes, 60.0)
+        self.assertAlmostEqual(self.policy.rto_measured_seconds, 3600.0)
         rto = self.alerts("rto_breach")
         self.assertEqual(len(rto), 1)
-        self.assertIn("took 60.0 minutes", rto.message)
+        self.assertEqual(rto.message, "The last drill of policy 'Nightly' restored in 1 h; its RTO is 30 min.")
         self.Policy._cron_check_objectives()
         self.assertEqual(self.alerts("rto_breach"), rto)
         drill = self.finished_drill(ok=True, restore_seconds=600, by_cron=True)
@@ -201,7 +204,7 @@ class TestBackupAlerts(BackupCase):
             self.policy.invalidate_recordset()
             self.assertEqual(self.policy.rpo_status, "unknown")
             self.assertEqual(self.policy.compliance_color, 2)
-            self.assertIn("no backup yet", self.policy.rpo_text)
+            self.assertEqual(self.policy.rpo_text, "no good backup yet (target 24 h)")
             self.assertFalse(self.policy.has_good_backup)
         with patch.object(fields.Datetime, "now", return_value=created + datetime.timedelta(hours=30)):
             self.policy.invalidate_recordset()
@@ -216,8 +219,28 @@ class TestBackupAlerts(BackupCase):
         self.finished_drill(ok=True, restore_seconds=2.5)
         self.assertTrue(self.policy.has_good_backup)
         self.assertAlmostEqual(self.policy.rto_measured_seconds, 2.5)
-        self.assertEqual(self.policy.rto_text, "drill restored in 2.5 s (target 4 h)")
+        self.assertEqual(self.policy.rto_text, "last drill restored in 2.5 s (target 4 h)")
         self.assertIn("(target 24 h)", self.policy.rpo_text)
+
+    def test_objectives_read_in_one_unit_of_words(self):
+        """Hours of RPO and minutes of RTO, targets and measures, all read as durations: '1 d 12 h', '1 h 30 min'."""
+        self.policy.write({"rpo_hours": 36.0, "rto_minutes": 90})
+        job = self.succeed_job()
+        self.finished_drill(ok=True, restore_seconds=75.0)
+        with patch.object(
+            fields.Datetime, "now", return_value=job.finished_at + datetime.timedelta(hours=3, minutes=12)
+        ):
+            self.policy.invalidate_recordset()
+            self.assertEqual((self.policy.rpo_target_text, self.policy.rto_target_text), ("36 h", "1 h 30 min"))
+            self.assertEqual(self.policy.rpo_text, "newest good backup 3 h 12 min old (target 36 h)")
+            self.assertEqual(self.policy.rto_text, "last drill restored in 1 min 15 s (target 1 h 30 min)")
+        self.policy.write({"rpo_hours": 72.0, "rto_minutes": 1})
+        self.assertEqual(self.policy.rpo_target_text, "3 d")
+        self.Policy._cron_check_objectives()
+        self.assertEqual(
+            self.alerts("rto_breach").message,
+            "The last drill of policy 'Nightly' restored in 1 min 15 s; its RTO is 1 min.",
+        )
 
     def test_alert_activity_summary_does_not_repeat_the_policy(self):
         """Odoo names the policy in the activity's email subject already: the summary is just the alert kind."""

@@ -9,6 +9,7 @@ from odoo import fields
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
+from ..engine.human import count
 from .common import RealBackupCase
 
 CHECK_NAMES = ["signature", "checksums", "restore", "row counts", "attachments", "odoo version/modules"]
@@ -59,8 +60,21 @@ class TestBackupDrill(RealBackupCase):
         self.assertEqual(self.policy.last_drill_id, drill)
         self.assertEqual(self.policy.last_drill_state, "passed")
         self.assertEqual(self.policy.rto_status, "ok")
-        self.assertAlmostEqual(self.policy.rto_measured_minutes, drill.restore_seconds / 60, places=1)
+        self.assertAlmostEqual(self.policy.rto_measured_seconds, drill.restore_seconds)
+        self.assertEqual(self.policy.rto_text, "last drill restored in %s (target 4 h)" % drill.restore_time)
         self.assertTrue(drill.message_ids.filtered(lambda m: "passed" in (m.body or "")))
+        # The drill's log: what it verified, restored and checked, one line each.
+        log = drill.log_excerpt
+        for line in (
+            "Verified backup %s: signature " % self.job.backup_id,
+            "Database restored in ",
+            "Filestore restored: %s, " % count(self.job.filestore_files, "file"),
+            "Restore took %s (the measured RTO)" % drill.restore_time,
+            "Check row counts: passed (",
+            "Check attachments: passed (",
+            "Scratch database %s dropped" % drill.scratch_db,
+        ):
+            self.assertEqual(log.count(" " + line), 1, "%r once in the drill's log:\n%s" % (line, log))
 
     def test_drill_of_corrupt_dump_fails_and_cleans_up(self):
         """A dump that matches its manifest but does not restore fails the drill; the scratch database is dropped."""

@@ -100,3 +100,51 @@ class TestBackupEndToEnd(BackupCase):
         self.job.with_user(self.manager).action_verify()
         self.work()
         self.assertEqual(self.job.verify_state, "ok")
+
+
+@tagged("post_install", "-at_install")
+class TestBackupJobLog(BackupCase):
+    """The job log of a real backup: a line per step and per artifact, never the ticks of a byte counter."""
+
+    def test_log_has_a_line_per_step_and_artifact_of_a_small_filestore(self):
+        """A filestore of three files gets its line like the dump, the snapshot, the copy and retention do."""
+        data_dir = os.path.join(self.tmp, "worker-data")
+        folder = os.path.join(data_dir, "filestore", self.env.cr.dbname, "ab")
+        os.makedirs(folder)
+        for index in range(3):
+            with open(os.path.join(folder, "ab%038d" % index), "wb") as handle:
+                handle.write(os.urandom(1000 + index))
+        self.policy.keep_last = 5
+        wizard = self.env["spp.backup.run.now"].with_user(self.manager).create({"policy_id": self.policy.id})
+        job = self.Job.browse(wizard.action_confirm()["res_id"])
+        self.work(data_dir=data_dir)
+        self.assertEqual(job.state, "done", job.error_message)
+        for line in job.log_excerpt.splitlines():
+            self.assertRegex(line, r"^\d\d:\d\d:\d\d \S", "every log line starts with its time")
+        lines = [line.split(" ", 1)[1] for line in job.log_excerpt.splitlines()]
+
+        def one(prefix):
+            found = [line for line in lines if line.startswith(prefix)]
+            self.assertEqual(len(found), 1, "one line %r in the log:\n%s" % (prefix, job.log_excerpt))
+            return found[0]
+
+        self.assertFalse([line for line in lines if line.startswith(("Dumping", "Archiving", "Connecting"))], lines)
+        self.assertEqual(one("Checked "), "Checked 1 destination")
+        self.assertIn(
+            "(artifact database.dump.zst, sha256 %s\u2026)" % job.database_sha256[:12], one("Database dumped: ")
+        )
+        archived = one("Filestore archived: ")
+        self.assertTrue(archived.startswith("Filestore archived: 3 files, 2.9 KiB in "), archived)
+        self.assertIn("(artifact filestore.tar.zst, sha256 %s\u2026)" % job.filestore_sha256[:12], archived)
+        self.assertEqual(job.filestore_files, 3)
+        snapshot = one("Application snapshot written: ")
+        self.assertIn("(artifact application.json, sha256 %s\u2026)" % job.application_sha256[:12], snapshot)
+        self.assertEqual(
+            one("Copy to "), "Copy to 'Test disk' stored at %s (manifest.json written last)" % job.location.strip()
+        )
+        self.assertEqual(one("Retention at "), "Retention at 'Test disk': kept 1, deleted 0")
+        self.assertEqual(
+            one("Backup %s done in " % job.backup_id), "Backup %s done in %s" % (job.backup_id, job.duration_text)
+        )
+        self.assertEqual(lines[-1], "Done")
+        self.assertTrue(job.progress_message.startswith("Backup %s done" % job.backup_id))

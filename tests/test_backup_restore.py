@@ -9,6 +9,7 @@ from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
 from ..engine import crypto, pg
+from ..engine.human import count
 from .common import RealBackupCase
 
 
@@ -113,6 +114,15 @@ class TestBackupRestore(RealBackupCase):
         self.assertTrue(
             restore.message_ids.filtered(lambda m: "was restored into database %s" % expected in (m.body or ""))
         )
+        for line in (
+            "Verified backup %s: signature " % self.job.backup_id,
+            "Database restored in ",
+            "Filestore restored: %s, " % count(self.job.filestore_files, "file"),
+            "Neutralized the copy",
+            "Swapped the restored copy in as %s" % expected,
+            "Restored %s into %s in " % (self.job.backup_id, expected),
+        ):
+            self.assertEqual(restore.log_excerpt.count(" " + line), 1, "%r once in:\n%s" % (line, restore.log_excerpt))
 
     def test_replace_existing_database_with_typed_name(self):
         """Replacing another database needs it in the databases setting and its name typed; the old one is kept."""

@@ -2,8 +2,8 @@ import logging
 
 from odoo import _, api, fields, models
 
-from ..engine.backup import human_bytes
 from ..engine.catalog import list_backups
+from ..engine.human import human_bytes
 from ..engine.manifest import backup_time
 
 _logger = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from odoo.exceptions import UserError
 from odoo.modules.module import get_module_path
 
 from ..engine import pg, scope
-from ..engine.backup import human_bytes
 from ..engine.errors import BackupError
+from ..engine.human import human_bytes
 
 _logger = logging.getLogger(__name__)
 
@@ -472,7 +472,7 @@ class SppBackupRestoreWizard(models.TransientModel):
         """Show the checks once the worker has read the backup back."""
         self.ensure_one()
         self.env["spp.backup.engine"]._check_restore_right()
-        run = self.check_run_id.sudo()
+        run = self.env["spp.backup.engine"]._as_server(self.check_run_id)
         if run.state in ("done", "failed") and not run.is_applied:
             run._apply()
         return self._reopen()
@@ -560,7 +560,7 @@ class SppBackupRestoreWizard(models.TransientModel):
                 }
             )
         )
-        restore.message_post(
+        Engine._as_server(restore).message_post(
             body=_(
                 "%(user)s started restoring backup %(backup)s into %(db)s%(mode)s.",
                 user=self.env.user.name,

@@ -5,9 +5,10 @@ import datetime
 import pytest
 
 from engine import manifest as mf
-from engine.backup import human_bytes, odoo_version_keys
+from engine.backup import odoo_version_keys
 from engine.config import BackupPlan, DestinationConfig, PgConfig, Settings, sanitize_options
 from engine.errors import PreflightError, VerifyError
+from engine.human import human_bytes
 
 
 def good_manifest():

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.human import human_duration
 from engine.schedule import (
     INTERVAL_UNITS,
-    human_duration,
     next_drill,
     next_slot,
     schedule_anchor,
