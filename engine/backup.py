@@ -147,11 +147,20 @@ def _check_destination(plan, storage):
     return max([""] + [e.backup_id for e in entries])
 
 
+# A set whose id is dated further ahead than this is not waited for: it was not made by this clock.
+FUTURE_ID_SLACK = 5.0
+
+
 def next_backup_id(newest_existing):
-    """A new id that sorts after every existing one (ids carry whole seconds)."""
+    """A new id that sorts after every existing one (ids carry whole seconds).
+
+    Only an id of this very second is waited out: a set dated in the future (a wrong clock elsewhere, or a
+    planted folder) would otherwise stall every backup of the database until its date.
+    """
+    deadline = time.monotonic() + FUTURE_ID_SLACK
     while True:
         backup_id = mf.new_backup_id()
-        if backup_id[:16] > newest_existing[:16]:
+        if backup_id[:16] > (newest_existing or "")[:16] or time.monotonic() > deadline:
             return backup_id
         time.sleep(0.2)
 

@@ -55,7 +55,7 @@ def parse_recipients(values):
     pyrage = _pyrage()
     recipients = []
     for value in values or []:
-        for line in key_lines(value):
+        for number, line in enumerate(key_lines(value), 1):
             if "SECRET-KEY" in line.upper():
                 # Never echo it: a message may be shown, logged or mailed.
                 raise PreflightError(
@@ -65,8 +65,9 @@ def parse_recipients(values):
             try:
                 recipients.append(pyrage.x25519.Recipient.from_str(line))
             except Exception as exc:
+                # The line itself is not repeated: it may be a private key of another kind.
                 raise PreflightError(
-                    "%r is not an age public key (recipient): it should look like age1... (62 characters)." % line[:80]
+                    "Recipient %d is not an age public key: it should look like age1... (62 characters)." % number
                 ) from exc
     return recipients
 
@@ -308,12 +309,12 @@ def sign(data, private_key):
 
 
 def public_key_list(keys):
-    """Trusted public keys as a list: one key (text) or several (list), blanks left out."""
+    """Trusted public keys as a list: a text of keys (separated by spaces, commas or lines) or a list of them."""
     if not keys:
         return []
     if isinstance(keys, str):
         keys = [keys]
-    return [key.strip() for key in keys if key and key.strip()]
+    return [part for key in keys if key for part in str(key).replace(",", " ").split()]
 
 
 def check_signature(data, signature_text, public_keys):
@@ -324,9 +325,17 @@ def check_signature(data, signature_text, public_keys):
     """
     from cryptography.exceptions import InvalidSignature
 
-    keys = [load_public_key(text) for text in public_key_list(public_keys)]
-    if not keys:
+    texts = public_key_list(public_keys)
+    if not texts:
         raise VerifyError("No public key to check the manifest's signature with.")
+    keys, bad = [], None
+    for text in texts:
+        try:
+            keys.append(load_public_key(text))
+        except PreflightError as exc:
+            bad = exc  # one malformed key must not stop the others from verifying
+    if not keys:
+        raise bad
     try:
         signature = base64.b64decode(signature_text.strip(), validate=True)
     except (ValueError, binascii.Error) as exc:

@@ -153,7 +153,7 @@ def check_signature(ref, manifest_bytes, manifest, public_key, allow_unsigned=Fa
     has_sig = ref.storage.exists(sig_key)
     if public_key:
         if not has_sig and allow_unsigned:
-            return "unsigned (accepted with --allow-unsigned)", None, UNSIGNED_WARNING
+            return "unsigned (accepted)", None, UNSIGNED_WARNING
         if not has_sig:
             return (
                 "MISSING",

@@ -177,7 +177,10 @@ def _restore(plan, ctx, serving_db, progress, log):
     )
     ref = _source_ref(plan["source"], ctx, serving_db)
     options["data_dir"] = ctx.data_dir
-    options.pop("allow_unsigned", None)  # only a person at the command line accepts an unsigned backup
+    # Whether an unsigned backup is accepted is the server's decision (its policy does not sign), written in
+    # the plan by Odoo, never an option a person sets.
+    options.pop("allow_unsigned", None)
+    options["allow_unsigned"] = bool(plan.get("unsigned_ok"))
     result = restore(ref, RestoreOptions(pg=ctx.pg, identities=ctx.identities, **options), progress=progress, log=log)
     return result.to_dict(), None, result.warnings
 
@@ -192,6 +195,7 @@ def _drill(plan, ctx, serving_db, progress, log):
         ctx.data_dir,
         identities=ctx.identities,
         public_key=plan.get("public_key"),
+        allow_unsigned=bool(plan.get("unsigned_ok")),
         neutralize_sql=plan.get("neutralize_sql") or [],
         jobs=int(plan.get("jobs") or 1),
         progress=progress,
@@ -216,7 +220,13 @@ def _verify(plan, ctx, serving_db, progress, log):
         entry = {"label": source.get("label"), "deep": deep}
         try:
             ref = _source_ref(source, ctx, serving_db)
-            report = verify(ref, public_key=plan.get("public_key"), identities=ctx.identities or None, deep=deep)
+            report = verify(
+                ref,
+                public_key=plan.get("public_key"),
+                identities=ctx.identities or None,
+                deep=deep,
+                allow_unsigned=bool(plan.get("unsigned_ok")),
+            )
         except BackupError as exc:
             entry.update(ok=False, error=str(exc))
         except Exception as exc:  # storage and network trouble: a sentence for the people, details in the log

@@ -82,6 +82,7 @@ class SppBackupDrill(models.Model):
         return {
             "source": source,
             "public_key": Engine._trusted_public_key(),
+            "unsigned_ok": Engine._unsigned_ok(self.policy_id),
             "neutralize_sql": Engine._neutralize_queries(manifest.get("modules") or {}),
             "jobs": 1,
         }

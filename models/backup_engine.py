@@ -13,7 +13,7 @@ from odoo.modules.module import get_module_path
 from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tools import config as odoo_config
 
-from ..engine import scope
+from ..engine import crypto, scope
 from ..engine import worker as engine_worker
 from ..engine.config import PgConfig, Settings
 from ..engine.errors import BackupError
@@ -136,17 +136,27 @@ class SppBackupEngine(models.AbstractModel):
         was replaced still verifies. ``policies`` is accepted for callers that name the backup's policy; one
         key pair serves the whole server.
         """
-        key = (self._settings().get("verify_key") or "").strip()
-        if key:
-            return [key]
+        configured = crypto.public_key_list(self._settings().get("verify_key"))
+        if configured:
+            return configured
+        Keys = self.env["spp.backup.signing.key"]
         keys = []
-        current = self.env["spp.backup.signing.key"]._server_key()
+        current = Keys._server_key()
         if current.get("public_key"):
             keys.append(current["public_key"])
-        for known in self.env["spp.backup.signing.key"].sudo().search([]).mapped("public_key"):
+        for known in Keys._trusted():
             if known not in keys:
                 keys.append(known)
         return keys or None
+
+    @api.model
+    def _unsigned_ok(self, policies):
+        """Whether an unsigned backup of one of ``policies`` (found by the server) is accepted, with a warning.
+
+        Only when none of them signs: a backup of a signing policy, or of no policy the server knows, must be
+        signed once the server has a key.
+        """
+        return bool(policies) and not any(policies.sudo().mapped("sign"))
 
     # --------------------------------------------------------------- scope
 

@@ -374,7 +374,12 @@ class SppBackupJob(models.Model):
                 sources.append(source)
             Engine = self.env["spp.backup.engine"]
             key = Engine._trusted_public_key()
-            plan = {"sources": sources, "public_key": key, "deep": True}
+            plan = {
+                "sources": sources,
+                "public_key": key,
+                "unsigned_ok": Engine._unsigned_ok(job.policy_id),
+                "deep": True,
+            }
             run = self.env["spp.backup.run"]._queue("verify", plan, job, policy=job.policy_id)
             job.write({"verify_run_id": run.id, "verify_state": "verifying"})
         return True

@@ -1,5 +1,8 @@
 from odoo import _, api, fields, models
-from odoo.exceptions import UserError
+from odoo.exceptions import UserError, ValidationError
+
+from ..engine import crypto
+from ..engine.errors import BackupError
 
 
 class SppBackupPolicyKeys(models.Model):
@@ -19,7 +22,8 @@ class SppBackupPolicyKeys(models.Model):
         tracking=True,
         help="Sign every backup's manifest with the server's Ed25519 signing key (the file named by "
         "signing_key_file in odoo.conf; see Configuration > Signing key). Verification, restores and drills "
-        "then refuse a backup whose signature is missing or wrong.",
+        "then refuse a backup whose signature is missing or wrong. Unticked, backups are unsigned: they verify "
+        "with a warning, since nothing proves which server made them.",
     )
     signing_public_key = fields.Char(
         string="Signs with",
@@ -27,6 +31,27 @@ class SppBackupPolicyKeys(models.Model):
         help="The public half of the server's signing key, which this policy's backups are signed with.",
     )
     signing_status = fields.Char(string="Signing key", compute="_compute_signing_public_key")
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        for vals in vals_list:
+            self._refuse_private_keys(vals)
+        return super().create(vals_list)
+
+    def write(self, vals):
+        self._refuse_private_keys(vals)
+        return super().write(vals)
+
+    @api.model
+    def _refuse_private_keys(self, vals):
+        """A private key pasted as a recipient is refused before anything reaches the database or its log."""
+        text = vals.get("age_recipients")
+        if text and isinstance(text, str):
+            try:
+                crypto.parse_recipients([text])
+            except BackupError as exc:
+                if "private" in str(exc):
+                    raise ValidationError(str(exc)) from None
 
     @api.depends("sign")
     def _compute_signing_public_key(self):

@@ -40,6 +40,11 @@ class SppBackupRestore(models.Model):
     include_filestore = fields.Boolean(string="Filestore", readonly=True)
     neutralize = fields.Boolean(string="Neutralized", readonly=True)
     new_uuid = fields.Boolean(string="New database UUID", readonly=True)
+    unsigned_ok = fields.Boolean(
+        string="Unsigned accepted",
+        readonly=True,
+        help="The backup's policy does not sign: an unsigned backup was accepted, with a warning.",
+    )
     public_key = fields.Text(
         string="Signing public keys", readonly=True, help="The keys the backup's signature was checked against."
     )
@@ -90,7 +95,7 @@ class SppBackupRestore(models.Model):
             # The wizard had the target's name typed before it accepted a replace (_check_confirmation).
             "confirm_name": self.target_db if self.is_replace else None,
         }
-        return {"source": source, "options": options}
+        return {"source": source, "options": options, "unsigned_ok": self.unsigned_ok}
 
     def _on_runner_done(self, status):
         result = status.get("result") or {}

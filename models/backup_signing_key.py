@@ -7,6 +7,9 @@ from odoo.exceptions import UserError
 from ..engine import crypto
 from ..engine.errors import BackupError
 
+# The advisory lock that serialises making the signing key (any 64-bit number of this addon's own).
+SIGNING_LOCK = 0x5350_5042_4B53_4947
+
 
 class SppBackupSigningKey(models.Model):
     """The public halves of the keys this server has signed backups with.
@@ -29,6 +32,12 @@ class SppBackupSigningKey(models.Model):
         string="Replaced on", readonly=True, help="When a new key pair took this one's place in the key file."
     )
     user_id = fields.Many2one("res.users", string="Recorded by", readonly=True)
+    revoked_at = fields.Datetime(
+        string="Distrusted on",
+        readonly=True,
+        help="From then on, no backup signed with this key verifies on this server (the key may have leaked).",
+    )
+    revoked_by_id = fields.Many2one("res.users", string="Distrusted by", readonly=True)
 
     _sql_constraints = [("public_key_unique", "unique(public_key)", "This signing key is recorded already.")]
 
@@ -58,8 +67,39 @@ class SppBackupSigningKey(models.Model):
         return {"path": path, "state": "ok", "public_key": crypto.public_key_text(key.public_key()), "reason": None}
 
     @api.model
+    def _trusted(self):
+        """The public keys of the server's records that nobody distrusted."""
+        return self.sudo().search([("revoked_at", "=", False)]).mapped("public_key")
+
+    def action_distrust(self):
+        """Stop trusting a key this server signed with before (it may have leaked): its backups fail to verify."""
+        self.env["spp.backup.engine"]._check_manager()
+        current = self._server_key().get("public_key")
+        for key in self.sudo():
+            if key.public_key == current:
+                raise UserError(
+                    _(
+                        "Key %s is the one in the signing key file: replace the signing key first, then distrust "
+                        "this one.",
+                        key.fingerprint,
+                    )
+                )
+        now = fields.Datetime.now()
+        self.sudo().filtered(lambda key: not key.revoked_at).write({"revoked_at": now, "revoked_by_id": self.env.uid})
+        policies = self.env["spp.backup.policy"].sudo().search([("sign", "=", True)])
+        body = _(
+            "%(user)s distrusted the signing key(s) %(keys)s: backups signed with them no longer verify here.",
+            user=self.env.user.name,
+            keys=", ".join(self.sudo().mapped("public_key")),
+        )
+        for policy in self.env["spp.backup.engine"]._as_server(policies):
+            policy.message_post(body=body)
+        return True
+
+    @api.model
     def _remember(self, public_key, origin, replaced=False):
         """Record ``public_key`` as one this server signs (or signed) with; the server's own write."""
+        crypto.load_public_key(public_key)
         Keys = self.sudo()
         known = Keys.search([("public_key", "=", public_key)], limit=1)
         values = {"replaced_at": fields.Datetime.now()} if replaced else {}
@@ -111,10 +151,25 @@ class SppBackupSigning(models.TransientModel):
     known_key_ids = fields.Many2many(
         "spp.backup.signing.key", string="Keys backups are verified with", compute="_compute_key"
     )
+    verify_key_set = fields.Boolean(compute="_compute_key")
+    opened_public_key = fields.Char(
+        readonly=True, help="The key the file held when the dialog was opened: a replacement replaces that one only."
+    )
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        # Nothing a caller sends is kept: the dialog records only what the server saw when it opened.
+        opened = self.env["spp.backup.signing.key"]._server_key().get("public_key") or False
+        return super().create([{"opened_public_key": opened} for _vals in vals_list])
+
+    def write(self, vals):
+        vals.pop("opened_public_key", None)
+        return super().write(vals)
 
     def _compute_key(self):
         Keys = self.env["spp.backup.signing.key"]
         server = Keys._server_key()
+        verify_key = self.env["spp.backup.engine"]._settings().get("verify_key")
         policies = self.env["spp.backup.policy"].search([("sign", "=", True)])
         for wizard in self:
             wizard.key_file = server["path"]
@@ -126,6 +181,7 @@ class SppBackupSigning(models.TransientModel):
             )
             wizard.policy_ids = policies
             wizard.known_key_ids = Keys.sudo().search([])
+            wizard.verify_key_set = bool(verify_key)
 
     @api.model
     def action_open(self):
@@ -144,10 +200,27 @@ class SppBackupSigning(models.TransientModel):
 
     def action_make_key(self):
         """Make the server's key pair in the file odoo.conf names (or replace the one there)."""
-        self.ensure_one()
         self.env["spp.backup.engine"]._check_manager()
+        if len(self) != 1 or self.create_uid != self.env.user:
+            raise UserError(_("Open Backup & Recovery > Configuration > Signing key again, and make the key there."))
         Keys = self.env["spp.backup.signing.key"]
+        # One maker at a time, on every Odoo worker: the file and its record change together.
+        self.env.cr.execute("SELECT pg_advisory_xact_lock(%s)", [SIGNING_LOCK])
         server = Keys._server_key()
+        if (server["public_key"] or False) != (self.opened_public_key or False):
+            raise UserError(
+                _("The signing key changed since this dialog was opened: close it and open it again to see it.")
+            )
+        if self.env["spp.backup.engine"]._settings().get("verify_key"):
+            raise UserError(
+                _(
+                    "odoo.conf sets verify_key, so it decides which keys signatures are checked with: a key made "
+                    "here would make new backups fail verification. On the server, make the new key with "
+                    "'spp-backup keys signing --out <new file>', add its public key to verify_key (keys separated "
+                    "by spaces keep old backups verifiable), put the file in place of %s and restart Odoo.",
+                    server["path"] or "signing_key_file",
+                )
+            )
         if server["state"] == "unset":
             raise UserError(
                 _(

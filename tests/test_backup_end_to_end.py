@@ -2,9 +2,11 @@ import hashlib
 import json
 import os
 import shutil
+from unittest.mock import patch
 
 from odoo.tests import tagged
 
+from ..engine import crypto
 from .common import BackupCase
 
 
@@ -72,6 +74,23 @@ class TestBackupEndToEnd(BackupCase):
         self.assertTrue(self.job.verified_at)
         self.assertIn("OK", self.job.verify_report)
         self.assertIn("database.dump.zst", self.job.verify_report)
+
+    def test_unsigned_policy_still_verifies_once_the_server_has_a_key(self):
+        """A policy with Sign unticked: its unsigned backup verifies (with the warning) on a server that has a
+        signing key, while the same backup counted as a signing policy's is refused as unsigned."""
+        key_file = os.path.join(self.tmp, "signing-e2e.pem")
+        crypto.write_signing_key(key_file)
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_SIGNING_KEY_FILE": key_file}))
+        self.assertFalse(self.policy.sign)
+        self.job.with_user(self.manager).action_verify()
+        self.work()
+        self.assertEqual(self.job.verify_state, "ok", self.job.verify_report)
+        self.assertIn("unsigned (accepted)", self.job.verify_report)
+        self.policy.sign = True
+        self.job.with_user(self.manager).action_verify()
+        self.work()
+        self.assertEqual(self.job.verify_state, "failed")
+        self.assertIn("manifest.sig is missing", self.job.verify_report)
 
     def test_verify_detects_flipped_byte(self):
         """Verify on a copy with one flipped byte fails, names the artifact and posts to the chatter."""

@@ -1,3 +1,4 @@
+import logging
 import os
 import stat
 import subprocess
@@ -9,6 +10,7 @@ from odoo.tests import tagged
 from psycopg2 import sql
 
 from ..engine import crypto
+from ..engine.errors import VerifyError
 from .common import ADDON_DIR, BackupCase
 
 
@@ -97,6 +99,19 @@ class TestBackupKeys(BackupCase):
             self.policy.with_user(self.manager).write({"encrypt": True, "age_recipients": secret})
         self.assertIn("private age key", str(raised.exception))
         self.assertNotIn(secret[15:40], str(raised.exception))
+        # refused before the database sees it (a failing INSERT would print it in the server's log)
+        records = []
+        handler = logging.Handler(level=logging.DEBUG)
+        handler.emit = records.append
+        logging.getLogger().addHandler(handler)
+        self.addCleanup(logging.getLogger().removeHandler, handler)
+        with self.assertRaises(ValidationError):
+            self.Policy.with_user(self.manager).create({"age_recipients": secret})
+        self.assertNotIn(secret[15:40], "\n".join(str(record.getMessage()) for record in records))
+        pem_body = crypto.generate_signing_key()[0].splitlines()[1]
+        with self.assertRaises(ValidationError) as raised:
+            self.policy.with_user(self.manager).write({"encrypt": True, "age_recipients": pem_body})
+        self.assertNotIn(pem_body[:20], str(raised.exception), "another kind of secret is not echoed either")
         self.assertEqual(self.tables_containing(secret[16:40]), [])
 
     # -------------------------------------------------------------- signing
@@ -212,6 +227,55 @@ class TestBackupKeys(BackupCase):
             {"name": "New", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False}
         )
         self.assertTrue(policy.sign)
+
+    def test_a_leaked_key_can_be_distrusted_and_stops_verifying(self):
+        """Replace a leaked key, then distrust it: a manifest signed with it no longer verifies here."""
+        self.policy.sign = True
+        self.open_signing().action_make_key()
+        leaked = self.file_public_key()
+        data = b'{"format": 1}\n'
+        forged = crypto.sign(data, crypto.load_signing_key(self.key_file)).decode()
+        current = self.env["spp.backup.signing.key"].search([("public_key", "=", leaked)])
+        with self.assertRaisesRegex(UserError, "replace the signing key first"):
+            current.with_user(self.manager).action_distrust()
+        self.open_signing().action_make_key()
+        crypto.check_signature(data, forged, self.env["spp.backup.engine"]._trusted_public_key())
+        for who in (self.internal, self.auditor, self.restorer):
+            with self.subTest(user=who.login), self.assertRaises(AccessError):
+                current.with_user(who).action_distrust()
+        current.with_user(self.manager).action_distrust()
+        self.assertTrue(current.revoked_at)
+        self.assertEqual(current.revoked_by_id, self.manager)
+        self.assertNotIn(leaked, self.env["spp.backup.engine"]._trusted_public_key())
+        with self.assertRaisesRegex(VerifyError, "does not match"):
+            crypto.check_signature(data, forged, self.env["spp.backup.engine"]._trusted_public_key())
+        self.assertIn("distrusted", self.policy.message_ids[0].body)
+
+    def test_making_the_key_needs_the_dialog_as_it_was_opened(self):
+        """A stale or someone else's dialog, or none, makes nothing; with verify_key in odoo.conf, neither."""
+        first = self.open_signing()
+        stale = self.open_signing()
+        first.action_make_key()
+        made = self.file_public_key()
+        with self.assertRaisesRegex(UserError, "changed since this dialog was opened"):
+            stale.action_make_key()
+        other_manager = self.manager.copy({"login": "sppb_manager_2"})
+        mine = self.open_signing()
+        with self.assertRaisesRegex(UserError, "Open Backup & Recovery"):
+            mine.with_user(other_manager).action_make_key()
+        with self.assertRaisesRegex(UserError, "Open Backup & Recovery"):
+            self.env["spp.backup.signing"].with_user(self.manager).action_make_key()
+        forged = self.env["spp.backup.signing"].with_user(self.manager).create({"opened_public_key": "x"})
+        self.assertEqual(forged.opened_public_key, made, "what the caller sends is not kept")
+        self.enterContext(
+            patch.dict(os.environ, {"SPP_BACKUP_VERIFY_KEY": made + " " + crypto.generate_signing_key()[1]})
+        )
+        dialog = self.open_signing()
+        self.assertTrue(dialog.verify_key_set)
+        with self.assertRaisesRegex(UserError, "odoo.conf sets verify_key"):
+            dialog.action_make_key()
+        self.assertEqual(self.file_public_key(), made)
+        self.assertEqual(len(self.env["spp.backup.engine"]._trusted_public_key()), 2, "verify_key may list several")
 
     def test_only_managers_see_or_make_the_signing_key(self):
         """No group but Backup Manager opens the dialog or makes a key, even by calling the methods."""

@@ -325,6 +325,7 @@ class TestBackupRestore(RealBackupCase):
             "copy_id": False,
             "public_key": False,
         }
+        self.policy.sudo().sign = True  # the policy the server finds signs: an unsigned backup is refused
         key_file = os.path.join(self.tmp, "signing-restore.pem")
         own_key = crypto.write_signing_key(key_file)
         self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_SIGNING_KEY_FILE": key_file}))

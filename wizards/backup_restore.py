@@ -239,6 +239,24 @@ class SppBackupRestoreWizard(models.TransientModel):
             copy=self.copy_id, destination=self.destination_id, db_name=self.source_db_name, backup_id=self.backup_id
         )
 
+    def _server_policies(self):
+        """The policies that could have made this backup, found by the server from the copy or the destination."""
+        self.ensure_one()
+        if self.copy_id:
+            return self.copy_id.sudo().job_id.policy_id
+        return (
+            self.env["spp.backup.policy"]
+            .sudo()
+            .with_context(active_test=False)
+            .search([("database", "=", self.source_db_name), ("destination_ids", "in", self.destination_id.ids)])
+        )
+
+    def _unsigned_ok(self):
+        """An unsigned backup passes only when the server has keys and the backup's policies do not sign: a key
+        typed in the wizard always requires a signature."""
+        Engine = self.env["spp.backup.engine"]
+        return bool(Engine._trusted_public_key()) and Engine._unsigned_ok(self._server_policies())
+
     def _effective_public_key(self):
         """This server's trusted keys (verify_key in odoo.conf, else its own signing keys); else the one typed.
 
@@ -271,15 +289,20 @@ class SppBackupRestoreWizard(models.TransientModel):
         return checks
 
     @api.model
-    def _verify_checks(self, report, public_key):
-        """Signature and checksums, from the worker's verification report of every stored byte."""
+    def _verify_checks(self, report, public_key, unsigned_ok=False):
+        """Signature and checksums, from the worker's verification report of every stored byte.
+
+        ``unsigned_ok``: the backup's policy does not sign, so an unsigned backup passes (with what it means).
+        """
         if report.get("error") or not report.get("manifest"):
             return [Check(_("checksums"), False, report.get("error") or report.get("failure") or "?")]
         problems = list(report.get("problems") or [])
         signature = report.get("signature") or "?"
         if public_key:
-            signature_ok = signature.startswith("valid")
+            signature_ok = signature.startswith("valid") or (unsigned_ok and signature.startswith("unsigned"))
             detail = signature
+            if signature.startswith("unsigned") and signature_ok:
+                detail = _("unsigned: its policy does not sign, so nothing proves which server made it")
             if not signature_ok and problems:
                 detail = "%s: %s" % (signature, problems.pop(0))
         else:
@@ -434,7 +457,12 @@ class SppBackupRestoreWizard(models.TransientModel):
         checks = self._collect_checks()
         source = self._source()
         source["label"] = self.source_location
-        plan = {"sources": [source], "public_key": self._effective_public_key(), "deep": False}
+        plan = {
+            "sources": [source],
+            "public_key": self._effective_public_key(),
+            "unsigned_ok": self._unsigned_ok(),
+            "deep": False,
+        }
         run = self.env["spp.backup.run"]._queue("verify", plan, self, policy=self.policy_id)
         self.sudo().write(
             {
@@ -453,7 +481,8 @@ class SppBackupRestoreWizard(models.TransientModel):
         self.ensure_one()
         if run != self.check_run_id:
             return
-        checks = self._verify_checks(self._check_report_of(run), run._plan_data().get("public_key"))
+        data = run._plan_data()
+        checks = self._verify_checks(self._check_report_of(run), data.get("public_key"), data.get("unsigned_ok"))
         checks += self._collect_checks()
         self.write(
             {
@@ -517,8 +546,9 @@ class SppBackupRestoreWizard(models.TransientModel):
             or run.res_model != self._name
             or run.res_id != self.id
             or run._plan_data().get("public_key") != key
+            or bool(run._plan_data().get("unsigned_ok")) != self._unsigned_ok()
             or [dict(s, label=None) for s in run._plan_data().get("sources") or []] != [dict(source, label=None)]
-            or not all(check.ok for check in self._verify_checks(self._check_report_of(run), key))
+            or not all(check.ok for check in self._verify_checks(self._check_report_of(run), key, self._unsigned_ok()))
         ):
             raise UserError(_("Run the checks first (Check), and restore only when they all pass."))
         # The quick checks again, on the server, as things stand now; the worker verifies the backup again.
@@ -555,6 +585,7 @@ class SppBackupRestoreWizard(models.TransientModel):
                     "neutralize": self.neutralize,
                     "new_uuid": self.new_uuid,
                     "public_key": "\n".join(key or []) or False,
+                    "unsigned_ok": self._unsigned_ok(),
                     "check_report": self.check_report,
                     "user_id": self.env.user.id,
                 }

@@ -1,11 +1,12 @@
 """From a signing public key per policy to one signing key pair per server.
 
-A policy that had a signing public key now has Sign ticked, and each key a
-policy had is recorded as one of this server's keys, so the backups it
-signed keep verifying (the policy's column is left in place, unused).
+A policy that had a signing public key now has Sign ticked. The keys the
+policies held are not carried over as trusted: a Backup Manager could type
+any key there, so only the key in the file odoo.conf names (which the old
+code required to match) is trusted from now on; a backup signed with
+another key fails verification and says which key it needs (verify_key in
+odoo.conf can name it). The policy's column is left in place, unused.
 """
-
-from odoo import SUPERUSER_ID, api
 
 
 def migrate(cr, version):
@@ -13,14 +14,5 @@ def migrate(cr, version):
         "SELECT 1 FROM information_schema.columns WHERE table_name = 'spp_backup_policy' "
         "AND column_name = 'signing_public_key'"
     )
-    if not cr.fetchone():
-        return
-    cr.execute(
-        "UPDATE spp_backup_policy SET sign = (coalesce(btrim(signing_public_key), '') <> '') "
-        "RETURNING name, btrim(signing_public_key)"
-    )
-    env = api.Environment(cr, SUPERUSER_ID, {})
-    Keys = env["spp.backup.signing.key"]
-    for name, key in cr.fetchall():
-        if key:
-            Keys._remember(key, "the signing public key of policy %s before one key pair served the server" % name)
+    if cr.fetchone():
+        cr.execute("UPDATE spp_backup_policy SET sign = (coalesce(btrim(signing_public_key), '') <> '')")

@@ -1,6 +1,7 @@
 """Pure logic: manifest format, ids, configuration reading, sanitizing (no I/O but temp files)."""
 
 import datetime
+import time
 
 import pytest
 
@@ -151,3 +152,17 @@ def test_the_engine_never_imports_odoo():
                 names = [node.module or ""]
             found += ["%s:%d %s" % (path.name, node.lineno, n) for n in names if n.split(".")[0] == "odoo"]
     assert found == []
+
+
+def test_a_set_dated_in_the_future_does_not_stall_backups(monkeypatch):
+    """An id of this second is waited out; one dated ahead (a planted folder, another clock) is not."""
+    from engine import backup
+
+    monkeypatch.setattr(backup, "FUTURE_ID_SLACK", 0.5)
+    started = time.monotonic()
+    new = backup.next_backup_id("20991231T235959Z-abcdef")
+    assert time.monotonic() - started < 2
+    assert new < "20991231T235959Z-abcdef"
+    monkeypatch.setattr(backup, "FUTURE_ID_SLACK", 2.0)
+    current = backup.mf.new_backup_id()
+    assert backup.next_backup_id(current)[:16] > current[:16], "the same second is still waited out"
