@@ -17,6 +17,50 @@ from .s3server import S3_ENV, MotoServer, moto_server_command
 ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def work_queued(env):
+    """Execute every queued run as the worker does, in ``env``'s transaction, then record the results.
+
+    The engine's own execution (engine.worker.execute) runs with the
+    server's settings; what crosses processes (claims, locks, a worker
+    that dies) is tested against a real server in tests/worker/.
+    """
+    Engine = env["spp.backup.engine"]
+    settings = Engine._settings()
+    identity_file = settings.get("identity_file")
+    ctx = engine_worker.WorkerContext(
+        settings=settings,
+        pg=Engine._pg(settings),
+        data_dir=Engine._data_dir(),
+        conf_path=Engine._conf_path(),
+        identities=crypto.load_identities(identity_file) if identity_file else [],
+    )
+    for run in env["spp.backup.run"].sudo().search([("state", "=", "queued")], order="id"):
+        run.write({"state": "running", "started_at": fields.Datetime.now(), "worker_host": socket.gethostname()})
+        lines = []
+
+        def progress(fraction, message, lines=lines, run=run):
+            lines.append(message)
+            run.write({"progress": round(fraction * 100, 1), "progress_message": message})
+
+        result, error = None, None
+        try:
+            result, error, warnings = engine_worker.execute(run.action, run._plan_data(), ctx, env.cr.dbname, progress)
+            result.setdefault("warnings", list(warnings or []))
+        except BackupError as exc:
+            error = str(exc)
+        lines.append("Failed: %s" % error if error else "Done")
+        run.write(
+            {
+                "state": "failed" if error else "done",
+                "result": json.dumps(result, default=str) if result is not None else False,
+                "error_message": error or False,
+                "log": "\n".join(lines),
+                "finished_at": fields.Datetime.now(),
+            }
+        )
+    env["spp.backup.run"]._cron_collect()
+
+
 class BackupCase(TransactionCase):
     """A destination and a policy in a temporary folder, and one user per role."""
 
@@ -169,50 +213,8 @@ class BackupCase(TransactionCase):
 
     @classmethod
     def work(cls):
-        """Execute every queued run as the worker does, in this test's transaction, then record the results.
-
-        The engine's own execution (engine.worker.execute) runs with the
-        server's settings; what crosses processes (claims, locks, a worker
-        that dies) is tested against a real server in tests/worker/.
-        """
-        env = cls.env
-        Engine = env["spp.backup.engine"]
-        settings = Engine._settings()
-        identity_file = settings.get("identity_file")
-        ctx = engine_worker.WorkerContext(
-            settings=settings,
-            pg=Engine._pg(settings),
-            data_dir=Engine._data_dir(),
-            conf_path=Engine._conf_path(),
-            identities=crypto.load_identities(identity_file) if identity_file else [],
-        )
-        for run in env["spp.backup.run"].sudo().search([("state", "=", "queued")], order="id"):
-            run.write({"state": "running", "started_at": fields.Datetime.now(), "worker_host": socket.gethostname()})
-            lines = []
-
-            def progress(fraction, message, lines=lines, run=run):
-                lines.append(message)
-                run.write({"progress": round(fraction * 100, 1), "progress_message": message})
-
-            result, error = None, None
-            try:
-                result, error, warnings = engine_worker.execute(
-                    run.action, run._plan_data(), ctx, env.cr.dbname, progress
-                )
-                result.setdefault("warnings", list(warnings or []))
-            except BackupError as exc:
-                error = str(exc)
-            lines.append("Failed: %s" % error if error else "Done")
-            run.write(
-                {
-                    "state": "failed" if error else "done",
-                    "result": json.dumps(result, default=str) if result is not None else False,
-                    "error_message": error or False,
-                    "log": "\n".join(lines),
-                    "finished_at": fields.Datetime.now(),
-                }
-            )
-        env["spp.backup.run"]._cron_collect()
+        """Execute every queued run as the worker does, in this test's transaction, then record the results."""
+        work_queued(cls.env)
 
     @classmethod
     def run_to_end(cls, record, timeout=240):
