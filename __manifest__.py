@@ -34,6 +34,9 @@
         "web.assets_backend": [
             "spp_backup/static/src/js/run_live.js",
         ],
+        "web.assets_tests": [
+            "spp_backup/static/tests/tours/*.js",
+        ],
     },
     "development_status": "Alpha",
     "maintainers": ["jeremi", "gonzalesedwin1123"],

@@ -16,5 +16,6 @@ if __name__.startswith("odoo.addons."):
         test_backup_retention,
         test_backup_schedule,
         test_backup_security,
+        test_backup_tour,
         test_backup_ui,
     )

@@ -28,6 +28,54 @@ class _TestConnection:
         return contextlib.nullcontext(self.cr)
 
 
+def work_queued(env, collect=True, data_dir=None):
+    """Execute every queued run as the worker does, in ``env``'s transaction, then record the results.
+
+    ``collect=False`` leaves the finished runs for someone to record (a person's Refresh, the cron);
+    ``data_dir`` is the worker's own Odoo data directory (its filestores), when not this server's.
+
+    The engine's own execution (engine.worker.execute) runs with the
+    server's settings; what crosses processes (claims, locks, a worker
+    that dies) is tested against a real server in tests/worker/.
+    """
+    Engine = env["spp.backup.engine"]
+    settings = Engine._settings()
+    identity_file = settings.get("identity_file")
+    ctx = engine_worker.WorkerContext(
+        settings=settings,
+        pg=Engine._pg(settings),
+        data_dir=data_dir or Engine._data_dir(),
+        conf_path=Engine._conf_path(),
+        identities=crypto.load_identities(identity_file) if identity_file else [],
+    )
+    for run in env["spp.backup.run"].sudo().search([("state", "=", "queued")], order="id"):
+        run.write({"state": "running", "started_at": fields.Datetime.now(), "worker_host": socket.gethostname()})
+        env.flush_all()
+        # The worker's own reporter writes progress, current step and log, in this transaction.
+        reporter = engine_worker.RunReporter(_TestConnection(env.cr), run.id)
+        result, error = None, None
+        try:
+            result, error, warnings = engine_worker.execute(
+                run.action, run._plan_data(), ctx, env.cr.dbname, reporter, reporter.step
+            )
+            result.setdefault("warnings", list(warnings or []))
+        except BackupError as exc:
+            error = str(exc)
+        reporter.line("Failed: %s" % error if error else "Done")
+        reporter.flush()
+        run.invalidate_recordset()
+        run.write(
+            {
+                "state": "failed" if error else "done",
+                "result": json.dumps(result, default=str) if result is not None else False,
+                "error_message": error or False,
+                "finished_at": fields.Datetime.now(),
+            }
+        )
+    if collect:
+        env["spp.backup.run"]._cron_collect()
+
+
 class BackupCase(TransactionCase):
     """A destination and a policy in a temporary folder, and one user per role."""
 
@@ -181,52 +229,8 @@ class BackupCase(TransactionCase):
 
     @classmethod
     def work(cls, collect=True, data_dir=None):
-        """Execute every queued run as the worker does, in this test's transaction, then record the results.
-
-        ``collect=False`` leaves the finished runs for someone to record (a person's Refresh, the cron);
-        ``data_dir`` is the worker's own Odoo data directory (its filestores), when not this server's.
-
-        The engine's own execution (engine.worker.execute) runs with the
-        server's settings; what crosses processes (claims, locks, a worker
-        that dies) is tested against a real server in tests/worker/.
-        """
-        env = cls.env
-        Engine = env["spp.backup.engine"]
-        settings = Engine._settings()
-        identity_file = settings.get("identity_file")
-        ctx = engine_worker.WorkerContext(
-            settings=settings,
-            pg=Engine._pg(settings),
-            data_dir=data_dir or Engine._data_dir(),
-            conf_path=Engine._conf_path(),
-            identities=crypto.load_identities(identity_file) if identity_file else [],
-        )
-        for run in env["spp.backup.run"].sudo().search([("state", "=", "queued")], order="id"):
-            run.write({"state": "running", "started_at": fields.Datetime.now(), "worker_host": socket.gethostname()})
-            env.flush_all()
-            # The worker's own reporter writes progress, current step and log, in this test's transaction.
-            reporter = engine_worker.RunReporter(_TestConnection(env.cr), run.id)
-            result, error = None, None
-            try:
-                result, error, warnings = engine_worker.execute(
-                    run.action, run._plan_data(), ctx, env.cr.dbname, reporter, reporter.step
-                )
-                result.setdefault("warnings", list(warnings or []))
-            except BackupError as exc:
-                error = str(exc)
-            reporter.line("Failed: %s" % error if error else "Done")
-            reporter.flush()
-            run.invalidate_recordset()
-            run.write(
-                {
-                    "state": "failed" if error else "done",
-                    "result": json.dumps(result, default=str) if result is not None else False,
-                    "error_message": error or False,
-                    "finished_at": fields.Datetime.now(),
-                }
-            )
-        if collect:
-            env["spp.backup.run"]._cron_collect()
+        """Execute every queued run as the worker does, in this test's transaction (see work_queued)."""
+        work_queued(cls.env, collect=collect, data_dir=data_dir)
 
     @classmethod
     def run_to_end(cls, record, timeout=240):

@@ -124,6 +124,25 @@ class TestBackupRestore(RealBackupCase):
         ):
             self.assertEqual(restore.log_excerpt.count(" " + line), 1, "%r once in:\n%s" % (line, restore.log_excerpt))
 
+    def test_refresh_shows_the_checks_before_the_collect_cron(self):
+        """While the wizard is checking, Refresh records the worker's finished verdict itself; until then, nothing."""
+        wizard = self.open_wizard_for_job()
+        wizard.action_check()
+        self.assertEqual(wizard.step, "checking")
+        action = wizard.action_refresh_check()
+        self.assertEqual((action["res_id"], action["target"]), (wizard.id, "new"))
+        self.assertEqual(wizard.step, "checking", "the worker has not read the backup back yet")
+        with patch.object(type(self.Run), "_cron_collect"):
+            self.work()
+        self.assertEqual((wizard.check_run_id.state, wizard.check_run_id.is_applied), ("done", False))
+        self.assertEqual(wizard.step, "checking")
+        wizard.action_refresh_check()
+        self.assertEqual(wizard.step, "checked")
+        self.assertTrue(wizard.is_check_ok, wizard.check_report)
+        self.assertTrue(wizard.check_run_id.is_applied)
+        with self.assertRaises(AccessError):
+            wizard.with_user(self.auditor).action_refresh_check()
+
     def test_replace_existing_database_with_typed_name(self):
         """Replacing another database needs it in the databases setting and its name typed; the old one is kept."""
         name = "%s_victim" % self.env.cr.dbname[:40]
