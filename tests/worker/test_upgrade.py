@@ -1,0 +1,109 @@
+"""Upgrading a real database from the previous release of the addon (17.0.1.3.0) to this one.
+
+The previous release is taken from this repository's own history: its files
+as they were at that commit are installed on a database of their own, given
+policies over RPC (one with a signing public key, one without, one weekly),
+and the database is then upgraded with ``-u spp_backup`` by this checkout.
+"""
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+
+import psycopg2
+import pytest
+from conftest import ROOT, OdooServer, pg_kwargs
+
+# The last commit of release 17.0.1.3.0 (one signing key per policy, schedules in UTC, the key dialog).
+PREVIOUS_RELEASE = "0e5e38d"
+
+
+def export_release(commit, target):
+    """The addon's files at ``commit``, written under ``target`` (from git, so nothing of this checkout leaks)."""
+    archive = os.path.join(os.path.dirname(target), "release.tar")
+    done = subprocess.run(  # noqa: S603
+        ["git", "-C", ROOT, "archive", "--format=tar", "-o", archive, commit],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        pytest.fail("cannot read release %s from this repository's history: %s" % (commit, done.stderr.strip()))
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+
+
+@pytest.fixture
+def old_server():
+    base = tempfile.mkdtemp(prefix="spp_backup_upgrade_")
+    server = OdooServer(base)
+    link = os.path.join(base, "addons", "spp_backup")
+    release = os.path.join(base, "release", "spp_backup")
+    os.makedirs(release)
+    export_release(PREVIOUS_RELEASE, release)
+    os.unlink(link)
+    os.symlink(release, link)
+    server.install()
+    yield server
+    server.stop()
+    with contextlib.closing(psycopg2.connect(dbname="postgres", **pg_kwargs())) as conn, conn.cursor() as cr:
+        conn.autocommit = True
+        cr.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (server.db,))
+        cr.execute('DROP DATABASE IF EXISTS "%s"' % server.db)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_upgrade_from_the_previous_release(old_server):
+    """Policies keep their instants and get Sign from their old key; the key dialog's model goes; the new
+    release then serves the database (the signing dialog opens, the schedule reads in words)."""
+    server = old_server
+    server.start()
+    admin = server.rpc("admin", "admin")
+    folder = os.path.join(server.backups, "disk")
+    os.makedirs(folder)
+    destination = admin("spp.backup.destination", "create", {"name": "Disk", "path": folder})
+    signed_key = "Tq5ifmrUXuv9Ny1VJ5kw9Rwo0K5n86oBF8GiZ/R+Ebw="
+    common = {"destination_ids": [(6, 0, [destination])], "encrypt": False}
+    signed = admin("spp.backup.policy", "create", dict(common, name="Signed", signing_public_key=signed_key))
+    plain = admin("spp.backup.policy", "create", dict(common, name="Plain", time_of_day=2.5))
+    weekly = admin("spp.backup.policy", "create", dict(common, name="Weekly", interval_type="weeks", interval_number=1))
+    before = dict(server.query("SELECT id, next_run FROM spp_backup_policy"))
+    server.stop()
+
+    link = os.path.join(server.base, "addons", "spp_backup")
+    os.unlink(link)
+    os.symlink(ROOT, link)
+    upgrade = subprocess.run(  # noqa: S603
+        server.odoo_command("-u", "spp_backup", "--stop-after-init"),
+        cwd=server.base,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    with open(server.log, encoding="utf-8", errors="replace") as handle:
+        log = handle.read()
+    assert upgrade.returncode == 0, log[-3000:]
+    assert "Failed to load registry" not in log
+
+    rows = {
+        row[0]: row[1:]
+        for row in server.query("SELECT id, sign, tz, next_run, weekday FROM spp_backup_policy ORDER BY id")
+    }
+    assert rows[signed][0] is True and rows[plain][0] is False, "Sign follows the old signing public key"
+    assert {row[1] for row in rows.values()} == {"UTC"}, "existing schedules stay in UTC"
+    assert {pid: row[2] for pid, row in rows.items()} == before, "no next run moved"
+    assert rows[weekly][3], "a weekly policy keeps its weekday"
+    assert server.query("SELECT count(*) FROM ir_model WHERE model = 'spp.backup.key.show'") == [(0,)]
+    assert server.query("SELECT count(*) FROM spp_backup_signing_key") == [(0,)], "no policy key becomes trusted"
+
+    server.start()
+    admin = server.rpc("admin", "admin")
+    texts = admin("spp.backup.policy", "read", [plain], ["schedule_text", "sign", "signing_status"])[0]
+    assert texts["schedule_text"] == "Every day at 02:30 (UTC)"
+    assert "not signed" in texts["signing_status"]
+    action = admin("spp.backup.signing", "action_open")
+    assert action["res_model"] == "spp.backup.signing" and action["res_id"]
