@@ -14,6 +14,7 @@
 
 import contextlib
 import datetime
+import json
 import os
 import platform
 import socket
@@ -23,7 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import ENGINE_VERSION, MANIFEST_FORMAT, crypto, filestore, pg
+from . import ENGINE_VERSION, MANIFEST_FORMAT, crypto, filestore, packstore, pg
 from . import manifest as mf
 from .catalog import BackupRef, list_backups
 from .config import Settings, sanitize_options
@@ -444,6 +445,7 @@ def _make_set(plan, destinations, prefix, backup_id, tools, report, started_wall
 
     try:
         fs_stats = filestore.FilestoreStats()
+        store_info = None
         missing_count, missing = 0, []
         if plan.include_filestore:
             if not os.path.isdir(root):
@@ -457,19 +459,24 @@ def _make_set(plan, destinations, prefix, backup_id, tools, report, started_wall
                     )
 
             progress(min(0.97, 0.02 + dumped / estimate), "Archiving the filestore")
-            with artifacts.open("filestore", plan.compression) as sink:
-                fs_stats = filestore.write_tar(root, sink, on_file=on_file, on_archived=ledger.archived)
-            art = artifacts.results["filestore"]
-            log(
-                "Filestore archived: %s, %s in %s, stored as %s %s"
-                % (
-                    count(fs_stats.files, "file"),
-                    human_bytes(fs_stats.bytes),
-                    human_duration(art["seconds"]),
-                    human_bytes(art["size"]),
-                    artifact_line(art),
+            if plan.incremental_filestore:
+                fs_stats, store_info = _filestore_to_stores(
+                    plan, artifacts, root, recipients, backup_id, prefix, on_file, ledger.archived, log
                 )
-            )
+            else:
+                with artifacts.open("filestore", plan.compression) as sink:
+                    fs_stats = filestore.write_tar(root, sink, on_file=on_file, on_archived=ledger.archived)
+                art = artifacts.results["filestore"]
+                log(
+                    "Filestore archived: %s, %s in %s, stored as %s %s"
+                    % (
+                        count(fs_stats.files, "file"),
+                        human_bytes(fs_stats.bytes),
+                        human_duration(art["seconds"]),
+                        human_bytes(art["size"]),
+                        artifact_line(art),
+                    )
+                )
             missing_count, missing = ledger.missing()
             if missing_count:
                 warnings.append(
@@ -521,6 +528,9 @@ def _make_set(plan, destinations, prefix, backup_id, tools, report, started_wall
         },
         "filestore": {
             "included": plan.include_filestore,
+            # Kept in the destination's content-addressed store (engine.packstore), listed by the filelist
+            # artifact; absent: a tar archive (the filestore artifact).
+            "store": store_info,
             "files": fs_stats.files,
             "bytes": fs_stats.bytes,
             "referenced": referenced,
@@ -583,6 +593,76 @@ def _make_set(plan, destinations, prefix, backup_id, tools, report, started_wall
         warnings=warnings,
         copies=copies,
     )
+
+
+def _filestore_to_stores(plan, artifacts, root, recipients, backup_id, prefix, on_file, on_archived, log):
+    """The filestore into each destination's store, only what it lacks; the file list as an artifact.
+
+    Each destination keeps its own store (same keyed names everywhere, since the key is the server's); a
+    destination whose store fails is left out like any failed copy. Each set records the packs it uses in
+    its own store.json. Returns (FilestoreStats, the manifest's store entry).
+    """
+    key = packstore.load_store_key(plan.store_key_file, create=True)
+    fingerprints = sorted(crypto.recipient_fingerprint(r) for r in recipients)
+    sid = packstore.store_id(key, (plan.owner or {}).get("database_uuid") or plan.db_name, fingerprints)
+    writers, stores = {}, []
+    for dest in artifacts.alive():
+        try:
+            store = packstore.PackStore(dest.storage, plan.db_name, sid, recipients)
+            store.ensure_config(fingerprints)
+            store.index()
+        except Exception as exc:
+            dest.error = "cannot use its filestore store: %s" % exc
+            continue
+        stores.append(store)
+        writers[dest.name] = packstore.StoreWriter(store, key, recipients, level=plan.compression_level)
+    started = time.monotonic()
+    try:
+        with artifacts.open("filelist", plan.compression) as sink:
+            stats, failed = filestore.write_store(
+                root, writers, sink, packstore.file_list_line, on_file=on_file, on_archived=on_archived
+            )
+        for dest in artifacts.alive():
+            if dest.name in failed:
+                dest.error = failed[dest.name]
+        for dest in artifacts.destinations:
+            writer = writers.get(dest.name)
+            if writer is None:
+                continue
+            if dest.error is not None:
+                writer.abort()
+                continue
+            try:
+                info = writer.finish(backup_id)
+                with dest.storage.open_writer("%s/%s" % (prefix, packstore.STORE_SET_NAME)) as out:
+                    out.write(json.dumps(info, indent=1, sort_keys=True).encode() + b"\n")
+            except Exception as exc:
+                dest.error = "cannot complete its filestore store: %s" % exc
+                continue
+            log(
+                "Filestore at %s: %s, %s; %s new in the store (%s stored), %s already there"
+                % (
+                    dest.name,
+                    count(stats.files, "file"),
+                    human_bytes(stats.bytes),
+                    count(info["new_files"], "file"),
+                    human_bytes(info["new_bytes"]),
+                    count(stats.files - info["new_files"], "file"),
+                )
+            )
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    finally:
+        for store in stores:
+            store.close()
+    art = artifacts.results["filelist"]
+    log(
+        "File list written in %s: %s %s"
+        % (human_duration(time.monotonic() - started), human_bytes(art["size"]), artifact_line(art))
+    )
+    return stats, {"id": sid, "format": packstore.STORE_FORMAT, "encrypted": bool(recipients)}
 
 
 def application_snapshot(plan, version, facts, tools):

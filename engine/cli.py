@@ -107,6 +107,13 @@ def build_parser():
     p.add_argument("--no-application", action="store_true", help="leave the application snapshot out")
     p.add_argument("--compression", choices=["zstd", "none"], default="zstd", help="zstd (default) or none")
     p.add_argument(
+        "--incremental",
+        action="store_true",
+        help="keep the filestore in each destination's content-addressed store: write only the files it lacks "
+        "(needs store_key_file in odoo.conf, or --store-key; the file is made on first use)",
+    )
+    p.add_argument("--store-key", help="the store key file (default: odoo.conf's store_key_file)")
+    p.add_argument(
         "--encrypt-to", action="append", default=[], metavar="AGE_RECIPIENT", help="encrypt to this age public key"
     )
     p.add_argument("--sign-key", help="Ed25519 private key file (PEM) to sign the manifest with")
@@ -255,6 +262,8 @@ def cmd_backup(args):
         min_free_bytes=min_free,
         recipients=args.encrypt_to,
         signing_key_file=args.sign_key or settings.get("signing_key_file"),
+        incremental_filestore=args.incremental,
+        store_key_file=args.store_key or settings.get("store_key_file"),
     )
     result = run_backup(plan, **reporters(args))
     data = result.to_dict()

@@ -133,6 +133,10 @@ class BackupPlan:
     owner: dict | None = None
     # This owner's backups made before sets recorded their owner (the ids its job records hold).
     owned_ids: list = field(default_factory=list)
+    # The filestore goes into each destination's content-addressed store (engine.packstore): only files the
+    # store lacks are written. Needs the store key file (odoo.conf's store_key_file).
+    incremental_filestore: bool = False
+    store_key_file: str | None = None
 
     def filestore_dir(self):
         if not self.data_dir:

@@ -73,6 +73,30 @@ def iter_files(root, unreadable=None):
                 yield child, entry
 
 
+def _readable_files(root, stats):
+    """``(rel, path, open handle)`` of the regular files under ``root`` (none when it is no folder).
+
+    Links are skipped into ``stats.skipped``; a file that vanished (Odoo's garbage collector) or cannot be
+    read is noted in ``stats`` and left out.
+    """
+    if not os.path.isdir(root):
+        return
+    for rel, entry in iter_files(root, stats.unreadable):
+        if entry is None:
+            stats.skipped.append(rel)
+            continue
+        path = os.path.join(root, rel)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            stats.vanished.append(rel)
+            continue
+        except OSError as exc:
+            stats.unreadable.append("%s (%s)" % (rel, exc.strerror or exc))
+            continue
+        yield rel, path, handle
+
+
 def write_tar(root, sink, on_file=None, on_archived=None):
     """Stream the files under ``root`` as a tar into ``sink``; returns stats.
 
@@ -86,21 +110,7 @@ def write_tar(root, sink, on_file=None, on_archived=None):
     # large buffer re-copies its buffer on every 16 KiB write. Members are dropped
     # from tarfile's list as they go, so memory does not grow with the file count.
     with tarfile.TarFile(fileobj=_Position(sink), mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
-        if not os.path.isdir(root):
-            return stats
-        for rel, entry in iter_files(root, stats.unreadable):
-            if entry is None:
-                stats.skipped.append(rel)
-                continue
-            path = os.path.join(root, rel)
-            try:
-                handle = open(path, "rb")  # noqa: SIM115
-            except FileNotFoundError:
-                stats.vanished.append(rel)
-                continue
-            except OSError as exc:
-                stats.unreadable.append("%s (%s)" % (rel, exc.strerror or exc))
-                continue
+        for rel, _path, handle in _readable_files(root, stats):
             with handle:
                 st = os.fstat(handle.fileno())
                 info = tarfile.TarInfo(rel)
@@ -110,13 +120,73 @@ def write_tar(root, sink, on_file=None, on_archived=None):
                 info.type = tarfile.REGTYPE
                 tar.addfile(info, handle)
             tar.members.clear()
-            stats.files += 1
-            stats.bytes += st.st_size
-            if on_archived is not None:
-                on_archived(rel)
-            if on_file is not None:
-                on_file(stats)
+            _count(stats, rel, st.st_size, on_archived, on_file)
     return stats
+
+
+def write_store(root, writers, sink, line_of, on_file=None, on_archived=None):
+    """Add every file under ``root`` to the stores of ``writers`` and its line to the file list ``sink``.
+
+    ``writers`` maps a destination name to its packstore.StoreWriter; a destination whose store fails is
+    dropped from it, its error returned in ``failed`` (the others go on). ``line_of(rel, size, blob_id)``
+    makes a file list line. Files vanish or cannot be read as in ``write_tar``.
+    """
+    stats, failed = FilestoreStats(), {}
+    for rel, path, handle in _readable_files(root, stats):
+        with handle:
+            st = os.fstat(handle.fileno())
+        blob = None
+        for name, writer in list(writers.items()):
+            try:
+                blob = writer.add(rel, path, st.st_size, st.st_mtime_ns)
+            except FileNotFoundError:
+                blob = None  # vanished since it was opened: no store holds it, no line names it
+                break
+            except Exception as exc:
+                failed[name] = "cannot write to its filestore store: %s" % exc
+                writers.pop(name).abort()
+        if blob is None and writers:
+            stats.vanished.append(rel)
+            continue
+        if not writers:
+            break
+        sink.write(line_of(rel, st.st_size, blob))
+        _count(stats, rel, st.st_size, on_archived, on_file)
+    return stats, failed
+
+
+def _count(stats, rel, size, on_archived, on_file):
+    """One more file backed up: counted, and told to whoever listens."""
+    stats.files += 1
+    stats.bytes += size
+    if on_archived is not None:
+        on_archived(rel)
+    if on_file is not None:
+        on_file(stats)
+
+
+def open_new_file(target, name, what="archive member", mode=0o600):
+    """A new file ``name`` (relative, checked) under the folder ``target``, opened for writing.
+
+    Refuses absolute names, '..', a folder that resolves outside ``target`` (a link planted in it) and a name
+    that exists already: a hostile archive or file list cannot write anywhere else or twice.
+    """
+    parts = safe_parts(name, what)
+    if not parts:
+        raise UnsafeArchive("Refused %s %r: empty name." % (what, name))
+    path = os.path.join(target, *parts)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    if os.path.realpath(parent) != os.path.join(os.path.realpath(target), *parts[:-1]):
+        raise UnsafeArchive("Refused %s %r: its folder resolves outside the target." % (what, name))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, mode)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise UnsafeArchive("Refused %s %r: it appears twice." % (what, name)) from exc
+        raise
+    return path, os.fdopen(fd, "wb")
 
 
 def safe_parts(name, what="archive member"):
@@ -158,25 +228,12 @@ def extract_tar(source, target, on_file=None, cancel=None):
                 if cancel is not None and cancel.is_set():
                     raise RestoreError("The filestore restore was stopped.")
                 parts = check_member(member)
-                path = os.path.join(target, *parts)
                 if member.isdir():
-                    os.makedirs(path, exist_ok=True)
+                    os.makedirs(os.path.join(target, *parts), exist_ok=True)
                     continue
-                parent = os.path.dirname(path)
-                os.makedirs(parent, exist_ok=True)
-                if os.path.realpath(parent) != os.path.join(os.path.realpath(target), *parts[:-1]):
-                    raise UnsafeArchive(
-                        "Refused archive member %r: its folder resolves outside the target." % member.name
-                    )
                 stream = tar.extractfile(member)
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                try:
-                    fd = os.open(path, flags, (member.mode & 0o666) | 0o600)
-                except OSError as exc:
-                    if exc.errno == errno.EEXIST:
-                        raise UnsafeArchive("Refused archive member %r: it appears twice." % member.name) from exc
-                    raise
-                with os.fdopen(fd, "wb") as out:
+                path, out = open_new_file(target, member.name, mode=(member.mode & 0o666) | 0o600)
+                with out:
                     shutil.copyfileobj(stream, out, CHUNK)
                 with contextlib.suppress(OSError):
                     os.utime(path, (time.time(), member.mtime))

@@ -14,6 +14,8 @@ ARTIFACT_BASE = {
     "database": "database.dump",
     "filestore": "filestore.tar",
     "application": "application.json",
+    # The file list of a filestore kept in the destination's store (JSON lines: path, size, keyed blob id).
+    "filelist": "filestore.list",
 }
 COMPRESSION_SUFFIX = {"zstd": ".zst", "none": ""}
 # Written first into a set whose plan names an owner: an unfinished set (no manifest yet, or never) still says

@@ -19,7 +19,7 @@ import threading
 import time
 import zipfile
 
-from . import filestore, pg, sqlguard, sqlimport
+from . import filestore, packstore, pg, sqlguard, sqlimport
 from .errors import BackupError, RestoreError, UnsafeArchive
 from .restore import RestoreResult, Target
 from .stream import CHUNK, ArtifactReader
@@ -259,6 +259,9 @@ def export_odoo_zip(ref, out_path, pg_config, identities=(), progress=None):
                 ) as reader:
                     _tar_to_zip(reader, archive)
                     reader.finish()
+            elif "filelist" in artifacts:
+                progress(0.6, "Adding the filestore (from the destination's store)")
+                _store_to_zip(ref, manifest, artifacts["filelist"], identities, archive)
             odoo_manifest = {key: manifest.get(key) for key in ODOO_KEYS}
             odoo_manifest["odoo_dump"] = "1"
             archive.writestr("manifest.json", json.dumps(odoo_manifest, indent=4))
@@ -268,6 +271,24 @@ def export_odoo_zip(ref, out_path, pg_config, identities=(), progress=None):
             os.unlink(partial)
         raise
     return os.path.getsize(out_path)
+
+
+def _store_to_zip(ref, manifest, art, identities, archive):
+    """The files a set keeps in its store, restored into a temporary folder and added as filestore/<name>."""
+    store = packstore.store_of(ref, manifest)
+    with tempfile.TemporaryDirectory(prefix="spp_backup_zip_") as tmp:
+        staging = os.path.join(tmp, "filestore")
+        try:
+            with ArtifactReader(ref.storage, ref.key(art["file"]), art, identities) as reader:
+                packstore.extract_store(reader, store, identities, staging)
+                reader.finish()
+        finally:
+            store.close()
+        for dirpath, _dirs, files in os.walk(staging):
+            for name in sorted(files):
+                path = os.path.join(dirpath, name)
+                rel = os.path.relpath(path, staging).replace(os.sep, "/")
+                archive.write(path, "filestore/" + rel, compress_type=zipfile.ZIP_DEFLATED)
 
 
 def _dump_to_sql(ref, art, identities, pg_config, out):

@@ -564,7 +564,127 @@ def file_list_line(rel, size, bid):
 
 def read_file_list(reader):
     """``(rel, size, blob id)`` from a file list's lines, as ``file_list_line`` wrote them."""
-    for line in io.TextIOWrapper(reader, encoding="utf-8"):
-        if line.strip():
-            item = json.loads(line)
-            yield item["p"], item["s"], item["b"]
+    pending = b""
+    while True:
+        data = reader.read(CHUNK)
+        lines = (pending + data).split(b"\n")
+        pending = lines.pop() if data else b""
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                rel, size, bid = item["p"], item["s"], item["b"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise VerifyError("The filestore's file list is damaged: a line is not an entry.") from exc
+            if not (isinstance(rel, str) and isinstance(size, int) and isinstance(bid, str)):
+                raise VerifyError("The filestore's file list is damaged: an entry has the wrong types.")
+            yield rel, size, bid
+        if not data:
+            return
+
+
+def store_of(ref, manifest):
+    """The store a backup set's filestore is kept in (at the set's own destination), from its manifest."""
+    info = (manifest.get("filestore") or {}).get("store") or {}
+    sid = info.get("id") or ""
+    if not re.fullmatch(r"[0-9a-f]{16}", sid):
+        raise VerifyError("The manifest names no valid filestore store (%r)." % sid[:40])
+    return PackStore(ref.storage, ref.db_name, sid, encrypted=bool(info.get("encrypted")))
+
+
+def read_set_info(ref):
+    """The set's store.json: the store and the packs the set references."""
+    try:
+        data = json.loads(ref.storage.read_bytes(ref.key(STORE_SET_NAME)))
+    except BackupError:
+        raise
+    except Exception as exc:
+        raise VerifyError("%s of the set cannot be read: %s" % (STORE_SET_NAME, exc)) from exc
+    packs = data.get("packs")
+    if not isinstance(packs, list) or not all(isinstance(p, str) and re.fullmatch(r"[0-9a-f]{32}", p) for p in packs):
+        raise VerifyError("%s of the set does not list packs by name." % STORE_SET_NAME)
+    return data
+
+
+def extract_store(list_reader, store, identities, target, cancel=None, on_file=None):
+    """Restore the files a set's file list names from its store into the new folder ``target``.
+
+    Every path is checked as an archive member is (no absolute path, no '..', no folder leading outside, no
+    name twice) before anything is written for it; a blob missing from the store, damaged or truncated
+    raises naming it, and the partly written folder is removed. Packs are read once each, in offset order.
+    Returns filestore.FilestoreStats.
+    """
+    from . import filestore
+
+    stats = filestore.FilestoreStats()
+    os.makedirs(target)
+    index = store.index()
+    try:
+        db = index.db
+        db.execute("DROP TABLE IF EXISTS wanted")
+        db.execute("CREATE TEMP TABLE wanted (rel TEXT PRIMARY KEY, id TEXT, size INTEGER)")
+        for rel, size, bid in read_file_list(list_reader):
+            filestore.safe_parts(rel, "file list entry")
+            try:
+                db.execute("INSERT INTO wanted VALUES (?, ?, ?)", (rel, bid, size))
+            except sqlite3.IntegrityError as exc:
+                raise filestore.UnsafeArchive("Refused file list entry %r: it appears twice." % rel) from exc
+        missing = db.execute(
+            "SELECT w.rel FROM wanted w LEFT JOIN blob b ON b.id = w.id WHERE b.id IS NULL ORDER BY w.rel LIMIT 5"
+        ).fetchall()
+        if missing:
+            raise VerifyError(
+                "The filestore store lacks the bytes of %s: the store is incomplete (a pack was removed)."
+                % ", ".join(row[0] for row in missing)
+            )
+        rows = db.execute(
+            "SELECT w.rel, b.id, b.pack, b.offset, b.length, b.sha256, b.size FROM wanted w JOIN blob b "
+            "ON b.id = w.id ORDER BY b.pack, b.offset, w.rel"
+        )
+        copies = []  # a blob named twice (same content under two names) is written once, then copied
+        current, batch, seen = None, [], {}
+
+        def flush(pack, entries):
+            written = {}
+
+            def open_target(entry):
+                if cancel is not None and cancel.is_set():
+                    raise BackupError("The filestore restore was stopped.")
+                path, handle = filestore.open_new_file(target, entry["rel"], "file list entry")
+                written[entry["id"]] = path
+                stats.files += 1
+                stats.bytes += entry["size"]
+                if on_file is not None:
+                    on_file(stats)
+                return handle
+
+            store.extract_pack(pack, entries, identities, open_target)
+            seen.update(written)
+
+        for rel, bid, pack, offset, length, sha256, size in rows:
+            entry = {"rel": rel, "id": bid, "pack": pack, "offset": offset, "length": length, "sha256": sha256}
+            entry["size"] = size
+            if pack != current:
+                if batch:
+                    flush(current, batch)
+                current, batch = pack, []
+            if any(item["id"] == bid for item in batch[-1:]) or bid in seen:
+                copies.append((rel, bid))
+                continue
+            batch.append(entry)
+        if batch:
+            flush(current, batch)
+        for rel, bid in copies:
+            path, handle = filestore.open_new_file(target, rel, "file list entry")
+            with handle, open(seen[bid], "rb") as source:
+                for data in iter(lambda source=source: source.read(CHUNK), b""):
+                    handle.write(data)
+            stats.files += 1
+        db.execute("DROP TABLE wanted")
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return stats

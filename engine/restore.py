@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from . import filestore, pg
+from . import filestore, packstore, pg
 from .config import PgConfig
 from .errors import BackupError, RestoreError
 from .human import count, human_bytes, human_duration
@@ -298,7 +298,8 @@ def restore(ref, options, progress=None, verified=None, log=None):
     manifest = ref.read_manifest()
     artifacts = manifest["artifacts"]
     do_db = options.include_database and "database" in artifacts
-    do_fs = options.include_filestore and "filestore" in artifacts
+    fs_kind = "filelist" if "filelist" in artifacts else "filestore"
+    do_fs = options.include_filestore and fs_kind in artifacts
     if options.include_database and "database" not in artifacts:
         raise RestoreError("This backup holds no database dump (the policy left it out).")
     if any(art.get("encryption") for art in artifacts.values()) and not options.identities:
@@ -308,7 +309,7 @@ def restore(ref, options, progress=None, verified=None, log=None):
         )
     _check_versions(options, manifest, do_db)
     target = Target(options, do_db, do_fs)
-    _check_space(options, artifacts, target.fs_root, do_db, do_fs)
+    _check_space(options, artifacts, target.fs_root, do_db, do_fs, _filestore_bytes(manifest, fs_kind))
     warnings = list(manifest.get("warnings") or [])
     leftovers = target.leftovers()
     if leftovers:
@@ -338,7 +339,7 @@ def restore(ref, options, progress=None, verified=None, log=None):
         # the two are independent and together keep both cores busy.
         fs_job = None
         if do_fs:
-            fs_job = _FilestoreJob(ref, artifacts["filestore"], options, target.fs_root, target.staging, seconds)
+            fs_job = _FilestoreJob(ref, manifest, fs_kind, options, target.fs_root, target.staging, seconds)
             progress(0.1, "Restoring the filestore into %s" % target.staging)
             fs_job.start()
         try:
@@ -416,10 +417,18 @@ def _free_at(path):
     return path, usage.free, os.stat(path or "/").st_dev
 
 
-def _check_space(options, artifacts, fs_root, do_db, do_fs):
+def _filestore_bytes(manifest, kind):
+    """What the restored filestore takes on disk: the archive's raw size, or the files a store keeps."""
+    if kind == "filelist":
+        return int((manifest.get("filestore") or {}).get("bytes") or 0)
+    art = manifest["artifacts"].get("filestore") or {}
+    return art.get("raw_size", art.get("size", 0))
+
+
+def _check_space(options, artifacts, fs_root, do_db, do_fs, fs_bytes=0):
     needs = []
     if do_fs:
-        needs.append((fs_root, artifacts["filestore"].get("raw_size", artifacts["filestore"]["size"])))
+        needs.append((fs_root, fs_bytes))
     if do_db and options.jobs > 1:
         needs.append(
             (
@@ -460,21 +469,31 @@ def _restore_database(ref, art, options, manifest, target):
 class _FilestoreJob(threading.Thread):
     """Extracts the filestore archive into the staging folder, in its own thread."""
 
-    def __init__(self, ref, art, options, fs_root, staging, seconds):
+    def __init__(self, ref, manifest, kind, options, fs_root, staging, seconds):
         super().__init__(name="spp_backup-filestore", daemon=True)
-        self.args_ = (ref, art, options, fs_root, staging)
+        self.args_ = (ref, manifest, kind, options, fs_root, staging)
         self.seconds = seconds
         self.cancel = threading.Event()
         self.stats = filestore.FilestoreStats()
         self.error = None
 
     def run(self):
-        ref, art, options, fs_root, staging = self.args_
+        ref, manifest, kind, options, fs_root, staging = self.args_
+        art = manifest["artifacts"][kind]
         started = time.monotonic()
         try:
             os.makedirs(fs_root, exist_ok=True)
             with ArtifactReader(ref.storage, ref.key(art["file"]), art, options.identities) as reader:
-                self.stats = filestore.extract_tar(reader, staging, cancel=self.cancel)
+                if kind == "filelist":
+                    store = packstore.store_of(ref, manifest)
+                    try:
+                        self.stats = packstore.extract_store(
+                            reader, store, options.identities, staging, cancel=self.cancel
+                        )
+                    finally:
+                        store.close()
+                else:
+                    self.stats = filestore.extract_tar(reader, staging, cancel=self.cancel)
                 reader.finish()
             os.sync()  # the restored files are on disk before they are swapped in
         except BaseException as exc:

@@ -10,7 +10,7 @@ import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import crypto
+from . import crypto, packstore
 from .errors import BackupError
 from .human import count, human_duration
 from .manifest import MANIFEST_NAME, OWNER_NAME, loads
@@ -174,6 +174,24 @@ def check_signature(ref, manifest_bytes, manifest, public_key, allow_unsigned=Fa
     return "unsigned", None, UNSIGNED_WARNING
 
 
+def check_store(ref, manifest, deep=False, identities=None):
+    """Problems of the packs a set keeps its filestore in: each present and of its size; deep: every byte.
+
+    A deep check with the identity also reads every blob the set's file list names (restic's
+    ``check --read-data``), so a damaged or removed pack is named.
+    """
+    try:
+        store = packstore.store_of(ref, manifest)
+        info = packstore.read_set_info(ref)
+    except BackupError as exc:
+        return [str(exc)]
+    try:
+        problems = ["filestore store: %s" % p for p in store.check(info["packs"], deep=deep, identities=identities)]
+        return problems
+    finally:
+        store.close()
+
+
 def verify(ref, public_key=None, identities=None, deep=False, allow_unsigned=False):
     """Read every stored byte of a backup set back; a VerifyReport with the verdict."""
     started = time.monotonic()
@@ -207,6 +225,9 @@ def verify(ref, public_key=None, identities=None, deep=False, allow_unsigned=Fal
         OWNER_NAME,
         crypto.SIGNATURE_NAME,
     }
+    if (manifest.get("filestore") or {}).get("store"):
+        expected.add(packstore.STORE_SET_NAME)
+        report.problems += check_store(ref, manifest, deep, identities)
     extra = [name for name in ref.storage.list_dir(ref.prefix) if name not in expected]
     if extra:
         report.warnings.append("files not listed in the manifest: %s" % ", ".join(extra))

@@ -1,0 +1,203 @@
+"""Incremental filestore backups against a real server: each set keeps only what changed, each restores whole."""
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from conftest import table_contents, tree_digest
+
+from engine import catalog, crypto, packstore
+from engine.backup import run_backup
+from engine.errors import BackupError
+from engine.odoozip import export_odoo_zip
+from engine.restore import RestoreOptions, restore
+from engine.storage import LocalStorage
+from engine.verify import verify
+
+
+def ref_of(result, sample):
+    return catalog.BackupRef(LocalStorage(sample["dest"]), result.db_name, result.backup_id)
+
+
+def add_file(root, content):
+    sha1 = hashlib.sha1(content).hexdigest()
+    folder = os.path.join(root, sha1[:2])
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, sha1), "wb") as handle:
+        handle.write(content)
+    return "%s/%s" % (sha1[:2], sha1)
+
+
+def store_bytes(sample):
+    total = 0
+    for dirpath, _dirs, files in os.walk(sample["dest"]):
+        if "/.store-" in dirpath + "/" and "/packs" in dirpath:
+            total += sum(os.path.getsize(os.path.join(dirpath, name)) for name in files)
+    return total
+
+
+@pytest.fixture
+def incremental(sample, plan_for, keys, tmp_path):
+    """A plan maker for encrypted, signed, incremental backups of the sample."""
+    store_key = str(tmp_path / "store.key")
+
+    def make(**overrides):
+        values = dict(
+            recipients=[keys["recipient"]],
+            signing_key_file=keys["signing_file"],
+            incremental_filestore=True,
+            store_key_file=store_key,
+            owner={"database_uuid": "uuid-test", "policy_id": 1},
+        )
+        values.update(overrides)
+        return plan_for(sample, **values)
+
+    return make
+
+
+def test_a_chain_of_five_backups_each_restores_byte_identically(sample, incremental, keys, dbs, pgconf, tmp_path):
+    """Five backups with files added and removed between them: the later ones store only the new files, and
+    every one restores its own filestore exactly, encrypted and signed; a zip export carries it too."""
+    identities = crypto.load_identities(keys["identity_file"])
+    public = crypto.public_key_text(crypto.load_signing_key(keys["signing_file"]).public_key())
+    results, digests, sizes = [], [], []
+    for step in range(5):
+        if step:
+            for i in range(2):
+                add_file(sample["filestore"], os.urandom(3000 + step * 10 + i))
+        if step == 3:
+            first = sorted(os.listdir(sample["filestore"]))[0]
+            for name in os.listdir(os.path.join(sample["filestore"], first)):
+                os.unlink(os.path.join(sample["filestore"], first, name))
+        before = store_bytes(sample)
+        results.append(run_backup(incremental()))
+        sizes.append(store_bytes(sample) - before)
+        digests.append(tree_digest(sample["filestore"]))
+    manifest = results[-1].manifest
+    assert "filelist" in manifest["artifacts"] and "filestore" not in manifest["artifacts"]
+    assert manifest["filestore"]["store"]["encrypted"] is True
+    assert sizes[0] > 40 * 10000, "the first backup stores every file"
+    for added in sizes[1:]:
+        assert 0 < added < sizes[0] / 10, "a later backup stores only the new files (%s)" % sizes
+    # no name in the destination reveals an Odoo SHA-1
+    names = {name for _d, dirs, files in os.walk(sample["dest"]) for name in dirs + files}
+    sha1s = {name for _d, _dirs, files in os.walk(sample["filestore"]) for name in files}
+    assert not sha1s & names
+    for index, result in enumerate(results):
+        ref = ref_of(result, sample)
+        report = verify(ref, public_key=public, identities=identities, deep=True)
+        assert report.ok, report.problems + [c.message for c in report.checks if not c.ok]
+        assert not any("not listed in the manifest" in w for w in report.warnings), report.warnings
+        target = dbs.name("inc%d" % index)
+        restore_dir = str(tmp_path / ("restored%d" % index))
+        out = restore(
+            ref,
+            RestoreOptions(target_db=target, pg=pgconf, data_dir=restore_dir, identities=identities, public_key=public),
+        )
+        assert tree_digest(os.path.join(restore_dir, "filestore", target)) == digests[index], "backup %d" % index
+        assert out.filestore_files == result.manifest["filestore"]["files"]
+    assert table_contents(target) == table_contents(sample["db"])
+    zip_path = str(tmp_path / "last.zip")
+    export_odoo_zip(ref_of(results[-1], sample), zip_path, pgconf, identities=identities)
+    with zipfile.ZipFile(zip_path) as archive:
+        members = [name for name in archive.namelist() if name.startswith("filestore/")]
+    assert len(members) == results[-1].manifest["filestore"]["files"]
+
+
+def test_a_damaged_or_removed_pack_is_named_and_the_restore_changes_nothing(
+    sample, incremental, keys, dbs, pgconf, tmp_path
+):
+    identities = crypto.load_identities(keys["identity_file"])
+    result = run_backup(incremental())
+    ref = ref_of(result, sample)
+    info = json.loads(LocalStorage(sample["dest"]).read_bytes(ref.key(packstore.STORE_SET_NAME)))
+    store_dir = os.path.join(sample["dest"], sample["db"], ".store-" + info["store"])
+    pack = info["packs"][0]
+    path = os.path.join(store_dir, "packs", pack[:2], pack)
+    with open(path, "r+b") as handle:
+        handle.seek(500)
+        byte = handle.read(1)
+        handle.seek(500)
+        handle.write(bytes([byte[0] ^ 0x55]))
+    report = verify(ref, identities=identities, deep=True)
+    assert not report.ok and any("pack %s is damaged" % pack in p for p in report.problems), report.problems
+    assert verify(ref).ok, "sizes still match: only a deep check reads the bytes"
+    target = dbs.name("dmg")
+    restore_dir = str(tmp_path / "restored")
+    with pytest.raises(BackupError, match=pack):
+        restore(ref, RestoreOptions(target_db=target, pg=pgconf, data_dir=restore_dir, identities=identities))
+    assert not os.path.exists(os.path.join(restore_dir, "filestore", target)), "nothing swapped in"
+    os.unlink(path)
+    report = verify(ref)
+    assert any("pack %s is missing from the store" % pack in p for p in report.problems), report.problems
+
+
+def test_a_hostile_file_list_cannot_write_outside_the_target(sample, incremental, keys, tmp_path):
+    """A file list naming ../ or an absolute path is refused before anything is written for it."""
+    from engine.errors import UnsafeArchive
+
+    identities = crypto.load_identities(keys["identity_file"])
+    result = run_backup(incremental())
+    ref = ref_of(result, sample)
+    store = packstore.store_of(ref, result.manifest)
+    bid = store.index().db.execute("SELECT id FROM blob LIMIT 1").fetchone()[0]
+    for rel in ("../escape", "/etc/passwd", "ab/../../x"):
+        listing = packstore.file_list_line(rel, 1, bid)
+        target = str(tmp_path / ("t%d" % abs(hash(rel))))
+        with pytest.raises(UnsafeArchive):
+            packstore.extract_store(io.BytesIO(listing), store, identities, target)
+        assert not os.path.exists(target)
+    assert not os.path.exists(str(tmp_path / "escape"))
+    twice = packstore.file_list_line("ab/cd", 1, bid) * 2
+    with pytest.raises(UnsafeArchive, match="appears twice"):
+        packstore.extract_store(io.BytesIO(twice), store, identities, str(tmp_path / "twice"))
+    store.close()
+
+
+def test_a_store_on_s3_is_read_back_by_another_process_with_only_the_identity_and_the_key(
+    sample, incremental, keys, s3_bucket, dbs, pgconf, tmp_path
+):
+    """Two incremental backups to a bucket; then the command line, in a process of its own that knows only
+    the identity file and the verify key (no store key), verifies the second deeply and restores it."""
+    from conftest import ROOT
+
+    from engine.config import DestinationConfig
+
+    endpoint, bucket = s3_bucket
+    destination = DestinationConfig(kind="s3", endpoint_url=endpoint, region="us-east-1", bucket=bucket, prefix="odoo")
+    run_backup(incremental(destinations=[destination]))
+    add_file(sample["filestore"], os.urandom(7000))
+    second = run_backup(incremental(destinations=[destination]))
+    assert second.copies[0]["ok"], second.copies
+    public = crypto.public_key_text(crypto.load_signing_key(keys["signing_file"]).public_key())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPP_BACKUP_")}
+    env.update(
+        SPP_BACKUP_BACKUP_ROOTS=str(tmp_path), SPP_BACKUP_S3_ENDPOINT_URL=endpoint, SPP_BACKUP_S3_ENDPOINTS=endpoint
+    )
+    location = second.locations[0]
+    common = ["--identity", keys["identity_file"], "--verify-key", public]
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "engine", *args, *common],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    checked = cli("--json", "verify", location, "--deep")
+    report = json.loads(checked.stdout)
+    assert checked.returncode == 0 and report["ok"] and report["signature"] == "valid (Ed25519)", checked.stdout
+    target = dbs.name("s3inc")
+    restore_dir = str(tmp_path / "restored")
+    restored = cli("restore", location, "--target", target, "--data-dir", restore_dir)
+    assert restored.returncode in (0, 1), restored.stdout + restored.stderr
+    assert tree_digest(os.path.join(restore_dir, "filestore", target)) == tree_digest(sample["filestore"])
