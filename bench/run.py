@@ -44,6 +44,7 @@ cluster of dev/pg.sh is started and used.
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -422,9 +423,9 @@ def warm_up(ds, rundir, env):
 # ----------------------------------------------------------------------------- measurements
 
 
-def engine_backup(ds, dest, env, extra=()):
-    """The engine's backup of ``ds`` into ``dest`` (a folder, emptied first, or an s3:// URL)."""
-    if "://" not in dest:
+def engine_backup(ds, dest, env, extra=(), fresh=True):
+    """The engine's backup of ``ds`` into ``dest`` (a folder, emptied first unless not ``fresh``, or an s3:// URL)."""
+    if "://" not in dest and fresh:
         shutil.rmtree(dest, ignore_errors=True)
         os.makedirs(dest)
     run, stdout = timed(
@@ -1434,6 +1435,132 @@ def selected_options(args):
     return opts
 
 
+class NightlyCopy:
+    """A copy of the dataset that the nightly scenario may change: its own database (a template copy) and a
+    filestore of hard links to the dataset's files (Odoo never changes a stored file)."""
+
+    def __init__(self, ds, rundir):
+        self.db = ds.db + "_nightly"
+        self.data_dir = os.path.join(rundir, "data")
+        self.filestore = os.path.join(self.data_dir, "filestore", self.db)
+        drop_database(self.db)
+        query('CREATE DATABASE "%s" TEMPLATE "%s"' % (self.db, ds.db))
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.copytree(ds.filestore, self.filestore, copy_function=os.link)
+
+    def change(self, files, rows):
+        """``files`` new attachments of the dataset's file size and ``rows`` new chatter rows."""
+        added = 0
+        for _ in range(files):
+            content = os.urandom(FILE_SIZE)
+            sha1 = hashlib.sha1(content).hexdigest()
+            folder = os.path.join(self.filestore, sha1[:2])
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, sha1), "wb") as handle:
+                handle.write(content)
+            added += len(content)
+        query(
+            "INSERT INTO mail_message (model, res_id, body) SELECT model, res_id, body FROM mail_message "
+            "ORDER BY id LIMIT %s",
+            (rows,),
+            dbname=self.db,
+        )
+        return added
+
+    def drop(self):
+        drop_database(self.db)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def store_pack_bytes(dest):
+    """Bytes of every pack of every store under a local destination."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(dest):
+        if os.sep + "packs" in dirpath and os.sep + ".store-" in dirpath:
+            total += sum(os.path.getsize(os.path.join(dirpath, name)) for name in files)
+    return total
+
+
+def run_nightly(args, env):
+    """A first incremental backup, 1 % more attachments and 20,000 chatter rows, a second one; and a third
+    with no change. Against the database artifact alone (--no-filestore) in the same round."""
+    ds = Dataset(args.workdir, args.scale)
+    facts = ds.ensure(rebuild=args.rebuild)
+    info = environment(env)
+    rundir = os.path.join(args.workdir, "nightly_s%s" % scale_tag(args.scale))
+    shutil.rmtree(rundir, ignore_errors=True)
+    os.makedirs(rundir)
+    keys = make_keys(os.path.join(rundir, "keys"), env)
+    secure = secure_backup_args(keys)
+    new_files = max(1, round(facts["filestore_files"] * 0.01))
+    rounds = []
+    for number in range(args.repeat):
+        log("nightly round %d of %d" % (number + 1, args.repeat))
+        copy = NightlyCopy(ds, rundir)
+        fake = type("DS", (), {"db": copy.db, "data_dir": copy.data_dir, "filestore": copy.filestore})
+        dest = os.path.join(rundir, "backups")
+        store = ("--incremental", "--store-key", os.path.join(rundir, "store.key"))
+        warm_up(fake, rundir, env)
+        first = engine_backup(fake, dest, env, secure + store)
+        after_first = store_pack_bytes(dest)
+        added = copy.change(new_files, 20000)
+        second = engine_backup(fake, dest, env, secure + store, fresh=False)
+        after_second = store_pack_bytes(dest)
+        third = engine_backup(fake, dest, env, secure + store, fresh=False)
+        after_third = store_pack_bytes(dest)
+        db_only = engine_backup(fake, os.path.join(rundir, "db_only"), env, secure + ("--no-filestore",))
+        filestore_bytes = tree_bytes(copy.filestore)
+        rounds.append(
+            {
+                "first_seconds": first["seconds"],
+                "first_store_bytes": after_first,
+                "second_seconds": second["seconds"],
+                "second_store_bytes": after_second - after_first,
+                "added_bytes": added,
+                "third_seconds": third["seconds"],
+                "third_store_bytes": after_third - after_second,
+                "db_only_seconds": db_only["seconds"],
+                "filestore_bytes": filestore_bytes,
+                "second_peak_rss_kb": second["engine_peak_rss_kb"],
+            }
+        )
+        copy.drop()
+    med = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    share = med["second_store_bytes"] / med["filestore_bytes"]
+    ratio = med["second_seconds"] / med["db_only_seconds"]
+    targets = {
+        "second backup stores <= 2 % of the filestore": {"value": round(share * 100, 2), "met": share <= 0.02},
+        "second backup <= 1.1x its database artifact alone": {"value": round(ratio, 2), "met": ratio <= 1.1},
+        "no change stores < 1 MiB": {"value": med["third_store_bytes"], "met": med["third_store_bytes"] < MB},
+    }
+    print(
+        "\nnightly scenario, %d round(s), medians (dataset %s, filestore %s in %d files)"
+        % (len(rounds), mib(facts["db_size_bytes"]), mib(med["filestore_bytes"]), facts["filestore_files"])
+    )
+    print(
+        "  first incremental backup   %7.2f s   stored %s of filestore"
+        % (med["first_seconds"], mib(med["first_store_bytes"]))
+    )
+    print(
+        "  +%d files (%s), +20,000 rows; second backup %7.2f s   stored %s (%.2f %% of the filestore)"
+        % (new_files, mib(med["added_bytes"]), med["second_seconds"], mib(med["second_store_bytes"]), share * 100)
+    )
+    print("  database artifact alone   %7.2f s   ratio %.2f" % (med["db_only_seconds"], ratio))
+    print("  no change: third backup   %7.2f s   stored %d bytes" % (med["third_seconds"], med["third_store_bytes"]))
+    print("  second backup peak RSS    %.1f MB" % (med["second_peak_rss_kb"] / 1024))
+    for name, target in targets.items():
+        print("  %-52s %s %s" % (name, target["value"], "met" if target["met"] else "NOT met"))
+    note_engine_change(info)
+    if not args.keep:
+        shutil.rmtree(rundir, ignore_errors=True)
+    path = write_json(
+        {"kind": "nightly", "environment": info, "dataset": facts, "rounds": rounds, "median": med, "targets": targets},
+        "-nightly",
+    )
+    print("written to %s" % path)
+    return 0 if all(t["met"] for t in targets.values()) else 1
+
+
 def run_rss_check(args, env):
     scales = [float(v) for v in args.rss_scales.split(",")] if args.rss_scales else [args.scale / 2, args.scale]
     info = environment(env)
@@ -1521,6 +1648,12 @@ def main(argv=None):
     parser.add_argument(
         "--drop-dataset", action="store_true", help="drop the dataset of --scale (database and files) and exit"
     )
+    parser.add_argument(
+        "--nightly",
+        action="store_true",
+        help="the nightly scenario of the incremental filestore instead: a first backup, 1 %% more attachments "
+        "and 20,000 chatter rows, a second backup, a third with no change (encrypted, signed)",
+    )
     group = parser.add_argument_group("optional steps, measured in the same rounds as (a)-(d)")
     group.add_argument(
         "--secure",
@@ -1554,6 +1687,8 @@ def main(argv=None):
     os.makedirs(args.workdir, exist_ok=True)
     if args.rss_check:
         return run_rss_check(args, env)
+    if args.nightly:
+        return run_nightly(args, env)
     return run_benchmark(args, env)
 
 
