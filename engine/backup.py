@@ -348,7 +348,16 @@ def run_backup(plan, progress=None, after=None, log=None):
         prefix = "%s/%s" % (plan.db_name, backup_id)
         try:
             result = _make_set(
-                plan, destinations, prefix, backup_id, tools, (progress, log), started_wall, recipients, signing_key
+                plan,
+                destinations,
+                prefix,
+                backup_id,
+                tools,
+                (progress, log),
+                started_wall,
+                recipients,
+                signing_key,
+                lock_conn,
             )
         except BaseException:
             for dest in destinations:
@@ -389,7 +398,9 @@ def _checked_line(destinations):
     return line
 
 
-def _make_set(plan, destinations, prefix, backup_id, tools, report, started_wall, recipients, signing_key):
+def _make_set(
+    plan, destinations, prefix, backup_id, tools, report, started_wall, recipients, signing_key, lock_conn=None
+):
     progress, log = report
     if plan.owner:
         owner = mf.dumps({"backup_id": backup_id, "owner": plan.owner})
@@ -461,7 +472,7 @@ def _make_set(plan, destinations, prefix, backup_id, tools, report, started_wall
             progress(min(0.97, 0.02 + dumped / estimate), "Archiving the filestore")
             if plan.incremental_filestore:
                 fs_stats, store_info = _filestore_to_stores(
-                    plan, artifacts, root, recipients, backup_id, prefix, on_file, ledger.archived, log
+                    plan, artifacts, root, recipients, backup_id, prefix, on_file, ledger.archived, log, lock_conn
                 )
             else:
                 with artifacts.open("filestore", plan.compression) as sink:
@@ -595,7 +606,9 @@ def _make_set(plan, destinations, prefix, backup_id, tools, report, started_wall
     )
 
 
-def _filestore_to_stores(plan, artifacts, root, recipients, backup_id, prefix, on_file, on_archived, log):
+def _filestore_to_stores(
+    plan, artifacts, root, recipients, backup_id, prefix, on_file, on_archived, log, lock_conn=None
+):
     """The filestore into each destination's store, only what it lacks; the file list as an artifact.
 
     Each destination keeps its own store (same keyed names everywhere, since the key is the server's); a
@@ -605,6 +618,10 @@ def _filestore_to_stores(plan, artifacts, root, recipients, backup_id, prefix, o
     key = packstore.load_store_key(plan.store_key_file, create=True)
     fingerprints = sorted(crypto.recipient_fingerprint(r) for r in recipients)
     sid = packstore.store_id(key, (plan.owner or {}).get("database_uuid") or plan.db_name, fingerprints)
+    # Held shared from before the store's index is read until this set's store.json names the packs it uses:
+    # the collector (exclusive) never removes a pack this backup counts on.
+    if lock_conn is not None:
+        pg.advisory(lock_conn, "pg_advisory_lock_shared", packstore.lock_key(sid))
     writers, stores = {}, []
     for dest in artifacts.alive():
         try:
@@ -657,6 +674,8 @@ def _filestore_to_stores(plan, artifacts, root, recipients, backup_id, prefix, o
     finally:
         for store in stores:
             store.close()
+        if lock_conn is not None:
+            pg.advisory(lock_conn, "pg_advisory_unlock_shared", packstore.lock_key(sid))
     art = artifacts.results["filelist"]
     log(
         "File list written in %s: %s %s"

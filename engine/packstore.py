@@ -88,6 +88,12 @@ def store_id(key, database_uuid, recipients):
     return _keyed(key, b"store", database_uuid or "", ",".join(sorted(recipients or [])) or "plain")[:16]
 
 
+def lock_key(sid):
+    """The PostgreSQL advisory lock of a store (on its database): writers hold it shared while they add to the
+    store, the collector exclusively while it removes packs."""
+    return (0x5350 << 48) | int(sid[:12], 16)
+
+
 def blob_id(key, rel, size, mtime_ns=None):
     """The keyed id of a filestore file.
 
@@ -299,6 +305,8 @@ class PackStore:
         for pack in unreferenced:
             key = self.pack_key(pack)
             until = locked_until(key) if locked_until else None
+            if until is not None and hasattr(until, "timestamp"):
+                until = until.timestamp()
             if until and until > now:
                 kept_locked.append(pack)
                 continue
@@ -688,3 +696,48 @@ def extract_store(list_reader, store, identities, target, cancel=None, on_file=N
         shutil.rmtree(target, ignore_errors=True)
         raise
     return stats
+
+
+def collect_destination(storage, db_name, try_lock=None):
+    """Collect every store of ``db_name`` at a destination: packs that no set there references go.
+
+    The references are the ``store.json`` of every set folder of the database, finished or not, of any owner
+    (a store is shared by the policies of one database and set of recipients). ``try_lock(sid)`` takes the
+    store's lock exclusively (a context manager yielding False when a backup is writing to the store: then
+    that store waits for the next run). Returns one report per store.
+    """
+    names = storage.list_dir(db_name)
+    stores = [name[len(".store-") :] for name in names if STORE_DIR.match(name)]
+    reports = []
+    for sid in stores:
+        lock = try_lock(sid) if try_lock else contextlib.nullcontext(True)
+        with lock as held:
+            if not held:
+                reports.append({"store": sid, "skipped": "a backup is writing to it"})
+                continue
+            referenced, problems = set(), []
+            for name in names:
+                if name.startswith("."):
+                    continue
+                key = "%s/%s/%s" % (db_name, name, STORE_SET_NAME)
+                try:
+                    if not storage.exists(key):
+                        continue
+                    info = json.loads(storage.read_bytes(key))
+                except Exception as exc:
+                    problems.append("%s: %s" % (name, exc))
+                    continue
+                if info.get("store") == sid:
+                    referenced.update(info.get("packs") or [])
+            if problems:
+                # A set whose references cannot be read might need any pack: collect nothing.
+                reports.append({"store": sid, "skipped": "unreadable store.json: %s" % "; ".join(problems)})
+                continue
+            store = PackStore(storage, db_name, sid)
+            try:
+                report = store.collect(referenced, locked_until=getattr(storage, "locked_until", None))
+            finally:
+                store.close()
+            report["store"] = sid
+            reports.append(report)
+    return reports

@@ -126,6 +126,20 @@ def try_advisory_lock(conn, key):
             )
 
 
+def advisory(conn, function, key):
+    """Run one advisory lock function (``pg_advisory_lock_shared``, ``pg_try_advisory_lock``...) on ``key``."""
+    if function not in (
+        "pg_advisory_lock_shared",
+        "pg_advisory_unlock_shared",
+        "pg_try_advisory_lock",
+        "pg_advisory_unlock",
+    ):
+        raise ValueError(function)
+    with conn.cursor() as cr:
+        cr.execute("SELECT %s(%%s)" % function, (key,))
+        return cr.fetchone()[0]
+
+
 class Snapshot:
     """A REPEATABLE READ transaction with an exported snapshot id."""
 

@@ -68,6 +68,60 @@ def apply_retention(plan, result, progress, log=None):
             reports.append({"destination": copy["destination"], "errors": ["retention failed: %s" % exc]})
             log("Retention at '%s' failed: %s" % (config.describe(), exc))
             continue
-        reports.append(report.to_dict())
+        data = report.to_dict()
+        if not report.dry_run:
+            data["stores"] = collect_stores(plan, open_storage(config, settings), config.describe(), log)
+        reports.append(data)
         log("Retention at '%s': %s" % (config.describe(), report.summary()))
+    return reports
+
+
+def collect_stores(plan, storage, where, log):
+    """After pruning: the packs of the destination's filestore stores that no set references any more."""
+    import contextlib
+
+    from . import packstore, pg
+    from .human import count, human_bytes
+
+    try:
+        if not any(packstore.STORE_DIR.match(name) for name in storage.list_dir(plan.db_name)):
+            return []
+        conn = pg.connect(plan.pg, plan.db_name)
+    except Exception as exc:
+        log("Store collection at '%s' failed: %s" % (where, exc))
+        return [{"error": str(exc)}]
+
+    @contextlib.contextmanager
+    def try_lock(sid):
+        key = packstore.lock_key(sid)
+        held = pg.advisory(conn, "pg_try_advisory_lock", key)
+        try:
+            yield held
+        finally:
+            if held:
+                pg.advisory(conn, "pg_advisory_unlock", key)
+
+    try:
+        reports = packstore.collect_destination(storage, plan.db_name, try_lock)
+    except Exception as exc:  # collection never turns a good backup into a failed one
+        log("Store collection at '%s' failed: %s" % (where, exc))
+        return [{"error": str(exc)}]
+    finally:
+        conn.close()
+    for report in reports:
+        if report.get("skipped"):
+            log("Store %s at '%s': not collected now (%s)" % (report["store"], where, report["skipped"]))
+        else:
+            log(
+                "Store %s at '%s': %s no set uses removed (%s freed)%s"
+                % (
+                    report["store"],
+                    where,
+                    count(len(report["deleted"]), "pack"),
+                    human_bytes(report["freed_bytes"]),
+                    ", %s kept under Object Lock" % count(len(report["kept_locked"]), "pack")
+                    if report["kept_locked"]
+                    else "",
+                )
+            )
     return reports

@@ -201,3 +201,96 @@ def test_a_store_on_s3_is_read_back_by_another_process_with_only_the_identity_an
     restored = cli("restore", location, "--target", target, "--data-dir", restore_dir)
     assert restored.returncode in (0, 1), restored.stdout + restored.stderr
     assert tree_digest(os.path.join(restore_dir, "filestore", target)) == tree_digest(sample["filestore"])
+
+
+def test_retention_removes_the_packs_only_pruned_sets_used_and_the_last_set_stays_whole(
+    sample, incremental, keys, dbs, pgconf, tmp_path
+):
+    """Five backups, files replaced between them; keep_last 1: the packs of the four pruned sets that the
+    fifth does not use are removed after the sets, and the fifth still verifies deeply and restores exactly."""
+    from engine.runner import apply_retention
+
+    identities = crypto.load_identities(keys["identity_file"])
+    results, previous = [], None
+    for step in range(5):
+        # Each backup adds a file and the previous backup's new file is gone (Odoo's garbage collector).
+        if previous:
+            os.unlink(os.path.join(sample["filestore"], previous))
+        previous = add_file(sample["filestore"], os.urandom(50000 + step))
+        results.append(run_backup(incremental()))
+    only_pruned = set()
+    for result in results[1:4]:
+        info = json.loads(LocalStorage(sample["dest"]).read_bytes(ref_of(result, sample).key(packstore.STORE_SET_NAME)))
+        only_pruned |= set(info["packs"])
+    kept_info = json.loads(
+        LocalStorage(sample["dest"]).read_bytes(ref_of(results[-1], sample).key(packstore.STORE_SET_NAME))
+    )
+    only_pruned -= set(kept_info["packs"])
+    assert len(only_pruned) == 3, "backups 2 to 4 each wrote a pack that only they use"
+    storage = LocalStorage(sample["dest"])
+    before = store_bytes(sample)
+    plan = incremental(retention={"keep_last": 1})
+    logged = []
+    reports = apply_retention(plan, results[-1], lambda *a: None, logged.append)
+    assert sorted(reports[0]["deleted"]) == sorted(r.backup_id for r in results[:4]), reports
+    (store,) = reports[0]["stores"]
+    assert set(store["deleted"]) == only_pruned and store["freed_bytes"] > 0, store
+    assert store_bytes(sample) == before - store["freed_bytes"]
+    assert any("no set uses removed" in line for line in logged), logged
+    ref = ref_of(results[-1], sample)
+    info = json.loads(storage.read_bytes(ref.key(packstore.STORE_SET_NAME)))
+    assert not set(info["packs"]) & set(store["deleted"]), "no pack the kept set uses was removed"
+    report = verify(ref, identities=identities, deep=True)
+    assert report.ok, report.problems
+    target = dbs.name("kept")
+    restore_dir = str(tmp_path / "restored")
+    restore(ref, RestoreOptions(target_db=target, pg=pgconf, data_dir=restore_dir, identities=identities))
+    assert tree_digest(os.path.join(restore_dir, "filestore", target)) == tree_digest(sample["filestore"])
+
+
+def test_collection_waits_while_a_backup_writes_to_the_store(sample, incremental, keys, pgconf):
+    """A backup holds its store's lock shared while it adds files; the collector then leaves the store alone,
+    so a pack the backup counts on (one no finished set references yet) is never removed under it."""
+    import psycopg2
+
+    from engine import pg
+    from engine.runner import collect_stores
+
+    first = run_backup(incremental())
+    ref = ref_of(first, sample)
+    storage = LocalStorage(sample["dest"])
+    sid = json.loads(storage.read_bytes(ref.key(packstore.STORE_SET_NAME)))["store"]
+    key = packstore.lock_key(sid)
+    seen = []
+    original = packstore.StoreWriter.add
+
+    def add(self, *args):
+        with psycopg2.connect(**pgconf.dsn_kwargs(sample["db"])) as conn, conn.cursor() as cr:
+            cr.execute(
+                "SELECT mode FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s",
+                (key >> 32, key & 0xFFFFFFFF),
+            )
+            seen.extend(row[0] for row in cr.fetchall())
+        return original(self, *args)
+
+    packstore.StoreWriter.add = add
+    try:
+        run_backup(incremental())
+    finally:
+        packstore.StoreWriter.add = original
+    assert seen and set(seen) == {"ShareLock"}, "the backup held its store's lock shared while it wrote"
+    # Its set gone, the first backup's packs are unreferenced; a backup writing now keeps them.
+    storage.remove_tree(ref.prefix)
+    for name in storage.list_dir(sample["db"]):
+        if not name.startswith("."):
+            storage.remove_tree("%s/%s" % (sample["db"], name))
+    holder = pg.connect(pgconf, sample["db"])
+    try:
+        pg.advisory(holder, "pg_advisory_lock_shared", key)
+        reports = collect_stores(incremental(), storage, "disk", lambda message: None)
+        assert reports == [{"store": sid, "skipped": "a backup is writing to it"}]
+        assert store_bytes(sample) > 0
+    finally:
+        holder.close()
+    reports = collect_stores(incremental(), storage, "disk", lambda message: None)
+    assert reports[0]["deleted"] and store_bytes(sample) == 0, "once the backup is over, they go"
