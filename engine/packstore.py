@@ -204,7 +204,9 @@ class PackStore:
                 _skip(reader, entry["offset"] - position, pack)
                 position = entry["offset"] + entry["length"]
                 with open_target(entry) as target:
-                    if entry["length"] <= SMALL_BLOB:
+                    # In memory only when both the stored and the restored bytes are small: a compressible
+                    # file of any size, or an index that lies about sizes, is streamed with bounded memory.
+                    if entry["length"] <= SMALL_BLOB and entry["size"] <= SMALL_BLOB:
                         target.write(self.decode(_read_exact(reader, entry["length"], pack), entry, identities, pack))
                     else:
                         self._stream_out(reader, entry, identities, pack, target)
@@ -221,8 +223,10 @@ class PackStore:
         try:
             stream = zstandard.ZstdDecompressor().stream_reader(source, read_size=CHUNK)
             for data in iter(lambda: stream.read(CHUNK), b""):
-                target.write(data)
                 written += len(data)
+                if written > entry["size"]:
+                    raise VerifyError("a blob in pack %s holds more than the index says: refused." % pack)
+                target.write(data)
             while hashing.read(CHUNK):
                 pass
         except zstandard.ZstdError as exc:
@@ -358,7 +362,9 @@ class BlobIndex:
         self.db.execute("CREATE INDEX blob_pack ON blob (pack)")
         self.db.execute("CREATE TABLE pack (name TEXT PRIMARY KEY, size INTEGER, sha256 TEXT)")
 
-    def add_index(self, _name, data):
+    def add_index(self, name, data):
+        """Load one index object, refusing one that is not what a backup writes (it comes from storage)."""
+        _check_index(name, data)
         self.db.executemany(
             "INSERT OR REPLACE INTO pack VALUES (?, ?, ?)",
             [(name, info["size"], info["sha256"]) for name, info in data.get("packs", {}).items()],
@@ -384,6 +390,31 @@ class BlobIndex:
         self.db.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
+
+
+PACK_NAME = re.compile(r"^[0-9a-f]{32}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_index(name, data):
+    def fail(what):
+        raise VerifyError("The store's index %s is damaged: %s." % (name, what))
+
+    if not isinstance(data, dict) or not isinstance(data.get("packs", {}), dict):
+        fail("not an index object")
+    for pack, info in data.get("packs", {}).items():
+        if not PACK_NAME.match(str(pack)) or not isinstance(info, dict):
+            fail("a pack is not named as packs are")
+        if not isinstance(info.get("size"), int) or info["size"] < 0 or not SHA256.match(str(info.get("sha256"))):
+            fail("pack %s has no valid size and SHA-256" % pack)
+    for blob in data.get("blobs", []):
+        if not (isinstance(blob, list) and len(blob) == 6):
+            fail("a blob entry is not [id, pack, offset, length, sha256, size]")
+        bid, pack, offset, length, sha256, size = blob
+        if not (isinstance(bid, str) and PACK_NAME.match(str(pack)) and SHA256.match(str(sha256))):
+            fail("a blob entry names no valid pack or SHA-256")
+        if not all(isinstance(v, int) and v >= 0 for v in (offset, length, size)):
+            fail("a blob entry has a negative or missing offset, length or size")
 
 
 def _entry(bid, row):

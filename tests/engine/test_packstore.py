@@ -193,3 +193,40 @@ def test_a_blob_opens_with_age_and_zstd_alone(setup, tmp_path):
     plain = subprocess.run(["age", "-d", "-i", str(id_file)], input=blob, capture_output=True, check=True).stdout
     out = subprocess.run(["zstd", "-d", "-c"], input=plain, capture_output=True, check=True).stdout
     assert out == content
+
+
+def test_an_index_from_storage_is_checked_and_sizes_cannot_blow_up_memory(setup):
+    """A damaged or hostile index is refused in words; a compressible file of any size streams back, and a
+    blob that decompresses to more than its index says is refused instead of filling memory or disk."""
+    root, storage, key = setup
+    zeros = b"\0" * (12 << 20)  # compresses to a few KiB: restored by streaming, not in memory
+    rel = odoo_file(str(root), zeros)
+    store = packstore.PackStore(storage, "db", packstore.store_id(key, "u", []))
+    store.ensure_config([])
+    info, listing = back_up(store, key, [], str(root), "B1")
+    index_key = store.key("index", "B1.json")
+    data = json.loads(storage.read_bytes(index_key))
+    (blob,) = data["blobs"]
+    assert blob[3] < 1 << 20 and blob[5] == len(zeros)
+    assert restore_all(store, listing)[rel] == zeros
+    store.close()
+
+    def rewrite(change):
+        damaged = json.loads(json.dumps(data))
+        change(damaged)
+        with storage.open_writer(index_key) as writer:
+            writer.write(json.dumps(damaged).encode())
+        return packstore.PackStore(storage, "db", store.sid)
+
+    for change, words in (
+        (lambda d: d["blobs"][0].__setitem__(2, -5), "negative or missing offset"),
+        (lambda d: d["blobs"][0].__setitem__(1, "../../etc"), "names no valid pack"),
+        (lambda d: d["packs"].update({"x/../y": {"size": 1, "sha256": "0" * 64}}), "not named as packs are"),
+    ):
+        with pytest.raises(VerifyError, match=words):
+            rewrite(change).index()
+    for size, words in ((1000, "does not decompress"), (5 << 20, "more than the index says")):
+        lying = rewrite(lambda d, size=size: d["blobs"][0].__setitem__(5, size))
+        with pytest.raises(VerifyError, match=words):
+            restore_all(lying, listing)
+        lying.close()
