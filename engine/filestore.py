@@ -8,8 +8,10 @@ anything but regular files and folders.
 
 import contextlib
 import errno
+import hashlib
 import os
 import posixpath
+import re
 import shutil
 import tarfile
 import time
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from .errors import RestoreError, UnsafeArchive
 
 CHUNK = 1 << 20
+# How Odoo names a stored attachment: the SHA-1 of its content, under a folder of its first two hex digits.
+ODOO_NAME = re.compile(r"^([0-9a-f]{2})/(\1[0-9a-f]{38})$")
 
 
 class _Position:
@@ -135,6 +139,8 @@ def write_store(root, writers, sink, line_of, on_file=None, on_archived=None):
     for rel, path, handle in _readable_files(root, stats):
         with handle:
             st = os.fstat(handle.fileno())
+            # A file not named by its content gets the SHA-256 of it in the (signed) file list.
+            digest = None if ODOO_NAME.match(rel) else _sha256_of(handle)
         blob = None
         for name, writer in list(writers.items()):
             try:
@@ -150,9 +156,16 @@ def write_store(root, writers, sink, line_of, on_file=None, on_archived=None):
             continue
         if not writers:
             break
-        sink.write(line_of(rel, st.st_size, blob))
+        sink.write(line_of(rel, st.st_size, blob, digest))
         _count(stats, rel, st.st_size, on_archived, on_file)
     return stats, failed
+
+
+def _sha256_of(handle):
+    digest = hashlib.sha256()
+    for data in iter(lambda: handle.read(CHUNK), b""):
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def _count(stats, rel, size, on_archived, on_file):

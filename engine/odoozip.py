@@ -280,7 +280,7 @@ def _store_to_zip(ref, manifest, art, identities, archive):
         staging = os.path.join(tmp, "filestore")
         try:
             with ArtifactReader(ref.storage, ref.key(art["file"]), art, identities) as reader:
-                packstore.extract_store(reader, store, identities, staging)
+                packstore.extract_store(reader, store, identities, staging, packstore.read_set_info(ref)["packs"])
                 reader.finish()
         finally:
             store.close()

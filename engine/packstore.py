@@ -52,7 +52,11 @@ PACK_TARGET = 32 << 20
 SMALL_BLOB = 4 << 20  # blobs up to this size are compressed and encrypted in memory
 CHUNK = 1 << 20
 STORE_SET_NAME = "store.json"
-SHA1_NAME = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{40}$")
+# An index object lists at most this many blobs (a few MiB of JSON), and one larger than INDEX_MAX_BYTES is
+# refused unread: memory stays bounded whatever a destination holds.
+INDEX_BLOBS = 20000
+INDEX_MAX_BYTES = 16 << 20
+SHA1_NAME = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{40}$")  # Odoo's <2 hex>/<sha1>, as filestore.ODOO_NAME
 STORE_DIR = re.compile(r"^\.store-[0-9a-f]{16}$")
 
 
@@ -153,7 +157,14 @@ class PackStore:
         return sorted(name[:-5] for name in self.storage.list_dir(self.key("index")) if name.endswith(".json"))
 
     def read_index(self, name):
-        return json.loads(self.storage.read_bytes(self.key("index", name + ".json")))
+        key = self.key("index", name + ".json")
+        size = self.storage.size(key)
+        if size is not None and size > INDEX_MAX_BYTES:
+            raise VerifyError("The store's index %s is %d bytes, more than an index object may be." % (name, size))
+        try:
+            return json.loads(self.storage.read_bytes(key))
+        except ValueError as exc:
+            raise VerifyError("The store's index %s is damaged: it is not JSON." % name) from exc
 
     def index(self):
         """The store's blobs in an on-disk table (memory stays flat however many there are)."""
@@ -198,7 +209,11 @@ class PackStore:
         into a staging folder, so nothing half-restored is used).
         """
         entries = sorted(entries, key=lambda e: e["offset"])
-        with self.storage.open_reader(self.pack_key(pack)) as reader:
+        try:
+            reader = self.storage.open_reader(self.pack_key(pack))
+        except FileNotFoundError as exc:
+            raise VerifyError("pack %s is missing from the store." % pack) from exc
+        with reader:
             position = 0
             for entry in entries:
                 _skip(reader, entry["offset"] - position, pack)
@@ -332,17 +347,43 @@ class PackStore:
     def _rewrite_index(self, gone):
         """One index object with what is left, written before the old ones are removed."""
         old = self.index_names()
-        merged = {"format": STORE_FORMAT, "packs": {}, "blobs": []}
+        stamp = "%s-%s" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), secrets.token_hex(4))
+        batch = IndexBatch(self, stamp)
         for name in old:
             data = self.read_index(name)
-            merged["packs"].update({p: v for p, v in data["packs"].items() if p not in gone})
-            merged["blobs"].extend(b for b in data["blobs"] if b[1] not in gone)
-        name = "%s-%s" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), secrets.token_hex(4))
-        with self.storage.open_writer(self.key("index", name + ".json")) as writer:
-            writer.write(json.dumps(merged, separators=(",", ":")).encode())
+            for blob in data["blobs"]:
+                if blob[1] not in gone:
+                    batch.add(blob, data["packs"][blob[1]])
+        batch.flush()
         for old_name in old:
             self.storage.delete(self.key("index", old_name + ".json"))
         self.close()
+
+
+class IndexBatch:
+    """Writes index objects of at most INDEX_BLOBS blobs, each naming only the packs its blobs are in."""
+
+    def __init__(self, store, stamp, on_written=None):
+        self.store, self.stamp, self.on_written = store, stamp, on_written
+        self.blobs, self.packs, self.count = [], {}, 0
+
+    def add(self, blob, pack_info):
+        self.blobs.append(blob)
+        self.packs[blob[1]] = pack_info
+        if len(self.blobs) >= INDEX_BLOBS:
+            self.flush()
+
+    def flush(self):
+        if not self.blobs:
+            return
+        self.count += 1
+        name = "%s-%04d" % (self.stamp, self.count)
+        data = {"format": STORE_FORMAT, "packs": self.packs, "blobs": self.blobs}
+        with self.store.storage.open_writer(self.store.key("index", name + ".json")) as writer:
+            writer.write(json.dumps(data, separators=(",", ":")).encode())
+        if self.on_written is not None:
+            self.on_written(name, data)
+        self.blobs, self.packs = [], {}
 
 
 class BlobIndex:
@@ -355,10 +396,14 @@ class BlobIndex:
         self.db.execute("PRAGMA journal_mode = OFF")
         self.db.execute("PRAGMA synchronous = OFF")
         self.db.execute("PRAGMA cache_size = -4096")
+        # A blob may be placed more than once: stored again after its pack was lost, or (a hostile destination)
+        # placed elsewhere by a planted index object. Deduplication trusts a blob placed once only; a set reads
+        # its blobs from the packs its store.json names, and checks every file's content.
         self.db.execute(
-            "CREATE TABLE blob (id TEXT PRIMARY KEY, pack TEXT, offset INTEGER, length INTEGER, sha256 TEXT, "
-            "size INTEGER)"
+            "CREATE TABLE blob (id TEXT, pack TEXT, offset INTEGER, length INTEGER, sha256 TEXT, size INTEGER, "
+            "UNIQUE (id, pack, offset, length, sha256, size))"
         )
+        self.db.execute("CREATE INDEX blob_id ON blob (id)")
         self.db.execute("CREATE INDEX blob_pack ON blob (pack)")
         self.db.execute("CREATE TABLE pack (name TEXT PRIMARY KEY, size INTEGER, sha256 TEXT)")
 
@@ -371,9 +416,22 @@ class BlobIndex:
         )
         self.db.executemany("INSERT OR IGNORE INTO blob VALUES (?, ?, ?, ?, ?, ?)", data.get("blobs", []))
 
-    def get(self, bid):
-        row = self.db.execute("SELECT pack, offset, length, sha256, size FROM blob WHERE id = ?", (bid,)).fetchone()
-        return _entry(bid, row) if row else None
+    def get(self, bid, present=None):
+        """Where a blob is, for deduplication: its one placement in a pack that exists (``present(pack)``);
+        None when unknown, or when it is placed twice in existing packs (not what a backup writes)."""
+        rows = self.db.execute("SELECT pack, offset, length, sha256, size FROM blob WHERE id = ?", (bid,)).fetchall()
+        if present is not None:
+            rows = [row for row in rows if present(row[0])]
+        return _entry(bid, rows[0]) if len(rows) == 1 else None
+
+    def in_packs(self, bid, packs):
+        """Where a set finds a blob: its first placement in one of the set's packs (then checked by content)."""
+        for row in self.db.execute(
+            "SELECT pack, offset, length, sha256, size FROM blob WHERE id = ? ORDER BY rowid", (bid,)
+        ):
+            if row[0] in packs:
+                return _entry(bid, row)
+        return None
 
     def pack(self, name):
         row = self.db.execute("SELECT size, sha256 FROM pack WHERE name = ?", (name,)).fetchone()
@@ -482,17 +540,22 @@ class StoreWriter:
         self.recipients = recipients
         self.compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self.used_packs = set()
-        self.new_blobs = []
+        self.new_blobs_count = 0
         self.new_packs = {}
         self.new_bytes = 0
         self.new_files = 0
         self._new_ids = {}
         self._pack = None
+        self._present = {}  # pack -> does it exist at the destination (checked once per pack)
+        self._pending = []  # new blobs of packs not yet complete
+        self._batch = None
+        self.start("%s-%s" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), secrets.token_hex(4)))
 
     def add(self, rel, path, size, mtime_ns):
         """Store the file at ``path`` unless the store has it; its keyed blob id."""
         bid = blob_id(self.key, rel, size, mtime_ns)
-        known = self.store.index().get(bid)
+        # A placement in a pack that is gone does not count: the file is stored again.
+        known = self.store.index().get(bid, self._pack_present)
         if known is not None:
             self.used_packs.add(known["pack"])
         elif bid in self._new_ids:
@@ -500,6 +563,11 @@ class StoreWriter:
         else:
             self._append(bid, path, size)
         return bid
+
+    def _pack_present(self, pack):
+        if pack not in self._present:
+            self._present[pack] = self.store.storage.exists(self.store.pack_key(pack))
+        return self._present[pack]
 
     def _encode(self, path):
         with open(path, "rb") as handle:
@@ -521,7 +589,7 @@ class StoreWriter:
             length = len(stored)
         else:
             length, sha, raw = self._stream(path, writer, state)
-        self.new_blobs.append([bid, name, state["offset"], length, sha, raw])
+        self._pending.append([bid, name, state["offset"], length, sha, raw])
         self._new_ids[bid] = name
         state["offset"] += length
         self.used_packs.add(name)
@@ -565,20 +633,34 @@ class StoreWriter:
         self._pack = (name, writer, {"offset": 0, "hash": hashlib.sha256()})
 
     def _close_pack(self):
+        """Commit the pack, then index its blobs (an index names only complete packs)."""
         name, writer, state = self._pack
         self._pack = None
         writer.commit()
-        self.new_packs[name] = {"size": state["offset"], "sha256": state["hash"].hexdigest()}
+        info = {"size": state["offset"], "sha256": state["hash"].hexdigest()}
+        self.new_packs[name] = info
+        self._present[name] = True
+        for blob in self._pending:
+            self._batch.add(blob, info)
+        self.new_blobs_count += len(self._pending)
+        self._pending = []
+
+    def start(self, stamp):
+        """Name this writer's index objects (``<stamp>-<n>``)."""
+
+        def written(name, data):
+            self.store.index().add_index(name, data)
+            for blob in data["blobs"]:
+                self._new_ids.pop(blob[0], None)  # found in the index from now on
+
+        self._batch = IndexBatch(self.store, stamp, written)
+        return self
 
     def finish(self, backup_id):
         """Complete the last pack and write the index of the new blobs; the set's store.json as a dict."""
         if self._pack is not None:
             self._close_pack()
-        if self.new_blobs:
-            data = {"format": STORE_FORMAT, "packs": self.new_packs, "blobs": self.new_blobs}
-            with self.store.storage.open_writer(self.store.key("index", backup_id + ".json")) as writer:
-                writer.write(json.dumps(data, separators=(",", ":")).encode())
-            self.store.index().add_index(backup_id, data)
+        self._batch.flush()
         return {
             "format": STORE_FORMAT,
             "store": self.store.sid,
@@ -596,9 +678,15 @@ class StoreWriter:
                 writer.abort()
 
 
-def file_list_line(rel, size, bid):
-    """One line of a set's file list (an encrypted artifact): path, size and keyed blob id, as JSON."""
-    return json.dumps({"p": rel, "s": size, "b": bid}, separators=(",", ":")).encode() + b"\n"
+def file_list_line(rel, size, bid, sha256=None):
+    """One line of a set's file list (an encrypted artifact, covered by the signed manifest): path, size,
+    keyed blob id and, for a file not named by its SHA-1 as Odoo names them, the SHA-256 of its content. A
+    restore checks every file against its name or that SHA-256, so bytes swapped in the store (whose index
+    anyone who can write the destination can rewrite) are refused."""
+    item = {"p": rel, "s": size, "b": bid}
+    if sha256:
+        item["h"] = sha256
+    return json.dumps(item, separators=(",", ":")).encode() + b"\n"
 
 
 def read_file_list(reader):
@@ -613,12 +701,14 @@ def read_file_list(reader):
                 continue
             try:
                 item = json.loads(line)
-                rel, size, bid = item["p"], item["s"], item["b"]
-            except (ValueError, KeyError, TypeError) as exc:
+                rel, size, bid, digest = item["p"], item["s"], item["b"], item.get("h")
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise VerifyError("The filestore's file list is damaged: a line is not an entry.") from exc
             if not (isinstance(rel, str) and isinstance(size, int) and isinstance(bid, str)):
                 raise VerifyError("The filestore's file list is damaged: an entry has the wrong types.")
-            yield rel, size, bid
+            if digest is not None and not SHA256.match(str(digest)):
+                raise VerifyError("The filestore's file list is damaged: an entry's SHA-256 is not one.")
+            yield rel, size, bid, digest
         if not data:
             return
 
@@ -646,7 +736,7 @@ def read_set_info(ref):
     return data
 
 
-def extract_store(list_reader, store, identities, target, cancel=None, on_file=None):
+def extract_store(list_reader, store, identities, target, packs, cancel=None, on_file=None):
     """Restore the files a set's file list names from its store into the new folder ``target``.
 
     Every path is checked as an archive member is (no absolute path, no '..', no folder leading outside, no
@@ -662,24 +752,36 @@ def extract_store(list_reader, store, identities, target, cancel=None, on_file=N
     try:
         db = index.db
         db.execute("DROP TABLE IF EXISTS wanted")
-        db.execute("CREATE TEMP TABLE wanted (rel TEXT PRIMARY KEY, id TEXT, size INTEGER)")
-        for rel, size, bid in read_file_list(list_reader):
+        db.execute("DROP TABLE IF EXISTS setpack")
+        db.execute("CREATE TEMP TABLE setpack (name TEXT PRIMARY KEY)")
+        db.executemany("INSERT OR IGNORE INTO setpack VALUES (?)", [(name,) for name in packs])
+        db.execute("CREATE TEMP TABLE wanted (rel TEXT PRIMARY KEY, id TEXT, size INTEGER, h TEXT)")
+        for rel, size, bid, digest in read_file_list(list_reader):
             filestore.safe_parts(rel, "file list entry")
             try:
-                db.execute("INSERT INTO wanted VALUES (?, ?, ?)", (rel, bid, size))
+                db.execute("INSERT INTO wanted VALUES (?, ?, ?, ?)", (rel, bid, size, digest))
             except sqlite3.IntegrityError as exc:
                 raise filestore.UnsafeArchive("Refused file list entry %r: it appears twice." % rel) from exc
-        missing = db.execute(
-            "SELECT w.rel FROM wanted w LEFT JOIN blob b ON b.id = w.id WHERE b.id IS NULL ORDER BY w.rel LIMIT 5"
-        ).fetchall()
+        # Each file's blob: its first placement in one of the set's packs.
+        placed = (
+            "FROM wanted w LEFT JOIN blob b ON b.rowid = (SELECT min(x.rowid) FROM blob x JOIN setpack s "
+            "ON s.name = x.pack WHERE x.id = w.id)"
+        )
+        missing = db.execute("SELECT w.rel %s WHERE b.id IS NULL ORDER BY w.rel LIMIT 5" % placed).fetchall()
         if missing:
             raise VerifyError(
                 "The filestore store lacks the bytes of %s: the store is incomplete (a pack was removed)."
                 % ", ".join(row[0] for row in missing)
             )
+        wrong = db.execute("SELECT w.rel %s WHERE b.size <> w.size ORDER BY w.rel LIMIT 5" % placed).fetchall()
+        if wrong:
+            raise VerifyError(
+                "The filestore store's index gives other sizes than the backup's file list for %s: the store "
+                "was changed." % ", ".join(row[0] for row in wrong)
+            )
         rows = db.execute(
-            "SELECT w.rel, b.id, b.pack, b.offset, b.length, b.sha256, b.size FROM wanted w JOIN blob b "
-            "ON b.id = w.id ORDER BY b.pack, b.offset, w.rel"
+            "SELECT w.rel, b.id, b.pack, b.offset, b.length, b.sha256, b.size, w.h %s ORDER BY b.pack, b.offset, "
+            "w.rel" % placed
         )
         copies = []  # a blob named twice (same content under two names) is written once, then copied
         current, batch, seen = None, [], {}
@@ -696,37 +798,86 @@ def extract_store(list_reader, store, identities, target, cancel=None, on_file=N
                 stats.bytes += entry["size"]
                 if on_file is not None:
                     on_file(stats)
-                return handle
+                return _CheckedFile(handle, entry["rel"], entry["h"])
 
             store.extract_pack(pack, entries, identities, open_target)
             seen.update(written)
 
-        for rel, bid, pack, offset, length, sha256, size in rows:
+        for rel, bid, pack, offset, length, sha256, size, digest in rows:
             entry = {"rel": rel, "id": bid, "pack": pack, "offset": offset, "length": length, "sha256": sha256}
-            entry["size"] = size
+            entry.update(size=size, h=digest)
             if pack != current:
                 if batch:
                     flush(current, batch)
                 current, batch = pack, []
             if any(item["id"] == bid for item in batch[-1:]) or bid in seen:
-                copies.append((rel, bid))
+                copies.append((rel, bid, digest))
                 continue
             batch.append(entry)
         if batch:
             flush(current, batch)
-        for rel, bid in copies:
+        for rel, bid, digest in copies:
             path, handle = filestore.open_new_file(target, rel, "file list entry")
-            with handle, open(seen[bid], "rb") as source:
+            with _CheckedFile(handle, rel, digest) as checked, open(seen[bid], "rb") as source:
                 for data in iter(lambda source=source: source.read(CHUNK), b""):
-                    handle.write(data)
+                    checked.write(data)
             stats.files += 1
         db.execute("DROP TABLE wanted")
+        db.execute("DROP TABLE setpack")
     except BaseException:
         import shutil
 
         shutil.rmtree(target, ignore_errors=True)
         raise
     return stats
+
+
+class _CheckedFile:
+    """A restored file, checked as it is written against what the signed file list says it is: its SHA-1
+    name (Odoo's) or the SHA-256 the list gives; on close, a mismatch raises and nothing is swapped in."""
+
+    def __init__(self, handle, rel, sha256=None):
+        from .filestore import ODOO_NAME
+
+        self.handle, self.rel = handle, rel
+        if sha256:
+            self.expected, self.digest = sha256, hashlib.sha256()
+        elif ODOO_NAME.match(rel):
+            self.expected, self.digest = rel.rsplit("/", 1)[1], hashlib.sha1()  # noqa: S324 - Odoo's own naming
+        else:
+            self.expected, self.digest = None, None
+
+    def write(self, data):
+        if self.digest is not None:
+            self.digest.update(data)
+        return self.handle.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.handle.close()
+        if exc_type is None and self.digest is not None and self.digest.hexdigest() != self.expected:
+            raise VerifyError(
+                "The restored file %s does not match the backup's file list (its content hash differs): the "
+                "store was changed." % self.rel
+            )
+        return False
+
+
+def _set_references(storage, db_name, name, sid):
+    """The packs of store ``sid`` that set folder ``name`` uses; an error when it names the store in its
+    manifest but its store.json is gone (its packs cannot be told: collect nothing)."""
+    key = "%s/%s/%s" % (db_name, name, STORE_SET_NAME)
+    if storage.exists(key):
+        info = json.loads(storage.read_bytes(key))
+        return set(info.get("packs") or []) if info.get("store") == sid else set()
+    manifest_key = "%s/%s/manifest.json" % (db_name, name)
+    if storage.exists(manifest_key):
+        store = (json.loads(storage.read_bytes(manifest_key)).get("filestore") or {}).get("store") or {}
+        if store.get("id") == sid:
+            raise VerifyError("its manifest keeps the filestore in this store, but its store.json is missing")
+    return set()
 
 
 def collect_destination(storage, db_name, try_lock=None):
@@ -737,8 +888,7 @@ def collect_destination(storage, db_name, try_lock=None):
     store's lock exclusively (a context manager yielding False when a backup is writing to the store: then
     that store waits for the next run). Returns one report per store.
     """
-    names = storage.list_dir(db_name)
-    stores = [name[len(".store-") :] for name in names if STORE_DIR.match(name)]
+    stores = [name[len(".store-") :] for name in storage.list_dir(db_name) if STORE_DIR.match(name)]
     reports = []
     for sid in stores:
         lock = try_lock(sid) if try_lock else contextlib.nullcontext(True)
@@ -746,20 +896,17 @@ def collect_destination(storage, db_name, try_lock=None):
             if not held:
                 reports.append({"store": sid, "skipped": "a backup is writing to it"})
                 continue
+            # The sets are listed under the lock: a backup that counted on a pack has written its store.json.
             referenced, problems = set(), []
-            for name in names:
+            for name in storage.list_dir(db_name):
                 if name.startswith("."):
                     continue
-                key = "%s/%s/%s" % (db_name, name, STORE_SET_NAME)
                 try:
-                    if not storage.exists(key):
-                        continue
-                    info = json.loads(storage.read_bytes(key))
+                    info = _set_references(storage, db_name, name, sid)
                 except Exception as exc:
                     problems.append("%s: %s" % (name, exc))
                     continue
-                if info.get("store") == sid:
-                    referenced.update(info.get("packs") or [])
+                referenced.update(info)
             if problems:
                 # A set whose references cannot be read might need any pack: collect nothing.
                 reports.append({"store": sid, "skipped": "unreadable store.json: %s" % "; ".join(problems)})

@@ -488,7 +488,12 @@ class _FilestoreJob(threading.Thread):
                     store = packstore.store_of(ref, manifest)
                     try:
                         self.stats = packstore.extract_store(
-                            reader, store, options.identities, staging, cancel=self.cancel
+                            reader,
+                            store,
+                            options.identities,
+                            staging,
+                            packstore.read_set_info(ref)["packs"],
+                            cancel=self.cancel,
                         )
                     finally:
                         store.close()

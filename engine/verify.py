@@ -187,9 +187,32 @@ def check_store(ref, manifest, deep=False, identities=None):
         return [str(exc)]
     try:
         problems = ["filestore store: %s" % p for p in store.check(info["packs"], deep=deep, identities=identities)]
+        if deep and identities and not problems:
+            problems += _check_file_list(ref, manifest, store, identities)
         return problems
     finally:
         store.close()
+
+
+def _check_file_list(ref, manifest, store, identities):
+    """Every file the signed file list names has its bytes in the store, of the size the list gives."""
+    art = manifest["artifacts"].get("filelist")
+    if not art:
+        return ["the manifest keeps the filestore in a store but lists no file list"]
+    index, problems, packs = store.index(), [], set(packstore.read_set_info(ref)["packs"])
+    try:
+        with ArtifactReader(ref.storage, ref.key(art["file"]), art, identities) as reader:
+            for rel, size, bid, _digest in packstore.read_file_list(reader):
+                entry = index.in_packs(bid, packs)
+                if entry is None:
+                    problems.append("filestore store: %s is in the file list but its bytes are in no index" % rel)
+                elif entry["size"] != size:
+                    problems.append("filestore store: %s does not match the store's index" % rel)
+                if len(problems) >= 5:
+                    break
+    except BackupError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def verify(ref, public_key=None, identities=None, deep=False, allow_unsigned=False):

@@ -150,12 +150,14 @@ def test_a_hostile_file_list_cannot_write_outside_the_target(sample, incremental
         listing = packstore.file_list_line(rel, 1, bid)
         target = str(tmp_path / ("t%d" % abs(hash(rel))))
         with pytest.raises(UnsafeArchive):
-            packstore.extract_store(io.BytesIO(listing), store, identities, target)
+            packstore.extract_store(io.BytesIO(listing), store, identities, target, store.index().pack_names())
         assert not os.path.exists(target)
     assert not os.path.exists(str(tmp_path / "escape"))
     twice = packstore.file_list_line("ab/cd", 1, bid) * 2
     with pytest.raises(UnsafeArchive, match="appears twice"):
-        packstore.extract_store(io.BytesIO(twice), store, identities, str(tmp_path / "twice"))
+        packstore.extract_store(
+            io.BytesIO(twice), store, identities, str(tmp_path / "twice"), store.index().pack_names()
+        )
     store.close()
 
 
@@ -294,3 +296,106 @@ def test_collection_waits_while_a_backup_writes_to_the_store(sample, incremental
         holder.close()
     reports = collect_stores(incremental(), storage, "disk", lambda message: None)
     assert reports[0]["deleted"] and store_bytes(sample) == 0, "once the backup is over, they go"
+
+
+def test_bytes_swapped_in_the_store_with_a_rewritten_index_are_refused(sample, incremental, dbs, pgconf, tmp_path):
+    """Whoever can write the destination can rewrite the plain index: a blob replaced together with its index
+    entry still fails, since each restored file is checked against the signed file list (its SHA-1 name, or
+    the SHA-256 the list gives for a file not named by its content)."""
+    import zstandard
+
+    odd = os.path.join(sample["filestore"], "custom", "notes.txt")
+    os.makedirs(os.path.dirname(odd))
+    with open(odd, "wb") as handle:
+        handle.write(b"not named by its content")
+    result = run_backup(incremental(recipients=[]))
+    ref = ref_of(result, sample)
+    storage = LocalStorage(sample["dest"])
+    info = json.loads(storage.read_bytes(ref.key(packstore.STORE_SET_NAME)))
+    store_prefix = "%s/.store-%s" % (sample["db"], info["store"])
+    (index_name,) = storage.list_dir(store_prefix + "/index")
+    index_key = "%s/index/%s" % (store_prefix, index_name)
+    index = json.loads(storage.read_bytes(index_key))
+    for victim in ("odoo", "custom"):
+        data = json.loads(json.dumps(index))
+        custom = len(b"not named by its content")
+        blob = next(b for b in data["blobs"] if (b[5] == custom) == (victim == "custom"))
+        forged = zstandard.ZstdCompressor().compress(os.urandom(blob[5]) if victim == "odoo" else b"x" * blob[5])
+        pack_path = os.path.join(sample["dest"], store_prefix, "packs", blob[1][:2], blob[1])
+        with open(pack_path, "ab") as handle:
+            offset = handle.tell()
+            handle.write(forged)
+        blob[2:5] = [offset, len(forged), hashlib.sha256(forged).hexdigest()]
+        for pack in data["packs"]:  # the index made consistent with the packs as they now are
+            with open(os.path.join(sample["dest"], store_prefix, "packs", pack[:2], pack), "rb") as handle:
+                whole = handle.read()
+            data["packs"][pack] = {"size": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
+        with storage.open_writer(index_key) as writer:
+            writer.write(json.dumps(data).encode())
+        target = dbs.name("forged_" + victim)
+        restore_dir = str(tmp_path / ("restored_" + victim))
+        with pytest.raises(BackupError, match="does not match the backup's file list"):
+            restore(ref, RestoreOptions(target_db=target, pg=pgconf, data_dir=restore_dir))
+        assert not os.path.exists(os.path.join(restore_dir, "filestore", target)), "nothing swapped in"
+    with storage.open_writer(index_key) as writer:
+        writer.write(json.dumps(index).encode())
+
+
+def test_what_a_hostile_destination_tries_on_the_store_fails_safe(sample, incremental, keys, dbs, pgconf, tmp_path):
+    """A pack deleted under an intact index is stored again by the next backup; an index object that places
+    a blob elsewhere is not deduplicated against; an oversized index object is refused unread; a set whose
+    store.json is gone stops collection; a deep verify walks the file list."""
+    from engine.runner import collect_stores
+
+    identities = crypto.load_identities(keys["identity_file"])
+    storage = LocalStorage(sample["dest"])
+    first = run_backup(incremental())
+    info = json.loads(storage.read_bytes(ref_of(first, sample).key(packstore.STORE_SET_NAME)))
+    prefix = "%s/.store-%s" % (sample["db"], info["store"])
+    # a pack gone, its index left: the next backup does not count on it
+    (pack,) = info["packs"]
+    storage.delete("%s/packs/%s/%s" % (prefix, pack[:2], pack))
+    with pytest.raises(BackupError, match="pack %s is missing from the store" % pack):
+        restore(
+            ref_of(first, sample),
+            RestoreOptions(target_db=dbs.name("gone"), pg=pgconf, data_dir=str(tmp_path / "g"), identities=identities),
+        )
+    second = run_backup(incremental())
+    second_info = json.loads(storage.read_bytes(ref_of(second, sample).key(packstore.STORE_SET_NAME)))
+    assert second_info["new_files"] == first.manifest["filestore"]["files"] and pack not in second_info["packs"]
+    report = verify(ref_of(second, sample), identities=identities, deep=True)
+    assert report.ok, report.problems
+    # an index object placing one blob elsewhere: that file is stored again rather than trusted
+    (index_name,) = [
+        name
+        for name in storage.list_dir(prefix + "/index")
+        if set(json.loads(storage.read_bytes("%s/index/%s" % (prefix, name)))["packs"]) & set(second_info["packs"])
+    ]
+    data = json.loads(storage.read_bytes("%s/index/%s" % (prefix, index_name)))
+    planted = json.loads(json.dumps(data))
+    planted["blobs"] = [planted["blobs"][0][:2] + [planted["blobs"][0][2] + 1] + planted["blobs"][0][3:]]
+    planted["packs"] = {planted["blobs"][0][1]: data["packs"][planted["blobs"][0][1]]}
+    with storage.open_writer(prefix + "/index/0.json") as writer:
+        writer.write(json.dumps(planted).encode())
+    third = run_backup(incremental())
+    third_info = json.loads(storage.read_bytes(ref_of(third, sample).key(packstore.STORE_SET_NAME)))
+    assert third_info["new_files"] == 1, "the blob two index objects disagree on is stored again"
+    storage.delete(prefix + "/index/0.json")
+    # a deep verify walks the file list: bytes the store's index has lost are named
+    with storage.open_writer(prefix + "/index/" + index_name) as writer:
+        writer.write(json.dumps(dict(data, blobs=data["blobs"][1:])).encode())
+    report = verify(ref_of(second, sample), identities=identities, deep=True)
+    assert any("bytes are in no index" in p for p in report.problems), report.problems
+    # an index object too large to be one of ours is refused without being read
+    with storage.open_writer(prefix + "/index/huge.json") as writer:
+        writer.write(b" " * (packstore.INDEX_MAX_BYTES + 1))
+    with pytest.raises(BackupError, match="more than an index object may be"):
+        packstore.PackStore(storage, sample["db"], info["store"]).index()
+    storage.delete(prefix + "/index/huge.json")
+    # a set that keeps its filestore in the store but lost its store.json: nothing is collected
+    storage.delete(ref_of(third, sample).key(packstore.STORE_SET_NAME))
+    for result in (first, second):
+        storage.remove_tree(ref_of(result, sample).prefix)
+    before = store_bytes(sample)
+    (report,) = collect_stores(incremental(), storage, "disk", lambda message: None)
+    assert "store.json is missing" in report["skipped"] and store_bytes(sample) == before

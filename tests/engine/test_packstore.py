@@ -184,7 +184,8 @@ def test_a_blob_opens_with_age_and_zstd_alone(setup, tmp_path):
     recipients = crypto.parse_recipients([recipient])
     store = packstore.PackStore(storage, "db", "1" * 16, recipients)
     info, listing = back_up(store, key, recipients, str(root), "B1")
-    index = json.loads(storage.read_bytes(store.key("index", "B1.json")))
+    (index_name,) = store.index_names()
+    index = json.loads(storage.read_bytes(store.key("index", index_name + ".json")))
     bid, pack, offset, length, _sha, size = index["blobs"][0]
     assert (bid, size) == (listing[0][2], 5000) and listing[0][0] == rel
     with open(os.path.join(storage.root, store.pack_key(pack)), "rb") as handle:
@@ -204,7 +205,8 @@ def test_an_index_from_storage_is_checked_and_sizes_cannot_blow_up_memory(setup)
     store = packstore.PackStore(storage, "db", packstore.store_id(key, "u", []))
     store.ensure_config([])
     info, listing = back_up(store, key, [], str(root), "B1")
-    index_key = store.key("index", "B1.json")
+    (index_name,) = store.index_names()
+    index_key = store.key("index", index_name + ".json")
     data = json.loads(storage.read_bytes(index_key))
     (blob,) = data["blobs"]
     assert blob[3] < 1 << 20 and blob[5] == len(zeros)
