@@ -160,6 +160,15 @@ class OdooServer:
                 self.process.wait()
         self.process = None
 
+    def destroy(self):
+        """Stop Odoo, drop its database and remove its folder."""
+        self.stop()
+        with contextlib.closing(psycopg2.connect(dbname="postgres", **pg_kwargs())) as conn, conn.cursor() as cr:
+            conn.autocommit = True
+            cr.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (self.db,))
+            cr.execute('DROP DATABASE IF EXISTS "%s"' % self.db)
+        shutil.rmtree(self.base, ignore_errors=True)
+
     # ------------------------------------------------------------------ RPC
 
     def rpc(self, login, password):
@@ -238,12 +247,7 @@ def odoo_server():
     )
     server.start()
     yield server
-    server.stop()
-    with contextlib.closing(psycopg2.connect(dbname="postgres", **pg_kwargs())) as conn, conn.cursor() as cr:
-        conn.autocommit = True
-        cr.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (server.db,))
-        cr.execute('DROP DATABASE IF EXISTS "%s"' % server.db)
-    shutil.rmtree(base, ignore_errors=True)
+    server.destroy()
 
 
 @pytest.fixture

@@ -6,16 +6,13 @@ policies over RPC (one with a signing public key, one without, one weekly),
 and the database is then upgraded with ``-u spp_backup`` by this checkout.
 """
 
-import contextlib
 import os
-import shutil
 import subprocess
 import tarfile
 import tempfile
 
-import psycopg2
 import pytest
-from conftest import ROOT, OdooServer, pg_kwargs
+from conftest import ROOT, OdooServer
 
 # The last commit of release 17.0.1.3.0 (one signing key per policy, schedules in UTC, the key dialog).
 PREVIOUS_RELEASE = "0e5e38d6b018ada0ac5c737acee5ce2d7e24da4d"
@@ -59,12 +56,7 @@ def old_server():
     os.symlink(release, link)
     server.install()
     yield server
-    server.stop()
-    with contextlib.closing(psycopg2.connect(dbname="postgres", **pg_kwargs())) as conn, conn.cursor() as cr:
-        conn.autocommit = True
-        cr.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (server.db,))
-        cr.execute('DROP DATABASE IF EXISTS "%s"' % server.db)
-    shutil.rmtree(base, ignore_errors=True)
+    server.destroy()
 
 
 def test_upgrade_from_the_previous_release(old_server):
