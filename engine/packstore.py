@@ -46,6 +46,7 @@ import zstandard
 
 from . import crypto
 from .errors import BackupError, PreflightError, VerifyError
+from .filestore import ODOO_NAME
 
 STORE_FORMAT = 1
 PACK_TARGET = 32 << 20
@@ -56,7 +57,6 @@ STORE_SET_NAME = "store.json"
 # refused unread: memory stays bounded whatever a destination holds.
 INDEX_BLOBS = 20000
 INDEX_MAX_BYTES = 16 << 20
-SHA1_NAME = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{40}$")  # Odoo's <2 hex>/<sha1>, as filestore.ODOO_NAME
 STORE_DIR = re.compile(r"^\.store-[0-9a-f]{16}$")
 
 
@@ -104,7 +104,7 @@ def blob_id(key, rel, size, mtime_ns=None):
     A file named by its SHA-1, as Odoo names them, is the same file whenever its name and size are: it is never
     read again once stored. Any other file also counts its modification time.
     """
-    if SHA1_NAME.match(rel):
+    if ODOO_NAME.match(rel):
         return _keyed(key, b"blob", rel, str(size))[:32]
     return _keyed(key, b"blob", rel, str(size), str(mtime_ns or 0))[:32]
 
@@ -837,8 +837,6 @@ class _CheckedFile:
     name (Odoo's) or the SHA-256 the list gives; on close, a mismatch raises and nothing is swapped in."""
 
     def __init__(self, handle, rel, sha256=None):
-        from .filestore import ODOO_NAME
-
         self.handle, self.rel = handle, rel
         if sha256:
             self.expected, self.digest = sha256, hashlib.sha256()
