@@ -35,12 +35,37 @@ class SppBackupPolicyKeys(models.Model):
     @api.model_create_multi
     def create(self, vals_list):
         for vals in vals_list:
-            self._refuse_private_keys(vals)
+            self._check_written_values(vals)
         return super().create(vals_list)
 
     def write(self, vals):
-        self._refuse_private_keys(vals)
+        self._check_written_values(vals)
         return super().write(vals)
+
+    @api.model
+    def _check_written_values(self, vals):
+        """What a caller writes, checked before the ORM converts it: a choice that is not one, a date that is
+        not one, or a private key as a recipient is a sentence, never a traceback."""
+        for name, value in vals.items():
+            field = self._fields.get(name)
+            if field is None or value in (False, None):
+                continue
+            if field.type == "selection":
+                if value not in [key for key, _label in field._description_selection(self.env)]:
+                    raise ValidationError(_("%(value)r is not a choice of %(field)s.", value=value, field=field.string))
+            elif field.type in ("date", "datetime"):
+                try:
+                    field.to_date(value) if field.type == "date" else field.to_datetime(value)
+                except (ValueError, TypeError):
+                    raise ValidationError(
+                        _(
+                            "%(value)r is not a valid %(kind)s for %(field)s.",
+                            value=value,
+                            kind=field.type,
+                            field=field.string,
+                        )
+                    ) from None
+        self._refuse_private_keys(vals)
 
     @api.model
     def _refuse_private_keys(self, vals):

@@ -84,13 +84,17 @@ class SppBackupSigningKey(models.Model):
                         key.fingerprint,
                     )
                 )
-        now = fields.Datetime.now()
-        self.sudo().filtered(lambda key: not key.revoked_at).write({"revoked_at": now, "revoked_by_id": self.env.uid})
+        if not self:
+            raise UserError(_("Choose the signing key to distrust."))
+        newly = self.sudo().filtered(lambda key: not key.revoked_at)
+        if not newly:
+            return True  # distrusted already: nothing changes, nothing is announced
+        newly.write({"revoked_at": fields.Datetime.now(), "revoked_by_id": self.env.uid})
         policies = self.env["spp.backup.policy"].sudo().search([("sign", "=", True)])
         body = _(
             "%(user)s distrusted the signing key(s) %(keys)s: backups signed with them no longer verify here.",
             user=self.env.user.name,
-            keys=", ".join(self.sudo().mapped("public_key")),
+            keys=", ".join(newly.mapped("public_key")),
         )
         for policy in self.env["spp.backup.engine"]._as_server(policies):
             policy.message_post(body=body)

@@ -250,6 +250,13 @@ class TestBackupKeys(BackupCase):
         with self.assertRaisesRegex(VerifyError, "does not match"):
             crypto.check_signature(data, forged, self.env["spp.backup.engine"]._trusted_public_key())
         self.assertIn("distrusted", self.policy.message_ids[0].body)
+        # again, or with no key: nothing more is announced
+        posted = len(self.policy.message_ids)
+        current.with_user(self.manager).action_distrust()
+        with self.assertRaisesRegex(UserError, "Choose the signing key"):
+            self.env["spp.backup.signing.key"].with_user(self.manager).action_distrust()
+        self.policy.invalidate_recordset()
+        self.assertEqual(len(self.policy.message_ids), posted)
 
     def test_making_the_key_needs_the_dialog_as_it_was_opened(self):
         """A stale or someone else's dialog, or none, makes nothing; with verify_key in odoo.conf, neither."""

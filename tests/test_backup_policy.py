@@ -222,6 +222,25 @@ class TestBackupPolicy(BackupCase):
         self.policy.sign = False
         self.assertIsNone(self.policy._to_engine_plan().signing_key_file)
 
+    def test_bad_values_over_rpc_are_sentences_not_tracebacks(self):
+        """A choice that is not one or a date that is not one, written as a manager would over RPC, is refused in
+        words before the ORM converts it (it raised a bare ValueError)."""
+        for values in (
+            {"tz": "Not/AZone"},
+            {"weekday": "9"},
+            {"interval_type": "bogus"},
+            {"schedule_anchor": "garbage"},
+            {"next_run": "notadate"},
+        ):
+            with self.subTest(values=values), self.assertRaises(ValidationError):
+                self.policy.with_user(self.manager).write(values)
+        with self.assertRaises(ValidationError):
+            self.Policy.with_user(self.manager).create({"name": "X", "tz": "Not/AZone", "encrypt": False})
+        self.policy.with_user(self.manager).write(
+            {"tz": "Europe/Paris", "weekday": "3", "schedule_anchor": "2026-01-01"}
+        )
+        self.assertEqual(self.policy.tz, "Europe/Paris")
+
     def test_archived_policy_cannot_back_up_now(self):
         """Back up now is refused on an archived policy."""
         self.policy.active = False
