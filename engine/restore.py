@@ -1,9 +1,11 @@
 """Restore a backup set into a database and filestore, with Odoo running or not.
 
-Everything is verified before anything is touched (signature when a public
-key is known, every artifact's size and SHA-256, versions, free space). The
-database is restored under a scratch name and the filestore into a staging
-folder; only when both are complete are they swapped in with two renames.
+Before anything is loaded: the signature when a public key is known, the
+versions, the free space, every artifact's size, and the SHA-256 of every
+artifact but the filestore's. The database is restored under a scratch name
+and the filestore is unpacked into a staging folder, its SHA-256 checked as
+it streams (it is not read twice); only when both are complete and every
+checksum matched are they swapped in with two renames.
 An existing target is replaced only when asked, and is then renamed aside
 (``<db>_replaced_<time>``, closed to new connections so that its crons do
 not run), never dropped. A failed or interrupted restore removes what it
@@ -25,6 +27,7 @@ from . import filestore, packstore, pg
 from .config import PgConfig
 from .errors import BackupError, RestoreError
 from .human import count, human_bytes, human_duration
+from .manifest import filestore_artifact, filestore_bytes
 from .scope import SYSTEM_DATABASES
 from .storage.local import fsync_dir
 from .stream import CHUNK, ArtifactReader
@@ -298,8 +301,8 @@ def restore(ref, options, progress=None, verified=None, log=None):
     manifest = ref.read_manifest()
     artifacts = manifest["artifacts"]
     do_db = options.include_database and "database" in artifacts
-    fs_kind = "filelist" if "filelist" in artifacts else "filestore"
-    do_fs = options.include_filestore and fs_kind in artifacts
+    fs_kind, _fs_art = filestore_artifact(artifacts)
+    do_fs = bool(options.include_filestore and fs_kind)
     if options.include_database and "database" not in artifacts:
         raise RestoreError("This backup holds no database dump (the policy left it out).")
     if any(art.get("encryption") for art in artifacts.values()) and not options.identities:
@@ -309,7 +312,7 @@ def restore(ref, options, progress=None, verified=None, log=None):
         )
     _check_versions(options, manifest, do_db)
     target = Target(options, do_db, do_fs)
-    _check_space(options, artifacts, target.fs_root, do_db, do_fs, _filestore_bytes(manifest, fs_kind))
+    _check_space(options, artifacts, target.fs_root, do_db, do_fs, filestore_bytes(manifest))
     warnings = list(manifest.get("warnings") or [])
     leftovers = target.leftovers()
     if leftovers:
@@ -319,7 +322,14 @@ def restore(ref, options, progress=None, verified=None, log=None):
     report = (
         verified
         if verified is not None
-        else verify(ref, public_key=options.public_key, allow_unsigned=options.allow_unsigned)
+        else verify(
+            ref,
+            public_key=options.public_key,
+            allow_unsigned=options.allow_unsigned,
+            # The filestore's bytes are checked while they are unpacked into the staging folder, which is swapped
+            # in only once they match; the dump is read and checked first, since pg_restore runs what it holds.
+            streamed=(fs_kind,) if do_fs else (),
+        )
     )
     seconds["verify"] = report.seconds
     if options.require_signature and not options.public_key:
@@ -415,14 +425,6 @@ def _free_at(path):
         path = os.path.dirname(path)
     usage = shutil.disk_usage(path or "/")
     return path, usage.free, os.stat(path or "/").st_dev
-
-
-def _filestore_bytes(manifest, kind):
-    """What the restored filestore takes on disk: the archive's raw size, or the files a store keeps."""
-    if kind == "filelist":
-        return int((manifest.get("filestore") or {}).get("bytes") or 0)
-    art = manifest["artifacts"].get("filestore") or {}
-    return art.get("raw_size", art.get("size", 0))
 
 
 def _check_space(options, artifacts, fs_root, do_db, do_fs, fs_bytes=0):

@@ -164,6 +164,7 @@ class ArtifactReader:
 
     def __init__(self, storage, key, art, identities=None):
         self.art = art
+        self.raw_size = 0
         self.stored = HashingReader(storage.open_reader(key))
         source = self.stored
         self._decryptor = None
@@ -182,9 +183,19 @@ class ArtifactReader:
 
     def read(self, size=-1):
         try:
-            return self.raw.read(size)
+            data = self.raw.read(size)
         except zstandard.ZstdError as exc:
             raise BackupError("%s is damaged: its zstd stream does not decompress (%s)." % (self.art["file"], exc))
+        # Bytes not yet checked against the manifest (a restore checks the SHA-256 while it loads) cannot be
+        # longer than it says, stored or unpacked: a swapped file cannot fill the disk before it is caught.
+        self.raw_size += len(data)
+        limit = self.art.get("raw_size")
+        if self.stored.size > self.art["size"] or (limit is not None and self.raw_size > limit):
+            raise BackupError(
+                "%s does not match the manifest: it is longer than the manifest says (changed or damaged)."
+                % self.art["file"]
+            )
+        return data
 
     def readable(self):
         return True
@@ -195,7 +206,10 @@ class ArtifactReader:
         while self.stored.read(CHUNK):
             pass
         if self.stored.size != self.art["size"] or self.stored.sha256.hexdigest() != self.art["sha256"]:
-            raise BackupError("%s changed while it was being read (size or SHA-256 differs)." % self.art["file"])
+            raise BackupError(
+                "%s does not match the manifest (size or SHA-256 differs): its stored bytes were changed or damaged."
+                % self.art["file"]
+            )
 
     def close(self):
         if self._decryptor is not None:

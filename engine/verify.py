@@ -80,13 +80,32 @@ class VerifyReport:
         return "; ".join(self.problems + ["%s: %s" % (c.name, c.message) for c in self.checks if not c.ok])
 
 
-def check_artifact(storage, key, name, art):
-    """Read one artifact back and compare its size and SHA-256 with the manifest."""
+def _missing_or_new_check(storage, key, name, art):
+    """(ArtifactCheck of the artifact, True when its file is missing: the check then says so)."""
     check = ArtifactCheck(
         name=name, file=art["file"], ok=False, message="", expected_size=art["size"], expected_sha256=art["sha256"]
     )
     if not storage.exists(key):
         check.message = "the file is missing"
+        return check, True
+    return check, False
+
+
+def check_artifact(storage, key, name, art, streamed=False):
+    """Read one artifact back and compare its size and SHA-256 with the manifest.
+
+    ``streamed``: only its stored size, for an artifact whose SHA-256 the caller checks while it reads it.
+    """
+    check, missing = _missing_or_new_check(storage, key, name, art)
+    if missing:
+        return check
+    if streamed:
+        check.size = storage.size(key)
+        if check.size != check.expected_size:
+            check.message = "size %d differs from the manifest's %d" % (check.size, check.expected_size)
+        else:
+            check.ok = True
+            check.message = "size matches (%d bytes); its SHA-256 is checked while it is restored" % check.size
         return check
     digest = hashlib.sha256()
     size = 0
@@ -114,11 +133,8 @@ def _judge(check, size, sha256):
 
 def deep_check_artifact(storage, key, name, art, identities):
     """Read an artifact through decryption and decompression to its end."""
-    check = ArtifactCheck(
-        name=name, file=art["file"], ok=False, message="", expected_size=art["size"], expected_sha256=art["sha256"]
-    )
-    if not storage.exists(key):
-        check.message = "the file is missing"
+    check, missing = _missing_or_new_check(storage, key, name, art)
+    if missing:
         return check
     reader = ArtifactReader(storage, key, art, identities)
     raw = 0
@@ -215,8 +231,13 @@ def _check_file_list(ref, manifest, store, identities):
     return problems
 
 
-def verify(ref, public_key=None, identities=None, deep=False, allow_unsigned=False):
-    """Read every stored byte of a backup set back; a VerifyReport with the verdict."""
+def verify(ref, public_key=None, identities=None, deep=False, allow_unsigned=False, streamed=()):
+    """Read every stored byte of a backup set back; a VerifyReport with the verdict.
+
+    ``streamed``: artifacts whose SHA-256 the caller checks as it reads them, before it uses them (a
+    restore's filestore, unpacked into a staging folder that is swapped in only once it matches); only
+    their presence and size are checked here, so they are not read twice.
+    """
     started = time.monotonic()
     report = VerifyReport(location=ref.location(), backup_id=ref.backup_id, ok=False, checked_at=time.time())
     try:
@@ -242,7 +263,7 @@ def verify(ref, public_key=None, identities=None, deep=False, allow_unsigned=Fal
         if deep:
             report.checks.append(deep_check_artifact(ref.storage, key, name, art, identities))
         else:
-            report.checks.append(check_artifact(ref.storage, key, name, art))
+            report.checks.append(check_artifact(ref.storage, key, name, art, streamed=name in streamed))
     expected = {art["file"] for art in manifest["artifacts"].values()} | {
         MANIFEST_NAME,
         OWNER_NAME,

@@ -1,5 +1,6 @@
 """Bad input and faults: each fails with a sentence, leaves nothing restorable behind."""
 
+import dataclasses
 import io
 import json
 import os
@@ -16,9 +17,10 @@ from conftest import ROOT, conn_kwargs, query, run_plan
 from engine import catalog, filestore, pg
 from engine.backup import run_backup
 from engine.config import DestinationConfig, PgConfig
-from engine.errors import LockBusy, PreflightError, RestoreError, UnsafeArchive
+from engine.errors import BackupError, LockBusy, PreflightError, RestoreError, UnsafeArchive
 from engine.restore import RestoreOptions, restore
 from engine.storage import LocalStorage
+from engine.stream import ArtifactReader
 from engine.verify import verify
 
 
@@ -212,6 +214,45 @@ def test_restore_of_a_damaged_backup_touches_nothing(sample, plan_for, dbs, pgco
         )
     assert not pg.database_exists(pgconf, target)
     assert not os.path.exists(os.path.join(sample["data_dir"], "filestore", target))
+
+
+def test_a_filestore_archive_changed_after_the_manifest_is_caught_while_it_streams(sample, plan_for, dbs, pgconf):
+    """The filestore's SHA-256 is checked while it unpacks (not in a pass before): a same-size change fails the
+    restore, the target being replaced is still there unchanged, and nothing is left behind."""
+    result = run_backup(plan_for(sample))
+    location = result.locations[0]
+    report = verify(catalog.resolve(location), streamed=("filestore",))
+    assert report.ok
+    assert "checked while it is restored" in [c.message for c in report.checks if c.name == "filestore"][0]
+    target = dbs.name("fsflip")
+    options = RestoreOptions(target_db=target, pg=pgconf, data_dir=sample["data_dir"])
+    restore(catalog.resolve(location), options)
+    fs_target = os.path.join(sample["data_dir"], "filestore", target)
+    before = sorted(str(p.relative_to(fs_target)) for p in Path(fs_target).rglob("*"))
+    path = os.path.join(location, result.artifacts["filestore"]["file"])
+    with open(path, "r+b") as handle:
+        handle.seek(os.path.getsize(path) // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(RestoreError, match="filestore.tar.zst (does not match|is damaged)"):
+        restore(catalog.resolve(location), dataclasses.replace(options, replace=True))
+    assert sorted(str(p.relative_to(fs_target)) for p in Path(fs_target).rglob("*")) == before
+    root = os.path.join(sample["data_dir"], "filestore")
+    assert not [name for name in os.listdir(root) if ".restoring-" in name or "_replaced_" in name]
+    assert pg.databases_like(pgconf, target + "%") == [target]
+
+
+def test_an_artifact_longer_than_its_manifest_says_stops_at_the_limit(sample, plan_for):
+    """A stream that unpacks to more than the manifest's raw size is refused as soon as it passes it."""
+    result = run_backup(plan_for(sample))
+    ref = catalog.resolve(result.locations[0])
+    art = dict(ref.read_manifest()["artifacts"]["filestore"], raw_size=1000)
+    with ArtifactReader(ref.storage, ref.key(art["file"]), art) as reader:
+        with pytest.raises(BackupError, match="longer than the manifest says"):
+            while reader.read(1 << 16):
+                pass
+        assert reader.raw_size <= 1000 + (1 << 16)
 
 
 def hostile_tar(kind):
