@@ -491,13 +491,18 @@ def _make_set(
             missing_count, missing = ledger.missing()
             if missing_count:
                 warnings.append(
-                    "%d attachment file(s) referenced by the database are missing from the filestore archive"
+                    "%d attachment file(s) referenced by the database are missing from the filestore"
                     % missing_count
                 )
             if fs_stats.vanished:
                 warnings.append("%d file(s) vanished from the filestore while it was archived" % len(fs_stats.vanished))
             if fs_stats.unreadable:
                 warnings.append("%d filestore file(s) or folder(s) could not be read" % len(fs_stats.unreadable))
+            if fs_stats.misnamed:
+                warnings.append(
+                    "%d filestore file(s) do not have the content their name (its SHA-1) says, damaged on disk: "
+                    "backed up as found; a drill of this backup names them" % len(fs_stats.misnamed)
+                )
         referenced = ledger.referenced
     finally:
         ledger.close()
@@ -550,6 +555,7 @@ def _make_set(
             "vanished": fs_stats.vanished,
             "unreadable": fs_stats.unreadable,
             "skipped_links": fs_stats.skipped,
+            "misnamed_count": len(fs_stats.misnamed),
         },
         "encryption": {
             "format": "age",
@@ -657,9 +663,9 @@ def _filestore_to_stores(
                 dest.error = "cannot complete its filestore store: %s" % exc
                 continue
             log(
-                "Filestore at %s: %s, %s; %s new in the store (%s stored), %s already there"
+                "Filestore at '%s': %s, %s; %s new in the store (%s stored), %s already there"
                 % (
-                    dest.name,
+                    dest.label,
                     count(stats.files, "file"),
                     human_bytes(stats.bytes),
                     count(info["new_files"], "file"),

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from . import pg
 from .errors import BackupError
 from .human import human_duration
+from .manifest import filestore_artifact
 from .restore import RestoreOptions, restore
 from .stream import CHUNK
 from .verify import verify
@@ -175,7 +176,10 @@ def _check_restored(pg_config, scratch, manifest, fs_root, counted):
             checks.append(
                 DrillCheck("row counts", not wrong, "; ".join(wrong) or "%d tables match the manifest" % len(expected))
             )
-            if not (manifest.get("filestore") or {}).get("included", True) or "filestore" not in manifest["artifacts"]:
+            if (
+                not (manifest.get("filestore") or {}).get("included", True)
+                or not filestore_artifact(manifest["artifacts"])[0]
+            ):
                 checks.append(DrillCheck("attachments", True, "the backup holds no filestore (not checked)"))
             else:
                 known = (manifest.get("filestore") or {}).get("missing") or []

@@ -47,6 +47,8 @@ class FilestoreStats:
     vanished: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     unreadable: list = field(default_factory=list)
+    # Files named by a SHA-1 their content does not have (damaged on disk), kept as found.
+    misnamed: list = field(default_factory=list)
 
 
 def iter_files(root, unreadable=None):
@@ -141,16 +143,14 @@ def write_store(root, writers, sink, line_of, on_file=None, on_archived=None):
             st = os.fstat(handle.fileno())
             # A file not named by its content gets the SHA-256 of it in the (signed) file list.
             digest = None if ODOO_NAME.match(rel) else _sha256_of(handle)
-        blob = None
-        for name, writer in list(writers.items()):
-            try:
-                blob = writer.add(rel, path, st.st_size, st.st_mtime_ns)
-            except FileNotFoundError:
-                blob = None  # vanished since it was opened: no store holds it, no line names it
-                break
-            except Exception as exc:
-                failed[name] = "cannot write to its filestore store: %s" % exc
-                writers.pop(name).abort()
+        blob = _add_to_stores(writers, failed, rel, path, st)
+        if blob is not None and any(rel in writer.misnamed for writer in writers.values()):
+            # Its content does not match its SHA-1 name (damaged on disk): every store keeps it as found, under
+            # an id of its own, and the list gives its SHA-256, so the restore gives back what was there.
+            stats.misnamed.append(rel)
+            with open(path, "rb") as again:
+                digest = _sha256_of(again)
+            blob = _add_to_stores(writers, failed, rel, path, st, named=False)
         if blob is None and writers:
             stats.vanished.append(rel)
             continue
@@ -159,6 +159,20 @@ def write_store(root, writers, sink, line_of, on_file=None, on_archived=None):
         sink.write(line_of(rel, st.st_size, blob, digest))
         _count(stats, rel, st.st_size, on_archived, on_file)
     return stats, failed
+
+
+def _add_to_stores(writers, failed, rel, path, st, named=True):
+    """Add one file to every store; its blob id, or None when it vanished. A failing store is dropped."""
+    blob = None
+    for name, writer in list(writers.items()):
+        try:
+            blob = writer.add(rel, path, st.st_size, st.st_mtime_ns, named)
+        except FileNotFoundError:
+            return None  # vanished since it was opened: no store holds it, no line names it
+        except Exception as exc:
+            failed[name] = "cannot write to its filestore store: %s" % exc
+            writers.pop(name).abort()
+    return blob
 
 
 def _sha256_of(handle):

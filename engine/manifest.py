@@ -43,6 +43,22 @@ def artifact_file(kind, compression, encrypted=False):
     return ARTIFACT_BASE[kind] + COMPRESSION_SUFFIX[compression] + (".age" if encrypted else "")
 
 
+def filestore_artifact(artifacts):
+    """(kind, artifact) of a set's filestore: its archive, or its file list in the store; (None, None)."""
+    for kind in ("filestore", "filelist"):
+        if kind in (artifacts or {}):
+            return kind, artifacts[kind]
+    return None, None
+
+
+def filestore_bytes(manifest):
+    """What a set's filestore takes once restored: the archive's raw size, or the files the store keeps."""
+    kind, art = filestore_artifact(manifest.get("artifacts"))
+    if kind == "filelist":
+        return int((manifest.get("filestore") or {}).get("bytes") or 0)
+    return int((art or {}).get("raw_size", (art or {}).get("size", 0)) or 0)
+
+
 def utc_iso(ts=None):
     moment = (
         datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)

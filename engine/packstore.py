@@ -69,6 +69,7 @@ def load_store_key(path, create=False):
         )
     path = os.path.abspath(os.path.expanduser(path))
     if create and not os.path.lexists(path):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             crypto.write_secret_file(path, secrets.token_hex(32) + "\n")
     try:
@@ -98,13 +99,14 @@ def lock_key(sid):
     return (0x5350 << 48) | int(sid[:12], 16)
 
 
-def blob_id(key, rel, size, mtime_ns=None):
+def blob_id(key, rel, size, mtime_ns=None, named=True):
     """The keyed id of a filestore file.
 
     A file named by its SHA-1, as Odoo names them, is the same file whenever its name and size are: it is never
-    read again once stored. Any other file also counts its modification time.
+    read again once stored. Any other file, and one whose content turned out not to match its name
+    (``named=False``), also counts its modification time.
     """
-    if ODOO_NAME.match(rel):
+    if named and ODOO_NAME.match(rel):
         return _keyed(key, b"blob", rel, str(size))[:32]
     return _keyed(key, b"blob", rel, str(size), str(mtime_ns or 0))[:32]
 
@@ -549,46 +551,75 @@ class StoreWriter:
         self._present = {}  # pack -> does it exist at the destination (checked once per pack)
         self._pending = []  # new blobs of packs not yet complete
         self._batch = None
+        # Files named like Odoo's whose content does not match the name (damaged on disk): stored as found,
+        # under an id of their own, so that the restore gives back what the filestore held.
+        self.misnamed = set()
         self.start("%s-%s" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), secrets.token_hex(4)))
 
-    def add(self, rel, path, size, mtime_ns):
-        """Store the file at ``path`` unless the store has it; its keyed blob id."""
-        bid = blob_id(self.key, rel, size, mtime_ns)
+    def add(self, rel, path, size, mtime_ns, named=True):
+        """Store the file at ``path`` unless the store has it; its keyed blob id.
+
+        A new file named like Odoo's is checked against its name as it is read; when it does not match, it
+        is stored under the id of an unnamed file and ``rel`` joins ``misnamed`` (the caller then adds it
+        again with ``named=False`` everywhere, and lists its SHA-256).
+        """
+        bid = blob_id(self.key, rel, size, mtime_ns, named)
+        checked = named and ODOO_NAME.match(rel)
+        misnamed_bid = blob_id(self.key, rel, size, mtime_ns, named=False) if checked else None
+        pack = self._known(bid)
+        if pack is None and checked:
+            # Found damaged on an earlier night and unchanged since: the copy kept then, not read again.
+            pack = self._known(misnamed_bid)
+            if pack is not None:
+                self.misnamed.add(rel)
+                bid = misnamed_bid
+        if pack is not None:
+            self.used_packs.add(pack)
+            return bid
+        stored_as = self._append(bid, path, size, rel.rsplit("/", 1)[1] if checked else None, misnamed_bid)
+        if stored_as != bid:
+            self.misnamed.add(rel)
+        return stored_as
+
+    def _known(self, bid):
+        """The pack that holds blob ``bid`` already (indexed in a pack that exists, or new in this backup)."""
         # A placement in a pack that is gone does not count: the file is stored again.
         known = self.store.index().get(bid, self._pack_present)
         if known is not None:
-            self.used_packs.add(known["pack"])
-        elif bid in self._new_ids:
-            self.used_packs.add(self._new_ids[bid])
-        else:
-            self._append(bid, path, size)
-        return bid
+            return known["pack"]
+        return self._new_ids.get(bid)
 
     def _pack_present(self, pack):
         if pack not in self._present:
             self._present[pack] = self.store.storage.exists(self.store.pack_key(pack))
         return self._present[pack]
 
-    def _encode(self, path):
+    def _encode(self, path, sha1=None):
         with open(path, "rb") as handle:
             data = handle.read()
+        if sha1 is not None:
+            sha1.update(data)
         compressed = self.compressor.compress(data)
         if self.recipients:
             compressed = crypto._pyrage().encrypt(compressed, self.recipients)
         return compressed, len(data)
 
-    def _append(self, bid, path, size):
+    def _append(self, bid, path, size, expected_sha1=None, misnamed_bid=None):
+        """Pack the file; the id it is indexed under: ``misnamed_bid`` when its SHA-1 is not ``expected_sha1``."""
         if self._pack is None:
             self._open_pack()
         name, writer, state = self._pack
+        sha1 = hashlib.sha1() if expected_sha1 else None  # noqa: S324 - Odoo's own naming
         if size <= SMALL_BLOB:
-            stored, raw = self._encode(path)
+            stored, raw = self._encode(path, sha1)
             writer.write(stored)
             sha = hashlib.sha256(stored).hexdigest()
             state["hash"].update(stored)
             length = len(stored)
         else:
-            length, sha, raw = self._stream(path, writer, state)
+            length, sha, raw = self._stream(path, writer, state, sha1)
+        if sha1 is not None and sha1.hexdigest() != expected_sha1:
+            bid = misnamed_bid
         self._pending.append([bid, name, state["offset"], length, sha, raw])
         self._new_ids[bid] = name
         state["offset"] += length
@@ -597,8 +628,9 @@ class StoreWriter:
         self.new_files += 1
         if state["offset"] >= PACK_TARGET:
             self._close_pack()
+        return bid
 
-    def _stream(self, path, writer, state):
+    def _stream(self, path, writer, state, sha1=None):
         """A large file, streamed: zstd (one frame) then age, into the pack."""
         blob_hash = hashlib.sha256()
         counted = {"length": 0}
@@ -619,6 +651,8 @@ class StoreWriter:
         with open(path, "rb") as handle:
             for data in iter(lambda: handle.read(CHUNK), b""):
                 raw += len(data)
+                if sha1 is not None:
+                    sha1.update(data)
                 out = compressor.compress(data)
                 if out:
                     target.write(out)

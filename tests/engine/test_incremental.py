@@ -13,6 +13,7 @@ from conftest import table_contents, tree_digest
 
 from engine import catalog, crypto, packstore
 from engine.backup import run_backup
+from engine.config import DestinationConfig
 from engine.errors import BackupError
 from engine.odoozip import export_odoo_zip
 from engine.restore import RestoreOptions, restore
@@ -21,7 +22,7 @@ from engine.verify import verify
 
 
 def ref_of(result, sample):
-    return catalog.BackupRef(LocalStorage(sample["dest"]), result.db_name, result.backup_id)
+    return catalog.resolve(result.locations[0])
 
 
 def add_file(root, content):
@@ -399,3 +400,50 @@ def test_what_a_hostile_destination_tries_on_the_store_fails_safe(sample, increm
     before = store_bytes(sample)
     (report,) = collect_stores(incremental(), storage, "disk", lambda message: None)
     assert "store.json is missing" in report["skipped"] and store_bytes(sample) == before
+
+
+def test_a_drill_of_an_incremental_set_checks_every_attachment(sample, incremental, keys, pgconf, tmp_path):
+    """The drill restores the files from the store and checks each referenced attachment's SHA-1 (a set with a
+    file list is not a set without a filestore); an attachment changed before the backup fails the check."""
+    from conftest import query
+
+    from engine.drill import run_drill
+
+    def drill(result):
+        return run_drill(
+            ref_of(result, sample),
+            pgconf,
+            str(tmp_path / "drills"),
+            identities=keys["identities"],
+            public_key=keys["public"],
+        )
+
+    out = drill(run_backup(incremental()))
+    found = {check.name: check for check in out.checks}
+    assert out.ok, out.text()
+    assert found["attachments"].ok and "not checked" not in found["attachments"].detail
+    store_fname = query(sample["db"], "SELECT store_fname FROM ir_attachment ORDER BY id LIMIT 1")[0][0]
+    with open(os.path.join(sample["filestore"], store_fname), "r+b") as handle:
+        handle.write(b"X")
+    (tmp_path / "other").mkdir()
+    plan = incremental(
+        destinations=[DestinationConfig(path=str(sample["dest"])), DestinationConfig(path=str(tmp_path / "other"))]
+    )
+    first = run_backup(plan)
+    assert any("1 filestore file(s) do not have the content their name" in w for w in first.warnings), first.warnings
+    assert first.manifest["filestore"]["misnamed_count"] == 1
+    second = run_backup(plan)  # the next night finds the copy kept then, and does not store it again
+    assert [packstore.read_set_info(catalog.resolve(loc))["new_files"] for loc in second.locations] == [0, 0]
+    for result in (first, second):
+        for location in result.locations:
+            out = run_drill(
+                catalog.resolve(location),
+                pgconf,
+                str(tmp_path / "drills"),
+                identities=keys["identities"],
+                public_key=keys["public"],
+            )
+            found = {check.name: check for check in out.checks}
+            assert found["restore"].ok, out.text()
+            assert not out.ok and not found["attachments"].ok and store_fname in found["attachments"].detail
+            assert "SHA-1" in found["attachments"].detail
