@@ -1,7 +1,7 @@
 {  # noqa: B018 - an Odoo manifest is a bare dictionary
     "name": "OpenSPP Backup & Recovery",
     "summary": "Scheduled, verifiable backups of the database, filestore and application, with evidence for auditors.",
-    "version": "17.0.1.4.0",
+    "version": "17.0.1.5.0",
     "author": "OpenSPP.org",
     "website": "https://github.com/OpenSPP/openspp-modules",
     "license": "LGPL-3",

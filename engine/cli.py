@@ -110,7 +110,8 @@ def build_parser():
         "--incremental",
         action="store_true",
         help="keep the filestore in each destination's content-addressed store: write only the files it lacks "
-        "(needs store_key_file in odoo.conf, or --store-key; the file is made on first use)",
+        "(its store key: --store-key, else odoo.conf's store_key_file, else spp_backup/store.key in the data "
+        "directory; the file is made on first use)",
     )
     p.add_argument("--store-key", help="the store key file (default: odoo.conf's store_key_file)")
     p.add_argument(
@@ -263,7 +264,7 @@ def cmd_backup(args):
         recipients=args.encrypt_to,
         signing_key_file=args.sign_key or settings.get("signing_key_file"),
         incremental_filestore=args.incremental,
-        store_key_file=args.store_key or settings.get("store_key_file"),
+        store_key_file=args.store_key or settings.store_key_file(data_dir),
     )
     result = run_backup(plan, **reporters(args))
     data = result.to_dict()

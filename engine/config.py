@@ -162,6 +162,9 @@ class BackupPlan:
         return cls(**data)
 
 
+STORE_KEY_NAME = "store.key"
+
+
 def default_data_dir():
     """Odoo's default data_dir for the current user (``~/.local/share/Odoo``)."""
     return os.path.join(os.path.expanduser("~"), ".local", "share", "Odoo")
@@ -181,6 +184,18 @@ class Settings:
         if env not in (None, ""):
             return env
         return self.section.get(key, default)
+
+    def store_key_file(self, data_dir=None):
+        """The incremental filestore's store key: odoo.conf's ``store_key_file``, else one in Odoo's data directory.
+
+        The key only names packs and blobs (a restore does not need it); the file is made on the first
+        incremental backup. Losing it starts a new store, it loses no backup.
+        """
+        named = self.get("store_key_file")
+        if named:
+            return named
+        data_dir = data_dir or self.data_dir
+        return os.path.join(data_dir, "spp_backup", STORE_KEY_NAME) if data_dir else None
 
     @classmethod
     def from_config(cls, conf_path=None):

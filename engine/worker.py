@@ -135,6 +135,8 @@ def _backup(plan_data, ctx, serving_db, progress, log):
                 "This policy signs its backups, but this worker's odoo.conf names no signing_key_file in its "
                 "[spp_backup] section."
             )
+    # The store key, like the signing key, is this worker's own file: never a path that came with the plan.
+    plan.store_key_file = ctx.settings.store_key_file(ctx.data_dir) if plan.incremental_filestore else None
     retention = []
     result = run_backup(
         plan,

@@ -7,6 +7,7 @@ from odoo.exceptions import UserError
 from ..engine.catalog import BackupRef, resolve
 from ..engine.errors import BackupError
 from ..engine.human import human_bytes, human_duration
+from ..engine.manifest import filestore_artifact
 from ..engine.prune import PruneReport
 from ..engine.storage import open_storage
 
@@ -185,7 +186,9 @@ class SppBackupJob(models.Model):
             listed = listed + [_("... and %s more", values["missing_files_count"] - len(listed))]
         values["missing_files_text"] = "\n".join(listed)
         for kind in ARTIFACT_KINDS:
-            art = artifacts.get(kind) or {}
+            # A filestore kept in the destination's store: the set holds its file list (the new files' bytes
+            # are in the store, counted in the job's log).
+            art = (filestore_artifact(artifacts)[1] if kind == "filestore" else artifacts.get(kind)) or {}
             values["%s_size" % kind] = float(art.get("size") or 0)
             values["%s_sha256" % kind] = art.get("sha256") or False
         self.write(values)

@@ -66,6 +66,15 @@ class SppBackupPolicy(models.Model):
         tracking=True,
         help="Archive the attachment files of the database (Odoo's filestore in the data directory).",
     )
+    incremental_filestore = fields.Boolean(
+        string="Only new files",
+        default=True,
+        tracking=True,
+        help="Keep the filestore in a store at each destination (packs of about 32 MiB, encrypted like the rest) "
+        "and write only the attachment files that store does not hold yet: a nightly backup then costs what "
+        "changed. Every backup still lists all its files and restores on its own; retention removes a pack "
+        "once no kept backup uses it. Untick to write the whole filestore as one archive in every backup.",
+    )
     include_application = fields.Boolean(
         string="Application snapshot",
         default=True,
@@ -842,6 +851,7 @@ class SppBackupPolicy(models.Model):
             data_dir=Engine._data_dir(),
             include_database=self.include_database,
             include_filestore=self.include_filestore,
+            incremental_filestore=self.include_filestore and self.incremental_filestore,
             include_application=self.include_application,
             odoo_conf=rcfile,
             odoo_version={

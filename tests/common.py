@@ -99,6 +99,8 @@ class BackupCase(TransactionCase):
                 "time_of_day": 2.5,
                 "tz": "UTC",
                 "encrypt": False,
+                # The tests of archives, their evidence and their log; an incremental policy has its own tests.
+                "incremental_filestore": False,
             }
         )
         cls.manager = new_test_user(

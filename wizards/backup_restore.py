@@ -10,6 +10,7 @@ from odoo.modules.module import get_module_path
 from ..engine import pg, scope
 from ..engine.errors import BackupError
 from ..engine.human import human_bytes
+from ..engine.manifest import filestore_artifact, filestore_bytes
 
 _logger = logging.getLogger(__name__)
 
@@ -163,8 +164,8 @@ class SppBackupRestoreWizard(models.TransientModel):
             source_db_name=source["db_name"],
             backup_id=ref.backup_id,
             manifest_summary=self._manifest_summary(manifest),
-            has_filestore="filestore" in manifest["artifacts"],
-            include_filestore="filestore" in manifest["artifacts"],
+            has_filestore=bool(filestore_artifact(manifest["artifacts"])[0]),
+            include_filestore=bool(filestore_artifact(manifest["artifacts"])[0]),
             target_db=self._suggest_name(source["db_name"]),
         )
         wizard = self.create(values)
@@ -197,17 +198,22 @@ class SppBackupRestoreWizard(models.TransientModel):
                 count=len(manifest.get("modules") or {}),
             ),
         ]
-        for name in ("database", "filestore", "application"):
+        for name in ("database", "filestore", "filelist", "application"):
             art = artifacts.get(name)
-            if art:
+            if not art:
+                continue
+            encrypted = _(" (encrypted)") if art.get("encryption") else ""
+            if name == "filelist":
                 lines.append(
-                    "%s: %s%s"
-                    % (
-                        name,
-                        human_bytes(art.get("size") or 0),
-                        _(" (encrypted)") if art.get("encryption") else "",
+                    _(
+                        "filestore: %(files)s files, %(size)s, in the destination's store%(encrypted)s",
+                        files=int((manifest.get("filestore") or {}).get("files") or 0),
+                        size=human_bytes(filestore_bytes(manifest)),
+                        encrypted=encrypted,
                     )
                 )
+            else:
+                lines.append("%s: %s%s" % (name, human_bytes(art.get("size") or 0), encrypted))
         return "\n".join(lines)
 
     @api.model
@@ -355,10 +361,9 @@ class SppBackupRestoreWizard(models.TransientModel):
         return Check(_("modules"), True, _("all %s modules of the backup are on the addons path", len(modules)))
 
     def _space_check(self, manifest):
-        art = (manifest.get("artifacts") or {}).get("filestore")
-        if not (self.include_filestore and art):
+        if not (self.include_filestore and filestore_artifact(manifest.get("artifacts"))[0]):
             return Check(_("disk space"), True, _("no filestore to restore"))
-        need = int(art.get("raw_size") or art.get("size") or 0)
+        need = filestore_bytes(manifest)
         where, free = _free_space(os.path.join(self.env["spp.backup.engine"]._data_dir(), "filestore"))
         if free < need:
             return Check(

@@ -100,6 +100,9 @@ def test_upgrade_from_the_previous_release(old_server):
     assert {row[1] for row in rows.values()} == {"UTC"}, "existing schedules stay in UTC"
     assert {pid: row[2] for pid, row in rows.items()} == before, "no next run moved"
     assert rows[weekly][3], "a weekly policy keeps its weekday"
+    assert server.query("SELECT DISTINCT incremental_filestore FROM spp_backup_policy") == [(False,)], (
+        "existing policies keep writing filestore archives"
+    )
     assert server.query("SELECT count(*) FROM ir_model WHERE model = 'spp.backup.key.show'") == [(0,)]
     assert server.query("SELECT count(*) FROM spp_backup_signing_key") == [(0,)], "no policy key becomes trusted"
 
