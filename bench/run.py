@@ -681,6 +681,32 @@ def one_round(ds, rundir, env, keep, opts=None, keys=None):
         if not (r["secure_restore"].get("signature") or "").startswith("valid"):
             problems.append("(f) signature: %s" % r["secure_restore"].get("signature"))
 
+    for jobs in (opts_jobs := sorted(j for j in opts if isinstance(j, int))):
+        # (i) the restore of (e) (of (b) without --secure) with pg_restore --jobs N from a local copy of the dump.
+        label, source, extra = (
+            ("(f)", dest_secure, secure_restore_args(keys)) if "secure" in opts else ("(d)", dest, [])
+        )
+        log("(i) %s with --jobs %d" % (label, jobs))
+        target, data_dir = ds.db + "_j%d" % jobs, os.path.join(rundir, "restore_data_j%d" % jobs)
+        r["restore_jobs_%d" % jobs] = engine_restore(
+            ds, source, target, data_dir, env, extra=[*extra, "--jobs", str(jobs)]
+        )
+        problems += check_restored(ds, target, os.path.join(data_dir, "filestore", target))
+        drop_database(target)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    if opts_jobs:
+        # (j) the database alone: what the engine adds to pg_restore's own work, without the filestore beside it.
+        log("(j) engine restore of the database alone (--no-filestore)")
+        label, source, extra = (
+            ("(f)", dest_secure, secure_restore_args(keys)) if "secure" in opts else ("(d)", dest, [])
+        )
+        target = ds.db + "_dbonly"
+        r["restore_db_only"] = engine_restore(
+            ds, source, target, os.path.join(rundir, "db_only"), env, extra=[*extra, "--no-filestore"]
+        )
+        problems += check_restored(ds, target)
+        drop_database(target)
+
     if "drill" in opts:
         log("(h) engine drill of the encrypted + signed backup")
         r["drill"] = engine_drill(ds, dest_secure, drill_data, env, keys)
@@ -1394,10 +1420,11 @@ def run_benchmark(args, env):
     info["loadavg_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     summary = summarize(rounds)
     print_table(facts, summary, rounds)
+    summary["restore_jobs"] = print_restore_jobs(rounds)
     print(
         "\nsteps: %s; %d round(s) in %.0f s; load average at start %s, at end %s"
         % (
-            ", ".join(["(a)-(d)"] + sorted(opts)),
+            ", ".join(["(a)-(d)"] + sorted(str(o) if isinstance(o, str) else "--jobs %d" % o for o in opts)),
             len(rounds),
             info["measured_seconds"],
             " ".join("%.2f" % v for v in info["loadavg_at_start"] or ()),
@@ -1410,7 +1437,7 @@ def run_benchmark(args, env):
     path = write_json(
         {
             "kind": "benchmark",
-            "options": sorted(opts),
+            "options": sorted(str(o) for o in opts),
             "dataset": facts,
             "environment": info,
             "cache": "warm",
@@ -1420,6 +1447,55 @@ def run_benchmark(args, env):
     )
     print("\nwritten to %s" % path)
     return 0 if all(t["met"] for t in summary["targets"].values()) else 1
+
+
+def print_restore_jobs(rounds):
+    """(i) and (j): seconds and ratio to createdb + pg_restore of the same round, medians; their JSON summary."""
+    keys = [k for k in rounds[0] if k.startswith("restore_jobs_")] + (
+        ["restore_db_only"] if "restore_db_only" in rounds[0] else []
+    )
+    if not keys:
+        return {}
+    cores = os.cpu_count() or 1
+    print(
+        "\nrestore with pg_restore --jobs N (this machine has %d core%s), and the database alone"
+        % (cores, "s" * (cores != 1))
+    )
+    print("%-46s %8s %10s %9s %s" % ("step", "seconds", "cpu s*", "machine**", "  / (createdb + pg_restore)"))
+    out = {}
+    for key in sorted(
+        keys, key=lambda k: (k == "restore_db_only", int(k.rsplit("_", 1)[1]) if k != "restore_db_only" else 0)
+    ):
+        label = "--jobs %s" % key.rsplit("_", 1)[1] if key != "restore_db_only" else "database alone (--no-filestore)"
+        seconds = statistics.median(r[key]["seconds"] for r in rounds)
+        cpu = statistics.median(r[key]["user_s"] + r[key]["sys_s"] for r in rounds)
+        ratio = paired(
+            rounds, lambda r, key=key: r[key]["seconds"] / (r["createdb"]["seconds"] + r["pg_restore"]["seconds"])
+        )
+        per_round = " ".join(
+            "%.3f" % (r[key]["seconds"] / (r["createdb"]["seconds"] + r["pg_restore"]["seconds"])) for r in rounds
+        )
+        phases = {}
+        for name in ("verify", "database", "filestore"):
+            values = [(r[key].get("phases") or {}).get(name) for r in rounds]
+            values = [v for v in values if v is not None]
+            if values:
+                phases[name] = statistics.median(values)
+        print(
+            "%-46s %8.2f %10.2f %9s   %.3f  (rounds %s)"
+            % (
+                "(i) engine restore " + label if key != "restore_db_only" else "(j) engine restore, " + label,
+                seconds,
+                cpu,
+                busy(rounds, key),
+                ratio,
+                per_round,
+            )
+        )
+        for name, value in phases.items():
+            print("      %-40s %8.2f" % (name, value))
+        out[key] = {"seconds": seconds, "cpu_seconds": cpu, "ratio": ratio, "phases": phases}
+    return out
 
 
 def selected_options(args):
@@ -1432,6 +1508,9 @@ def selected_options(args):
             opts.add(name)
     if "drill" in opts:
         opts.add("secure")
+    for jobs in (args.restore_jobs or "").split(","):
+        if jobs.strip():
+            opts.add(int(jobs))
     return opts
 
 
@@ -1671,6 +1750,11 @@ def main(argv=None):
         "--drill",
         action="store_true",
         help="(h) python -m engine drill of the backup of (e): total_seconds and restore_seconds (implies --secure)",
+    )
+    group.add_argument(
+        "--restore-jobs",
+        help="(i) comma-separated N: also restore (f) (or (d)) with --jobs N, pg_restore -j N from a local copy of "
+        "the dump; and (j) the database alone (--no-filestore)",
     )
     group.add_argument(
         "--suite",

@@ -491,8 +491,7 @@ def _make_set(
             missing_count, missing = ledger.missing()
             if missing_count:
                 warnings.append(
-                    "%d attachment file(s) referenced by the database are missing from the filestore"
-                    % missing_count
+                    "%d attachment file(s) referenced by the database are missing from the filestore" % missing_count
                 )
             if fs_stats.vanished:
                 warnings.append("%d file(s) vanished from the filestore while it was archived" % len(fs_stats.vanished))
