@@ -119,11 +119,30 @@ def validate(manifest):
             problems.append("artifact %r has unknown compression %r" % (name, art["compression"]))
         elif art["file"] != artifact_file(name, art["compression"], bool(encryption)):
             problems.append("artifact %r names file %r" % (name, art["file"]))
-        if not isinstance(art["size"], int) or art["size"] < 0:
+        if not _count_value(art["size"]):
             problems.append("artifact %r has a bad size" % name)
+        if "raw_size" in art and not _count_value(art["raw_size"]):
+            problems.append("artifact %r has a bad raw_size" % name)
         if not (isinstance(art["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", art["sha256"])):
             problems.append("artifact %r has a bad sha256" % name)
+    if "filestore" in artifacts and "filelist" in artifacts:
+        problems.append("it lists both a filestore archive and a file list (a backup writes one or the other)")
+    filestore = manifest.get("filestore")
+    if filestore is not None:
+        if not isinstance(filestore, dict):
+            problems.append("filestore is not an object")
+        else:
+            problems += [
+                "filestore %s is not a count" % key
+                for key in ("files", "bytes")
+                if key in filestore and not _count_value(filestore[key])
+            ]
     return problems
+
+
+def _count_value(value):
+    """A size or count as the engine writes it: a whole number, not negative (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def summary(manifest):

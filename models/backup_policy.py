@@ -70,7 +70,8 @@ class SppBackupPolicy(models.Model):
         string="Only new files",
         default=True,
         tracking=True,
-        help="Keep the filestore in a store at each destination (packs of about 32 MiB, encrypted like the rest) "
+        help="Keep the filestore in a store at each destination (packs of about 32 MiB, encrypted when the policy "
+        "encrypts) "
         "and write only the attachment files that store does not hold yet: a nightly backup then costs what "
         "changed. Every backup still lists all its files and restores on its own; retention removes a pack "
         "once no kept backup uses it. Untick to write the whole filestore as one archive in every backup.",

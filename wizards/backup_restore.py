@@ -159,13 +159,14 @@ class SppBackupRestoreWizard(models.TransientModel):
         source = Destination._source_of(copy=copy, destination=destination, db_name=db_name, backup_id=backup_id)
         ref = self.env["spp.backup.restore"]._source_ref(source)
         manifest = self.env["spp.backup.restore"]._read_manifest(ref)
+        has_filestore = bool(filestore_artifact(manifest["artifacts"])[0])
         values.update(
             source_location=values.get("source_location") or ref.location(),
             source_db_name=source["db_name"],
             backup_id=ref.backup_id,
             manifest_summary=self._manifest_summary(manifest),
-            has_filestore=bool(filestore_artifact(manifest["artifacts"])[0]),
-            include_filestore=bool(filestore_artifact(manifest["artifacts"])[0]),
+            has_filestore=has_filestore,
+            include_filestore=has_filestore,
             target_db=self._suggest_name(source["db_name"]),
         )
         wizard = self.create(values)

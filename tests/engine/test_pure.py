@@ -48,6 +48,18 @@ def test_valid_manifest_round_trips():
         (lambda m: m["artifacts"]["database"].update(sha256="zz"), "bad sha256"),
         (lambda m: m["artifacts"]["database"].update(size=-1), "bad size"),
         (lambda m: m["artifacts"].update(evil={}), "unknown artifact 'evil'"),
+        (lambda m: m["artifacts"]["database"].update(size=True), "bad size"),
+        (lambda m: m["artifacts"]["database"].update(raw_size="9" * 30), "bad raw_size"),
+        (lambda m: m["artifacts"]["database"].update(raw_size=-5), "bad raw_size"),
+        (lambda m: m.update(filestore=["x"]), "filestore is not an object"),
+        (lambda m: m.update(filestore={"files": 2, "bytes": "lots"}), "filestore bytes is not a count"),
+        (
+            lambda m: m["artifacts"].update(
+                filestore={"file": "filestore.tar.zst", "size": 1, "sha256": "b" * 64, "compression": "zstd"},
+                filelist={"file": "filestore.list.zst", "size": 1, "sha256": "c" * 64, "compression": "zstd"},
+            ),
+            "both a filestore archive and a file list",
+        ),
     ],
 )
 def test_malformed_manifests_are_refused_with_the_reason(change, problem):
