@@ -4,6 +4,7 @@ import os
 import stat
 from pathlib import Path
 
+from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
 from ..engine import packstore
@@ -81,3 +82,36 @@ class TestIncrementalPolicy(BackupCase):
         job = self.backup(self.policy, data_dir)
         self.assertTrue(os.path.isfile(os.path.join(job.location.strip(), "filestore.tar.zst")))
         self.assertFalse(os.path.exists(os.path.join(data_dir, "spp_backup", "store.key")))
+
+    def test_only_managers_change_the_setting_and_a_hostile_file_list_set_is_refused_in_words(self):
+        """Over RPC only a Backup Manager writes *Only new files* (tracked); the plan a run carries holds no store
+        key nor a path to one; a copied set whose manifest lies about the filestore gets a sentence."""
+        for user in (self.internal, self.auditor, self.restorer):
+            with self.assertRaises(AccessError, msg=user.login):
+                self.policy.with_user(user).write({"incremental_filestore": True})
+        self.assertFalse(self.policy.incremental_filestore)
+        self.policy.with_user(self.manager).write({"incremental_filestore": True})
+        self.env.flush_all()
+        self.env.cr.precommit.run()  # what a commit does first: the tracking message is posted
+        self.policy.invalidate_recordset(["message_ids"])
+        tracked = self.policy.message_ids.tracking_value_ids.filtered(
+            lambda value: value.field_id.name == "incremental_filestore"
+        )
+        self.assertTrue(tracked)
+
+        data_dir = os.path.join(self.tmp, "worker-data-hostile")
+        self.add_file(data_dir, os.urandom(4000))
+        job = self.backup(self.policy, data_dir)
+        key = Path(data_dir, "spp_backup", "store.key").read_text(encoding="ascii").strip()
+        plan = json.dumps(job.run_id._plan_data())
+        self.assertNotIn(key, plan)
+        self.assertNotIn("store_key", plan.replace('"store_key_file": null', ""))
+        for text in (job.log_excerpt, job.warnings or "", "\n".join(job.message_ids.mapped("body"))):
+            self.assertNotIn(key, text)
+
+        manifest_path = Path(job.location.strip(), "manifest.json")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest["filestore"]["bytes"] = "lots"
+        manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+        with self.assertRaisesRegex(UserError, "filestore bytes is not a count"):
+            job.with_user(self.restorer).action_restore()
