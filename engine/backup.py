@@ -51,6 +51,8 @@ class BackupResult:
     duration: float
     warnings: list = field(default_factory=list)
     copies: list = field(default_factory=list)
+    # The filestore's evidence by name (missing, vanished, ...): in the manifest, or sealed in its names artifact.
+    names: dict = field(default_factory=dict)
 
     @property
     def failed_copies(self):
@@ -58,8 +60,9 @@ class BackupResult:
 
     def to_dict(self):
         data = asdict(self)
-        data["summary"] = mf.summary(self.manifest)
+        data["summary"] = mf.summary(self.manifest, self.names)
         data.pop("manifest")
+        data.pop("names")
         return data
 
 
@@ -514,6 +517,16 @@ def _make_set(
             sink.write(mf.dumps(snapshot_doc))
         art = artifacts.results["application"]
         log("Application snapshot written: %s %s" % (human_bytes(art["size"]), artifact_line(art)))
+    names = {
+        "missing": missing,
+        "vanished": fs_stats.vanished,
+        "unreadable": fs_stats.unreadable,
+        "skipped_links": fs_stats.skipped,
+    }
+    sealed = bool(recipients)
+    if sealed and any(names.values()):
+        with artifacts.open("names", "none") as sink:
+            sink.write(mf.dumps(names))
 
     finished_wall = time.time()
     manifest = {
@@ -549,11 +562,9 @@ def _make_set(
             "files": fs_stats.files,
             "bytes": fs_stats.bytes,
             "referenced": referenced,
+            # Names are SHA-1s of attachments: an encrypted set keeps them in its names artifact.
+            **mf.filestore_names(names, sealed),
             "missing_count": missing_count,
-            "missing": missing,
-            "vanished": fs_stats.vanished,
-            "unreadable": fs_stats.unreadable,
-            "skipped_links": fs_stats.skipped,
             "misnamed_count": len(fs_stats.misnamed),
         },
         "encryption": {
@@ -608,6 +619,7 @@ def _make_set(
         duration=0.0,
         warnings=warnings,
         copies=copies,
+        names=names,
     )
 
 

@@ -17,12 +17,13 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 
+from . import manifest as mf
 from . import pg
 from .errors import BackupError
 from .human import human_duration
 from .manifest import filestore_artifact
 from .restore import RestoreOptions, restore
-from .stream import CHUNK
+from .stream import CHUNK, ArtifactReader
 from .verify import verify
 
 
@@ -137,7 +138,9 @@ def run_drill(
         )
         log("Restore took %s (the measured RTO)" % human_duration(result.restore_seconds))
         progress(0.8, "Checking %s" % scratch)
-        checked = _check_restored(pg_config, scratch, manifest, fs_root, counted)
+        checked = _check_restored(
+            pg_config, scratch, manifest, fs_root, counted, known_missing(ref, manifest, identities)
+        )
         for check in checked:
             log("Check %s: %s (%s)" % (check.name, "passed" if check.ok else "FAILED", check.detail))
         result.checks += checked
@@ -160,7 +163,23 @@ def row_counts(pg_config, dbname):
         return pg.row_counts(cr)
 
 
-def _check_restored(pg_config, scratch, manifest, fs_root, counted):
+def known_missing(ref, manifest, identities):
+    """The attachment files the backup already lacked: listed by the manifest, or sealed in its names artifact."""
+    art = manifest["artifacts"].get("names")
+    if art is None:
+        return (manifest.get("filestore") or {}).get("missing") or []
+    chunks, total = [], 0
+    with ArtifactReader(ref.storage, ref.key(art["file"]), art, identities) as reader:
+        while chunk := reader.read(CHUNK):
+            total += len(chunk)
+            if total > mf.MAX_NAMES_BYTES:
+                raise BackupError("%s is larger than a list of filestore names can be" % art["file"])
+            chunks.append(chunk)
+        reader.finish()
+    return mf.parse_names(b"".join(chunks), art["file"])["missing"]
+
+
+def _check_restored(pg_config, scratch, manifest, fs_root, counted, known):
     """Row counts (as restored, before neutralization: ``counted``), attachments, modules."""
     checks = []
     conn = pg.connect(pg_config, scratch)
@@ -182,7 +201,6 @@ def _check_restored(pg_config, scratch, manifest, fs_root, counted):
             ):
                 checks.append(DrillCheck("attachments", True, "the backup holds no filestore (not checked)"))
             else:
-                known = (manifest.get("filestore") or {}).get("missing") or []
                 checks.append(check_attachments(cr, os.path.join(fs_root, scratch), known))
             checks.append(check_modules(cr, manifest))
     finally:

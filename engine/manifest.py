@@ -16,6 +16,9 @@ ARTIFACT_BASE = {
     "application": "application.json",
     # The file list of a filestore kept in the destination's store (JSON lines: path, size, keyed blob id).
     "filelist": "filestore.list",
+    # An encrypted set's filestore evidence by name (attachment files missing, vanished, unreadable, links
+    # skipped): Odoo's names are SHA-1s of the files, so they are sealed with the artifacts, never in plain JSON.
+    "names": "filestore.names.json",
 }
 COMPRESSION_SUFFIX = {"zstd": ".zst", "none": ""}
 # Written first into a set whose plan names an owner: an unfinished set (no manifest yet, or never) still says
@@ -145,10 +148,43 @@ def _count_value(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def summary(manifest):
-    """The figures an administrator looks at, for job records and reports."""
+NAME_LISTS = ("missing", "vanished", "unreadable", "skipped_links")
+# A names artifact holds lists of relative paths: far below this unless something is wrong with it.
+MAX_NAMES_BYTES = 64 * 1024 * 1024
+
+
+def filestore_names(names, sealed):
+    """The manifest's filestore evidence by name: counts always, the names themselves only when not ``sealed``."""
+    section = {}
+    for key in NAME_LISTS:
+        section[key] = [] if sealed else list(names.get(key) or [])
+        section["%s_count" % key] = len(names.get(key) or [])
+    return section
+
+
+def parse_names(data, where):
+    """The lists of a names artifact, validated (a hostile one gets a VerifyError, not a TypeError)."""
+    try:
+        names = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise VerifyError("%s is not valid JSON: %s" % (where, exc)) from exc
+    if not isinstance(names, dict) or not all(
+        isinstance(names.get(key, []), list) and all(isinstance(item, str) for item in names.get(key, []))
+        for key in NAME_LISTS
+    ):
+        raise VerifyError("%s is not a list of filestore names" % where)
+    return {key: names.get(key, []) for key in NAME_LISTS}
+
+
+def summary(manifest, names=None):
+    """The figures an administrator looks at, for job records and reports.
+
+    ``names``: the filestore's evidence by name when the manifest keeps it sealed (the run that wrote it).
+    """
     database = manifest.get("database") or {}
-    filestore = manifest.get("filestore") or {}
+    filestore = dict(manifest.get("filestore") or {})
+    if names is not None:
+        filestore["missing"] = names.get("missing") or []
     return {
         "backup_id": manifest.get("backup_id"),
         "db_name": manifest.get("db_name"),

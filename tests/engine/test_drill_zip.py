@@ -280,3 +280,46 @@ def test_drill_counts_every_table(sample, plan_for, pgconf):
     Path(manifest).write_text(json.dumps(data))
     out = drill(result, sample, pgconf)
     assert not out.ok and "ir_config_parameter has 4 rows, the manifest says 5" in out.text()
+
+
+@pytest.mark.parametrize("incremental", [False, True], ids=["archive", "store"])
+def test_an_encrypted_set_keeps_the_names_of_missing_files_sealed(
+    sample, plan_for, pgconf, keys, incremental, tmp_path
+):
+    """Odoo names a file by its SHA-1: an encrypted set's plain manifest gives only counts, the names are in an
+    encrypted artifact; the job still lists them and the drill still knows the backup already lacked them."""
+    store_fname = query(sample["db"], "SELECT store_fname FROM ir_attachment ORDER BY id LIMIT 1")[0][0]
+    os.unlink(os.path.join(sample["filestore"], store_fname))
+    os.symlink("/etc/passwd", os.path.join(sample["filestore"], os.path.dirname(store_fname), "zz-link"))
+    result = run_backup(
+        plan_for(
+            sample,
+            recipients=[keys["recipient"]],
+            signing_key_file=keys["signing_file"],
+            incremental_filestore=incremental,
+            store_key_file=str(tmp_path / "store.key"),
+        )
+    )
+    sha1 = store_fname.split("/")[-1]
+    plain = b"".join(
+        Path(entry.path).read_bytes()
+        for entry in os.scandir(result.locations[0])
+        if entry.is_file() and not entry.name.endswith(".age")
+    )
+    assert sha1.encode() not in plain and b"zz-link" not in plain
+    section = json.loads(Path(result.locations[0], "manifest.json").read_text())["filestore"]
+    assert section["missing"] == [] and section["missing_count"] == 1
+    assert section["skipped_links"] == [] and section["skipped_links_count"] == 1
+    assert result.manifest["artifacts"]["names"]["file"] == "filestore.names.json.age"
+    assert result.to_dict()["summary"]["missing_files"] == [store_fname]
+    out = drill(result, sample, pgconf, identities=keys["identities"], public_key=keys["public"])
+    detail = next(c.detail for c in out.checks if c.name == "attachments")
+    assert store_fname in detail and "1 of them already missing when the backup was made" in detail
+    assert_cleaned(out, sample)
+
+
+def test_a_plain_set_without_names_to_keep_writes_no_names_artifact(sample, plan_for, keys):
+    """Nothing missing, nothing skipped: no names artifact, and the counts say zero."""
+    result = run_backup(plan_for(sample, recipients=[keys["recipient"]]))
+    assert "names" not in result.manifest["artifacts"]
+    assert result.manifest["filestore"]["missing_count"] == 0 and result.manifest["filestore"]["vanished_count"] == 0
