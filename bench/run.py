@@ -1560,9 +1560,43 @@ def store_pack_bytes(dest):
     return total
 
 
+def s3_pack_bytes(client, prefix):
+    """Bytes of every pack of every store under an S3 prefix."""
+    total = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET, Prefix=prefix + "/"):
+        for obj in page.get("Contents", []):
+            if "/.store-" in obj["Key"] and "/packs/" in obj["Key"]:
+                total += obj["Size"]
+    return total
+
+
+class NightlyTarget:
+    """Where one series of the nightly scenario writes: a local folder, or a prefix of a loopback S3 bucket."""
+
+    def __init__(self, rundir, env, server=None):
+        self.server, self.env = server, (server.env(env) if server else env)
+        if server:
+            self.client = server.client()
+            self.client.create_bucket(Bucket=S3_BUCKET)
+            self.dest = "s3://%s/%s" % (S3_BUCKET, S3_PREFIX)
+            self.db_only = "s3://%s/%s-db-only" % (S3_BUCKET, S3_PREFIX)
+        else:
+            self.dest = os.path.join(rundir, "backups")
+            self.db_only = os.path.join(rundir, "db_only")
+            shutil.rmtree(self.dest, ignore_errors=True)
+            os.makedirs(self.dest)
+
+    def pack_bytes(self):
+        return s3_pack_bytes(self.client, S3_PREFIX) if self.server else store_pack_bytes(self.dest)
+
+    def backup(self, fake, extra, db_only=False):
+        return engine_backup(fake, self.db_only if db_only else self.dest, self.env, extra, fresh=db_only)
+
+
 def run_nightly(args, env):
     """A first incremental backup, 1 % more attachments and 20,000 chatter rows, a second one; and a third
-    with no change. Against the database artifact alone (--no-filestore) in the same round."""
+    with no change. Against the database artifact alone (--no-filestore) in the same round; with --s3, the
+    same series to a loopback S3 bucket as well, in the same rounds."""
     ds = Dataset(args.workdir, args.scale)
     facts = ds.ensure(rebuild=args.rebuild)
     info = environment(env)
@@ -1572,72 +1606,92 @@ def run_nightly(args, env):
     keys = make_keys(os.path.join(rundir, "keys"), env)
     secure = secure_backup_args(keys)
     new_files = max(1, round(facts["filestore_files"] * 0.01))
-    rounds = []
+    series = ["local", "s3"] if args.s3 else ["local"]
+    rounds = {name: [] for name in series}
     for number in range(args.repeat):
         log("nightly round %d of %d" % (number + 1, args.repeat))
         copy = NightlyCopy(ds, rundir)
         fake = type("DS", (), {"db": copy.db, "data_dir": copy.data_dir, "filestore": copy.filestore})
-        dest = os.path.join(rundir, "backups")
         store = ("--incremental", "--store-key", os.path.join(rundir, "store.key"))
-        warm_up(fake, rundir, env)
-        first = engine_backup(fake, dest, env, secure + store)
-        after_first = store_pack_bytes(dest)
-        added = copy.change(new_files, 20000)
-        second = engine_backup(fake, dest, env, secure + store, fresh=False)
-        after_second = store_pack_bytes(dest)
-        third = engine_backup(fake, dest, env, secure + store, fresh=False)
-        after_third = store_pack_bytes(dest)
-        db_only = engine_backup(fake, os.path.join(rundir, "db_only"), env, secure + ("--no-filestore",))
+        server = MotoServer(rundir) if args.s3 else None
+        if server:
+            server.start(env)
+        try:
+            targets = {"local": NightlyTarget(rundir, env)}
+            if server:
+                targets["s3"] = NightlyTarget(rundir, env, server)
+            warm_up(fake, rundir, env)
+            runs = {name: {} for name in series}
+            for name, target in targets.items():
+                runs[name]["first"] = target.backup(fake, secure + store)
+                runs[name]["after_first"] = target.pack_bytes()
+            added = copy.change(new_files, 20000)
+            for step in ("second", "third"):
+                for name, target in targets.items():
+                    runs[name][step] = target.backup(fake, secure + store)
+                    runs[name]["after_" + step] = target.pack_bytes()
+            for name, target in targets.items():
+                runs[name]["db_only"] = target.backup(fake, secure + ("--no-filestore",), db_only=True)
+        finally:
+            if server:
+                server.stop()
         filestore_bytes = tree_bytes(copy.filestore)
-        rounds.append(
-            {
-                "first_seconds": first["seconds"],
-                "first_store_bytes": after_first,
-                "second_seconds": second["seconds"],
-                "second_store_bytes": after_second - after_first,
-                "added_bytes": added,
-                "third_seconds": third["seconds"],
-                "third_store_bytes": after_third - after_second,
-                "db_only_seconds": db_only["seconds"],
-                "filestore_bytes": filestore_bytes,
-                "second_peak_rss_kb": second["engine_peak_rss_kb"],
-            }
-        )
+        for name, run in runs.items():
+            rounds[name].append(
+                {
+                    "first_seconds": run["first"]["seconds"],
+                    "first_store_bytes": run["after_first"],
+                    "second_seconds": run["second"]["seconds"],
+                    "second_store_bytes": run["after_second"] - run["after_first"],
+                    "added_bytes": added,
+                    "third_seconds": run["third"]["seconds"],
+                    "third_store_bytes": run["after_third"] - run["after_second"],
+                    "db_only_seconds": run["db_only"]["seconds"],
+                    "filestore_bytes": filestore_bytes,
+                    "first_peak_rss_kb": run["first"]["engine_peak_rss_kb"],
+                    "second_peak_rss_kb": run["second"]["engine_peak_rss_kb"],
+                }
+            )
         copy.drop()
-    med = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
-    share = med["second_store_bytes"] / med["filestore_bytes"]
-    ratio = med["second_seconds"] / med["db_only_seconds"]
-    targets = {
-        "second backup stores <= 2 % of the filestore": {"value": round(share * 100, 2), "met": share <= 0.02},
-        "second backup <= 1.1x its database artifact alone": {"value": round(ratio, 2), "met": ratio <= 1.1},
-        "no change stores < 1 MiB": {"value": med["third_store_bytes"], "met": med["third_store_bytes"] < MB},
-    }
+    result, met = {}, True
     print(
         "\nnightly scenario, %d round(s), medians (dataset %s, filestore %s in %d files)"
-        % (len(rounds), mib(facts["db_size_bytes"]), mib(med["filestore_bytes"]), facts["filestore_files"])
+        % (args.repeat, mib(facts["db_size_bytes"]), mib(facts["filestore_bytes"]), facts["filestore_files"])
     )
-    print(
-        "  first incremental backup   %7.2f s   stored %s of filestore"
-        % (med["first_seconds"], mib(med["first_store_bytes"]))
-    )
-    print(
-        "  +%d files (%s), +20,000 rows; second backup %7.2f s   stored %s (%.2f %% of the filestore)"
-        % (new_files, mib(med["added_bytes"]), med["second_seconds"], mib(med["second_store_bytes"]), share * 100)
-    )
-    print("  database artifact alone   %7.2f s   ratio %.2f" % (med["db_only_seconds"], ratio))
-    print("  no change: third backup   %7.2f s   stored %d bytes" % (med["third_seconds"], med["third_store_bytes"]))
-    print("  second backup peak RSS    %.1f MB" % (med["second_peak_rss_kb"] / 1024))
-    for name, target in targets.items():
-        print("  %-52s %s %s" % (name, target["value"], "met" if target["met"] else "NOT met"))
+    for name in series:
+        med = {key: statistics.median(r[key] for r in rounds[name]) for key in rounds[name][0]}
+        share = med["second_store_bytes"] / med["filestore_bytes"]
+        ratio = med["second_seconds"] / med["db_only_seconds"]
+        rss_limit = 96 if name == "s3" else 64
+        peak = max(med["first_peak_rss_kb"], med["second_peak_rss_kb"]) / 1024
+        targets = {
+            "second backup stores <= 2 % of the filestore": {"value": round(share * 100, 2), "met": share <= 0.02},
+            "second backup <= 1.1x its database artifact alone": {"value": round(ratio, 2), "met": ratio <= 1.1},
+            "no change stores < 1 MiB": {"value": med["third_store_bytes"], "met": med["third_store_bytes"] < MB},
+            "peak RSS <= %d MB" % rss_limit: {"value": round(peak, 1), "met": peak <= rss_limit},
+        }
+        print("  %s" % ("to a local folder" if name == "local" else "to S3 on loopback (moto)"))
+        print(
+            "    first incremental backup   %7.2f s   stored %s of filestore"
+            % (med["first_seconds"], mib(med["first_store_bytes"]))
+        )
+        print(
+            "    +%d files (%s), +20,000 rows; second backup %7.2f s   stored %s (%.2f %% of the filestore)"
+            % (new_files, mib(med["added_bytes"]), med["second_seconds"], mib(med["second_store_bytes"]), share * 100)
+        )
+        print("    database artifact alone    %7.2f s   ratio %.2f" % (med["db_only_seconds"], ratio))
+        third = (med["third_seconds"], med["third_store_bytes"])
+        print("    no change: third backup    %7.2f s   stored %d bytes" % third)
+        for label, target in targets.items():
+            print("    %-52s %s %s" % (label, target["value"], "met" if target["met"] else "NOT met"))
+        met = met and all(t["met"] for t in targets.values())
+        result[name] = {"rounds": rounds[name], "median": med, "targets": targets}
     note_engine_change(info)
     if not args.keep:
         shutil.rmtree(rundir, ignore_errors=True)
-    path = write_json(
-        {"kind": "nightly", "environment": info, "dataset": facts, "rounds": rounds, "median": med, "targets": targets},
-        "-nightly",
-    )
+    path = write_json({"kind": "nightly", "environment": info, "dataset": facts, "series": result}, "-nightly")
     print("written to %s" % path)
-    return 0 if all(t["met"] for t in targets.values()) else 1
+    return 0 if met else 1
 
 
 def run_rss_check(args, env):
