@@ -1694,62 +1694,106 @@ def run_nightly(args, env):
     return 0 if met else 1
 
 
-def run_rss_check(args, env):
-    scales = [float(v) for v in args.rss_scales.split(",")] if args.rss_scales else [args.scale / 2, args.scale]
+GROWTH_STEPS = (
+    ("backup", "backup, encrypted + signed, incremental filestore", "local"),
+    ("restore", "restore of it", "local"),
+    ("drill", "drill of it", "local"),
+    ("s3_backup", "the same backup to S3 on loopback", "s3"),
+    ("s3_restore", "restore from S3", "s3"),
+)
+
+
+def growth_round(ds, rundir, env, keys, s3):
+    """Each step of GROWTH_STEPS once on ``ds``: {step: run}."""
+    store = ("--incremental", "--store-key", os.path.join(rundir, "store.key"))
+    secure, restore_args = secure_backup_args(keys), secure_restore_args(keys)
+    dest = os.path.join(rundir, "backups")
+    target = ds.db + "_grow"
+    runs = {"backup": engine_backup(ds, dest, env, secure + store)}
+    runs["backup"]["pack_bytes"] = store_pack_bytes(dest)
+    runs["restore"] = engine_restore(ds, dest, target, os.path.join(rundir, "restored"), env, restore_args)
+    drop_database(target)
+    runs["drill"] = engine_drill(ds, dest, os.path.join(rundir, "drills"), env, keys)
+    if s3:
+        server = MotoServer(rundir)
+        try:
+            server.start(env)
+            server.client().create_bucket(Bucket=S3_BUCKET)
+            s3_env, s3_dest = server.env(env), "s3://%s/%s" % (S3_BUCKET, S3_PREFIX)
+            runs["s3_backup"] = engine_backup(ds, s3_dest, s3_env, secure + store)
+            runs["s3_restore"] = engine_restore(
+                ds, s3_dest, target, os.path.join(rundir, "restored"), s3_env, restore_args
+            )
+            drop_database(target)
+        finally:
+            server.stop()
+    shutil.rmtree(os.path.join(rundir, "restored"), ignore_errors=True)
+    return runs
+
+
+def run_growth(args, env):
+    """How cost grows: time, stored bytes and the engine's peak RSS of backup, restore and drill (and, with
+    --s3, to and from S3) at each of --rss-scales, per GB of data; is memory flat, and under its targets?"""
+    scales = [float(v) for v in args.rss_scales.split(",")] if args.rss_scales else [0.5, 1.0, 2.0]
     info = environment(env)
     results = []
     for scale in scales:
         ds = Dataset(args.workdir, scale)
-        t0 = time.monotonic()
         facts = ds.ensure(rebuild=args.rebuild)
-        facts["ensure_seconds"] = round(time.monotonic() - t0, 1)
-        rundir = os.path.join(args.workdir, "rss_s%s" % scale_tag(scale))
+        rundir = os.path.join(args.workdir, "growth_s%s" % scale_tag(scale))
         shutil.rmtree(rundir, ignore_errors=True)
         os.makedirs(rundir)
+        keys = make_keys(os.path.join(rundir, "keys"), env)
         warm_up(ds, rundir, env)
-        dest = os.path.join(rundir, "backups")
-        log("engine backup at scale %g" % scale)
-        backup = engine_backup(ds, dest, env)
-        restore_run = None
-        if args.rss_restore:
-            log("engine restore at scale %g" % scale)
-            target = ds.db + "_engr"
-            restore_data = os.path.join(rundir, "restore_data")
-            restore_run = engine_restore(ds, dest, target, restore_data, env)
-            drop_database(target)
+        rounds = []
+        for number in range(args.repeat):
+            log("scale %g, round %d of %d" % (scale, number + 1, args.repeat))
+            rounds.append(growth_round(ds, rundir, env, keys, args.s3))
+        steps = {}
+        for step in rounds[0]:
+            steps[step] = {
+                "seconds": statistics.median(r[step]["seconds"] for r in rounds),
+                "peak_rss_mb": statistics.median(r[step]["engine_peak_rss_kb"] for r in rounds) / 1024,
+            }
+            if "pack_bytes" in rounds[0][step]:
+                # what the set holds and what its store holds (a fresh destination each round)
+                steps[step]["stored_bytes"] = statistics.median(
+                    r[step]["stored_bytes"] + r[step]["pack_bytes"] for r in rounds
+                )
         if not args.keep:
             shutil.rmtree(rundir, ignore_errors=True)
-        results.append({"scale": scale, "dataset": facts, "backup": backup, "restore": restore_run})
-    print(
-        "\n%-8s %12s %14s %10s %14s %12s"
-        % ("scale", "database", "filestore", "backup s", "backup RSS MB", "restore RSS MB")
-    )
-    for r in results:
-        f = r["dataset"]
-        print(
-            "%-8g %12s %14s %10.1f %14.1f %12s"
-            % (
-                r["scale"],
-                mib(f["db_size_bytes"]),
-                mib(f["filestore_bytes"]),
-                r["backup"]["seconds"],
-                r["backup"]["engine_peak_rss_kb"] / 1024,
-                "%.1f" % (r["restore"]["engine_peak_rss_kb"] / 1024) if r["restore"] else "-",
+        gigabytes = (facts["db_size_bytes"] + facts["filestore_bytes"]) / 1e9
+        results.append({"scale": scale, "dataset": facts, "gigabytes": gigabytes, "steps": steps, "rounds": rounds})
+    print("\nhow cost grows (%d round(s) per scale, medians; GB = database + filestore)" % args.repeat)
+    print("%-52s %s" % ("", "".join("%-26s" % ("scale %g: %.2f GB" % (r["scale"], r["gigabytes"])) for r in results)))
+    targets, met = {}, True
+    for step, label, where in GROWTH_STEPS:
+        if step not in results[0]["steps"]:
+            continue
+        cells = []
+        for r in results:
+            figures = r["steps"][step]
+            cells.append(
+                "%5.1f s %5.2f s/GB %5.1f MB"
+                % (figures["seconds"], figures["seconds"] / r["gigabytes"], figures["peak_rss_mb"])
             )
-        )
+        print("%-52s %s" % (label, "".join("%-26s" % cell for cell in cells)))
+        peaks = [r["steps"][step]["peak_rss_mb"] for r in results]
+        limit = 96 if where == "s3" else 64
+        growth = (peaks[-1] - peaks[0]) / peaks[0]
+        targets["%s: peak RSS <= %d MB" % (step, limit)] = {"value": round(max(peaks), 1), "met": max(peaks) <= limit}
+        targets["%s: peak RSS flat (<= +10 %%)" % step] = {"value": round(growth * 100, 1), "met": growth <= 0.10}
+    stored = ["%s per GB" % mib(r["steps"]["backup"]["stored_bytes"] / r["gigabytes"]) for r in results]
+    print("%-52s %s" % ("stored by the backup (set + store)", "".join("%-26s" % cell for cell in stored)))
+    for label, target in targets.items():
+        print("  %-50s %s %s" % (label, target["value"], "met" if target["met"] else "NOT met"))
+        met = met and target["met"]
     note_engine_change(info)
-    small, big = results[0]["backup"]["engine_peak_rss_kb"], results[-1]["backup"]["engine_peak_rss_kb"]
-    growth = (big - small) / small
-    flat = growth <= 0.10
-    print(
-        "backup peak RSS grows %+.1f%% from scale %g to %g: %s"
-        % (growth * 100, scales[0], scales[-1], "flat" if flat else "NOT flat")
-    )
-    path = write_json(
-        {"kind": "rss_check", "environment": info, "results": results, "growth": round(growth, 4), "flat": flat}, "-rss"
-    )
+    for r in results:
+        r.pop("rounds")
+    path = write_json({"kind": "growth", "environment": info, "results": results, "targets": targets}, "-growth")
     print("written to %s" % path)
-    return 0 if flat else 1
+    return 0 if met else 1
 
 
 def main(argv=None):
@@ -1770,14 +1814,12 @@ def main(argv=None):
         "--rebuild", action="store_true", help="rebuild the dataset even if one of the same scale exists"
     )
     parser.add_argument(
-        "--rss-check", action="store_true", help="only run the engine backup at two scales and compare its peak RSS"
-    )
-    parser.add_argument("--rss-scales", help="comma-separated scales for --rss-check (default: SCALE/2,SCALE)")
-    parser.add_argument(
-        "--rss-restore",
+        "--rss-check",
         action="store_true",
-        help="with --rss-check, also restore at each scale and report its peak RSS",
+        help="how cost grows instead: the engine's encrypted, signed, incremental backup, its restore and drill "
+        "(with --s3 also to and from S3) at each of --rss-scales: seconds, per GB, peak RSS, stored bytes",
     )
+    parser.add_argument("--rss-scales", help="comma-separated scales for --rss-check (default: 0.5,1,2)")
     parser.add_argument(
         "--drop-dataset", action="store_true", help="drop the dataset of --scale (database and files) and exit"
     )
@@ -1824,7 +1866,7 @@ def main(argv=None):
         return 0
     os.makedirs(args.workdir, exist_ok=True)
     if args.rss_check:
-        return run_rss_check(args, env)
+        return run_growth(args, env)
     if args.nightly:
         return run_nightly(args, env)
     return run_benchmark(args, env)
