@@ -1,10 +1,12 @@
 """S3-compatible object storage (AWS, MinIO, Ceph, Wasabi, ...) through boto3.
 
 Writes are streaming multipart uploads with bounded memory: each part is
-spooled (in memory up to ``SPOOL_MEMORY``, then on disk) and uploaded when it
-is full. The part size starts at the configured size and doubles every
-``PARTS_PER_STEP`` parts, so an artifact of 1 TB stays well under S3's 10,000
-parts without knowing its size in advance. A failed write aborts the
+spooled to an unnamed temporary file (the page cache holds it, not the
+process: a part kept in Python's memory left the heap fragmented and the peak
+RSS growing with the artifact) and uploaded when it is full. The part size
+starts at the configured size and doubles every ``PARTS_PER_STEP`` parts, so
+an artifact of 1 TB stays well under S3's 10,000 parts without knowing its
+size in advance. A failed write aborts the
 multipart upload, so no orphan parts are left in the bucket.
 
 Credentials never pass through this module's arguments in clear from a
@@ -27,7 +29,6 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_PARTS = 10000
 PARTS_PER_STEP = 1000
-SPOOL_MEMORY = 8 * MiB
 READ_CHUNK = MiB
 
 
@@ -94,7 +95,7 @@ class S3Writer:
 
     @staticmethod
     def _new_spool():
-        return tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 - closed after its upload
+        return tempfile.TemporaryFile()  # noqa: SIM115 - closed after its upload
 
     def _limit(self):
         return part_size_for(self._number, self.base)
