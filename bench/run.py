@@ -645,7 +645,7 @@ def one_round(ds, rundir, env, keep, opts=None, keys=None):
     r["pg_dump"]["size"] = os.path.getsize(dump)
 
     log("(b) engine backup")
-    r["engine_backup"] = engine_backup(ds, dest, env)
+    r["engine_backup"] = engine_backup(ds, dest, env, extra=("--sign-key", keys["sign_key"]))
 
     if "secure" in opts:
         log("(e) engine backup, encrypted + signed, local")
@@ -669,7 +669,9 @@ def one_round(ds, rundir, env, keep, opts=None, keys=None):
     problems += check_restored(ds, restored_pg)
 
     log("(d) engine restore")
-    r["engine_restore"] = engine_restore(ds, dest, restored_engine, restore_data, env)
+    r["engine_restore"] = engine_restore(
+        ds, dest, restored_engine, restore_data, env, extra=("--verify-key", keys["verify_key"])
+    )
     problems += check_restored(ds, restored_engine, os.path.join(restore_data, "filestore", restored_engine))
 
     if "secure" in opts:
@@ -684,7 +686,9 @@ def one_round(ds, rundir, env, keep, opts=None, keys=None):
     for jobs in (opts_jobs := sorted(j for j in opts if isinstance(j, int))):
         # (i) the restore of (e) (of (b) without --secure) with pg_restore --jobs N from a local copy of the dump.
         label, source, extra = (
-            ("(f)", dest_secure, secure_restore_args(keys)) if "secure" in opts else ("(d)", dest, [])
+            ("(f)", dest_secure, secure_restore_args(keys))
+            if "secure" in opts
+            else ("(d)", dest, ["--verify-key", keys["verify_key"]])
         )
         log("(i) %s with --jobs %d" % (label, jobs))
         target, data_dir = ds.db + "_j%d" % jobs, os.path.join(rundir, "restore_data_j%d" % jobs)
@@ -698,7 +702,9 @@ def one_round(ds, rundir, env, keep, opts=None, keys=None):
         # (j) the database alone: what the engine adds to pg_restore's own work, without the filestore beside it.
         log("(j) engine restore of the database alone (--no-filestore)")
         label, source, extra = (
-            ("(f)", dest_secure, secure_restore_args(keys)) if "secure" in opts else ("(d)", dest, [])
+            ("(f)", dest_secure, secure_restore_args(keys))
+            if "secure" in opts
+            else ("(d)", dest, ["--verify-key", keys["verify_key"]])
         )
         target = ds.db + "_dbonly"
         r["restore_db_only"] = engine_restore(
@@ -1405,10 +1411,10 @@ def run_benchmark(args, env):
     os.makedirs(rundir)
     info = environment(env)
     opts = selected_options(args)
-    keys = None
-    if opts & {"secure", "s3", "drill"}:
-        log("making an age identity and an Ed25519 signing key (python -m engine keys)")
-        keys = make_keys(os.path.join(rundir, "keys"), env)
+    # (b) is signed as well: only a set whose signature is verified is loaded by pg_restore itself (an unsigned
+    # one goes through the SQL guard as a role that owns nothing else).
+    log("making an age identity and an Ed25519 signing key (python -m engine keys)")
+    keys = make_keys(os.path.join(rundir, "keys"), env)
     warm_up(ds, rundir, env)
     rounds = []
     started = time.monotonic()

@@ -324,6 +324,7 @@ def cmd_restore(args):
         public_key=public_key,
         confirm_name=args.confirm,
         allow_unsigned=args.allow_unsigned,
+        settings=settings,
     )
     result = restore(ref, options, **reporters(args))
     lines = ["Restored backup %s into database %s in %.1f s" % (result.backup_id, result.target_db, result.duration)]
@@ -350,6 +351,7 @@ def cmd_drill(args):
         public_key=public_key,
         jobs=max(1, args.jobs),
         allow_unsigned=args.allow_unsigned,
+        settings=settings,
         **reporters(args),
     )
     return (2 if not result.ok else 1 if result.warnings else 0), result.to_dict(), result.text()

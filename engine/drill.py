@@ -81,6 +81,7 @@ def run_drill(
     progress=None,
     allow_unsigned=False,
     log=None,
+    settings=None,
 ):
     """Restore ``ref`` into a scratch database, check it, drop it; returns a DrillResult (never raises).
 
@@ -125,6 +126,7 @@ def run_drill(
             jobs=jobs,
             identities=list(identities or []),
             public_key=public_key,
+            settings=settings,
         )
         t0 = time.monotonic()
         try:

@@ -68,6 +68,8 @@ class RestoreOptions:
     # The target's name typed again: needed to replace a database an Odoo server is using.
     confirm_name: str | None = None
     allow_unsigned: bool = False
+    # odoo.conf's [spp_backup] settings (import_role): a set whose signature is not checked loads as that role.
+    settings: object = None
     # Called with the scratch database's name once it is loaded, before the copy is neutralized or given a new
     # identity (a drill counts the rows there, as they came out of the backup).
     on_loaded: object = None
@@ -312,7 +314,6 @@ def restore(ref, options, progress=None, verified=None, log=None):
         )
     _check_versions(options, manifest, do_db)
     target = Target(options, do_db, do_fs)
-    _check_space(options, artifacts, target.fs_root, do_db, do_fs, filestore_bytes(manifest))
     warnings = list(manifest.get("warnings") or [])
     leftovers = target.leftovers()
     if leftovers:
@@ -342,6 +343,12 @@ def restore(ref, options, progress=None, verified=None, log=None):
     if verified is None:
         log("Verified backup %s: %s" % (ref.backup_id, report.summary()))
     warnings += report.warnings
+    # Only a valid signature proves the dump is this server's own; anything else is loaded like a dump from
+    # outside (sqlimport): as a role that owns the scratch database and nothing else, through the SQL guard.
+    untrusted = do_db and not report.signature.startswith("valid")
+    if untrusted:
+        warnings.append(UNTRUSTED_NOTE)
+    _check_space(options, artifacts, target.fs_root, do_db, do_fs, filestore_bytes(manifest), untrusted)
     files = {"count": 0}
 
     def fill(target):
@@ -356,7 +363,10 @@ def restore(ref, options, progress=None, verified=None, log=None):
             if do_db:
                 t0 = time.monotonic()
                 progress(0.1, "Restoring the database into %s" % target.scratch)
-                _restore_database(ref, artifacts["database"], options, manifest, target)
+                if role is not None:
+                    _load_untrusted_database(ref, artifacts["database"], options, manifest, target, role, log)
+                else:
+                    _restore_database(ref, artifacts["database"], options, manifest, target)
                 log(
                     "Database restored in %s (%s of dump)"
                     % (
@@ -381,7 +391,15 @@ def restore(ref, options, progress=None, verified=None, log=None):
                 % (count(stats.files, "file"), human_bytes(stats.bytes), human_duration(seconds.get("filestore")))
             )
 
-    target.run(fill, progress, log)
+    # The import role outlives the rollback, which drops the scratch database it owns before the role goes.
+    with contextlib.ExitStack() as stack:
+        role = None
+        if untrusted:
+            from . import sqlimport
+
+            sqlimport.check_psql(options.pg)
+            role = stack.enter_context(sqlimport.ImportRole(options.pg, options.settings))
+        target.run(fill, progress, log)
     duration = round(time.monotonic() - started, 3)
     done = "Restored %s into %s in %s" % (ref.backup_id, target.name, human_duration(duration))
     log(done)
@@ -427,11 +445,11 @@ def _free_at(path):
     return path, usage.free, os.stat(path or "/").st_dev
 
 
-def _check_space(options, artifacts, fs_root, do_db, do_fs, fs_bytes=0):
+def _check_space(options, artifacts, fs_root, do_db, do_fs, fs_bytes=0, untrusted=False):
     needs = []
     if do_fs:
         needs.append((fs_root, fs_bytes))
-    if do_db and options.jobs > 1:
+    if do_db and (options.jobs > 1 or untrusted):
         needs.append(
             (
                 options.tmp_dir or tempfile.gettempdir(),
@@ -451,6 +469,12 @@ def _check_space(options, artifacts, fs_root, do_db, do_fs, fs_bytes=0):
             )
 
 
+UNTRUSTED_NOTE = (
+    "the signature was not verified, so the dump was loaded as a role that owns only the new database and "
+    "through the SQL guard, like a dump from outside (one job, slower than pg_restore)"
+)
+
+
 def _restore_database(ref, art, options, manifest, target):
     database = manifest.get("database") or {}
     target.create_scratch(database.get("encoding"), database.get("collate"), database.get("ctype"))
@@ -466,6 +490,35 @@ def _restore_database(ref, art, options, manifest, target):
         else:
             pg.run_restore(options.pg, scratch, source=reader)
             reader.finish()
+
+
+def _load_untrusted_database(ref, art, options, manifest, target, role, log=_noop):
+    """Load a dump nothing proves is this server's own: decrypted and checked into a temporary file, read
+    through the SQL guard, loaded by psql as a role that owns the scratch database and nothing else, and only
+    then handed over to the engine's user (sqlimport). What it holds cannot run as this server's user."""
+    from . import sqlguard, sqlimport
+
+    database = manifest.get("database") or {}
+    with tempfile.NamedTemporaryFile(prefix="spp_backup_", suffix=".dump", dir=options.tmp_dir) as tmp:
+        with ArtifactReader(ref.storage, ref.key(art["file"]), art, options.identities) as reader:
+            shutil.copyfileobj(reader, tmp, CHUNK)
+            tmp.flush()
+            reader.finish()
+        try:
+            with sqlimport.ScriptOfDump(options.pg, tmp.name) as lines:
+                first = sqlguard.scan(lines)
+        except BackupError as exc:
+            raise RestoreError("Refused the dump of %s, nothing was changed: %s" % (ref.backup_id, exc)) from exc
+        log("The dump's signature was not verified: loading it as role %s through the SQL guard" % role.name)
+        target.create_scratch(database.get("encoding"), database.get("collate"), database.get("ctype"), role.name)
+        sqlimport.create_extensions(options.pg, target.scratch, first.extensions)
+        role.check_login(target.scratch)
+        try:
+            with sqlimport.ScriptOfDump(options.pg, tmp.name) as lines:
+                sqlimport.load_sql(options.pg, role, target.scratch, lines)
+            role.hand_over(target.scratch)
+        except sqlguard.SqlRefused as exc:
+            raise RestoreError("Refused the dump of %s, nothing was changed: %s" % (ref.backup_id, exc)) from exc
 
 
 class _FilestoreJob(threading.Thread):

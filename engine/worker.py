@@ -183,6 +183,7 @@ def _restore(plan, ctx, serving_db, progress, log):
     # the plan by Odoo, never an option a person sets.
     options.pop("allow_unsigned", None)
     options["allow_unsigned"] = bool(plan.get("unsigned_ok"))
+    options["settings"] = ctx.settings
     result = restore(ref, RestoreOptions(pg=ctx.pg, identities=ctx.identities, **options), progress=progress, log=log)
     return result.to_dict(), None, result.warnings
 
@@ -202,6 +203,7 @@ def _drill(plan, ctx, serving_db, progress, log):
         jobs=int(plan.get("jobs") or 1),
         progress=progress,
         log=log,
+        settings=ctx.settings,
     )
     error = None
     if not result.ok:

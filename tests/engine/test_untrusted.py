@@ -711,3 +711,110 @@ def test_the_checkpoint_stops_psql_after_a_switched_setting(dump, dbs, pgconf):
                 sqlimport.load_sql(pgconf, role, scratch, lines, guard=Checkpointed())
         finally:
             execute("postgres", 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % scratch)
+
+
+def swap_in_a_hostile_dump(location, evil_db):
+    """Replace a set's database artifact by ``pg_dump -Fc`` of ``evil_db`` and rewrite the (unsigned) manifest
+    to match, as anyone who can write to the destination could."""
+    import hashlib
+
+    import zstandard
+
+    raw = subprocess.run(
+        ["pg_dump", "-Fc", "--no-owner", evil_db], capture_output=True, check=True, env=dict(os.environ)
+    ).stdout
+    data = zstandard.ZstdCompressor().compress(raw)
+    manifest_path = os.path.join(location, "manifest.json")
+    with open(manifest_path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    art = manifest["artifacts"]["database"]
+    with open(os.path.join(location, art["file"]), "wb") as handle:
+        handle.write(data)
+    art.update(size=len(data), raw_size=len(raw), sha256=hashlib.sha256(data).hexdigest())
+    with open(manifest_path, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle)
+
+
+@pytest.fixture
+def hostile_set(sample, plan_for, dbs, victim):
+    """An unsigned backup set of the sample whose dump, once loaded, refreshes a materialized view over a
+    function that runs a shell command and renames another database (PostgreSQL runs it as the loading role)."""
+    from engine.backup import run_backup
+
+    location = run_backup(plan_for(sample)).locations[0]
+    flag = "/tmp/spp_backup_pwned_%s" % os.urandom(4).hex()
+    evil = dbs.name("evilsrc")
+    execute("postgres", 'CREATE DATABASE "%s"' % evil)
+    body = (
+        "BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch %s'''; "
+        'EXECUTE \'ALTER DATABASE "%s" RENAME TO "%s_gone"\'; RETURN 1; END' % (flag, victim, victim)
+    )
+    execute(
+        evil,
+        "CREATE TABLE res_partner (id int)",
+        "CREATE FUNCTION payload() RETURNS int LANGUAGE plpgsql AS $f$ BEGIN RETURN 1; END $f$",
+        # Populated while harmless, so that pg_dump writes REFRESH MATERIALIZED VIEW; then the body is swapped.
+        "CREATE MATERIALIZED VIEW boom AS SELECT payload() AS x",
+        "CREATE OR REPLACE FUNCTION payload() RETURNS int LANGUAGE plpgsql AS $f$ %s $f$" % body,
+    )
+    swap_in_a_hostile_dump(location, evil)
+    yield {"location": location, "flag": flag, "victim": victim}
+    with contextlib.suppress(OSError):
+        os.unlink(flag)
+    execute("postgres", 'DROP DATABASE IF EXISTS "%s_gone"' % victim)
+
+
+def test_an_unsigned_set_with_a_hostile_dump_runs_nothing_on_restore(hostile_set, sample, dbs, pgconf):
+    """Nothing proves an unsigned set is the server's own: its dump loads as the import role, so the function
+    its materialized view calls is refused (no command, no other database touched) and the restore rolls back."""
+    from engine.restore import restore
+
+    target = dbs.name("fromhostile")
+    data_dir = str(sample["tmp"] / "rdata")
+    with pytest.raises(RestoreError) as caught:
+        restore(
+            catalog_resolve(hostile_set["location"]),
+            RestoreOptions(target_db=target, pg=pgconf, data_dir=data_dir),
+        )
+    message = str(caught.value)
+    assert message.startswith("Refused the dump of") and "nothing was changed" in message, message
+    assert "a function may not copy files or programs" in message, message
+    assert not os.path.exists(hostile_set["flag"])
+    assert victim_intact(hostile_set["victim"])
+    assert leftovers(target, data_dir) == []
+
+
+def test_an_unsigned_set_with_a_hostile_dump_runs_nothing_in_a_drill(hostile_set, sample, pgconf):
+    """The drill restores the same way: it fails, and the command and the rename never happen."""
+    from engine.drill import run_drill
+
+    result = run_drill(catalog_resolve(hostile_set["location"]), pgconf, str(sample["tmp"] / "ddata"))
+    assert not result.ok
+    assert not os.path.exists(hostile_set["flag"])
+    assert victim_intact(hostile_set["victim"])
+    drills = query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", ("%_drill_%",))
+    assert drills == []
+
+
+def test_an_unsigned_set_restores_as_the_import_role_and_says_so(sample, plan_for, dbs, pgconf):
+    """A plain unsigned set still restores (its tables and rows), owned by the engine's user afterwards, with a
+    warning that it went the guarded way; no import role is left."""
+    from engine.backup import run_backup
+    from engine.restore import UNTRUSTED_NOTE, restore
+
+    location = run_backup(plan_for(sample)).locations[0]
+    target = dbs.name("unsigned")
+    result = restore(
+        catalog_resolve(location), RestoreOptions(target_db=target, pg=pgconf, data_dir=str(sample["tmp"] / "r"))
+    )
+    assert UNTRUSTED_NOTE in result.warnings
+    assert table_contents(target) == table_contents(sample["db"])
+    owners = query(target, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
+    assert owners == query(target, "SELECT current_user")
+    assert query("postgres", "SELECT rolname FROM pg_roles WHERE rolname LIKE 'spp\\_import\\_%%'") == []
+
+
+def catalog_resolve(location):
+    from engine import catalog
+
+    return catalog.resolve(location)
