@@ -130,6 +130,7 @@ def validate(manifest):
             problems.append("artifact %r has a bad sha256" % name)
     if "filestore" in artifacts and "filelist" in artifacts:
         problems.append("it lists both a filestore archive and a file list (a backup writes one or the other)")
+    problems += _field_problems(manifest)
     filestore = manifest.get("filestore")
     if filestore is not None:
         if not isinstance(filestore, dict):
@@ -141,6 +142,48 @@ def validate(manifest):
                 if key in filestore and not _count_value(filestore[key])
             ]
     return problems
+
+
+def _is_text(value):
+    return isinstance(value, str)
+
+
+def _database_ok(value):
+    if not isinstance(value, dict):
+        return False
+    if any(value.get(key) is not None and not _is_text(value[key]) for key in ("encoding", "collate", "ctype")):
+        return False
+    counts = value.get("row_counts")
+    return counts is None or (
+        isinstance(counts, dict) and all(_is_text(k) and _count_value(x) for k, x in counts.items())
+    )
+
+
+# The fields besides the artifacts that the engine and Odoo read from a manifest, and the shape each must have:
+# a hostile manifest gets a sentence here, never a TypeError where it is used.
+FIELD_SHAPES = (
+    ("db_name", "a name", _is_text),
+    ("created_at", "a time", _is_text),
+    ("finished_at", "a time", _is_text),
+    ("version", "a version", lambda v: v is None or _is_text(v)),
+    ("major_version", "a version", lambda v: v is None or _is_text(v)),
+    (
+        "modules",
+        "an object of module names and versions",
+        lambda v: isinstance(v, dict) and all(_is_text(k) and (x is None or _is_text(x)) for k, x in v.items()),
+    ),
+    ("warnings", "a list of sentences", lambda v: isinstance(v, list) and all(_is_text(x) for x in v)),
+    ("database", "an object of its encoding, collation and row counts", _database_ok),
+    ("source", "an object", lambda v: isinstance(v, dict)),
+)
+
+
+def _field_problems(manifest):
+    return [
+        "%s is not %s" % (key, what)
+        for key, what, ok in FIELD_SHAPES
+        if key in manifest and manifest[key] is not None and not ok(manifest[key])
+    ]
 
 
 def _count_value(value):

@@ -1,7 +1,11 @@
+import logging
+
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
 from ..engine.schedule import next_drill
+
+_logger = logging.getLogger(__name__)
 
 
 class SppBackupPolicyDrill(models.Model):
@@ -88,7 +92,18 @@ class SppBackupPolicyDrill(models.Model):
                 # Nothing to drill yet: try again at the next run of the cron.
                 continue
             policy.next_drill = policy._next_drill_slot(after=now)
-            policy._start_drill(trigger="schedule")
+            # One policy whose drill cannot even start (a backup set that breaks the code reading it) must not
+            # stop the drills of the others: it is alerted, and the cron goes on.
+            try:
+                with self.env.cr.savepoint():
+                    policy._start_drill(trigger="schedule")
+            except Exception as exc:
+                _logger.exception("The scheduled drill of policy %s could not start", policy.name)
+                self.env["spp.backup.alert"]._raise(
+                    policy,
+                    "drill_failed",
+                    _("The scheduled restore drill could not start: %s", exc.args[0] if exc.args else exc),
+                )
 
     def action_drill_now(self):
         """Restore the newest good backup into a scratch database now, check it and drop it."""
