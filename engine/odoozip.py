@@ -116,12 +116,7 @@ def import_file(path, options, strict=False, settings=None, progress=None):
         def fill(target):
             t0 = time.monotonic()
             progress(0.1, "Loading the dump into %s as role %s" % (target.scratch, role.name))
-            target.create_scratch(owner=role.name)
-            sqlimport.create_extensions(options.pg, target.scratch, first.extensions)
-            role.check_login(target.scratch)
-            with script() as lines:
-                sqlimport.load_sql(options.pg, role, target.scratch, lines)
-            role.hand_over(target.scratch)
+            sqlimport.load_into_scratch(options.pg, role, target, script, first)
             target.prepare_copy()
             seconds["database"] = round(time.monotonic() - t0, 3)
             if do_fs:

@@ -510,13 +510,17 @@ def _load_untrusted_database(ref, art, options, manifest, target, role, log=_noo
         except BackupError as exc:
             raise RestoreError("Refused the dump of %s, nothing was changed: %s" % (ref.backup_id, exc)) from exc
         log("The dump's signature was not verified: loading it as role %s through the SQL guard" % role.name)
-        target.create_scratch(database.get("encoding"), database.get("collate"), database.get("ctype"), role.name)
-        sqlimport.create_extensions(options.pg, target.scratch, first.extensions)
-        role.check_login(target.scratch)
         try:
-            with sqlimport.ScriptOfDump(options.pg, tmp.name) as lines:
-                sqlimport.load_sql(options.pg, role, target.scratch, lines)
-            role.hand_over(target.scratch)
+            sqlimport.load_into_scratch(
+                options.pg,
+                role,
+                target,
+                lambda: sqlimport.ScriptOfDump(options.pg, tmp.name),
+                first,
+                database.get("encoding"),
+                database.get("collate"),
+                database.get("ctype"),
+            )
         except sqlguard.SqlRefused as exc:
             raise RestoreError("Refused the dump of %s, nothing was changed: %s" % (ref.backup_id, exc)) from exc
 

@@ -275,6 +275,17 @@ def drop_stale_roles(cr, older_than=3600):
                 cr.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
+def load_into_scratch(pg_config, role, target, script, scanned, encoding=None, collate=None, ctype=None):
+    """After ``scanned`` (the guard that read ``script()`` whole): make the scratch database owned by ``role``,
+    the extensions it asked for, load ``script()`` again as the role, and hand everything over to the engine."""
+    target.create_scratch(encoding, collate, ctype, owner=role.name)
+    create_extensions(pg_config, target.scratch, scanned.extensions)
+    role.check_login(target.scratch)
+    with script() as lines:
+        load_sql(pg_config, role, target.scratch, lines)
+    role.hand_over(target.scratch)
+
+
 def create_extensions(pg_config, dbname, names):
     """The allowed extensions a dump asks for, made by the engine's own connection before the load."""
     if not names:

@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 from conftest import ROOT, conn_kwargs, query, table_contents, tree_digest
 
-from engine import sqlguard, sqlimport
+from engine import catalog, sqlguard, sqlimport
 from engine.errors import BackupError, RestoreError
 from engine.odoozip import import_file
 from engine.restore import RestoreOptions
@@ -773,7 +773,7 @@ def test_an_unsigned_set_with_a_hostile_dump_runs_nothing_on_restore(hostile_set
     data_dir = str(sample["tmp"] / "rdata")
     with pytest.raises(RestoreError) as caught:
         restore(
-            catalog_resolve(hostile_set["location"]),
+            catalog.resolve(hostile_set["location"]),
             RestoreOptions(target_db=target, pg=pgconf, data_dir=data_dir),
         )
     message = str(caught.value)
@@ -788,7 +788,7 @@ def test_an_unsigned_set_with_a_hostile_dump_runs_nothing_in_a_drill(hostile_set
     """The drill restores the same way: it fails, and the command and the rename never happen."""
     from engine.drill import run_drill
 
-    result = run_drill(catalog_resolve(hostile_set["location"]), pgconf, str(sample["tmp"] / "ddata"))
+    result = run_drill(catalog.resolve(hostile_set["location"]), pgconf, str(sample["tmp"] / "ddata"))
     assert not result.ok
     assert not os.path.exists(hostile_set["flag"])
     assert victim_intact(hostile_set["victim"])
@@ -805,16 +805,10 @@ def test_an_unsigned_set_restores_as_the_import_role_and_says_so(sample, plan_fo
     location = run_backup(plan_for(sample)).locations[0]
     target = dbs.name("unsigned")
     result = restore(
-        catalog_resolve(location), RestoreOptions(target_db=target, pg=pgconf, data_dir=str(sample["tmp"] / "r"))
+        catalog.resolve(location), RestoreOptions(target_db=target, pg=pgconf, data_dir=str(sample["tmp"] / "r"))
     )
     assert UNTRUSTED_NOTE in result.warnings
     assert table_contents(target) == table_contents(sample["db"])
     owners = query(target, "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
     assert owners == query(target, "SELECT current_user")
     assert query("postgres", "SELECT rolname FROM pg_roles WHERE rolname LIKE 'spp\\_import\\_%%'") == []
-
-
-def catalog_resolve(location):
-    from engine import catalog
-
-    return catalog.resolve(location)
