@@ -15,4 +15,5 @@ from . import (  # noqa: F401
     backup_restore,
     backup_run,
     backup_signing_key,
+    mail_message,
 )

@@ -81,6 +81,8 @@ class SppBackupAlert(models.Model):
     def _raise(self, policy, kind, message):
         """Open an alert of ``kind`` for ``policy``, unless one is open already; returns the open alert."""
         self = self.sudo()
+        # What the alert posts and schedules is the server's, whoever's action found the problem.
+        policy = self.env["spp.backup.engine"]._as_server(policy)
         open_alert = self.search([("policy_id", "=", policy.id), ("kind", "=", kind), ("state", "=", "open")])
         if open_alert:
             return open_alert[:1]
@@ -134,6 +136,7 @@ class SppBackupAlert(models.Model):
     def _resolve(self, policy, kind, reason):
         """Close the open alert of ``kind`` for ``policy`` (if any) and mark its activities done."""
         alerts = self.sudo().search([("policy_id", "=", policy.id), ("kind", "=", kind), ("state", "=", "open")])
+        policy = self.env["spp.backup.engine"]._as_server(policy)
         for alert in alerts:
             alert.write({"state": "resolved", "resolved_at": fields.Datetime.now(), "resolution": reason})
             if alert.activity_ids.exists():

@@ -6,7 +6,7 @@ from unittest.mock import patch
 
 from odoo import fields
 from odoo.exceptions import AccessError, UserError
-from odoo.tests import tagged
+from odoo.tests import new_test_user, tagged
 
 from ..engine import crypto, pg
 from ..engine.human import count
@@ -197,7 +197,7 @@ class TestBackupRestore(RealBackupCase):
         with self.assertRaises(AccessError):
             self.job.copy_ids[0].with_user(admin).action_restore()
         wizard = self.open_wizard_for_job()
-        wizard.write({"step": "checked", "is_check_ok": True})
+        wizard.sudo().write({"step": "checked", "is_check_ok": True})  # as if its checks had passed
         with self.assertRaises(AccessError):
             wizard.with_user(self.manager).action_run()
         with self.assertRaises(AccessError):
@@ -209,14 +209,72 @@ class TestBackupRestore(RealBackupCase):
     def test_replace_refused_without_typed_name_by_rpc(self):
         """A client that skips the dialog and calls action_run for a replace without the name gets an error."""
         wizard = self.open_wizard_for_job()
-        # What a hand-written RPC call could write: checks marked passed, no confirmation.
-        wizard.write(
-            {"target_mode": "replace", "target_db": self.env.cr.dbname, "step": "checked", "is_check_ok": True}
-        )
+        wizard.write({"target_mode": "replace", "target_db": self.env.cr.dbname})
+        # Even with its checks marked passed (which only the server can write), no confirmation, no restore.
+        wizard.sudo().write({"step": "checked", "is_check_ok": True})
         self.assertTrue(wizard.is_current_db)
         with self.assertRaisesRegex(UserError, "type its name exactly"):
             wizard.action_run()
         self.assertFalse(self.env["spp.backup.restore"].search([]))
+
+    def test_the_wizards_facts_are_the_servers(self):
+        """Which backup, its job, policy, location and checks: refused to a Restore user, recorded as found."""
+        wizard = self.open_wizard_for_job()
+        other_job = self.Job.create({"policy_id": self.policy.id, "trigger": "manual"})
+        forged = {
+            "backup_id": "20200101T000000Z-f00000",
+            "job_id": other_job.id,
+            "policy_id": False,
+            "copy_id": False,
+            "destination_id": False,
+            "source_location": "s3://elsewhere/odoo",
+            "source_db_name": "postgres",
+            "check_report": "signature ok  valid",
+            "is_check_ok": True,
+            "step": "checked",
+            "check_run_id": False,
+            "manifest_summary": "nothing",
+            "has_filestore": False,
+        }
+        for name, value in forged.items():
+            with self.subTest(field=name), self.assertRaises(AccessError):
+                wizard.write({name: value})
+        self.assertEqual(wizard.backup_id, self.job.backup_id)
+        self.assertEqual(wizard.job_id, self.job)
+        self.drop_later(wizard.target_db)
+        self.assertTrue(self.checks(wizard)["signature"][0], wizard.check_report)
+        report = wizard.check_report
+        # A changed option after the checks makes them stale: they run again before a restore.
+        wizard.write({"neutralize": False})
+        self.assertEqual((wizard.step, wizard.is_check_ok), ("options", False))
+        with self.assertRaisesRegex(UserError, "Run the checks first"):
+            wizard.action_run()
+        self.checks(wizard)
+        restore = self.env["spp.backup.restore"].browse(wizard.action_run()["res_id"])
+        self.assertEqual(
+            (restore.backup_id, restore.job_id, restore.source_location, restore.neutralize),
+            (self.job.backup_id, self.job, self.job.copy_ids[0].location, False),
+        )
+        self.assertEqual(restore.check_report.splitlines()[0], report.splitlines()[0])
+        self.assertNotIn("Traceback", restore.check_report)
+
+    def test_a_restore_wizard_is_its_openers(self):
+        """Another Restore user neither reads, changes, checks nor runs someone else's restore."""
+        wizard = self.open_wizard_for_job()
+        groups = "base.group_user,spp_backup.group_backup_restore"
+        other = new_test_user(self.env, login="sppb_restorer2", groups=groups)
+        theirs = wizard.with_user(other)
+        for attempt in (
+            lambda: theirs.read(["target_db"]),
+            lambda: theirs.write({"target_db": "hijacked"}),
+            lambda: theirs.action_check(),
+            lambda: theirs.action_run(),
+            lambda: theirs.action_back(),
+        ):
+            with self.subTest(attempt=attempt), self.assertRaises(AccessError):
+                attempt()
+        self.assertFalse(self.env["spp.backup.restore.wizard"].with_user(other).search([("id", "=", wizard.id)]))
+        self.assertNotEqual(wizard.target_db, "hijacked")
 
     def test_check_fails_on_missing_module_and_other_version(self):
         """A backup listing a module this server lacks, made by another Odoo version, fails its checks."""
@@ -296,9 +354,15 @@ class TestBackupRestore(RealBackupCase):
         self.assertIn("2 backup(s) of 1 database(s)", browse.summary)
         with self.assertRaises(AccessError):
             lines[("other_server_db", self.job.backup_id)].with_user(self.manager).action_restore()
-        wizard = self.env["spp.backup.restore.wizard"].browse(
-            lines[("other_server_db", self.job.backup_id)].with_user(self.restorer).action_restore()["res_id"]
+        with self.assertRaises(AccessError, msg="the manager's list is the manager's"):
+            lines[("other_server_db", self.job.backup_id)].with_user(self.restorer).action_restore()
+        action = destination.with_user(self.restorer).action_browse_backups()
+        line = (
+            self.env["spp.backup.browse"]
+            .browse(action["res_id"])
+            .line_ids.filtered(lambda entry: entry.backup_id == self.job.backup_id)
         )
+        wizard = self.env["spp.backup.restore.wizard"].browse(line.with_user(self.restorer).action_restore()["res_id"])
         self.assertEqual(wizard.source_db_name, "other_server_db")
         self.assertTrue(wizard.target_db.startswith("other_server_db_restored_"))
         with self.assertRaises(AccessError):
@@ -349,13 +413,20 @@ class TestBackupRestore(RealBackupCase):
         own_key = crypto.write_signing_key(key_file)
         self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_SIGNING_KEY_FILE": key_file}))
         typed = dict(values, public_key=crypto.generate_signing_key()[1])
-        self.assertEqual(Wizard.create(typed)._effective_public_key(), [own_key], "the server's own key, not the typed")
+        # The wizard as a hand-written RPC client would have it (the server creates it: RPC cannot).
+        with self.assertRaises(AccessError):
+            Wizard.create(typed)
+        self.assertEqual(
+            Wizard.sudo().create(typed).sudo(False)._effective_public_key(), [own_key], "the server's own key"
+        )
         server_key = crypto.generate_signing_key()[1]
         self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_VERIFY_KEY": server_key}))
-        wizard = Wizard.create(values)
+        wizard = Wizard.sudo().create(values).sudo(False)
         self.assertEqual(wizard._effective_public_key(), [server_key], "odoo.conf's verify_key before all others")
         self.assertFalse(self.checks(wizard)["signature"][0], "this unsigned backup fails the server's key")
-        wizard.write({"step": "checked", "is_check_ok": True})
+        with self.assertRaises(AccessError):
+            wizard.write({"step": "checked", "is_check_ok": True})
+        wizard.sudo().write({"step": "checked", "is_check_ok": True})
         with self.assertRaisesRegex(UserError, "Run the checks first"):
             wizard.action_run()
         self.assertFalse(self.env["spp.backup.restore"].search([("target_db", "=", values["target_db"])]))

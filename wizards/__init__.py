@@ -1,3 +1,4 @@
+from . import server_wizard  # noqa: F401  isort: skip
 from . import (  # noqa: F401
     backup_browse,
     backup_restore,

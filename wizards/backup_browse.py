@@ -13,6 +13,7 @@ class SppBackupBrowse(models.TransientModel):
     """Every backup set stored in a destination, of every database (also those made on other servers)."""
 
     _name = "spp.backup.browse"
+    _inherit = "spp.backup.server.wizard"
     _description = "Browse the backups of a destination"
     _order = "id desc"
 
@@ -49,7 +50,7 @@ class SppBackupBrowse(models.TransientModel):
             for entry in reversed(entries)
         ]
         databases = {entry.db_name for entry in entries}
-        browse = self.create(
+        browse = self.sudo().create(
             {
                 "destination_id": destination.id,
                 "line_ids": lines,
@@ -83,6 +84,7 @@ class SppBackupBrowse(models.TransientModel):
 
 class SppBackupBrowseLine(models.TransientModel):
     _name = "spp.backup.browse.line"
+    _inherit = "spp.backup.server.wizard"
     _description = "A backup set found in a destination"
     _order = "created_at desc, id"
 
@@ -111,6 +113,7 @@ class SppBackupBrowseLine(models.TransientModel):
     def action_restore(self):
         """Open the restore wizard on this backup."""
         self.ensure_one()
+        self._check_own()
         self.env["spp.backup.engine"]._check_restore_right()
         return self.env["spp.backup.restore.wizard"]._open_for(
             destination=self.browse_id.destination_id, db_name=self.db_name, backup_id=self.backup_id

@@ -37,6 +37,7 @@ class SppBackupRestoreWizard(models.TransientModel):
     """Restore one backup set: choose the target and options, check, then run in the detached runner."""
 
     _name = "spp.backup.restore.wizard"
+    _inherit = "spp.backup.server.wizard"
     _description = "Restore a backup"
     _order = "id desc"
 
@@ -108,6 +109,19 @@ class SppBackupRestoreWizard(models.TransientModel):
     check_report = fields.Text(string="Checks", readonly=True)
     is_check_ok = fields.Boolean(string="Checks passed", readonly=True)
 
+    # What a person chooses in the form. Everything else (which backup, its job and policy, the checks and their
+    # report) the server derives from the records it opened the wizard on, and writes itself.
+    _people_fields = frozenset(
+        {"target_mode", "target_db", "confirm_db_name", "include_filestore", "neutralize", "new_uuid", "public_key"}
+    )
+
+    def write(self, vals):
+        if not self.env.su and set(vals) & (self._people_fields - {"confirm_db_name"}):
+            # A changed option makes the checks stale: they run again before the restore may start.
+            super().write(vals)
+            return self.sudo().write({"step": "options", "is_check_ok": False, "check_report": False})
+        return super().write(vals)
+
     @api.depends("target_db", "target_mode")
     def _compute_is_current_db(self):
         for wizard in self:
@@ -169,7 +183,8 @@ class SppBackupRestoreWizard(models.TransientModel):
             include_filestore=has_filestore,
             target_db=self._suggest_name(source["db_name"]),
         )
-        wizard = self.create(values)
+        # Created by the server from the records above; the wizard still belongs to the person (create_uid).
+        wizard = self.sudo().create(values).sudo(False)
         return wizard._reopen()
 
     def _reopen(self):
@@ -459,6 +474,7 @@ class SppBackupRestoreWizard(models.TransientModel):
     def action_check(self):
         """Run the quick pre-checks now and have the worker read the whole backup back (signature, checksums)."""
         self.ensure_one()
+        self._check_own()
         self.env["spp.backup.engine"]._check_restore_right()
         checks = self._collect_checks()
         source = self._source()
@@ -506,6 +522,7 @@ class SppBackupRestoreWizard(models.TransientModel):
     def action_refresh_check(self):
         """Show the checks once the worker has read the backup back."""
         self.ensure_one()
+        self._check_own()
         self.env["spp.backup.engine"]._check_restore_right()
         run = self.env["spp.backup.engine"]._as_server(self.check_run_id)
         if run.state in ("done", "failed") and not run.is_applied:
@@ -515,7 +532,8 @@ class SppBackupRestoreWizard(models.TransientModel):
     def action_back(self):
         """Back to the options."""
         self.ensure_one()
-        self.write({"step": "options", "is_check_ok": False, "check_report": False, "check_run_id": False})
+        self._check_own()
+        self.sudo().write({"step": "options", "is_check_ok": False, "check_report": False, "check_run_id": False})
         return self._reopen()
 
     # ------------------------------------------------------------------- run
@@ -539,6 +557,7 @@ class SppBackupRestoreWizard(models.TransientModel):
         checked here, whoever calls this method.
         """
         self.ensure_one()
+        self._check_own()
         Engine = self.env["spp.backup.engine"]
         Engine._check_restore_right()
         self._check_confirmation()

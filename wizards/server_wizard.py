@@ -1,0 +1,37 @@
+from odoo import _, api, models
+from odoo.exceptions import AccessError
+
+
+class SppBackupServerWizard(models.AbstractModel):
+    """A wizard the server fills from its own records: people set only ``_people_fields``.
+
+    RPC reaches every field of a wizard, whatever the form shows read-only; what the wizard says about a backup
+    (which one, where, what the checks found) is what the server wrote. The server creates such a wizard
+    (as superuser, for the person who asked: ``create_uid`` stays theirs, and a record rule keeps each person's
+    wizards their own).
+    """
+
+    _name = "spp.backup.server.wizard"
+    _description = "A wizard whose facts are the server's"
+
+    # The fields a person may write; the others are the server's.
+    _people_fields = frozenset()
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        if not self.env.su:
+            raise AccessError(_("This window is opened from a backup or a destination, not created directly."))
+        return super().create(vals_list)
+
+    def write(self, vals):
+        if not self.env.su:
+            server_fields = sorted(set(vals) - self._people_fields)
+            if server_fields:
+                raise AccessError(_("These fields are the server's, not yours to set: %s.", ", ".join(server_fields)))
+        return super().write(vals)
+
+    def _check_own(self):
+        """The wizard is the caller's (record rule on create_uid): its actions, even those writing as the
+        server, start here."""
+        self.check_access_rights("write")
+        self.check_access_rule("write")
