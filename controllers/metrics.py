@@ -2,7 +2,8 @@
 
 Protected by a token from odoo.conf (``[spp_backup] metrics_token``) or the
 environment (``SPP_BACKUP_METRICS_TOKEN``), given as ``Authorization:
-Bearer <token>`` or ``?token=``. Without a configured token the endpoint does
+Bearer <token>``, never in the URL (where access logs and proxies keep it: a
+request with ``?token=`` is refused, 400). Without a configured token the endpoint does
 not exist (404). The database is the one of the request (the only database
 of the server, or the one the dbfilter selects).
 """
@@ -51,7 +52,7 @@ def given_token(httprequest):
     header = httprequest.headers.get("Authorization") or ""
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    return (httprequest.args.get("token") or "").strip()
+    return ""
 
 
 def label_value(value):
@@ -104,6 +105,13 @@ class BackupMetrics(http.Controller):
         token = configured_token()
         if not token:
             raise NotFound()
+        if "token" in request.httprequest.args:
+            # Odoo's access log, and any proxy's, has the URL: a token there is a token leaked.
+            return request.make_response(
+                "Give the token in the Authorization header (Bearer), not in the URL.\n",
+                headers=[("Content-Type", "text/plain")],
+                status=400,
+            )
         if not hmac.compare_digest(given_token(request.httprequest).encode(), token.encode()):
             return request.make_response("Forbidden\n", headers=[("Content-Type", "text/plain")], status=403)
         policies = request.env["spp.backup.policy"].sudo().search([("active", "=", True)])
