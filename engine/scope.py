@@ -14,6 +14,12 @@ Settings (``[spp_backup]`` of odoo.conf, or ``SPP_BACKUP_<KEY>``):
   separated by commas or new lines. Default: ``<data_dir>/backups``.
 - ``s3_endpoints``: the S3 endpoint URLs a destination may name, separated
   by commas or new lines. An empty endpoint (AWS's own) is always allowed.
+- ``s3_buckets``: the buckets a destination may name, separated by commas or
+  new lines. Empty: any bucket of an allowed endpoint (the server's
+  credentials decide); set it, or a Backup Manager may send backups to a
+  bucket someone else reads.
+- ``allow_unencrypted_offsite``: ``true`` lets a policy that does not
+  encrypt write to S3 (its own tick is needed too). Default: never.
 """
 
 import os
@@ -122,11 +128,36 @@ def check_s3_endpoint(url, settings):
         )
 
 
+def check_s3_bucket(bucket, settings):
+    allowed = _items(settings.get("s3_buckets"))
+    if allowed and bucket not in allowed:
+        raise PreflightError(
+            "The S3 bucket %s is not among the buckets this server may write backups to (%s): add it to "
+            "s3_buckets in the [spp_backup] section of odoo.conf." % (bucket, ", ".join(allowed))
+        )
+
+
+def unencrypted_offsite_allowed(settings):
+    return (settings.get("allow_unencrypted_offsite") or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_offsite_encryption(encrypted, destinations, settings):
+    """Backups leave the server (to S3) readable only when odoo.conf says they may."""
+    if encrypted or unencrypted_offsite_allowed(settings):
+        return
+    if any(config.kind == "s3" for config in destinations):
+        raise PreflightError(
+            "This backup is not encrypted and would be copied to S3: encrypt it, or, if the data may leave this "
+            "server readable, set allow_unencrypted_offsite = true in the [spp_backup] section of odoo.conf."
+        )
+
+
 def check_destination(config, settings, data_dir, approved=()):
     """A DestinationConfig within this server's scope, or a PreflightError in words."""
     if config.kind == "local":
         check_local_path(config.path, settings, data_dir, approved)
     elif config.kind == "s3":
         check_s3_endpoint(config.endpoint_url, settings)
+        check_s3_bucket(config.bucket, settings)
     else:
         raise PreflightError("Unknown destination kind %r." % (config.kind,))

@@ -127,6 +127,7 @@ def _backup(plan_data, ctx, serving_db, progress, log):
     plan = BackupPlan.from_dict(data)
     scope.check_database(plan.db_name, serving_db, ctx.settings)
     plan.destinations = [_destination(vars(config), ctx, approved) for config in plan.destinations]
+    scope.check_offsite_encryption(bool(plan.recipients), plan.destinations, ctx.settings)
     plan.pg, plan.data_dir, plan.odoo_conf = ctx.pg, ctx.data_dir, ctx.conf_path
     if plan.signing_key_file:
         plan.signing_key_file = ctx.settings.get("signing_key_file")

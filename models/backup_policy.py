@@ -6,7 +6,7 @@ from odoo.addons.base.models.res_partner import _tz_get
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tools.sql import column_exists, create_column, table_exists
 
-from ..engine import crypto
+from ..engine import crypto, scope
 from ..engine.config import BackupPlan
 from ..engine.errors import BackupError
 from ..engine.prune import prune
@@ -181,7 +181,8 @@ class SppBackupPolicy(models.Model):
         default=False,
         tracking=True,
         help="Tick only if backups may leave this server unencrypted: without it, a policy with an S3 destination "
-        "must encrypt. Anyone who can read the bucket can then read every record of the database.",
+        "must encrypt. Anyone who can read the bucket can then read every record of the database. The server "
+        "must allow it too (allow_unencrypted_offsite = true in the [spp_backup] section of odoo.conf).",
     )
     age_recipients = fields.Text(
         string="Recipients (age public keys)",
@@ -482,20 +483,34 @@ class SppBackupPolicy(models.Model):
 
     @api.constrains("encrypt", "allow_unencrypted_offsite", "destination_ids")
     def _check_offsite_encryption(self):
+        server_allows = scope.unencrypted_offsite_allowed(self.env["spp.backup.engine"]._settings())
         for policy in self:
-            if policy.encrypt or policy.allow_unencrypted_offsite:
+            if policy.encrypt or (policy.allow_unencrypted_offsite and server_allows):
                 continue
             offsite = policy.destination_ids.filtered(lambda d: d.kind == "s3")
-            if offsite:
+            if not offsite:
+                continue
+            names = ", ".join("'%s'" % name for name in offsite.mapped("name"))
+            if policy.allow_unencrypted_offsite:
                 raise ValidationError(
                     _(
-                        "Policy '%(policy)s' writes to the S3 destination %(dest)s without encryption: tick Encrypt "
-                        "(recommended), or tick 'Allow unencrypted offsite copies' if the data may leave this "
-                        "server readable.",
+                        "Policy '%(policy)s' would write to the S3 destination %(dest)s without encryption, and "
+                        "this server does not allow unencrypted offsite copies: tick Encrypt (recommended), or "
+                        "have the server's administrator set allow_unencrypted_offsite = true in the "
+                        "[spp_backup] section of odoo.conf.",
                         policy=policy.name,
-                        dest=", ".join("'%s'" % name for name in offsite.mapped("name")),
+                        dest=names,
                     )
                 )
+            raise ValidationError(
+                _(
+                    "Policy '%(policy)s' writes to the S3 destination %(dest)s without encryption: tick Encrypt "
+                    "(recommended), or tick 'Allow unencrypted offsite copies' if the data may leave this "
+                    "server readable.",
+                    policy=policy.name,
+                    dest=names,
+                )
+            )
 
     @api.onchange("destination_ids")
     def _onchange_destination_ids_encrypt(self):
@@ -835,10 +850,12 @@ class SppBackupPolicy(models.Model):
             raise UserError(
                 _("Policy '%s' encrypts its backups but has no age recipient (public key): add one.", self.name)
             )
-        if not self.encrypt and not self.allow_unencrypted_offsite and self.has_s3_destination:
-            raise UserError(
-                _("Policy '%s' would copy unencrypted backups to S3: tick Encrypt on the policy.", self.name)
-            )
+        if not self.encrypt and self.has_s3_destination:
+            allowed = self.allow_unencrypted_offsite and scope.unencrypted_offsite_allowed(Engine._settings())
+            if not allowed:
+                raise UserError(
+                    _("Policy '%s' would copy unencrypted backups to S3: tick Encrypt on the policy.", self.name)
+                )
         return BackupPlan(
             db_name=self.database,
             destinations=[destination._to_engine_destination() for destination in self.destination_ids],

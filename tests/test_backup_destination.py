@@ -56,6 +56,19 @@ class TestBackupDestination(BackupCase):
         with patch.dict(os.environ, {"SPP_BACKUP_S3_ENDPOINTS": "https://a.example, http://10.9.9.9:9000/"}):
             self.assertTrue(self.Destination.with_user(self.manager).create(values))
 
+    def test_s3_bucket_must_be_allowed_when_listed(self):
+        """With s3_buckets in odoo.conf, a Backup Manager names only those buckets, on create and on write."""
+        values = {"name": "Theirs", "kind": "s3", "bucket": "someone-elses-bucket"}
+        with patch.dict(os.environ, {"SPP_BACKUP_S3_BUCKETS": "backups-prod\nbackups-dr"}):
+            with self.assertRaisesRegex(ValidationError, "s3_buckets"):
+                self.Destination.with_user(self.manager).create(values)
+            ours = self.Destination.with_user(self.manager).create(dict(values, bucket="backups-dr"))
+            # (the savepoint stands for the request, rolled back with its error)
+            with self.assertRaisesRegex(ValidationError, "not among the buckets"), self.env.cr.savepoint():
+                ours.write({"bucket": "someone-elses-bucket"})
+        ours.invalidate_recordset()
+        self.assertEqual(ours.bucket, "backups-dr")
+
     def test_folders_in_use_before_the_upgrade_stay_usable(self):
         """At upgrade, an existing local destination outside backup_roots is approved (with a warning), not broken."""
         old = os.path.join(tempfile.mkdtemp(prefix="spp_backup_old_"), "backups")

@@ -157,8 +157,19 @@ class TestBackupPolicy(BackupCase):
         bucket = self.Destination.create({"name": "Bucket", "kind": "s3", "bucket": "some-bucket"})
         with self.assertRaisesRegex(ValidationError, "without encryption"):
             self.policy.destination_ids = [(4, bucket.id)]
+        # The policy's tick alone is a Backup Manager's say: the server's administrator must allow it too.
+        with self.assertRaisesRegex(ValidationError, "allow_unencrypted_offsite = true"):
+            self.policy.with_user(self.manager).write(
+                {"allow_unencrypted_offsite": True, "destination_ids": [(4, bucket.id)]}
+            )
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_ALLOW_UNENCRYPTED_OFFSITE": "true"}))
         self.policy.write({"allow_unencrypted_offsite": True, "destination_ids": [(4, bucket.id)]})
         self.assertTrue(self.policy.has_s3_destination)
+        with (
+            patch.dict(os.environ, {"SPP_BACKUP_ALLOW_UNENCRYPTED_OFFSITE": ""}),
+            self.assertRaisesRegex(UserError, "unencrypted backups to S3"),
+        ):
+            self.policy._to_engine_plan()  # the setting removed later: the next backup does not go
         with self.assertRaisesRegex(ValidationError, "without encryption"):
             self.policy.allow_unencrypted_offsite = False
         self.policy.write({"allow_unencrypted_offsite": False, "encrypt": True, "age_recipients": self.recipient})

@@ -488,6 +488,22 @@ def test_plan_with_a_relative_destination_is_refused(sample, tmp_path):
     assert code == 2 and not answer["ok"] and "absolute" in answer["error"], answer
 
 
+def test_plan_sending_a_readable_backup_or_to_an_unlisted_bucket_is_refused(sample, tmp_path, keys, monkeypatch):
+    """The worker checks again what Odoo checked: no unencrypted copy to S3 unless odoo.conf allows it, and no
+    bucket outside s3_buckets; both refused in words before anything is read or sent."""
+    from conftest import run_plan
+
+    plan = {"action": "backup", "db_name": sample["db"], "destinations": [{"kind": "s3", "bucket": "some-bucket"}]}
+    code, answer = run_plan(plan, tmp_path, data_dir=sample["data_dir"], database=sample["db"])
+    assert code == 2 and not answer["ok"] and "allow_unencrypted_offsite = true" in answer["error"], answer
+    monkeypatch.setenv("SPP_BACKUP_S3_BUCKETS", "backups-prod, backups-dr")
+    code, answer = run_plan(
+        dict(plan, recipients=[keys["recipient"]]), tmp_path, data_dir=sample["data_dir"], database=sample["db"]
+    )
+    assert code == 2 and "some-bucket is not among the buckets" in answer["error"], answer
+    assert "s3_buckets" in answer["error"] and "Traceback" not in answer["error"]
+
+
 def test_unsigned_backup_is_a_warning_and_a_verify_key_refuses_it(sample, plan_for, keys):
     from engine.backup import run_backup
 
