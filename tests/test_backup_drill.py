@@ -19,13 +19,13 @@ CHECK_NAMES = ["signature", "checksums", "restore", "row counts", "attachments",
 class TestBackupDrill(RealBackupCase):
     """Restore drills of a real backup, run by the detached runner."""
 
-    def broken_copy(self, breaker):
+    def broken_copy(self, breaker, policy=None):
         """A done job whose only copy is a copy of the real backup set, broken by ``breaker(folder)``."""
         root = os.path.join(self.tmp, "broken-%d" % len(os.listdir(self.tmp)))
         folder = os.path.join(root, self.env.cr.dbname, self.job.backup_id)
         shutil.copytree(self.backup_dir, folder)
         breaker(folder)
-        job = self.job.copy({"location": folder})
+        job = self.job.copy({"location": folder, "policy_id": (policy or self.policy).id})
         job.write({"state": "done", "backup_id": self.job.backup_id, "finished_at": fields.Datetime.now()})
         job.copy_ids.unlink()
         job._ensure_copies()
@@ -158,6 +158,61 @@ class TestBackupDrill(RealBackupCase):
         self.assertGreater(idle.next_drill, now)
         self.assertEqual(legacy.next_drill, now + datetime.timedelta(weeks=1), "a policy without a next drill starts")
         self.assertFalse(Drill.search([("policy_id", "=", legacy.id)]))
+
+    def due_pair(self):
+        """This policy (a good backup) and another whose only backup set is broken, both due for a drill."""
+        now = fields.Datetime.now()
+        broken = self.Policy.create(
+            {"name": "Broken set", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False}
+        )
+
+        def malformed(folder):
+            path = os.path.join(folder, "manifest.json")
+            with open(path, encoding="utf-8") as handle:
+                manifest = json.load(handle)
+            manifest["modules"] = 5
+            with open(path, "w", encoding="utf-8") as handle:
+                json.dump(manifest, handle)
+
+        self.broken_copy(malformed, policy=broken)
+        for policy in (self.policy, broken):
+            policy.next_drill = now - datetime.timedelta(minutes=5)
+        return broken, now
+
+    def test_cron_drills_the_others_when_a_set_is_malformed(self):
+        """A set whose manifest is malformed fails its drill in words; the other policy is drilled all the same."""
+        broken, now = self.due_pair()
+        Drill = self.env["spp.backup.drill"]
+        self.Policy._cron_run_drills(now=now)
+        failed = Drill.search([("policy_id", "=", broken.id)])
+        self.assertEqual(failed.state, "failed")
+        self.assertIn("modules", failed.error_message)
+        self.assertNotIn("Traceback", failed.error_message)
+        good = Drill.search([("policy_id", "=", self.policy.id)])
+        self.assertEqual(good.state, "queued")
+        self.assertTrue(good.run_id)
+
+    def test_cron_goes_on_when_a_drill_cannot_start(self):
+        """An error nobody foresaw while starting one policy's drill: it is alerted, the cron goes on."""
+        broken, now = self.due_pair()
+        Drill = self.env["spp.backup.drill"]
+        original = type(Drill)._runner_plan
+
+        def plan(drill):
+            if drill.policy_id == broken:
+                raise TypeError("an unforeseen error")
+            return original(drill)
+
+        with patch.object(type(Drill), "_runner_plan", autospec=True, side_effect=plan):
+            self.Policy._cron_run_drills(now=now)
+        self.assertFalse(Drill.search([("policy_id", "=", broken.id)]), "its savepoint is rolled back")
+        alert = self.env["spp.backup.alert"].search(
+            [("policy_id", "=", broken.id), ("kind", "=", "drill_failed"), ("state", "=", "open")]
+        )
+        self.assertEqual(len(alert), 1)
+        self.assertIn("could not start: an unforeseen error", alert.message)
+        self.assertGreater(broken.next_drill, now, "it is not retried on every run of the cron")
+        self.assertEqual(Drill.search([("policy_id", "=", self.policy.id)]).state, "queued")
 
     def test_drill_now_needs_manager_and_a_backup(self):
         """Auditors cannot start a drill; a policy without any backup says so instead of starting one."""
