@@ -1,12 +1,31 @@
-from odoo import _, api, models
+import datetime
+import logging
+
+from odoo import _, api, fields, models
 from odoo.exceptions import AccessError
+
+_logger = logging.getLogger(__name__)
 
 # The models whose chatter is evidence: what the server posted there stays as it posted it.
 EVIDENCE_PREFIX = "spp.backup."
 
+# What a person's message on a backup record may be: a comment (a note or a message), or the notice Odoo sends
+# an assignee of a to-do (never shown in the chatter).
+PEOPLE_MESSAGE_TYPES = ("comment", "user_notification")
+# A person's message is dated when it is made (Odoo's default), give or take a slow request.
+DATE_SLACK = datetime.timedelta(minutes=10)
+
+
+def _is_evidence_model(name):
+    return (name or "").startswith(EVIDENCE_PREFIX)
+
 
 def _on_evidence(messages):
-    return messages.sudo().filtered(lambda message: (message.model or "").startswith(EVIDENCE_PREFIX))
+    return messages.sudo().filtered(lambda message: _is_evidence_model(message.model))
+
+
+def _refuse(reason):
+    raise AccessError(_("Messages on backup records are evidence: %s", reason))
 
 
 class MailMessage(models.Model):
@@ -14,9 +33,11 @@ class MailMessage(models.Model):
 
     Odoo lets a person change a message they are a recipient of, or one they are notified of, and any internal
     user may create that notification for themselves; a reader of a job could then rewrite "Backup verified".
-    On backup records a person writes only their own words: a message they post is theirs (author, no tracking,
-    none of the server's subtypes), and the only change they make afterwards is the text of their own comment.
-    The server (superuser) is not limited.
+    On backup records a person writes only their own words: a message they make is theirs (their author, a
+    comment dated now, no guest author, no tracking, none of the server's subtypes), and the only change they
+    make afterwards is the text of their own comment. The server (superuser) is not limited; the ways Odoo
+    itself turns superuser on a person's behalf (the mass-mail composer, incoming e-mail, editing a message's
+    content, tracking values given to a new message) are closed for backup records below.
     """
 
     _inherit = "mail.message"
@@ -32,17 +53,22 @@ class MailMessage(models.Model):
             .mapped("res_id")
         )
         partner = self.env.user.partner_id
+        now = fields.Datetime.now()
         for message in messages:
-            if message.author_id != partner or message.tracking_value_ids or message.subtype_id.id in server_subtypes:
-                raise AccessError(
-                    _(
-                        "Messages on backup records are evidence: you may post your own notes, but not as someone "
-                        "else, with tracked values or as a server notification."
-                    )
-                )
+            if message.author_id != partner or message.author_guest_id:
+                _refuse(_("you post as yourself, not as someone else."))
+            if message.message_type not in PEOPLE_MESSAGE_TYPES or message.subtype_id.id in server_subtypes:
+                _refuse(_("you post notes and messages, not notifications of the server."))
+            if message.tracking_value_ids:
+                _refuse(_("tracked changes are the server's."))
+            if message.date and abs(message.date - now) > DATE_SLACK:
+                _refuse(_("a message is dated when it is posted."))
 
     @api.model_create_multi
     def create(self, vals_list):
+        if not self.env.su and any(vals.get("tracking_value_ids") for vals in vals_list):
+            # Odoo applies these commands as superuser: a person could move or delete the server's tracked changes.
+            raise AccessError(_("Tracked changes are recorded by the server, not given with a message."))
         messages = super().create(vals_list)
         if not self.env.su:
             messages._check_people_message()
@@ -54,9 +80,7 @@ class MailMessage(models.Model):
             partner = self.env.user.partner_id
             for message in _on_evidence(self):
                 if not (own_text and message.author_id == partner and message.message_type == "comment"):
-                    raise AccessError(
-                        _("Messages on backup records are evidence: only the text of your own comments can change.")
-                    )
+                    _refuse(_("only the text of your own comments can change."))
         result = super().write(vals)
         if not self.env.su:
             self._check_people_message()
@@ -67,7 +91,7 @@ class MailMessage(models.Model):
             partner = self.env.user.partner_id
             for message in _on_evidence(self):
                 if not (message.author_id == partner and message.message_type == "comment"):
-                    raise AccessError(_("Messages on backup records are evidence: nobody deletes the server's."))
+                    _refuse(_("nobody deletes the server's."))
         return super().unlink()
 
 
@@ -95,3 +119,39 @@ class MailTrackingValue(models.Model):
     def unlink(self):
         self._check_not_evidence()
         return super().unlink()
+
+
+class MailThread(models.AbstractModel):
+    _inherit = "mail.thread"
+
+    def _message_update_content(self, message, body, attachment_ids=None, partner_ids=None, strict=True, **kwargs):
+        """On backup records only the author edits a comment (Odoo also lets administrators, as superuser)."""
+        if _is_evidence_model(self._name) and not self.env.su and message.sudo().author_id != self.env.user.partner_id:
+            _refuse(_("only the text of your own comments can change."))
+        return super()._message_update_content(
+            message, body, attachment_ids=attachment_ids, partner_ids=partner_ids, strict=strict, **kwargs
+        )
+
+    def _routing_check_route(self, message, message_dict, route, raise_exception=True):
+        """Incoming e-mail is never posted on a backup record: Odoo posts it as superuser, in the name of
+        whoever the From line claims."""
+        if _is_evidence_model(route[0]):
+            _logger.warning(
+                "Incoming e-mail %s routed to %s is dropped: backup records take no e-mail",
+                message_dict.get("message_id"),
+                route[0],
+            )
+            return ()
+        return super()._routing_check_route(message, message_dict, route, raise_exception=raise_exception)
+
+
+class MailComposer(models.TransientModel):
+    _inherit = "mail.compose.message"
+
+    def _action_send_mail(self, auto_commit=False):
+        """The mass-mail composer writes its e-mails (and their messages) as superuser: not on backup records."""
+        if not self.env.su and any(
+            wizard.composition_mode == "mass_mail" and _is_evidence_model(wizard.model) for wizard in self
+        ):
+            raise AccessError(_("Backup records are not mailed in bulk: post a note on the record instead."))
+        return super()._action_send_mail(auto_commit=auto_commit)

@@ -1,3 +1,4 @@
+import contextlib
 import xmlrpc.client
 
 from odoo.exceptions import AccessError
@@ -45,6 +46,17 @@ class TestChatterIsEvidence(BackupCase, HttpCase):
         self.assertEqual(caught.exception.faultCode, 4, caught.exception.faultString)
         return caught.exception
 
+    def server_tracking(self, old, new):
+        """A change of the job's state as the server tracks it: a message with its tracking value."""
+        return self.env["mail.tracking.value"].create(
+            {
+                "field_id": self.env["ir.model.fields"]._get("spp.backup.job", "state").id,
+                "old_value_char": old,
+                "new_value_char": new,
+                "mail_message_id": self.job.message_post(body="").id,
+            }
+        )
+
     def test_no_group_rewrites_or_deletes_the_servers_messages(self):
         """Each group, even after notifying itself of the message, cannot change or delete it."""
         self.assertEqual(self.server_message.author_id, self.bot)
@@ -91,16 +103,7 @@ class TestChatterIsEvidence(BackupCase, HttpCase):
 
     def test_tracked_changes_are_nobodys_to_change(self):
         """The settings administrator may edit tracking values in Odoo, but not those of backup records."""
-        # A change as the server tracks it: a message with its tracking value.
-        message = self.job.message_post(body="")
-        tracking = self.env["mail.tracking.value"].create(
-            {
-                "field_id": self.env["ir.model.fields"]._get("spp.backup.job", "state").id,
-                "old_value_char": "Done",
-                "new_value_char": "Failed",
-                "mail_message_id": message.id,
-            }
-        )
+        tracking = self.server_tracking("Done", "Failed")
         self.assert_refused(self.admin, "admin", "mail.tracking.value", "write", tracking.ids, {"old_value_char": "x"})
         self.assert_refused(self.admin, "admin", "mail.tracking.value", "unlink", tracking.ids)
 
@@ -122,3 +125,76 @@ class TestChatterIsEvidence(BackupCase, HttpCase):
         )  # as the chatter's "Log note" posts it
         own.with_user(self.manager).unlink()
         self.assertFalse(own.exists())
+
+    # The ways Odoo turns superuser on a person's behalf.
+
+    def test_tracked_changes_are_not_moved_or_deleted_through_a_new_message(self):
+        """Odoo applies a new message's tracking commands as superuser: refused, for any internal user."""
+        tracking = self.server_tracking("Running", "Failed")
+        message = tracking.mail_message_id
+        for who in ("internal", "auditor"):
+            user, password = self.rpc_users()[who]
+            for command in ([1, tracking.id, {"new_value_char": "Done"}], [2, tracking.id], [4, tracking.id]):
+                with self.subTest(user=who, command=command[0]):
+                    self.assert_refused(
+                        user, password, "mail.message", "create", {"body": "x", "tracking_value_ids": [command]}
+                    )
+        tracking.invalidate_recordset()
+        self.assertEqual((tracking.exists().new_value_char, tracking.mail_message_id), ("Failed", message))
+
+    def test_no_mass_mail_on_backup_records(self):
+        """The mass-mail composer writes as superuser: an auditor cannot use it to post as OdooBot on a job."""
+        user, password = self.rpc_users()["auditor"]
+        composer = self.rpc(
+            user,
+            password,
+            "mail.compose.message",
+            "create",
+            {
+                "composition_mode": "mass_mail",
+                "model": "spp.backup.job",
+                "res_ids": str([self.job.id]),
+                "author_id": self.bot.id,
+                "body": "<p>Restore drill passed</p>",
+                "subject": "Drill",
+                "auto_delete": False,
+            },
+        )
+        self.assert_refused(user, password, "mail.compose.message", "action_send_mail", [composer])
+        self.assertFalse(self.job.message_ids.filtered(lambda m: "drill passed" in (m.body or "")))
+
+    def test_a_person_message_is_theirs_dated_now_and_a_comment(self):
+        """A message a person creates on a job has no guest author, is a comment and is dated when posted."""
+        user, password = self.rpc_users()["auditor"]
+        guest = self.env["mail.guest"].create({"name": "Backup server"})
+        mine = {"model": "spp.backup.job", "res_id": self.job.id, "author_id": user.partner_id.id}
+        for forged, values in {
+            "guest author": {"author_guest_id": guest.id},
+            "notification": {"message_type": "notification"},
+            "back-dated": {"date": "2020-01-01 00:00:00"},
+        }.items():
+            with self.subTest(forged=forged):
+                self.assert_refused(user, password, "mail.message", "create", dict(mine, body=forged, **values))
+        self.assertTrue(self.rpc(user, password, "mail.message", "create", dict(mine, body="my own note")))
+
+    def test_incoming_mail_is_not_posted_on_a_backup_record(self):
+        """A reply e-mail to the server's message (Odoo would post it as superuser, as its From) is dropped."""
+        raw = (
+            "From: OdooBot <odoobot@example.com>\r\n"
+            "To: catchall@example.com\r\n"
+            "Subject: Re: backup\r\n"
+            "Message-Id: <forged-reply@example.com>\r\n"
+            "In-Reply-To: %s\r\n"
+            "Content-Type: text/plain\r\n\r\n"
+            "Restore drill passed\r\n"
+        ) % self.server_message.message_id
+        with contextlib.suppress(ValueError):  # no other route: Odoo says so
+            self.env["mail.thread"].message_process(False, raw)
+        self.assertFalse(self.job.message_ids.filtered(lambda m: "drill passed" in (m.body or "")))
+
+    def test_an_administrator_does_not_edit_someone_elses_comment(self):
+        """Odoo lets administrators edit any comment (as superuser); not on backup records."""
+        note = self.job.with_user(self.auditor).message_post(body="Offsite copy checked")
+        with self.assertRaises(AccessError):
+            self.job.with_user(self.admin)._message_update_content(note.sudo(), "")
+        self.assertIn("Offsite copy checked", note.body)

@@ -258,6 +258,29 @@ class TestBackupRestore(RealBackupCase):
         self.assertEqual(restore.check_report.splitlines()[0], report.splitlines()[0])
         self.assertNotIn("Traceback", restore.check_report)
 
+    def test_the_callers_context_fills_no_fact_of_the_wizard(self):
+        """default_* keys an RPC caller puts in the context do not reach the wizard the server creates."""
+        other_job = self.Job.create({"policy_id": self.policy.id, "trigger": "manual"})
+        action = self.destination.with_user(self.restorer).action_browse_backups()
+        line = (
+            self.env["spp.backup.browse"]
+            .browse(action["res_id"])
+            .line_ids.filtered(lambda entry: entry.backup_id == self.job.backup_id)
+        )
+        forged = {
+            "default_copy_id": self.job.copy_ids[0].id,
+            "default_job_id": other_job.id,
+            "default_step": "checked",
+            "default_is_check_ok": True,
+            "default_check_report": "all ok",
+        }
+        action = line.with_user(self.restorer).with_context(**forged).action_restore()
+        wizard = self.env["spp.backup.restore.wizard"].browse(action["res_id"])
+        self.assertEqual(
+            (wizard.copy_id, wizard.job_id, wizard.step, wizard.is_check_ok, wizard.check_report),
+            (self.env["spp.backup.job.copy"], self.env["spp.backup.job"], "options", False, False),
+        )
+
     def test_a_restore_wizard_is_its_openers(self):
         """Another Restore user neither reads, changes, checks nor runs someone else's restore."""
         wizard = self.open_wizard_for_job()

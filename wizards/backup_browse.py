@@ -50,7 +50,7 @@ class SppBackupBrowse(models.TransientModel):
             for entry in reversed(entries)
         ]
         databases = {entry.db_name for entry in entries}
-        browse = self.sudo().create(
+        browse = self._server_create(
             {
                 "destination_id": destination.id,
                 "line_ids": lines,

@@ -184,7 +184,7 @@ class SppBackupRestoreWizard(models.TransientModel):
             target_db=self._suggest_name(source["db_name"]),
         )
         # Created by the server from the records above; the wizard still belongs to the person (create_uid).
-        wizard = self.sudo().create(values).sudo(False)
+        wizard = self._server_create(values)
         return wizard._reopen()
 
     def _reopen(self):
