@@ -210,28 +210,37 @@ def _check_restored(pg_config, scratch, manifest, fs_root, counted, known):
     return checks
 
 
+def _check_attachment(root, store_fname, checksum, missing, mismatched):
+    """One attachment file: present under ``root`` (None: no filestore) with Odoo's SHA-1, else listed."""
+    parts = store_fname.split("/")
+    path = os.path.join(root, *parts) if root else None
+    if ".." in parts or store_fname.startswith("/") or not path or not os.path.isfile(path):
+        missing.append(store_fname)
+        return
+    if checksum:
+        digest = hashlib.sha1()
+        with open(path, "rb") as handle:
+            for block in iter(lambda h=handle: h.read(CHUNK), b""):
+                digest.update(block)
+        if digest.hexdigest() != checksum:
+            mismatched.append(store_fname)
+
+
 def check_attachments(cr, root, known_missing=()):
     """Every file ``ir_attachment`` references is under ``root`` (None: no filestore) with Odoo's SHA-1."""
     if not pg.table_exists(cr, "ir_attachment"):
         return DrillCheck("attachments", True, "no ir_attachment table")
-    cr.execute(
-        "SELECT DISTINCT store_fname, checksum FROM ir_attachment WHERE store_fname IS NOT NULL AND store_fname <> ''"
-    )
     checked, missing, mismatched = 0, [], []
-    for store_fname, checksum in cr.fetchall():
-        checked += 1
-        parts = store_fname.split("/")
-        path = os.path.join(root, *parts) if root else None
-        if ".." in parts or store_fname.startswith("/") or not path or not os.path.isfile(path):
-            missing.append(store_fname)
-            continue
-        if checksum:
-            digest = hashlib.sha1()
-            with open(path, "rb") as handle:
-                for block in iter(lambda h=handle: h.read(CHUNK), b""):
-                    digest.update(block)
-            if digest.hexdigest() != checksum:
-                mismatched.append(store_fname)
+    # A server-side cursor: the rows come in batches, however many attachments the database has.
+    with cr.connection.cursor(name="spp_backup_attachments", withhold=True) as rows:
+        rows.itersize = 2000
+        rows.execute(
+            "SELECT DISTINCT store_fname, checksum FROM ir_attachment "
+            "WHERE store_fname IS NOT NULL AND store_fname <> ''"
+        )
+        for store_fname, checksum in rows:
+            checked += 1
+            _check_attachment(root, store_fname, checksum, missing, mismatched)
     known = set(known_missing or ())
     problems = []
     if missing:

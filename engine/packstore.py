@@ -397,7 +397,10 @@ class BlobIndex:
         self.db = sqlite3.connect(self.path)
         self.db.execute("PRAGMA journal_mode = OFF")
         self.db.execute("PRAGMA synchronous = OFF")
-        self.db.execute("PRAGMA cache_size = -4096")
+        # Bounded page caches (main and the temporary tables of a restore): memory stays the same whatever the
+        # number of files; the pages beyond are read back from the file, which the OS caches.
+        self.db.execute("PRAGMA cache_size = -1024")
+        self.db.execute("PRAGMA temp.cache_size = -1024")
         # A blob may be placed more than once: stored again after its pack was lost, or (a hostile destination)
         # placed elsewhere by a planted index object. Deduplication trusts a blob placed once only; a set reads
         # its blobs from the packs its store.json names, and checks every file's content.
@@ -817,7 +820,10 @@ def extract_store(list_reader, store, identities, target, packs, cancel=None, on
             "SELECT w.rel, b.id, b.pack, b.offset, b.length, b.sha256, b.size, w.h %s ORDER BY b.pack, b.offset, "
             "w.rel" % placed
         )
-        copies = []  # a blob named twice (same content under two names) is written once, then copied
+        # A blob named twice (the same content under two names) is written once, then copied; only those
+        # blobs' first paths are remembered.
+        twice = {row[0] for row in db.execute("SELECT id FROM wanted GROUP BY id HAVING count(*) > 1")}
+        copies = []
         current, batch, seen = None, [], {}
 
         def flush(pack, entries):
@@ -827,7 +833,8 @@ def extract_store(list_reader, store, identities, target, packs, cancel=None, on
                 if cancel is not None and cancel.is_set():
                     raise BackupError("The filestore restore was stopped.")
                 path, handle = filestore.open_new_file(target, entry["rel"], "file list entry")
-                written[entry["id"]] = path
+                if entry["id"] in twice:
+                    written[entry["id"]] = path
                 stats.files += 1
                 stats.bytes += entry["size"]
                 if on_file is not None:

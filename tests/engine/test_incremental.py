@@ -162,6 +162,28 @@ def test_a_hostile_file_list_cannot_write_outside_the_target(sample, incremental
     store.close()
 
 
+def test_one_blob_under_two_names_is_restored_under_both(sample, incremental, keys, tmp_path):
+    """The same bytes listed under two names (with their SHA-256, as for files not named by content): both
+    files are restored, the second copied from the first, each checked."""
+    identities = crypto.load_identities(keys["identity_file"])
+    result = run_backup(incremental())
+    store = packstore.store_of(ref_of(result, sample), result.manifest)
+    bid, size = store.index().db.execute("SELECT id, size FROM blob LIMIT 1").fetchone()
+    entry = store.index().in_packs(bid, set(store.index().pack_names()))
+    content = store.read_files([entry], identities)[bid]
+    plain = hashlib.sha256(content).hexdigest()
+    listing = packstore.file_list_line("aa/first", size, bid, plain) + packstore.file_list_line(
+        "bb/second", size, bid, plain
+    )
+    target = str(tmp_path / "two")
+    stats = packstore.extract_store(io.BytesIO(listing), store, identities, target, store.index().pack_names())
+    assert stats.files == 2
+    for rel in ("aa/first", "bb/second"):
+        with open(os.path.join(target, rel), "rb") as handle:
+            assert handle.read() == content
+    store.close()
+
+
 def test_a_store_on_s3_is_read_back_by_another_process_with_only_the_identity_and_the_key(
     sample, incremental, keys, s3_bucket, dbs, pgconf, tmp_path
 ):
