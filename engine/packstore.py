@@ -53,9 +53,10 @@ PACK_TARGET = 32 << 20
 SMALL_BLOB = 4 << 20  # blobs up to this size are compressed and encrypted in memory
 CHUNK = 1 << 20
 STORE_SET_NAME = "store.json"
-# An index object lists at most this many blobs (a few MiB of JSON), and one larger than INDEX_MAX_BYTES is
-# refused unread: memory stays bounded whatever a destination holds.
-INDEX_BLOBS = 20000
+# An index object lists at most this many blobs (about 0.5 MiB of JSON): a reader parses one object at a time,
+# about 1 KB of memory per blob, so a restore's memory does not grow with the number of files. One larger than
+# INDEX_MAX_BYTES is refused unread (stores written before hold objects of up to 20,000 blobs, which it allows).
+INDEX_BLOBS = 2000
 INDEX_MAX_BYTES = 16 << 20
 STORE_DIR = re.compile(r"^\.store-[0-9a-f]{16}$")
 
