@@ -53,11 +53,12 @@ PACK_TARGET = 32 << 20
 SMALL_BLOB = 4 << 20  # blobs up to this size are compressed and encrypted in memory
 CHUNK = 1 << 20
 STORE_SET_NAME = "store.json"
-# An index object lists at most this many blobs (about 0.5 MiB of JSON): a reader parses one object at a time,
-# about 1 KB of memory per blob, so a restore's memory does not grow with the number of files. One larger than
-# INDEX_MAX_BYTES is refused unread (stores written before hold objects of up to 20,000 blobs, which it allows).
+# An index object lists at most this many blobs (about 0.4 MiB of JSON): a reader parses one object at a time,
+# about 0.5 KB of memory per blob, so a restore's memory does not grow with the number of files. No more than
+# INDEX_MAX_BYTES of an object is read (a larger one is refused): the most a destination's object can cost is
+# about 11 MB, and the objects of stores written before (up to 20,000 blobs, about 3.6 MiB) still fit.
 INDEX_BLOBS = 2000
-INDEX_MAX_BYTES = 16 << 20
+INDEX_MAX_BYTES = 4 << 20
 STORE_DIR = re.compile(r"^\.store-[0-9a-f]{16}$")
 
 
@@ -161,11 +162,20 @@ class PackStore:
 
     def read_index(self, name):
         key = self.key("index", name + ".json")
-        size = self.storage.size(key)
-        if size is not None and size > INDEX_MAX_BYTES:
-            raise VerifyError("The store's index %s is %d bytes, more than an index object may be." % (name, size))
+        chunks, length = [], 0
+        with self.storage.open_reader(key) as reader:
+            while length <= INDEX_MAX_BYTES:
+                data = reader.read(min(CHUNK, INDEX_MAX_BYTES + 1 - length))
+                if not data:
+                    break
+                chunks.append(data)
+                length += len(data)
+        if length > INDEX_MAX_BYTES:
+            raise VerifyError(
+                "The store's index %s is over %d bytes, more than an index object may be." % (name, INDEX_MAX_BYTES)
+            )
         try:
-            return json.loads(self.storage.read_bytes(key))
+            return json.loads(b"".join(chunks))
         except ValueError as exc:
             raise VerifyError("The store's index %s is damaged: it is not JSON." % name) from exc
 

@@ -409,7 +409,7 @@ def test_what_a_hostile_destination_tries_on_the_store_fails_safe(sample, increm
         writer.write(json.dumps(dict(data, blobs=data["blobs"][1:])).encode())
     report = verify(ref_of(second, sample), identities=identities, deep=True)
     assert any("bytes are in no index" in p for p in report.problems), report.problems
-    # an index object too large to be one of ours is refused without being read
+    # an index object too large to be one of ours is refused, read no further than the limit
     with storage.open_writer(prefix + "/index/huge.json") as writer:
         writer.write(b" " * (packstore.INDEX_MAX_BYTES + 1))
     with pytest.raises(BackupError, match="more than an index object may be"):

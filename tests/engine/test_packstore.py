@@ -232,3 +232,47 @@ def test_an_index_from_storage_is_checked_and_sizes_cannot_blow_up_memory(setup)
         with pytest.raises(VerifyError, match=words):
             restore_all(lying, listing)
         lying.close()
+
+
+def test_an_index_object_from_a_destination_is_read_no_further_than_the_limit(setup):
+    """An index object far larger than any a backup writes (a hostile destination) is refused after at most
+    INDEX_MAX_BYTES + 1 bytes are read, so it cannot fill memory; one of the largest size stores wrote before
+    (20,000 blobs) still reads."""
+    root, storage, key = setup
+    store = packstore.PackStore(storage, "db", packstore.store_id(key, "u", []))
+    store.ensure_config([])
+    huge = store.key("index", "huge.json")
+    with storage.open_writer(huge) as writer:
+        for _ in range(24):
+            writer.write(b" " * (1 << 20))
+    read = []
+    opened = storage.open_reader
+
+    def counting(key_):
+        reader = opened(key_)
+        original = reader.read
+
+        def read_counted(size=-1):
+            data = original(size)
+            read.append(len(data))
+            return data
+
+        reader.read = read_counted
+        return reader
+
+    storage.open_reader = counting
+    with pytest.raises(VerifyError, match="more than an index object may be"):
+        store.read_index("huge")
+    assert 0 < sum(read) <= packstore.INDEX_MAX_BYTES + 1
+    storage.open_reader = opened
+    storage.delete(huge)
+    pack = "0" * 32
+    old = {
+        "format": packstore.STORE_FORMAT,
+        "packs": {pack: {"size": 20000 * 1000, "sha256": "0" * 64}},
+        "blobs": [["%064x" % i, pack, i * 1000, 1000, "%064x" % i, 990] for i in range(20000)],
+    }
+    with storage.open_writer(store.key("index", "old.json")) as writer:
+        writer.write(json.dumps(old, separators=(",", ":")).encode())
+    assert len(store.read_index("old")["blobs"]) == 20000
+    store.close()
