@@ -16,6 +16,7 @@ if __name__.startswith("odoo.addons."):
         test_backup_policy,
         test_backup_restore,
         test_backup_retention,
+        test_backup_rpc,
         test_backup_schedule,
         test_backup_security,
         test_backup_tour,
