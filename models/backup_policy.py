@@ -483,9 +483,8 @@ class SppBackupPolicy(models.Model):
 
     @api.constrains("encrypt", "allow_unencrypted_offsite", "destination_ids")
     def _check_offsite_encryption(self):
-        server_allows = scope.unencrypted_offsite_allowed(self.env["spp.backup.engine"]._settings())
         for policy in self:
-            if policy.encrypt or (policy.allow_unencrypted_offsite and server_allows):
+            if policy.encrypt or policy._unencrypted_offsite_allowed():
                 continue
             offsite = policy.destination_ids.filtered(lambda d: d.kind == "s3")
             if not offsite:
@@ -511,6 +510,13 @@ class SppBackupPolicy(models.Model):
                     dest=names,
                 )
             )
+
+    def _unencrypted_offsite_allowed(self):
+        """Readable copies may go to S3: the policy's own tick, and odoo.conf's allow_unencrypted_offsite."""
+        self.ensure_one()
+        return self.allow_unencrypted_offsite and scope.unencrypted_offsite_allowed(
+            self.env["spp.backup.engine"]._settings()
+        )
 
     @api.onchange("destination_ids")
     def _onchange_destination_ids_encrypt(self):
@@ -850,12 +856,10 @@ class SppBackupPolicy(models.Model):
             raise UserError(
                 _("Policy '%s' encrypts its backups but has no age recipient (public key): add one.", self.name)
             )
-        if not self.encrypt and self.has_s3_destination:
-            allowed = self.allow_unencrypted_offsite and scope.unencrypted_offsite_allowed(Engine._settings())
-            if not allowed:
-                raise UserError(
-                    _("Policy '%s' would copy unencrypted backups to S3: tick Encrypt on the policy.", self.name)
-                )
+        if not self.encrypt and self.has_s3_destination and not self._unencrypted_offsite_allowed():
+            raise UserError(
+                _("Policy '%s' would copy unencrypted backups to S3: tick Encrypt on the policy.", self.name)
+            )
         return BackupPlan(
             db_name=self.database,
             destinations=[destination._to_engine_destination() for destination in self.destination_ids],

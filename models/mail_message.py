@@ -24,6 +24,11 @@ def _on_evidence(messages):
     return messages.sudo().filtered(lambda message: _is_evidence_model(message.model))
 
 
+def _is_own_comment(message, env):
+    """A comment by the current user: the only message on a backup record a person may change or delete."""
+    return message.sudo().author_id == env.user.partner_id and message.message_type == "comment"
+
+
 def _refuse(reason):
     raise AccessError(_("Messages on backup records are evidence: %s", reason))
 
@@ -77,9 +82,8 @@ class MailMessage(models.Model):
     def write(self, vals):
         if not self.env.su:
             own_text = set(vals) <= {"body", "attachment_ids", "partner_ids"}
-            partner = self.env.user.partner_id
             for message in _on_evidence(self):
-                if not (own_text and message.author_id == partner and message.message_type == "comment"):
+                if not (own_text and _is_own_comment(message, self.env)):
                     _refuse(_("only the text of your own comments can change."))
         result = super().write(vals)
         if not self.env.su:
@@ -88,9 +92,8 @@ class MailMessage(models.Model):
 
     def unlink(self):
         if not self.env.su:
-            partner = self.env.user.partner_id
             for message in _on_evidence(self):
-                if not (message.author_id == partner and message.message_type == "comment"):
+                if not _is_own_comment(message, self.env):
                     _refuse(_("nobody deletes the server's."))
         return super().unlink()
 
@@ -126,7 +129,7 @@ class MailThread(models.AbstractModel):
 
     def _message_update_content(self, message, body, attachment_ids=None, partner_ids=None, strict=True, **kwargs):
         """On backup records only the author edits a comment (Odoo also lets administrators, as superuser)."""
-        if _is_evidence_model(self._name) and not self.env.su and message.sudo().author_id != self.env.user.partner_id:
+        if _is_evidence_model(self._name) and not self.env.su and not _is_own_comment(message, self.env):
             _refuse(_("only the text of your own comments can change."))
         return super()._message_update_content(
             message, body, attachment_ids=attachment_ids, partner_ids=partner_ids, strict=strict, **kwargs
