@@ -1,4 +1,4 @@
-"""Encryption (age, X25519 recipients, via pyrage) and manifest signing (Ed25519).
+"""Encryption (age, X25519 recipients, via pyrage; decryption in ``age``) and manifest signing (Ed25519).
 
 The server that makes backups holds only public keys: the age recipients and
 the Ed25519 signing key's public half travel with the policy, while the age
@@ -7,14 +7,16 @@ A backup decrypts with the standalone ``age`` tool::
 
     age -d -i identity.txt database.dump.zst.age | zstd -d > database.dump
 
-Streams stay bounded: pyrage encrypts or decrypts from a pipe in a helper
-thread while the caller writes to (or reads from) the other end.
+Streams stay bounded: pyrage encrypts from a pipe in a helper thread while
+the caller writes to the other end; decryption (``age``, on OpenSSL's
+ChaCha20-Poly1305) runs in the reader's own thread, chunk by chunk.
 """
 
 import base64
 import binascii
 import contextlib
 import hashlib
+import io
 import os
 import threading
 
@@ -79,7 +81,8 @@ def recipient_fingerprint(recipient):
 
 def load_identities(path):
     """age identities from an identity file (lines ``AGE-SECRET-KEY-1...``, ``#`` comments)."""
-    pyrage = _pyrage()
+    from . import age
+
     if not path:
         raise PreflightError(
             "This backup is encrypted: give the age identity file (--identity, or identity_file in the "
@@ -93,9 +96,9 @@ def load_identities(path):
     identities = []
     for line in key_lines("\n".join(lines)):
         try:
-            identities.append(pyrage.x25519.Identity.from_str(line))
-        except Exception as exc:
-            raise PreflightError("The identity file %s holds a line that is not an age secret key." % path) from exc
+            identities.append(age.Identity.from_text(line))
+        except PreflightError:
+            raise PreflightError("The identity file %s holds a line that is not an age secret key." % path) from None
     if not identities:
         raise PreflightError("The identity file %s holds no age secret key (AGE-SECRET-KEY-1...)." % path)
     return identities
@@ -193,58 +196,41 @@ class AgeWriter:
 
 
 class AgeReader:
-    """Pull-style decryption of a ciphertext reader; raises at the end if the ciphertext was bad."""
+    """Pull-style decryption of a ciphertext reader (``age.AgeDecryptor``), with this module's error sentences."""
 
     def __init__(self, source, identities, what="artifact"):
-        pyrage = _pyrage()
+        from . import age
+
         self.what = what
-        self._pipe = _PipeThread()
-        writer = self._pipe.pipe_writer
-
-        class _Source:
-            def read(self, size=-1):
-                return source.read(PIPE_CHUNK if size is None or size < 0 else size)
-
-            def readable(self):
-                return True
-
-        def work():
-            try:
-                pyrage.decrypt_io(_Source(), writer, identities)
-            finally:
-                with contextlib.suppress(OSError):
-                    writer.close()
-
-        self._pipe.start(work)
-        self._done = False
+        self._reader = age.AgeDecryptor(source, identities)
 
     def read(self, size=-1):
-        data = self._pipe.pipe_reader.read(size if size is not None and size >= 0 else -1)
-        if not data and not self._done:
-            self._done = True
-            self._pipe.thread.join()
-            if self._pipe.error is not None:
-                raise VerifyError(describe_decrypt_error(self._pipe.error, self.what)) from self._pipe.error
-        return data
+        try:
+            return self._reader.read(size)
+        except VerifyError as exc:
+            raise VerifyError(describe_decrypt_error(exc, self.what)) from exc
 
     def readable(self):
         return True
 
     def close(self):
-        with contextlib.suppress(OSError):
-            self._pipe.pipe_reader.close()
-        if self._pipe.thread is not None:
-            self._pipe.thread.join(timeout=30)
+        pass
+
+
+def decrypt_bytes(data, identities, what="artifact"):
+    """The plaintext of a small age file held in memory."""
+    reader = AgeReader(io.BytesIO(data), identities, what)
+    return reader.read()
 
 
 def describe_decrypt_error(error, what):
-    text = str(error)
-    lowered = text.lower()
-    if "no matching keys" in lowered or "no identity matched" in lowered:
+    from . import age
+
+    if isinstance(error, age.AgeKeyError):
         return "%s cannot be decrypted with the given identity: it was encrypted to other keys." % what
-    if "header" in lowered:
-        return "%s is not a valid age file (damaged or not encrypted): %s" % (what, text)
-    return "%s failed to decrypt (truncated or changed ciphertext): %s" % (what, text)
+    if isinstance(error, age.AgeFormatError):
+        return "%s is not a valid age file (damaged or not encrypted): %s" % (what, error)
+    return "%s failed to decrypt (truncated or changed ciphertext): %s" % (what, error)
 
 
 # ----------------------------------------------------------------- signing

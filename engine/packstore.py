@@ -202,10 +202,7 @@ class PackStore:
         if self.encrypted:
             if not identities:
                 raise BackupError("The filestore store is encrypted: give the age identity file.")
-            try:
-                data = crypto._pyrage().decrypt(stored, identities)
-            except Exception as exc:
-                raise VerifyError(crypto.describe_decrypt_error(exc, "a blob in pack %s" % what)) from exc
+            data = crypto.decrypt_bytes(stored, identities, "a blob in pack %s" % what)
         try:
             data = zstandard.ZstdDecompressor().decompress(data, max_output_size=max(1, entry["size"]))
         except zstandard.ZstdError as exc:
@@ -255,6 +252,9 @@ class PackStore:
                 if written > entry["size"]:
                     raise VerifyError("a blob in pack %s holds more than the index says: refused." % pack)
                 target.write(data)
+            # Read the age file to its end, so its last chunk is authenticated too; nothing may follow the frame.
+            if decryptor is not None and decryptor.read(CHUNK):
+                raise VerifyError("a blob in pack %s holds more than its zstd frame: refused." % pack)
             while hashing.read(CHUNK):
                 pass
         except zstandard.ZstdError as exc:
