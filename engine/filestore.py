@@ -232,11 +232,86 @@ def check_member(member):
     parts = safe_parts(name)
     if member.issym() or member.islnk():
         raise UnsafeArchive("Refused archive member %r: links are not allowed (%s)." % (name, member.linkname))
-    if not (member.isreg() or member.isdir()):
-        raise UnsafeArchive("Refused archive member %r: devices, pipes and other special files are not allowed." % name)
+    if not (member.isreg() or member.isdir()) or member.issparse():
+        raise UnsafeArchive(
+            "Refused archive member %r: devices, pipes, sparse files and other special files are not allowed." % name
+        )
     if not parts:
         raise UnsafeArchive("Refused archive member %r: empty name." % name)
     return parts
+
+
+class _Forward:
+    """A stream seen as a file that seeks only forward, for tarfile's header parsing.
+
+    tarfile's stream mode reads through a 10 KiB buffer that it copies at each
+    read; here headers are parsed by tarfile itself and a member's bytes are
+    read straight from the stream, in large blocks. Every read is whole (or
+    ends the stream), so a short read from a decompressor is never taken for
+    the end of the archive.
+    """
+
+    def __init__(self, source):
+        self.source = source
+        self.position = 0
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            raise UnsafeArchive("Refused the archive: an unbounded read was asked of it.")
+        parts = []
+        while size > 0:
+            data = self.source.read(size)
+            if not data:
+                break
+            parts.append(data)
+            size -= len(data)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.position += len(data)
+        return data
+
+    def tell(self):
+        return self.position
+
+    def seek(self, offset, whence=os.SEEK_SET):
+        if whence == os.SEEK_CUR:
+            offset += self.position
+        elif whence != os.SEEK_SET:
+            raise UnsafeArchive("Refused the archive: it is read as a stream, from its start to its end.")
+        if offset < self.position:
+            raise UnsafeArchive("Refused the archive: a member points back into bytes already read.")
+        while self.position < offset and self.read(min(CHUNK, offset - self.position)):
+            pass
+        return self.position
+
+
+def iter_tar(source):
+    """The members of a tar stream, each checked (``check_member``) before it is yielded.
+
+    Yields ``(member, parts, blocks)``: ``blocks`` is None for a folder, else a
+    function that yields the member's bytes in blocks of at most CHUNK; the
+    archive ends early ("unexpected end of data") if they are not all there.
+    Nothing is kept from one member to the next, whatever their number.
+    """
+    stream = _Forward(source)
+
+    def blocks_of(member):
+        def blocks():
+            stream.seek(member.offset_data)
+            left = member.size
+            while left:
+                data = stream.read(min(CHUNK, left))
+                if not data:
+                    raise tarfile.ReadError("unexpected end of data")
+                left -= len(data)
+                yield data
+
+        return blocks
+
+    with tarfile.TarFile(fileobj=stream, mode="r") as tar:
+        for member in tar:
+            tar.members.clear()
+            parts = check_member(member)
+            yield member, parts, (None if member.isdir() else blocks_of(member))
 
 
 def extract_tar(source, target, on_file=None, cancel=None):
@@ -250,25 +325,22 @@ def extract_tar(source, target, on_file=None, cancel=None):
     stats = FilestoreStats()
     os.makedirs(target)
     try:
-        with tarfile.open(fileobj=source, mode="r|") as tar:
-            for member in tar:
-                if cancel is not None and cancel.is_set():
-                    raise RestoreError("The filestore restore was stopped.")
-                parts = check_member(member)
-                if member.isdir():
-                    os.makedirs(os.path.join(target, *parts), exist_ok=True)
-                    continue
-                stream = tar.extractfile(member)
-                path, out = open_new_file(target, member.name, mode=(member.mode & 0o666) | 0o600)
-                with out:
-                    shutil.copyfileobj(stream, out, CHUNK)
-                with contextlib.suppress(OSError):
-                    os.utime(path, (time.time(), member.mtime))
-                stats.files += 1
-                stats.bytes += member.size
-                tar.members.clear()
-                if on_file is not None:
-                    on_file(stats)
+        for member, parts, blocks in iter_tar(source):
+            if cancel is not None and cancel.is_set():
+                raise RestoreError("The filestore restore was stopped.")
+            if blocks is None:
+                os.makedirs(os.path.join(target, *parts), exist_ok=True)
+                continue
+            path, out = open_new_file(target, member.name, mode=(member.mode & 0o666) | 0o600)
+            with out:
+                for data in blocks():
+                    out.write(data)
+            with contextlib.suppress(OSError):
+                os.utime(path, (time.time(), member.mtime))
+            stats.files += 1
+            stats.bytes += member.size
+            if on_file is not None:
+                on_file(stats)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise

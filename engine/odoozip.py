@@ -337,21 +337,12 @@ def _dump_to_sql(ref, art, identities, pg_config, out):
 
 
 def _tar_to_zip(reader, archive):
-    import tarfile
-
-    with tarfile.open(fileobj=reader, mode="r|") as tar:
-        for member in tar:
-            parts = filestore.check_member(member)
-            if member.isdir():
-                continue
-            info = zipfile.ZipInfo("filestore/" + "/".join(parts), time.gmtime(member.mtime)[:6])
-            info.compress_type = zipfile.ZIP_DEFLATED  # as Odoo's own database manager writes them
-            info.external_attr = (stat.S_IFREG | 0o644) << 16
-            source = tar.extractfile(member)
-            with archive.open(info, "w", force_zip64=member.size > (1 << 31)) as out:
-                while True:
-                    block = source.read(CHUNK)
-                    if not block:
-                        break
-                    out.write(block)
-            tar.members.clear()
+    for member, parts, blocks in filestore.iter_tar(reader):
+        if blocks is None:
+            continue
+        info = zipfile.ZipInfo("filestore/" + "/".join(parts), time.gmtime(member.mtime)[:6])
+        info.compress_type = zipfile.ZIP_DEFLATED  # as Odoo's own database manager writes them
+        info.external_attr = (stat.S_IFREG | 0o644) << 16
+        with archive.open(info, "w", force_zip64=member.size > (1 << 31)) as out:
+            for block in blocks():
+                out.write(block)

@@ -284,11 +284,15 @@ def hostile_tar(kind):
             info.type = tarfile.CHRTYPE
             info.devmajor, info.devminor = 1, 3
             tar.addfile(info)
+        elif kind == "sparse":
+            info = tarfile.TarInfo("cd/sparse")
+            info.type = tarfile.GNUTYPE_SPARSE
+            tar.addfile(info)
     buf.seek(0)
     return buf
 
 
-@pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink", "hardlink", "device"])
+@pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink", "hardlink", "device", "sparse"])
 def test_hostile_archive_member_is_refused(tmp_path, kind):
     """Absolute paths, '..', links and devices are refused; the partial target is removed."""
     target = tmp_path / "fs" / "db"
@@ -297,6 +301,33 @@ def test_hostile_archive_member_is_refused(tmp_path, kind):
     assert not target.exists()
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "fs" / "escaped").exists()
     assert not os.path.exists("/tmp/spp_backup_evil")
+
+
+class _Trickle(io.BytesIO):
+    def read(self, size=-1):
+        return super().read(min(size, 777) if size and size > 0 else 777)
+
+
+def test_archive_from_short_reads_and_cut_archives(tmp_path):
+    """Members come out whole from a source that returns a few hundred bytes per read; an archive cut inside a
+    member, or a member's padding, is an error and the partial target is removed."""
+    buf = io.BytesIO()
+    files = {"ab/%02d" % i: os.urandom(1000 * i + 1) for i in range(12)}
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    data = buf.getvalue()
+    stats = filestore.extract_tar(_Trickle(data), str(tmp_path / "whole"))
+    assert stats.files == 12
+    assert {name: (tmp_path / "whole" / name).read_bytes() for name in files} == files
+    end_of_last = data.index(files["ab/11"]) + len(files["ab/11"])
+    for cut in (end_of_last - 1, end_of_last + 1, 700):
+        target = tmp_path / ("cut%d" % cut)
+        with pytest.raises(tarfile.ReadError):
+            filestore.extract_tar(io.BytesIO(data[:cut]), str(target))
+        assert not target.exists()
 
 
 def test_restore_refuses_a_backup_with_a_hostile_filestore(sample, plan_for, dbs, pgconf):
