@@ -409,8 +409,11 @@ class Dataset:
 
 
 def warm_up(ds, rundir, env):
-    """One unmeasured pg_dump and one read of every filestore file."""
-    log("warming the cache (unmeasured pg_dump, filestore read)")
+    """One unmeasured pg_dump and one read of every filestore file; the engine's bytecode compiled."""
+    log("warming the cache (unmeasured pg_dump, filestore read, engine bytecode)")
+    # As an installed package's is: each engine process then starts in 0.03 s of imports instead of 0.25 s
+    # of compiling its modules again, which it would do every time under PYTHONDONTWRITEBYTECODE.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(REPO, "engine")], check=True)
     path = os.path.join(rundir, "warmup.dump")
     timed(["pg_dump", "-Fc", "-f", path, ds.db], env=env)
     os.unlink(path)
