@@ -256,8 +256,10 @@ class _Forward:
         self.position = 0
 
     def read(self, size=-1):
-        if size is None or size < 0:
-            raise UnsafeArchive("Refused the archive: an unbounded read was asked of it.")
+        if size is None or size < 0 or size > CHUNK:
+            # Member bytes are read in blocks of CHUNK at most: only tarfile's parsing of a pax or GNU
+            # long-name header asks more, all at once, and a hostile one could ask for the whole archive.
+            raise UnsafeArchive("Refused the archive: a member header of more than %d bytes." % CHUNK)
         parts = []
         while size > 0:
             data = self.source.read(size)

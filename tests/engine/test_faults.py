@@ -444,3 +444,24 @@ def test_keys_command_writes_private_keys_once(tmp_path):
     assert again.returncode == 2 and "exists already" in again.stderr
     proc = cli("keys", "signing", "--out", str(tmp_path / "sign.pem"))
     assert proc.returncode == 0 and "BEGIN PRIVATE KEY" in (tmp_path / "sign.pem").read_text()
+
+
+def test_a_huge_pax_header_is_refused_before_it_is_read(tmp_path):
+    """A pax header that claims 64 MiB is refused after its 512-byte header, not read into memory."""
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type = tarfile.XHDTYPE
+    header.size = 64 << 20
+
+    class Counting(io.BytesIO):
+        read_bytes = 0
+
+        def read(self, size=-1):
+            data = super().read(size)
+            Counting.read_bytes += len(data)
+            return data
+
+    source = Counting(header.tobuf(format=tarfile.USTAR_FORMAT) + b"9 a=b\n" * 1000)
+    with pytest.raises(UnsafeArchive, match="member header of more than"):
+        filestore.extract_tar(source, str(tmp_path / "pax"))
+    assert Counting.read_bytes <= 512
+    assert not (tmp_path / "pax").exists()
