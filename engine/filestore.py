@@ -8,12 +8,15 @@ anything but regular files and folders.
 
 import contextlib
 import errno
+import fcntl
 import hashlib
+import mmap
 import os
 import posixpath
 import re
 import shutil
 import tarfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -193,7 +196,8 @@ def _count(stats, rel, size, on_archived, on_file):
 
 
 def open_new_file(target, name, what="archive member", mode=0o600):
-    """A new file ``name`` (relative, checked) under the folder ``target``, opened for writing.
+    """A new file ``name`` (relative, checked) under the folder ``target``, opened for writing: (its path, a
+    :class:`NewFile`).
 
     Refuses absolute names, '..', a folder that resolves outside ``target`` (a link planted in it) and a name
     that exists already: a hostile archive or file list cannot write anywhere else or twice.
@@ -213,7 +217,111 @@ def open_new_file(target, name, what="archive member", mode=0o600):
         if exc.errno == errno.EEXIST:
             raise UnsafeArchive("Refused %s %r: it appears twice." % (what, name)) from exc
         raise
-    return path, os.fdopen(fd, "wb")
+    return path, NewFile(fd)
+
+
+# Direct I/O wants the memory, the offset and the length of each write aligned to the device's logical block
+# (512 or 4096 bytes); a page-aligned buffer of CHUNK bytes and 4096-byte lengths suit both.
+DIRECT_ALIGN = 4096
+_buffers = threading.local()
+
+
+class NewFile:
+    """A restored file being written, past the page cache (``O_DIRECT``) where the filesystem takes it.
+
+    Writing gigabytes of attachments through the page cache costs the kernel CPU for every new page (on a
+    virtual machine whose free memory goes back to its host, about 3 CPU seconds per GB, measured) on the
+    cores the database restore running beside it needs, and pushes the database server's cache out. Bytes
+    are gathered in a page-aligned buffer of CHUNK bytes (one per thread, reused) and written in whole
+    blocks; the last part block of a file, and every write on a filesystem that refuses direct I/O, go
+    through the page cache. Durability is the caller's (the restore syncs before it swaps anything in).
+    """
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.filled = 0
+        self.direct = _set_direct(fd, True)
+        self.view = None
+        if self.direct:
+            buffer = getattr(_buffers, "buffer", None)
+            if buffer is None:
+                buffer = _buffers.buffer = mmap.mmap(-1, CHUNK)
+            self.view = memoryview(buffer)
+
+    def write(self, data):
+        if not self.direct:
+            _write_all(self.fd, data)
+            return len(data)
+        data = memoryview(data).cast("B")
+        done = 0
+        while done < len(data):
+            take = min(len(data) - done, CHUNK - self.filled)
+            self.view[self.filled : self.filled + take] = data[done : done + take]
+            self.filled += take
+            done += take
+            if self.filled == CHUNK:
+                self._drain(CHUNK)
+        return done
+
+    def _drain(self, length):
+        """Write the buffer's first ``length`` bytes (whole blocks) and keep the rest at its start."""
+        done = 0
+        while done < length:
+            try:
+                done += os.write(self.fd, self.view[done:length])
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not self.direct:
+                    raise
+                self.direct = _set_direct(self.fd, False)  # direct I/O refused after all: through the cache
+        rest = self.filled - length
+        if rest:
+            self.view[:rest] = self.view[length : self.filled]
+        self.filled = rest
+        if not self.direct and rest:
+            self._drain(rest)
+
+    def close(self):
+        if self.fd < 0:
+            return
+        try:
+            if self.filled:
+                whole = self.filled - self.filled % DIRECT_ALIGN
+                if whole:
+                    self._drain(whole)
+                if self.filled:
+                    self.direct = _set_direct(self.fd, False)
+                    self._drain(self.filled)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+            self.view = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
+
+def _set_direct(fd, on):
+    """Turn ``O_DIRECT`` on or off for ``fd``; whether it is on (False where the filesystem refuses it)."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return False
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, (flags | flag) if on else (flags & ~flag))
+    except OSError:
+        return False
+    return on
+
+
+def _write_all(fd, data):
+    data = memoryview(data).cast("B")
+    done = 0
+    while done < len(data):
+        done += os.write(fd, data[done:])
 
 
 def safe_parts(name, what="archive member"):

@@ -197,10 +197,8 @@ def _extract_zip_filestore(archive, fs_members, target):
         parts = check_zip_member(info)[1:]
         if not parts:
             continue
-        path = os.path.join(target.staging, *parts)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        with archive.open(info) as source, os.fdopen(fd, "wb") as out:
+        _path, out = filestore.open_new_file(target.staging, "/".join(parts), "zip member", mode=0o644)
+        with archive.open(info) as source, out:
             while True:
                 block = source.read(CHUNK)
                 if not block:
