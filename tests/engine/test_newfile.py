@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from engine import filestore
+from engine.cli import tune_malloc
 from engine.errors import UnsafeArchive
 
 CHUNK = filestore.CHUNK
@@ -117,3 +118,6 @@ def test_the_checks_on_names_still_hold(tmp_path):
     finally:
         shutil.rmtree(outside)
 
+
+def test_malloc_is_tuned_on_glibc():
+    assert tune_malloc() is True
