@@ -483,13 +483,19 @@ def _restore_database(ref, art, options, manifest, target):
         if options.jobs > 1:
             # Parallel pg_restore needs a seekable file: decompress to a temporary file first.
             with tempfile.NamedTemporaryFile(prefix="spp_backup_", suffix=".dump", dir=options.tmp_dir) as tmp:
-                shutil.copyfileobj(reader, tmp, CHUNK)
-                tmp.flush()
-                reader.finish()
+                _spool(reader, tmp)
                 pg.run_restore(options.pg, scratch, path=tmp.name, jobs=options.jobs)
         else:
             pg.run_restore(options.pg, scratch, source=reader)
             reader.finish()
+
+
+def _spool(reader, tmp):
+    """The artifact's bytes, checked to their end, into the empty temporary file ``tmp`` (written past the
+    page cache where the filesystem allows: see filestore.NewFile)."""
+    with filestore.NewFile(os.dup(tmp.fileno())) as out:
+        shutil.copyfileobj(reader, out, CHUNK)
+    reader.finish()
 
 
 def _load_untrusted_database(ref, art, options, manifest, target, role, log=_noop):
@@ -501,9 +507,7 @@ def _load_untrusted_database(ref, art, options, manifest, target, role, log=_noo
     database = manifest.get("database") or {}
     with tempfile.NamedTemporaryFile(prefix="spp_backup_", suffix=".dump", dir=options.tmp_dir) as tmp:
         with ArtifactReader(ref.storage, ref.key(art["file"]), art, options.identities) as reader:
-            shutil.copyfileobj(reader, tmp, CHUNK)
-            tmp.flush()
-            reader.finish()
+            _spool(reader, tmp)
         try:
             with sqlimport.ScriptOfDump(options.pg, tmp.name) as lines:
                 first = sqlguard.scan(lines)
