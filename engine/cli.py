@@ -492,15 +492,16 @@ def tune_malloc():
     restored (measured), on the cores the database server needs. Heap chunks up to 4 MiB and 8 MiB of free
     heap kept for reuse: the peak RSS did not change.
     """
-    import ctypes
     import platform
 
     if platform.libc_ver()[0] != "glibc":
         return False
     try:
+        import ctypes
+
         libc = ctypes.CDLL(None)
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 4 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 8 << 20))
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return False
 
 

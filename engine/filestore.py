@@ -226,82 +226,114 @@ DIRECT_ALIGN = 4096
 _buffers = threading.local()
 
 
+def _take_buffer():
+    """A page-aligned buffer of CHUNK bytes: one this thread used before, or a new one."""
+    free = getattr(_buffers, "free", None)
+    if free is None:
+        free = _buffers.free = []
+    return free.pop() if free else mmap.mmap(-1, CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+def _give_back(buffer):
+    free = getattr(_buffers, "free", None)
+    if free is None:
+        free = _buffers.free = []
+    free.append(buffer)
+
+
 class NewFile:
     """A restored file being written, past the page cache (``O_DIRECT``) where the filesystem takes it.
 
     Writing gigabytes of attachments through the page cache costs the kernel CPU for every new page (on a
     virtual machine whose free memory goes back to its host, about 3 CPU seconds per GB, measured) on the
     cores the database restore running beside it needs, and pushes the database server's cache out. Bytes
-    are gathered in a page-aligned buffer of CHUNK bytes (one per thread, reused) and written in whole
-    blocks; the last part block of a file, and every write on a filesystem that refuses direct I/O, go
-    through the page cache. Durability is the caller's (the restore syncs before it swaps anything in).
+    are gathered in a page-aligned buffer of CHUNK bytes (one per open file, reused) and written in whole
+    blocks; the last part block of a file goes through the page cache, and so does everything from the first
+    direct write the kernel refuses (a filesystem without direct writes, or an offset a short write left
+    unaligned). Durability is the caller's (the restore syncs before it swaps anything in).
     """
 
     def __init__(self, fd):
         self.fd = fd
         self.filled = 0
-        self.direct = _set_direct(fd, True)
-        self.view = None
-        if self.direct:
-            buffer = getattr(_buffers, "buffer", None)
-            if buffer is None:
-                buffer = _buffers.buffer = mmap.mmap(-1, CHUNK)
-            self.view = memoryview(buffer)
+        self.buffer = self.view = None
+        try:
+            self.direct = _set_direct(fd, True)
+            if self.direct:
+                self.buffer = _take_buffer()
+                self.view = memoryview(self.buffer)
+        except BaseException:
+            os.close(fd)
+            self.fd = -1
+            raise
 
     def write(self, data):
-        if not self.direct:
-            _write_all(self.fd, data)
-            return len(data)
         data = memoryview(data).cast("B")
         done = 0
-        while done < len(data):
+        while self.direct and done < len(data):
             take = min(len(data) - done, CHUNK - self.filled)
             self.view[self.filled : self.filled + take] = data[done : done + take]
             self.filled += take
             done += take
             if self.filled == CHUNK:
                 self._drain(CHUNK)
-        return done
+        if done < len(data):  # through the page cache (nothing is left in the buffer then)
+            _write_all(self.fd, data[done:])
+        return len(data)
 
     def _drain(self, length):
-        """Write the buffer's first ``length`` bytes (whole blocks) and keep the rest at its start."""
+        """Write the buffer's first ``length`` bytes (whole blocks) and keep the rest at its start; once a
+        direct write is refused, all that is buffered goes through the page cache."""
         done = 0
-        while done < length:
-            try:
-                done += os.write(self.fd, self.view[done:length])
-            except OSError as exc:
-                if exc.errno != errno.EINVAL or not self.direct:
-                    raise
-                self.direct = _set_direct(self.fd, False)  # direct I/O refused after all: through the cache
+        try:
+            while done < length:
+                try:
+                    done += os.write(self.fd, self.view[done:length])
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL or not self.direct:
+                        raise
+                    self.direct = _set_direct(self.fd, False)
+                    length = self.filled
+        except BaseException:
+            self.filled = 0  # the file is incomplete and its caller removes it: close() writes nothing more
+            raise
         rest = self.filled - length
         if rest:
             self.view[:rest] = self.view[length : self.filled]
         self.filled = rest
-        if not self.direct and rest:
-            self._drain(rest)
 
     def close(self):
         if self.fd < 0:
             return
         try:
+            if self.direct and self.filled >= DIRECT_ALIGN:
+                self._drain(self.filled - self.filled % DIRECT_ALIGN)
+            if self.direct:
+                # The last part block through the page cache; and the open file (a duplicated descriptor's
+                # too) is left without O_DIRECT.
+                self.direct = _set_direct(self.fd, False)
             if self.filled:
-                whole = self.filled - self.filled % DIRECT_ALIGN
-                if whole:
-                    self._drain(whole)
-                if self.filled:
-                    self.direct = _set_direct(self.fd, False)
-                    self._drain(self.filled)
+                self._drain(self.filled)
         finally:
             os.close(self.fd)
             self.fd = -1
-            self.view = None
+            if self.buffer is not None:
+                _give_back(self.buffer)
+                self.buffer = self.view = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.filled = 0  # an incomplete file: nothing more is written, the error in flight stays the error
         self.close()
         return False
+
+    def __del__(self):
+        if getattr(self, "fd", -1) >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 def _set_direct(fd, on):

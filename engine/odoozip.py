@@ -197,13 +197,14 @@ def _extract_zip_filestore(archive, fs_members, target):
         parts = check_zip_member(info)[1:]
         if not parts:
             continue
-        _path, out = filestore.open_new_file(target.staging, "/".join(parts), "zip member", mode=0o644)
-        with archive.open(info) as source, out:
-            while True:
-                block = source.read(CHUNK)
-                if not block:
-                    break
-                out.write(block)
+        with archive.open(info) as source:
+            _path, out = filestore.open_new_file(target.staging, "/".join(parts), "zip member", mode=0o644)
+            with out:
+                while True:
+                    block = source.read(CHUNK)
+                    if not block:
+                        break
+                    out.write(block)
     os.sync()
 
 

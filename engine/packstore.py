@@ -849,7 +849,11 @@ def extract_store(list_reader, store, identities, target, packs, cancel=None, on
                 stats.files += 1
                 stats.bytes += entry["size"]
                 if on_file is not None:
-                    on_file(stats)
+                    try:
+                        on_file(stats)
+                    except BaseException:
+                        handle.close()
+                        raise
                 return _CheckedFile(handle, entry["rel"], entry["h"])
 
             store.extract_pack(pack, entries, identities, open_target)
