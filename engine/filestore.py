@@ -226,19 +226,17 @@ DIRECT_ALIGN = 4096
 _buffers = threading.local()
 
 
+def _free_buffers():
+    """This thread's buffers that no open file holds."""
+    if not hasattr(_buffers, "free"):
+        _buffers.free = []
+    return _buffers.free
+
+
 def _take_buffer():
     """A page-aligned buffer of CHUNK bytes: one this thread used before, or a new one."""
-    free = getattr(_buffers, "free", None)
-    if free is None:
-        free = _buffers.free = []
+    free = _free_buffers()
     return free.pop() if free else mmap.mmap(-1, CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-
-
-def _give_back(buffer):
-    free = getattr(_buffers, "free", None)
-    if free is None:
-        free = _buffers.free = []
-    free.append(buffer)
 
 
 class NewFile:
@@ -318,7 +316,7 @@ class NewFile:
             os.close(self.fd)
             self.fd = -1
             if self.buffer is not None:
-                _give_back(self.buffer)
+                _free_buffers().append(self.buffer)
                 self.buffer = self.view = None
 
     def __enter__(self):
@@ -396,7 +394,9 @@ class _Forward:
         self.position = 0
 
     def read(self, size=-1):
-        if size is None or size < 0 or size > CHUNK:
+        if size is None or size < 0:
+            raise UnsafeArchive("Refused the archive: an unbounded read was asked of it.")
+        if size > CHUNK:
             # Member bytes are read in blocks of CHUNK at most: only tarfile's parsing of a pax or GNU
             # long-name header asks more, all at once, and a hostile one could ask for the whole archive.
             raise UnsafeArchive("Refused the archive: a member header of more than %d bytes." % CHUNK)
