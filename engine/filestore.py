@@ -207,7 +207,7 @@ def open_new_file(target, name, what="archive member", mode=0o600):
         raise UnsafeArchive("Refused %s %r: empty name." % (what, name))
     path = os.path.join(target, *parts)
     parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
+    make_folder(parent, what, name)
     if os.path.realpath(parent) != os.path.join(os.path.realpath(target), *parts[:-1]):
         raise UnsafeArchive("Refused %s %r: its folder resolves outside the target." % (what, name))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -218,6 +218,15 @@ def open_new_file(target, name, what="archive member", mode=0o600):
             raise UnsafeArchive("Refused %s %r: it appears twice." % (what, name)) from exc
         raise
     return path, NewFile(fd)
+
+
+def make_folder(path, what, name):
+    """``os.makedirs(path, exist_ok=True)``, where a file of the archive standing in the way is refused by name."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        message = "Refused %s %r: a file of the archive stands where its folder goes." % (what, name)
+        raise UnsafeArchive(message) from exc
 
 
 # Direct I/O wants the memory, the offset and the length of each write aligned to the device's logical block
@@ -355,7 +364,9 @@ def _write_all(fd, data):
 
 
 def safe_parts(name, what="archive member"):
-    """The path parts of an archive member's name; refuse absolute paths and '..'."""
+    """The path parts of an archive member's name; refuse absolute paths, '..' and NUL bytes."""
+    if "\x00" in name:
+        raise UnsafeArchive("Refused %s %r: a NUL byte in its name." % (what, name))
     if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
         raise UnsafeArchive("Refused %s %r: absolute path." % (what, name))
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
@@ -426,6 +437,35 @@ class _Forward:
         return self.position
 
 
+# Extended headers (pax, GNU long names) in a row before one member; the engine's archives use at most one.
+MAX_EXTENDED_HEADERS = 8
+_EXTENDED = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+
+class _CheckedInfo(tarfile.TarInfo):
+    """tarfile's header parsing, with what a hostile archive could make of it refused as it is met.
+
+    A global pax header is kept by tarfile for the rest of the archive and copied into every later member:
+    thousands of them, each under the 1 MiB header limit, held gigabytes (2.5 GB for a 7 MB file,
+    measured). A chain of extended headers is parsed by recursion, one level per header: thousands of them
+    ended in a RecursionError. The engine writes neither.
+    """
+
+    def _proc_member(self, tar):
+        if self.type == tarfile.XGLTYPE:
+            raise UnsafeArchive("Refused the archive: it holds a global pax header, which the engine never writes.")
+        if self.type in _EXTENDED:
+            tar.spp_extended = getattr(tar, "spp_extended", 0) + 1
+            if tar.spp_extended > MAX_EXTENDED_HEADERS:
+                raise UnsafeArchive(
+                    "Refused the archive: more than %d extended headers in a row before one member."
+                    % MAX_EXTENDED_HEADERS
+                )
+        else:
+            tar.spp_extended = 0
+        return super()._proc_member(tar)
+
+
 def iter_tar(source):
     """The members of a tar stream, each checked (``check_member``) before it is yielded.
 
@@ -449,7 +489,7 @@ def iter_tar(source):
 
         return blocks
 
-    with tarfile.TarFile(fileobj=stream, mode="r") as tar:
+    with tarfile.TarFile(fileobj=stream, mode="r", tarinfo=_CheckedInfo) as tar:
         for member in tar:
             tar.members.clear()
             parts = check_member(member)
@@ -471,7 +511,7 @@ def extract_tar(source, target, on_file=None, cancel=None):
             if cancel is not None and cancel.is_set():
                 raise RestoreError("The filestore restore was stopped.")
             if blocks is None:
-                os.makedirs(os.path.join(target, *parts), exist_ok=True)
+                make_folder(os.path.join(target, *parts), "archive member", member.name)
                 continue
             path, out = open_new_file(target, member.name, mode=(member.mode & 0o666) | 0o600)
             with out:

@@ -288,11 +288,26 @@ def hostile_tar(kind):
             info = tarfile.TarInfo("cd/sparse")
             info.type = tarfile.GNUTYPE_SPARSE
             tar.addfile(info)
+        elif kind == "nul":
+            info = tarfile.TarInfo("cd/ab")
+            info.pax_headers = {"path": "cd/a\x00b"}  # a pax path may hold what a ustar name cannot
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        elif kind in ("file_then_child", "file_then_folder"):
+            info = tarfile.TarInfo("ab/good/child" if kind == "file_then_child" else "ab/good/")
+            if kind == "file_then_child":
+                info.size = 4
+            else:
+                info.type = tarfile.DIRTYPE
+            tar.addfile(info, io.BytesIO(b"evil") if info.size else None)
     buf.seek(0)
     return buf
 
 
-@pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink", "hardlink", "device", "sparse"])
+@pytest.mark.parametrize(
+    "kind",
+    ["absolute", "dotdot", "symlink", "hardlink", "device", "sparse", "nul", "file_then_child", "file_then_folder"],
+)
 def test_hostile_archive_member_is_refused(tmp_path, kind):
     """Absolute paths, '..', links and devices are refused; the partial target is removed."""
     target = tmp_path / "fs" / "db"
@@ -465,3 +480,41 @@ def test_a_huge_pax_header_is_refused_before_it_is_read(tmp_path):
         filestore.extract_tar(source, str(tmp_path / "pax"))
     assert Counting.read_bytes <= 512
     assert not (tmp_path / "pax").exists()
+
+
+def _extended_headers(count, kind):
+    """``count`` extended headers of about 1,000 bytes each, then one member: a global pax header repeated, or a
+    chain of per-member ones."""
+    out = io.BytesIO()
+    record = b"%d comment=%s\n"
+    for index in range(count):
+        body = b"x" * 980
+        line = record % (0, body)
+        line = record % (len(line) + len(str(len(line))) - 1, body)
+        header = tarfile.TarInfo("././@PaxHeader%d" % index)
+        header.type = tarfile.XGLTYPE if kind == "global" else tarfile.XHDTYPE
+        header.size = len(line)
+        out.write(header.tobuf(format=tarfile.USTAR_FORMAT))
+        out.write(line + b"\0" * (-len(line) % 512))
+    member = tarfile.TarInfo("ab/f")
+    member.size = 4
+    out.write(member.tobuf(format=tarfile.USTAR_FORMAT) + b"data" + b"\0" * 508 + b"\0" * 1024)
+    out.seek(0)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["global", "chain"])
+def test_piled_up_extended_headers_are_refused_as_they_are_met(tmp_path, kind):
+    """tarfile keeps every global pax header for all later members (a 7 MB archive of them held 2.5 GB) and
+    parses a chain of extended headers by recursion (thousands end in RecursionError): both are refused, early."""
+    source = _extended_headers(5000, kind)
+    match = "global pax header" if kind == "global" else "extended headers in a row"
+    with pytest.raises(UnsafeArchive, match=match):
+        filestore.extract_tar(source, str(tmp_path / "fs"))
+    assert source.tell() < 20 * 1024  # stopped at the first (global) or the ninth (chain) header
+    assert not (tmp_path / "fs").exists()
+
+
+def test_a_few_extended_headers_before_a_member_are_read(tmp_path):
+    filestore.extract_tar(_extended_headers(3, "chain"), str(tmp_path / "fs"))
+    assert (tmp_path / "fs" / "ab" / "f").read_bytes() == b"data"
