@@ -79,6 +79,12 @@ def build_parser():
             metavar="TARGET",
             help="the target's name again: needed with --replace when an Odoo server is using that database",
         )
+        p.add_argument(
+            "--accept-code",
+            metavar="FILE",
+            help="a dump from outside (or an unsigned set) may hold these code objects: a file of the sha256 lines "
+            "a refusal printed, one per line, that you have read and trust",
+        )
 
     def keys(p, identity=True, unsigned=True):
         group = p.add_argument_group("keys")
@@ -306,6 +312,15 @@ def cmd_verify(args):
     return report.exit_code, report.to_dict(), report.text()
 
 
+def accepted_code(args):
+    """The digests of ``--accept-code FILE``; only ever from a person's command line."""
+    if not args.accept_code:
+        return frozenset()
+    from .codecheck import read_accepted
+
+    return read_accepted(args.accept_code)
+
+
 def cmd_restore(args):
     settings, pg, data_dir = settings_for(args)
     identities, public_key = key_options(args, settings)
@@ -325,6 +340,7 @@ def cmd_restore(args):
         confirm_name=args.confirm,
         allow_unsigned=args.allow_unsigned,
         settings=settings,
+        accepted_code=accepted_code(args),
     )
     result = restore(ref, options, **reporters(args))
     lines = ["Restored backup %s into database %s in %.1f s" % (result.backup_id, result.target_db, result.duration)]
@@ -370,6 +386,7 @@ def cmd_import(args):
         new_uuid=args.copy,
         neutralize=args.neutralize,
         confirm_name=args.confirm,
+        accepted_code=accepted_code(args),
     )
     result = import_file(
         args.zip, options, strict=args.strict, settings=settings, progress=None if args.json else progress_printer()

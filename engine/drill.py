@@ -116,7 +116,7 @@ def run_drill(
         progress(0.1, "Restoring into the scratch database %s" % scratch)
         counted = {}
         options = RestoreOptions(
-            on_loaded=lambda name: counted.update(row_counts(pg_config, name)),
+            on_loaded=lambda name, db_pg: counted.update(row_counts(db_pg, name)),
             target_db=scratch,
             pg=pg_config,
             data_dir=data_dir,

@@ -21,7 +21,7 @@ import zipfile
 
 from . import filestore, packstore, pg, sqlguard, sqlimport
 from .errors import BackupError, RestoreError, UnsafeArchive
-from .restore import RestoreResult, Target
+from .restore import RestoreResult, Target, accepted_warnings
 from .stream import CHUNK, ArtifactReader
 
 ODOO_KEYS = ("odoo_dump", "db_name", "version", "version_info", "major_version", "pg_version", "modules")
@@ -116,7 +116,9 @@ def import_file(path, options, strict=False, settings=None, progress=None):
         def fill(target):
             t0 = time.monotonic()
             progress(0.1, "Loading the dump into %s as role %s" % (target.scratch, role.name))
-            sqlimport.load_into_scratch(options.pg, role, target, script, first)
+            target.accepted = sqlimport.load_into_scratch(
+                options.pg, role, target, script, first, accepted=options.accepted_code
+            )
             target.prepare_copy()
             seconds["database"] = round(time.monotonic() - t0, 3)
             if do_fs:
@@ -132,6 +134,7 @@ def import_file(path, options, strict=False, settings=None, progress=None):
                     "The import failed its checks (--strict), so it was rolled back and nothing was changed: %s"
                     % "; ".join("%s: %s" % (c.name, c.detail) for c in failed)
                 )
+            sqlimport.hand_over(role, target)
 
         try:
             target.run(fill, progress)
@@ -158,7 +161,7 @@ def import_file(path, options, strict=False, settings=None, progress=None):
         seconds=seconds,
         duration=duration,
         signature="none (Odoo's backups are not signed)",
-        warnings=warnings + target.replaced_warning(),
+        warnings=warnings + target.replaced_warning() + accepted_warnings(target.accepted),
         checks=[vars(c) for c in checks],
     )
 
@@ -212,7 +215,7 @@ def _import_checks(options, target, manifest, do_fs, settings):
     """What a drill checks, on the imported scratch database and staging folder."""
     from .drill import DrillCheck, check_addons, check_attachments, check_modules
 
-    conn = pg.connect(options.pg, target.scratch)
+    conn = pg.connect(target.db_pg, target.scratch)
     try:
         with conn.cursor() as cr:
             checks = []

@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from . import filestore, packstore, pg
+from . import filestore, packstore, pg, sqlguard, sqlimport
 from .config import PgConfig
 from .errors import BackupError, RestoreError
 from .human import count, human_bytes, human_duration
@@ -70,9 +70,11 @@ class RestoreOptions:
     allow_unsigned: bool = False
     # odoo.conf's [spp_backup] settings (import_role): a set whose signature is not checked loads as that role.
     settings: object = None
-    # Called with the scratch database's name once it is loaded, before the copy is neutralized or given a new
-    # identity (a drill counts the rows there, as they came out of the backup).
+    # Called with the scratch database's name, and the PgConfig to reach it with, once it is loaded, before the
+    # copy is neutralized or given a new identity (a drill counts the rows there, as they came out of the backup).
     on_loaded: object = None
+    # Digests of code objects a person accepted after reading a refusal (--accept-code; never from Odoo).
+    accepted_code: frozenset = frozenset()
 
 
 @dataclass
@@ -168,6 +170,10 @@ class Target:
         self.undo = []
         self.scratch_created = False
         self.renamed = {}
+        # How the engine's own statements reach the scratch database: as the import role while code from outside
+        # has not been handed over (sqlimport.load_into_scratch), as the engine's user otherwise.
+        self.db_pg = options.pg
+        self.accepted = []
 
     def leftovers(self):
         """Scratch databases an interrupted restore of this same target left behind."""
@@ -182,10 +188,10 @@ class Target:
     def prepare_copy(self, log=_noop):
         """What the options ask of the loaded scratch database: a new identity, neutralization."""
         if self.options.new_uuid:
-            new_database_identity(self.options.pg, self.scratch)
+            new_database_identity(self.db_pg, self.scratch)
             log("Gave the copy its own database.uuid and database.secret")
         if self.options.neutralize:
-            neutralize(self.options.pg, self.scratch, self.options.neutralize_sql)
+            neutralize(self.db_pg, self.scratch, self.options.neutralize_sql)
             log("Neutralized the copy: scheduled actions and outgoing mail switched off")
 
     def create_scratch(self, encoding="UTF8", collate=None, ctype=None, owner=None):
@@ -375,8 +381,10 @@ def restore(ref, options, progress=None, verified=None, log=None):
                     )
                 )
                 if options.on_loaded is not None:
-                    options.on_loaded(target.scratch)
+                    options.on_loaded(target.scratch, target.db_pg)
                 target.prepare_copy(log)
+                if role is not None:
+                    sqlimport.hand_over(role, target)
                 seconds["database"] = round(time.monotonic() - t0, 3)
         except BaseException:
             if fs_job:
@@ -395,8 +403,6 @@ def restore(ref, options, progress=None, verified=None, log=None):
     with contextlib.ExitStack() as stack:
         role = None
         if untrusted:
-            from . import sqlimport
-
             sqlimport.check_psql(options.pg)
             role = stack.enter_context(sqlimport.ImportRole(options.pg, options.settings))
         target.run(fill, progress, log)
@@ -415,8 +421,18 @@ def restore(ref, options, progress=None, verified=None, log=None):
         seconds=seconds,
         duration=duration,
         signature=report.signature,
-        warnings=warnings + target.replaced_warning(),
+        warnings=warnings + target.replaced_warning() + accepted_warnings(target.accepted),
     )
+
+
+def accepted_warnings(objects):
+    """The code a person accepted, said in the result (and so in the job's log)."""
+    if not objects:
+        return []
+    return [
+        "loaded code accepted with --accept-code (%d object%s): %s"
+        % (len(objects), "" if len(objects) == 1 else "s", "; ".join(o.line() for o in objects))
+    ]
 
 
 def _check_versions(options, manifest, do_db):
@@ -502,8 +518,6 @@ def _load_untrusted_database(ref, art, options, manifest, target, role, log=_noo
     """Load a dump nothing proves is this server's own: decrypted and checked into a temporary file, read
     through the SQL guard, loaded by psql as a role that owns the scratch database and nothing else, and only
     then handed over to the engine's user (sqlimport). What it holds cannot run as this server's user."""
-    from . import sqlguard, sqlimport
-
     database = manifest.get("database") or {}
     with tempfile.NamedTemporaryFile(prefix="spp_backup_", suffix=".dump", dir=options.tmp_dir) as tmp:
         with ArtifactReader(ref.storage, ref.key(art["file"]), art, options.identities) as reader:
@@ -515,7 +529,7 @@ def _load_untrusted_database(ref, art, options, manifest, target, role, log=_noo
             raise RestoreError("Refused the dump of %s, nothing was changed: %s" % (ref.backup_id, exc)) from exc
         log("The dump's signature was not verified: loading it as role %s through the SQL guard" % role.name)
         try:
-            sqlimport.load_into_scratch(
+            target.accepted = sqlimport.load_into_scratch(
                 options.pg,
                 role,
                 target,
@@ -524,6 +538,7 @@ def _load_untrusted_database(ref, art, options, manifest, target, role, log=_noo
                 database.get("encoding"),
                 database.get("collate"),
                 database.get("ctype"),
+                accepted=options.accepted_code,
             )
         except sqlguard.SqlRefused as exc:
             raise RestoreError("Refused the dump of %s, nothing was changed: %s" % (ref.backup_id, exc)) from exc

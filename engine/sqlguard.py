@@ -30,12 +30,12 @@ engine's own (see :mod:`engine.sqlimport`).
 
 import re
 
+from .allowed_code import EXTENSION_SCHEMAS, EXTENSIONS
 from .errors import RestoreError
 
-# Extensions Odoo and OpenSPP use; the engine creates them in the scratch database itself.
-ALLOWED_EXTENSIONS = frozenset(
-    ("plpgsql", "pg_trgm", "unaccent", "btree_gin", "btree_gist", "fuzzystrmatch", "postgis", "uuid-ossp", "hstore")
-)
+# Extensions Odoo and OpenSPP use (engine/allowed_code.py says where each comes from); the engine creates them in
+# the scratch database itself.
+ALLOWED_EXTENSIONS = frozenset(EXTENSIONS)
 # Settings pg_dump writes at the top of a script, with the values that keep psql's lexing as the guard's.
 ALLOWED_SETTINGS = frozenset(
     (
@@ -87,7 +87,7 @@ FORBIDDEN_FUNCTIONS = re.compile(
     r"\b(PG_READ_FILE|PG_READ_BINARY_FILE|PG_LS_\w+|PG_STAT_FILE|LO_IMPORT|LO_EXPORT|PG_FILE_\w+|DBLINK\w*|"
     r"PG_TERMINATE_BACKEND|PG_CANCEL_BACKEND|PG_RELOAD_CONF|PG_ROTATE_LOGFILE|PG_PROMOTE|PG_SWITCH_WAL|"
     r"PG_CREATE_\w+|PG_DROP_\w+|PG_LOGICAL_\w+|PG_REPLICATION_\w+|PG_CURRENT_LOGFILE|PG_SETTINGS|"
-    r"PG_SLEEP\w*|PG_ADVISORY\w*|PG_NOTIFY)\b"
+    r"PG_SLEEP\w*|PG_ADVISORY\w*)\b"
 )
 SET_CONFIG_SEARCH_PATH = re.compile(r"SELECT (pg_catalog\.)?set_config\('search_path', '', false\);", re.I)
 SELECT_FORMS = (
@@ -542,6 +542,10 @@ class SqlGuard:
             return "copy"
         if first == "ALTER" and " OWNER TO " in " %s " % plain:
             return "owner"
+        if words[:2] == ["CREATE", "SCHEMA"] or words[:3] == ["COMMENT", "ON", "SCHEMA"]:
+            schema = WORDS.findall(text)[3 if first == "COMMENT" else 2 :][:1]
+            if schema and _ident(schema[0]) in EXTENSION_SCHEMAS:
+                return "extension"  # the schema an allowed extension makes for itself (postgis_topology's topology)
         if (first in ("CREATE", "ALTER", "DROP") and second == "EXTENSION") or words[:3] == [
             "COMMENT",
             "ON",
@@ -590,8 +594,8 @@ class SqlGuard:
             )
         if words[0] == "CREATE":
             schema = re.search(r"(?i)\bSCHEMA\s+\"?([A-Za-z_]+)", raw)
-            if schema and schema.group(1).lower() not in ("public", "pg_catalog"):
-                refuse("extensions are created in the public schema only")
+            if schema and schema.group(1).lower() not in ("public", "pg_catalog", EXTENSIONS[name].schema):
+                refuse("extension %s is created in schema %s only" % (name, EXTENSIONS[name].schema))
             self.extensions.add(name)
         return "extension"
 

@@ -17,6 +17,7 @@ and names it in odoo.conf's ``[spp_backup]`` section (``import_role``,
 """
 
 import contextlib
+import dataclasses
 import re
 import secrets
 import subprocess
@@ -28,7 +29,8 @@ import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
-from . import pg
+from . import codecheck, pg
+from .allowed_code import EXTENSIONS
 from .errors import PreflightError, RestoreError
 from .sqlguard import DumpTruncated, SqlGuard, SqlRefused
 
@@ -224,6 +226,35 @@ class ImportRole:
         finally:
             conn.close()
 
+    def pg_config(self, pg_config):
+        """How the engine reaches the scratch database as this role (its checks, neutralize, the new uuid)."""
+        return dataclasses.replace(pg_config, user=self.name, password=self.password)
+
+    def _inventory_cursor(self, dbname):
+        conn = self._connect(dbname)
+        conn.autocommit = False
+        conn.set_session(readonly=True)
+        return conn
+
+    def snapshot(self, dbname):
+        """The code objects the scratch database holds before the load: the engine's own extensions'."""
+        conn = self._inventory_cursor(dbname)
+        try:
+            with conn.cursor() as cr:
+                return codecheck.Snapshot(cr)
+        finally:
+            conn.close()
+
+    def check_code(self, dbname, before, accepted=()):
+        """Read the loaded database's catalog as this role: every object that runs code must be allowed or
+        accepted (codecheck); returns the accepted ones."""
+        conn = self._inventory_cursor(dbname)
+        try:
+            with conn.cursor() as cr:
+                return codecheck.check(cr, before, accepted)
+        finally:
+            conn.close()
+
     def hand_over(self, dbname):
         """After the load: refuse owner's-rights functions, then the engine's user takes everything over."""
         conn = pg.connect(self.pg, dbname)
@@ -231,7 +262,9 @@ class ImportRole:
             with conn.cursor() as cr:
                 cr.execute(
                     "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-                    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND (p.prosecdef OR EXISTS ("
+                    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS (SELECT 1 "
+                    "FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') "
+                    "AND (p.prosecdef OR EXISTS ("
                     "SELECT 1 FROM unnest(p.proconfig) c WHERE c ~* '^(role|session_authorization)=')) LIMIT 5"
                 )
                 definers = [row[0] for row in cr.fetchall()]
@@ -275,30 +308,71 @@ def drop_stale_roles(cr, older_than=3600):
                 cr.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
-def load_into_scratch(pg_config, role, target, script, scanned, encoding=None, collate=None, ctype=None):
+def load_into_scratch(pg_config, role, target, script, scanned, encoding=None, collate=None, ctype=None, accepted=()):
     """After ``scanned`` (the guard that read ``script()`` whole): make the scratch database owned by ``role``,
-    the extensions it asked for, load ``script()`` again as the role, and hand everything over to the engine."""
+    the extensions it asked for, load ``script()`` again as the role, and read what the load made from the
+    catalog (codecheck). Until :func:`hand_over`, whatever the engine does in the scratch database it does as the
+    role: ``target.db_pg`` says how. Returns the code objects a person accepted (``accepted``: their digests)."""
     target.create_scratch(encoding, collate, ctype, owner=role.name)
-    create_extensions(pg_config, target.scratch, scanned.extensions)
+    create_extensions(pg_config, target.scratch, scanned.extensions, role.name)
     role.check_login(target.scratch)
+    before = role.snapshot(target.scratch)
     with script() as lines:
         load_sql(pg_config, role, target.scratch, lines)
+    taken = role.check_code(target.scratch, before, accepted)
+    target.db_pg = role.pg_config(pg_config)
+    return taken
+
+
+def hand_over(role, target):
+    """The checks passed and the engine's own statements ran as the role: the engine's user takes the scratch
+    database over."""
     role.hand_over(target.scratch)
+    target.db_pg = target.options.pg
 
 
-def create_extensions(pg_config, dbname, names):
-    """The allowed extensions a dump asks for, made by the engine's own connection before the load."""
+def create_extensions(pg_config, dbname, names, role_name=None):
+    """The allowed extensions a dump asks for, made by the engine's own connection before the load, each in its
+    own schema; the role may fill their configuration tables (pg_dump writes the rows a database added, such as
+    PostGIS topologies), as pg_dump expects of the dump's owner."""
     if not names:
         return
     with pg.cursor(pg_config, dbname) as cr:
-        for name in sorted(names):
+        for name in sorted(names, key=lambda n: (n == "postgis_topology", n)):
+            schema = EXTENSIONS[name].schema
             try:
-                cr.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA public").format(sql.Identifier(name)))
+                if schema in ("public", "pg_catalog"):
+                    cr.execute(
+                        sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {}").format(
+                            sql.Identifier(name), sql.Identifier("public" if name != "plpgsql" else schema)
+                        )
+                    )
+                else:
+                    cr.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
+                if name == "unaccent":
+                    # As Odoo does when it makes the extension (odoo/service/db.py): its indexes need it immutable.
+                    cr.execute("ALTER FUNCTION public.unaccent(text) IMMUTABLE")
             except psycopg2.Error as exc:
                 raise RestoreError(
                     "The dump needs the PostgreSQL extension %s, which this server cannot create (%s)."
                     % (name, str(exc).strip().splitlines()[0])
                 ) from exc
+        if not role_name:
+            return
+        role = sql.Identifier(role_name)
+        cr.execute(
+            "SELECT e.extnamespace::regnamespace::text, c.oid::regclass::text, c.relkind FROM pg_extension e "
+            "LEFT JOIN pg_class c ON c.oid = ANY(e.extconfig) WHERE e.extname = ANY(%s)",
+            (sorted(names),),
+        )
+        for schema, relation, relkind in cr.fetchall():
+            cr.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), role))
+            if relation is None:
+                continue
+            rights = "USAGE, SELECT, UPDATE" if relkind == "S" else "SELECT, INSERT, UPDATE"
+            cr.execute(
+                sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(rights), sql.SQL(relation), role)  # regclass text
+            )
 
 
 def load_sql(pg_config, role, dbname, lines, guard=None):

@@ -175,6 +175,10 @@ def _restore(plan, ctx, serving_db, progress, log):
     from .restore import RestoreOptions, restore
 
     options = dict(plan["options"])
+    # Code from outside is accepted by a person on the command line only (--accept-code), never through a plan;
+    # how to connect, decrypt and report are the worker's own.
+    for key in ("accepted_code", "on_loaded", "settings", "pg", "identities"):
+        options.pop(key, None)
     scope.check_target_database(
         options.get("target_db"), serving_db, ctx.settings, replace=bool(options.get("replace"))
     )

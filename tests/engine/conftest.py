@@ -7,6 +7,7 @@ throwaway cluster and exports them). Tests fail, not skip, when it is absent.
 import contextlib
 import hashlib
 import os
+import subprocess
 import sys
 import uuid
 
@@ -80,6 +81,14 @@ def sample(dbs, tmp_path, pgconf):
     # Destination folders exist before a backup: the engine never makes a missing one (an unmounted disk).
     (tmp_path / "backups").mkdir(mode=0o700)
     return {"db": name, "data_dir": data_dir, "filestore": root, "dest": str(tmp_path / "backups"), "tmp": tmp_path}
+
+
+@pytest.fixture
+def dump(sample):
+    """pg_dump --no-owner of the sample database, as Odoo's database manager makes it."""
+    return subprocess.run(
+        ["pg_dump", "--no-owner", sample["db"]], capture_output=True, check=True, env=dict(os.environ)
+    ).stdout
 
 
 @pytest.fixture
