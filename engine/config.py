@@ -29,9 +29,6 @@ class PgConfig:
     maintenance_db: str = "postgres"
     bin_dir: str | None = None
 
-    def tool(self, name):
-        return os.path.join(self.bin_dir, name) if self.bin_dir else name
-
     def env(self):
         """Environment for pg_dump / pg_restore: libpq variables, no argv secrets."""
         env = dict(os.environ)

@@ -290,7 +290,7 @@ def _store_to_zip(ref, manifest, art, identities, archive):
 
 def _dump_to_sql(ref, art, identities, pg_config, out):
     """pg_restore the custom-format dump to plain SQL (no owners), streamed into ``out``."""
-    args = [pg_config.tool("pg_restore"), "--no-owner", "--file=-"]
+    args = [pg.tool(pg_config, "pg_restore"), "--no-owner", "--file=-"]
     with (
         ArtifactReader(ref.storage, ref.key(art["file"]), art, identities) as reader,
         tempfile.TemporaryFile() as errfile,

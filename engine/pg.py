@@ -1,6 +1,9 @@
 """PostgreSQL: connections, versions, exported snapshots, pg_dump and pg_restore."""
 
 import contextlib
+import dataclasses
+import glob
+import os
 import re
 import shutil
 import subprocess
@@ -28,6 +31,12 @@ def check_db_name(name, error=PreflightError):
 def conninfo_dbname(name):
     """``--dbname`` for libpq tools that never reads a database name as a connection string."""
     return "dbname='%s'" % name.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def version_number(version_text):
+    """``15.18`` of ``pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)``, or ''."""
+    match = re.search(r"\(PostgreSQL\)\s+([0-9][0-9.]*[0-9])", version_text or "")
+    return match.group(1) if match else ""
 
 
 def major_of(version_text):
@@ -77,14 +86,110 @@ def database_exists(pg, dbname):
         return cr.fetchone() is not None
 
 
-def tool_version(pg, tool):
+# Where Debian (and its apt.postgresql.org packages) install each major version's client tools.
+TOOL_DIRS = "/usr/lib/postgresql/*/bin"
+_chosen = {}  # (host, port, user, bin_dir) -> ClientTools
+_dir_major = {}  # folder -> (major, version text) of its pg_dump
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientTools:
+    """The client tools the engine runs against one server: their folder (None: the PATH) and version."""
+
+    folder: str | None
+    major: int
+    text: str
+    server_major: int
+
+    def describe(self):
+        return "PostgreSQL client tools %s (%s) for a PostgreSQL %d server" % (
+            version_number(self.text) or self.major,
+            self.folder or "on the PATH",
+            self.server_major,
+        )
+
+
+def _folder_version(folder):
+    if folder not in _dir_major:
+        path = os.path.join(folder, "pg_dump") if folder else "pg_dump"
+        found = None
+        if shutil.which(path):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+                major = major_of(out)
+                if major:
+                    found = (major, out.strip())
+        _dir_major[folder] = found
+    return _dir_major[folder]
+
+
+def candidate_folders(pg_config):
+    """Where client tools may be: pg_bin_dir alone when it is set; else Debian's per-version folders, then the
+    PATH (None)."""
+    if pg_config.bin_dir:
+        return [pg_config.bin_dir]
+    return sorted(glob.glob(TOOL_DIRS)) + [None]
+
+
+def choose_tools(found, server_major):
+    """Of ``found`` ([(folder, major, text)]), the tools to use with a ``server_major`` server: the same major
+    version if there is one, else the oldest newer one; None if none is at least the server's (pure)."""
+    fitting = [entry for entry in found if entry[1] >= server_major]
+    if not fitting:
+        return None
+    return min(fitting, key=lambda entry: (entry[1] != server_major, entry[1]))
+
+
+def client_tools(pg):
+    """The ClientTools for the server ``pg`` reaches (asked once per server and process), or a PreflightError
+    that says what to install."""
+    key = (pg.host, pg.port, pg.user, pg.bin_dir)
+    if key not in _chosen:
+        conn = connect(pg, pg.maintenance_db)
+        try:
+            server_major, server_text = server_version(conn)
+        finally:
+            conn.close()
+        found = []
+        for folder in candidate_folders(pg):
+            version = _folder_version(folder)
+            if version:
+                found.append((folder, version[0], version[1]))
+        chosen = choose_tools(found, server_major)
+        if not found:
+            raise PreflightError(
+                "pg_dump was not found (in %s). Install the PostgreSQL %d client tools (Debian: apt-get install "
+                "postgresql-client-%d) or set pg_bin_dir in odoo.conf's [spp_backup] section to their folder. "
+                "Nothing was changed."
+                % (", ".join(folder or "the PATH" for folder in candidate_folders(pg)), server_major, server_major)
+            )
+        if chosen is None:
+            have = ", ".join("%s (%s)" % (version_number(text), folder or "the PATH") for folder, _m, text in found)
+            raise PreflightError(
+                "The PostgreSQL server at %s runs version %s, and pg_dump, pg_restore and psql must be at least its "
+                "major version; the client tools found here are: %s. Install the PostgreSQL %d client tools "
+                "(Debian: apt-get install postgresql-client-%d) or set pg_bin_dir in odoo.conf's [spp_backup] "
+                "section to their folder. Nothing was changed."
+                % (pg.describe(), server_text, have, server_major, server_major)
+            )
+        _chosen[key] = ClientTools(chosen[0], chosen[1], chosen[2], server_major)
+    return _chosen[key]
+
+
+def tool(pg, name):
+    """The path of client tool ``name`` to run against the server ``pg`` reaches (see client_tools)."""
+    folder = client_tools(pg).folder
+    return os.path.join(folder, name) if folder else name
+
+
+def tool_version(pg, tool_name):
     """(major, text) of a PostgreSQL client tool, or a PreflightError if absent."""
-    path = pg.tool(tool)
+    path = tool(pg, tool_name)
     if shutil.which(path) is None:
         raise PreflightError(
             "%s was not found%s. Install the PostgreSQL client tools (Debian: postgresql-client) "
             "or set pg_bin_dir in the [spp_backup] section of odoo.conf."
-            % (tool, " at %s" % path if pg.bin_dir else " on the PATH")
+            % (tool_name, " at %s" % path if os.path.dirname(path) else " on the PATH")
         )
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
@@ -171,7 +276,7 @@ def table_exists(cr, table):
 def run_dump(pg, dbname, snapshot_id, sink, compress_inside=False, on_bytes=None, chunk=1 << 20):
     """Run pg_dump (custom format) from the snapshot; stream its stdout into ``sink``."""
     args = [
-        pg.tool("pg_dump"),
+        tool(pg, "pg_dump"),
         "--format=custom",
         "--no-password",
         "--dbname=%s" % conninfo_dbname(dbname),
@@ -348,7 +453,7 @@ def feed_process(args, source, env, what, chunk=1 << 20, on_bytes=None):
 
 def run_restore(pg, dbname, source=None, path=None, jobs=1, on_bytes=None):
     """pg_restore into an existing empty database, from a stream or a file."""
-    args = [pg.tool("pg_restore"), "--no-owner", "--no-password", "--dbname=%s" % conninfo_dbname(dbname)]
+    args = [tool(pg, "pg_restore"), "--no-owner", "--no-password", "--dbname=%s" % conninfo_dbname(dbname)]
     if path:
         if jobs and jobs > 1:
             args.append("--jobs=%d" % jobs)

@@ -319,6 +319,8 @@ def restore(ref, options, progress=None, verified=None, log=None):
             "[spp_backup] section of odoo.conf, or SPP_BACKUP_IDENTITY_FILE)."
         )
     _check_versions(options, manifest, do_db)
+    if do_db:
+        log("Using %s" % pg.client_tools(options.pg).describe())
     target = Target(options, do_db, do_fs)
     warnings = list(manifest.get("warnings") or [])
     leftovers = target.leftovers()

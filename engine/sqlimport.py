@@ -385,7 +385,7 @@ def load_sql(pg_config, role, dbname, lines, guard=None):
         install_checkpoint(pg_config, dbname, role.name)
         guard = SqlGuard(keep=True, checkpoint=CHECKPOINT_LINE)
     args = [
-        pg_config.tool("psql"),
+        pg.tool(pg_config, "psql"),
         "--no-psqlrc",
         "--quiet",
         "--no-password",
@@ -474,7 +474,7 @@ class ScriptOfDump:
     def __enter__(self):
         self.errfile = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [self.pg.tool("pg_restore"), "--no-owner", "--file=-", self.path],
+            [pg.tool(self.pg, "pg_restore"), "--no-owner", "--file=-", self.path],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self.errfile,

@@ -32,7 +32,7 @@ class TestImportOfAGenuineDatabase(TransactionCase):
 
     def dump(self, extra=b""):
         out = subprocess.run(
-            [self.pg.tool("pg_dump"), "--no-owner", "--dbname=%s" % pg.conninfo_dbname(self.env.cr.dbname)],
+            [pg.tool(self.pg, "pg_dump"), "--no-owner", "--dbname=%s" % pg.conninfo_dbname(self.env.cr.dbname)],
             capture_output=True,
             check=True,
             env=self.pg.env(),

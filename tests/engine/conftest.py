@@ -72,15 +72,22 @@ def dbs():
     databases.drop_all()
 
 
-@pytest.fixture
-def sample(dbs, tmp_path, pgconf):
-    """A small Odoo-like database with a filestore; returns a dict of its places."""
-    name = dbs.name("src")
+def build_sample(dbs, tmp_path, prefix="src", partners=500, messages=2000, files=40):
+    """A small Odoo-like database with a filestore on the server libpq's variables name: a dict of its places."""
+    name = dbs.name(prefix)
     data_dir = str(tmp_path / "data")
-    root = sampledb.build(conn_kwargs(), name, data_dir, partners=500, messages=2000, files=40, file_size=20000)
+    root = sampledb.build(
+        conn_kwargs(), name, data_dir, partners=partners, messages=messages, files=files, file_size=20000
+    )
     # Destination folders exist before a backup: the engine never makes a missing one (an unmounted disk).
     (tmp_path / "backups").mkdir(mode=0o700)
     return {"db": name, "data_dir": data_dir, "filestore": root, "dest": str(tmp_path / "backups"), "tmp": tmp_path}
+
+
+@pytest.fixture
+def sample(dbs, tmp_path, pgconf):
+    """A small Odoo-like database with a filestore; returns a dict of its places."""
+    return build_sample(dbs, tmp_path)
 
 
 @pytest.fixture
