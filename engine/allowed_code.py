@@ -22,6 +22,8 @@ class Extension:
     name: str
     schema: str  # where a dump creates it; the engine creates it there itself
     source: str
+    # Other schemas its script makes (not members of it, so a dump has CREATE SCHEMA for them).
+    more_schemas: tuple = ()
 
 
 EXTENSIONS = {
@@ -67,11 +69,17 @@ EXTENSIONS = {
             "tiger",
             "The postgis/postgis Docker image (OpenSPP 2's compose files): its start-up script makes it in the "
             "application's database.",
+            ("tiger_data",),
         ),
     )
 }
 # A schema the extension makes itself: the dump's CREATE SCHEMA for it is left out of what psql gets.
-EXTENSION_SCHEMAS = {ext.schema: ext.name for ext in EXTENSIONS.values() if ext.schema not in ("public", "pg_catalog")}
+EXTENSION_SCHEMAS = {
+    schema: ext.name
+    for ext in EXTENSIONS.values()
+    for schema in (ext.schema, *ext.more_schemas)
+    if schema not in ("public", "pg_catalog")
+}
 
 IDENT = r"[a-z_][a-z0-9_$]*"
 

@@ -26,7 +26,10 @@ else refuses the import, naming each object with its kind, name and digest.
 """
 
 import hashlib
+import os
 import re
+import stat
+import unicodedata
 from dataclasses import dataclass
 
 from . import allowed_code
@@ -47,6 +50,7 @@ DENIED_CALLS = re.compile(
     r"addtopogeometrycolumn|droptopogeometrycolumn|renametopogeometrycolumn|postgis_extensions_upgrade)"
 )
 FIRST_NORMAL_OID = 16384
+BUILTIN, EXTENSION_C, EXTENSION_SCRIPT, OWN = "builtin", "extension-c", "extension-script", "own"
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
 MEMBER = (
@@ -60,22 +64,41 @@ def _own(catalog, alias):
     return "%s.oid >= %d AND NOT %s" % (alias, FIRST_NORMAL_OID, MEMBER.format(catalog=catalog, alias=alias))
 
 
+def visible(text):
+    """``text`` with every character a terminal would hide or move the cursor with written as an escape, so
+    that what a person reads in a refusal is all the definition holds."""
+    out = []
+    for char in text:
+        category = unicodedata.category(char)
+        if char == " " or category[0] not in "CZ":
+            out.append(char)
+        else:
+            out.append("\\x%02x" % ord(char) if ord(char) < 0x100 else "\\u%04x" % ord(char))
+    return "".join(out)
+
+
 def fold(text):
-    return " ".join((text or "").split())
+    """Runs of PostgreSQL's white space as one space (other characters Python counts as space are kept)."""
+    return re.sub(r"[ \t\n\r\f\v]+", " ", text or "").strip()
 
 
 @dataclass(frozen=True)
 class CodeObject:
     kind: str
     name: str
-    text: str  # canonical definition
+    text: str  # canonical definition, exactly as the catalog gives it
+
+    @property
+    def folded(self):
+        """The definition with its white space folded: what the allow-list matches and a refusal shows."""
+        return fold(self.text)
 
     @property
     def digest(self):
-        return "sha256:" + hashlib.sha256(("%s\0%s" % (self.kind, self.text)).encode()).hexdigest()
+        return "sha256:" + hashlib.sha256(("%s\0%s\0%s" % (self.kind, self.name, self.text)).encode()).hexdigest()
 
     def line(self):
-        return "%s  %s %s" % (self.digest, self.kind, self.name)
+        return "%s  %s %s" % (self.digest, self.kind, visible(self.name))
 
 
 class CodeRefused(SqlRefused):
@@ -118,7 +141,7 @@ def _functions(cr):
             parts.append(agg)
         if binary:
             parts.append("BINARY %s" % binary)
-        parts.append("AS %s" % fold(sqlbody if sqlbody else src))
+        parts.append("AS %s" % (sqlbody if sqlbody else src))
         objects[oid] = CodeObject(kind, ident, " ".join(parts))
     return objects
 
@@ -235,7 +258,7 @@ def _catalog_objects(cr):
     objects = []
     for kind, query in queries:
         cr.execute(query)
-        objects.extend(CodeObject(kind, name, fold(text)) for name, text in cr.fetchall())
+        objects.extend(CodeObject(kind, name, text) for name, text in cr.fetchall())
     return objects
 
 
@@ -300,17 +323,18 @@ def _expressions(cr):
         cr.execute(query)
         for name, text, tree, generated in cr.fetchall():
             if kind == "column default" and generated:
-                found.append(("generated column", name, fold(text), tree or ""))
+                found.append(("generated column", name, text, tree or ""))
             elif kind == "check constraint" and generated:
-                found.append(("domain constraint", name, fold(text), tree or ""))
+                found.append(("domain constraint", name, text, tree or ""))
             else:
-                found.append((kind, name, fold(text), tree or ""))
+                found.append((kind, name, text, tree or ""))
     return found
 
 
 def _calls_of(cr, trees):
-    """For each node tree, the functions it calls (its operators' included): [(ident, proname, known, oid)], where
-    known means PostgreSQL's own or an extension's."""
+    """For each node tree, the functions it calls (its operators' included): [(ident, proname, origin, oid)], where
+    origin is BUILTIN (PostgreSQL's own), EXTENSION_C (an extension's, in C), EXTENSION_SCRIPT (an extension's,
+    in SQL or plpgsql: it may run SQL it builds from its arguments) or OWN (the dump's)."""
     per_tree, ops = [], set()
     for tree in trees:
         per_tree.append(
@@ -325,11 +349,20 @@ def _calls_of(cr, trees):
     info = {}
     if wanted:
         cr.execute(
-            "SELECT p.oid, p.oid::regprocedure::text, p.proname, NOT (%s) FROM pg_catalog.pg_proc p "
-            "WHERE p.oid = ANY(%%s)" % _own("pg_catalog.pg_proc", "p"),
+            "SELECT p.oid, p.oid::regprocedure::text, p.proname, CASE WHEN p.oid < %d THEN '%s' "
+            "WHEN %s THEN CASE WHEN l.lanname IN ('c', 'internal') THEN '%s' ELSE '%s' END ELSE '%s' END "
+            "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_language l ON l.oid = p.prolang WHERE p.oid = ANY(%%s)"
+            % (
+                FIRST_NORMAL_OID,
+                BUILTIN,
+                MEMBER.format(catalog="pg_catalog.pg_proc", alias="p"),
+                EXTENSION_C,
+                EXTENSION_SCRIPT,
+                OWN,
+            ),
             (sorted(wanted),),
         )
-        info = {oid: (ident, proname, known, oid) for oid, ident, proname, known in cr.fetchall()}
+        info = {oid: (ident, proname, origin, oid) for oid, ident, proname, origin in cr.fetchall()}
     return [
         [info[oid] for oid in dict.fromkeys(funcs + [op_func[o] for o in op_list if o in op_func]) if oid in info]
         for funcs, op_list in per_tree
@@ -356,9 +389,9 @@ def _allowed(obj):
     for entry in allowed_code.CODE:
         if entry.kind != obj.kind:
             continue
-        if entry.text and entry.text == obj.text:
+        if entry.text and entry.text == obj.folded:
             return True
-        if entry.pattern and re.fullmatch(entry.pattern, obj.text):
+        if entry.pattern and re.fullmatch(entry.pattern, obj.folded):
             return True
     return False
 
@@ -389,13 +422,24 @@ def check(cr, before=None, accepted=()):
             continue
         (taken if obj.digest in accepted else refused).append(obj)
     bad_functions = {oid for oid, obj in functions.items() if not ok(obj)}
+    # A schema named after a role comes first in that role's search path ("$user", public): its tables and views
+    # would stand in for Odoo's own for that role (an ir_cron view showing neutralized crons as active).
+    cr.execute(
+        "SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid >= %d AND n.nspname IN "
+        "(SELECT r.rolname FROM pg_catalog.pg_roles r) ORDER BY 1" % FIRST_NORMAL_OID
+    )
+    for (schema,) in cr.fetchall():
+        obj = CodeObject("schema named after a role", schema, "SCHEMA %s" % schema)
+        (taken if obj.digest in accepted else refused).append(obj)
     for obj, targets in calls.items():
         if (obj.kind, obj.name, obj.text) in known:
             continue
+        # An extension's SQL and plpgsql functions may build SQL from their arguments (PostGIS's st_findextent
+        # quotes none): a default, a check, an index or a view of a dump from outside calls its C functions only.
         problems = [
             ident
-            for ident, proname, known_function, oid in targets
-            if DENIED_CALLS.fullmatch(proname) or (not known_function and oid in bad_functions)
+            for ident, proname, origin, oid in targets
+            if DENIED_CALLS.fullmatch(proname) or origin == EXTENSION_SCRIPT or (origin == OWN and oid in bad_functions)
         ]
         if not problems:
             continue
@@ -413,11 +457,12 @@ def refusal_text(objects):
         "create (engine/allowed_code.py), so nothing of it was kept:"
         % (len(objects), "" if len(objects) == 1 else "s", "is" if len(objects) == 1 else "are")
     ]
+    # Each definition whole (a digest accepts all of it), with hidden characters escaped.
     for obj in objects[:50]:
         lines.append("  %s" % obj.line())
-        lines.append("      %s" % (obj.text if len(obj.text) <= 400 else obj.text[:400] + " ..."))
+        lines.append("      %s" % visible(obj.folded))
     if len(objects) > 50:
-        lines.append("  ... and %d more" % (len(objects) - 50))
+        lines.append("  ... and %d more (not shown, so they cannot be accepted from this list)" % (len(objects) - 50))
     lines.append(
         "Read each definition. Only if you trust it, copy its sha256 line into a file and import again with "
         "--accept-code FILE (on the command line; Odoo never accepts code)."
@@ -426,13 +471,21 @@ def refusal_text(objects):
 
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+ACCEPT_FILE_LIMIT = 1 << 20
 
 
 def read_accepted(path):
     """The digests a person accepted: the first word of each line that is not blank or a # comment."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
+        # Asked before it is opened: opening a FIFO would wait for a writer.
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > ACCEPT_FILE_LIMIT:
+            raise SqlRefused(
+                "the accepted-code file %s is not a regular file of at most %d KiB: give the file you copied the "
+                "sha256 lines into" % (path, ACCEPT_FILE_LIMIT // 1024)
+            )
+        with open(path, "rb") as handle:
+            lines = handle.read(ACCEPT_FILE_LIMIT + 1).decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise SqlRefused("cannot read the accepted-code file %s (%s)" % (path, exc)) from exc
     digests = set()

@@ -257,8 +257,9 @@ def test_queue_job_notify_trigger_is_odoos_own(sample, dbs, tmp_path, pgconf):
 
 
 def test_postgis_with_a_topology_imports(dbs, tmp_path, pgconf):
-    """OpenSPP's GIS modules (OCA base_geoengine) make postgis and postgis_topology: a database with a geometry
-    column, a GiST index and a topology imports with no refusal, geometry and topology intact."""
+    """OpenSPP's GIS modules (OCA base_geoengine) make postgis and postgis_topology, the postgis/postgis image also
+    fuzzystrmatch and the tiger geocoder: a database with them, a geometry column, a GiST index and a topology
+    imports with no refusal, geometry and topology intact."""
     source = dbs.name("gis")
     execute("postgres", 'CREATE DATABASE "%s"' % source)
     available = query(source, "SELECT count(*) FROM pg_available_extensions WHERE name = 'postgis_topology'")
@@ -267,6 +268,8 @@ def test_postgis_with_a_topology_imports(dbs, tmp_path, pgconf):
         source,
         "CREATE EXTENSION postgis",
         "CREATE EXTENSION postgis_topology",
+        "CREATE EXTENSION fuzzystrmatch",
+        "CREATE EXTENSION postgis_tiger_geocoder",
         "CREATE TABLE spp_area (id serial PRIMARY KEY, name varchar, geo geometry(MultiPolygon, 4326))",
         "CREATE INDEX spp_area_geo_gist_index ON spp_area USING gist (geo)",
         "INSERT INTO spp_area (name, geo) SELECT 'area ' || i, ST_Multi(ST_Buffer(ST_MakePoint(i, i), 0.5))::"
@@ -330,3 +333,84 @@ def test_an_unsigned_set_with_unknown_code_is_refused_on_restore_and_drill(sampl
     assert query(target, names) == [(0,)], "the engine's own statements ran the accepted code with its rights"
     execute(target, "UPDATE ir_config_parameter SET value = value WHERE key = 'database.uuid'")
     assert query(target, names) != [(0,)], "the accepted trigger did not fire for a superuser: the test proves nothing"
+
+
+def test_an_extension_function_that_runs_sql_is_not_called_from_a_default(dump, sample, dbs, tmp_path, pgconf):
+    """PostGIS's st_findextent builds SQL from its arguments without quoting them: a column default calling it
+    would run what the dump wrote as whoever inserts a row. Only an extension's C functions may be called from a
+    default, a check, an index or a view."""
+    payload = (
+        "CREATE EXTENSION IF NOT EXISTS postgis WITH SCHEMA public;\n"
+        # Harmless while the load fills the column as the import role; live for anyone else.
+        "ALTER TABLE public.res_partner ADD COLUMN spp_note text DEFAULT (CASE WHEN current_user NOT LIKE "
+        "'spp\\_import\\_%' THEN public.st_findextent('x', 'y', 'a')::text END);"
+    )
+    path = make_zip(tmp_path / "evil.zip", with_tail(dump, payload), sample)
+    target = dbs.name("evil")
+    message = refusal(path, target, pgconf, tmp_path)
+    assert "column default public.res_partner.spp_note" in message and "st_findextent" in message, message
+    assert leftovers(target, str(tmp_path / "data")) == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (
+            "CREATE MATERIALIZED VIEW public.spp_mv AS SELECT rolname, rolpassword FROM pg_catalog.pg_authid "
+            "WITH NO DATA;",
+            "views over tables it could not read itself (spp_mv)",
+        ),
+        (
+            "CREATE SCHEMA postgres;\nCREATE VIEW postgres.ir_config_parameter AS SELECT * FROM "
+            "public.ir_config_parameter;",
+            "schema named after a role postgres",
+        ),
+    ],
+    ids=["materialized view over pg_authid", "schema named after a role"],
+)
+def test_objects_that_read_with_other_rights_are_refused(payload, expected, dump, sample, dbs, tmp_path, pgconf):
+    """A materialized view made WITH NO DATA over what the import role cannot read would be filled by its next
+    owner's REFRESH; a schema named after a role comes first in that role's search path and would stand in for
+    Odoo's tables. Both are refused and nothing is left."""
+    path = make_zip(tmp_path / "evil.zip", with_tail(dump, payload), sample)
+    target = dbs.name("evil")
+    message = refusal(path, target, pgconf, tmp_path)
+    assert expected in message, message
+    assert leftovers(target, str(tmp_path / "data")) == []
+
+
+def test_a_refusal_shows_every_character_a_definition_holds(dump, sample, dbs, tmp_path, pgconf):
+    """Terminal escapes that would hide part of a body, and a body longer than a screen, are printed whole and
+    escaped: what a person reads is what the digest accepts."""
+    hidden = "\x1b[8m PERFORM 2; \x1b[0m"
+    padding = "PERFORM 1; " * 60
+    payload = (
+        "CREATE FUNCTION public.spp_count() RETURNS integer LANGUAGE plpgsql AS $f$BEGIN %s%s RETURN 1; END$f$;"
+        % (
+            padding,
+            hidden,
+        )
+    )
+    path = make_zip(tmp_path / "evil.zip", with_tail(dump, payload), sample)
+    message = refusal(path, dbs.name("evil"), pgconf, tmp_path)
+    assert "\x1b" not in message and "\\x1b[8m PERFORM 2;" in message, message
+    assert message.count("PERFORM 1;") == 60
+
+
+def test_the_accepted_code_file_must_be_a_small_regular_file(tmp_path):
+    """--accept-code reads a file a person wrote: a device or a FIFO is refused in words, as is a line that is
+    not a digest; the digest of a default names its column, so accepting one accepts no other."""
+    from engine.sqlguard import SqlRefused
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", str(tmp_path), str(fifo)):
+        with pytest.raises(SqlRefused, match="not a regular file"):
+            codecheck.read_accepted(path)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("sha256:1234 function public.x()\n")
+    with pytest.raises(SqlRefused, match="line 1 .* is not a digest"):
+        codecheck.read_accepted(str(bad))
+    one = codecheck.CodeObject("column default", "public.a.x", "DEFAULT (1)")
+    other = codecheck.CodeObject("column default", "public.b.x", "DEFAULT (1)")
+    assert one.digest != other.digest
