@@ -4,6 +4,7 @@ if __name__.startswith("odoo.addons."):
     from . import (  # noqa: F401
         test_backup_alerts,
         test_backup_chatter,
+        test_backup_collect,
         test_backup_destination,
         test_backup_drill,
         test_backup_end_to_end,
