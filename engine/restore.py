@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from . import filestore, packstore, pg
+from . import filestore, inflight, packstore, pg
 from .config import PgConfig
 from .errors import BackupError, RestoreError
 from .human import count, human_bytes, human_duration
@@ -89,6 +89,8 @@ class RestoreResult:
     signature: str = "not checked"
     warnings: list = field(default_factory=list)
     checks: list = field(default_factory=list)
+    # {kind: rows} the restore closed as in flight when the backup was taken (engine.inflight).
+    in_flight_closed: dict = field(default_factory=dict)
 
     def to_dict(self):
         return asdict(self)
@@ -168,6 +170,7 @@ class Target:
         self.undo = []
         self.scratch_created = False
         self.renamed = {}
+        self.in_flight_closed = {}
 
     def leftovers(self):
         """Scratch databases an interrupted restore of this same target left behind."""
@@ -180,7 +183,11 @@ class Target:
         ]
 
     def prepare_copy(self, log=_noop):
-        """What the options ask of the loaded scratch database: a new identity, neutralization."""
+        """The loaded scratch database made ready: what was in flight closed; what the options ask (a new
+        identity, neutralization)."""
+        self.in_flight_closed = inflight.close_in_flight(self.options.pg, self.scratch)
+        if self.in_flight_closed:
+            log("In the restored database: %s" % inflight.closed_text(self.in_flight_closed))
         if self.options.new_uuid:
             new_database_identity(self.options.pg, self.scratch)
             log("Gave the copy its own database.uuid and database.secret")
@@ -416,6 +423,7 @@ def restore(ref, options, progress=None, verified=None, log=None):
         duration=duration,
         signature=report.signature,
         warnings=warnings + target.replaced_warning(),
+        in_flight_closed=target.in_flight_closed,
     )
 
 

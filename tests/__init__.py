@@ -9,6 +9,7 @@ if __name__.startswith("odoo.addons."):
         test_backup_drill,
         test_backup_end_to_end,
         test_backup_incremental,
+        test_backup_inflight,
         test_backup_job,
         test_backup_keys,
         test_backup_metrics,
