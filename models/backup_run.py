@@ -252,10 +252,16 @@ class SppBackupRun(models.Model):
                 _logger.exception("Cannot mark %s %s as failed after run %s", record._name, record.id, self.id)
 
     def _apply_now(self):
-        """Record this run now for a person who asked (Refresh); a sentence while the collector records it."""
-        if self.state in ("done", "failed") and not self.is_applied and not self._apply():
-            self.invalidate_recordset()
-            if not self.is_applied:
-                raise UserError(
-                    _("The result of this work is being recorded right now: refresh in a moment to see it.")
-                )
+        """Record these finished runs now (a person's Refresh); the runs another transaction is recording now."""
+        busy = self.browse()
+        for run in self:
+            if run.state in ("done", "failed") and not run.is_applied and not run._apply():
+                run.invalidate_recordset()
+                if not run.is_applied:
+                    busy |= run
+        return busy
+
+    @api.model
+    def _being_recorded(self):
+        """What a person who pressed Refresh is told while the collector records the same result."""
+        return UserError(_("The result of this work is being recorded right now: refresh in a moment to see it."))

@@ -150,15 +150,15 @@ class SppBackupRunnerMixin(models.AbstractModel):
     # --------------------------------------------------------------- results
 
     def _collect(self):
-        """Record what the worker has finished for these records (as the server, whoever asks)."""
+        """Record what the worker has finished for these records (as the server, whoever asks); the runs another
+        transaction (the collector) is recording meanwhile."""
         runs = self.env["spp.backup.engine"]._as_server(self).mapped("run_id")
         if not runs:
-            return
+            return runs
         self.env.flush_all()
         runs._reap_dead_runs()
         runs.filtered(lambda run: run.state == "running")._sync_running()
-        for run in runs:
-            run._apply_now()
+        return runs._apply_now()
 
     def _apply_run(self, run):
         """Record a finished ``run`` on this record: times, state, then the model's own evidence."""
@@ -197,5 +197,6 @@ class SppBackupRunnerMixin(models.AbstractModel):
     def action_refresh(self):
         """Record what the worker has finished for this record now (the form follows the run by itself)."""
         self.env["spp.backup.engine"]._check_auditor()
-        self._collect()
+        if self._collect():
+            raise self.env["spp.backup.run"]._being_recorded()
         return True

@@ -530,7 +530,8 @@ class SppBackupRestoreWizard(models.TransientModel):
         self.ensure_one()
         self._check_own()
         self.env["spp.backup.engine"]._check_restore_right()
-        self.env["spp.backup.engine"]._as_server(self.check_run_id)._apply_now()
+        if self.env["spp.backup.engine"]._as_server(self.check_run_id)._apply_now():
+            raise self.env["spp.backup.run"]._being_recorded()
         return self._reopen()
 
     def action_back(self):
