@@ -97,11 +97,34 @@ class TestBackupCollectConcurrency(BackupCase):
         with cls.registry.cursor() as cr:
             env = api.Environment(cr, SUPERUSER_ID, {})
             cls.race_destination_id = env["spp.backup.destination"].create({"name": "Race", "path": path}).id
+            cls.race_policy_id = (
+                env["spp.backup.policy"]
+                .create(
+                    {
+                        "name": "Race",
+                        "destination_ids": [(6, 0, [cls.race_destination_id])],
+                        "encrypt": False,
+                        "is_drill_scheduled": False,
+                    }
+                )
+                .id
+            )
         cls.addClassCleanup(cls.remove_committed)
 
     @classmethod
     def remove_committed(cls):
         with cls.registry.cursor() as cr:
+            cr.execute("SELECT id FROM spp_backup_job WHERE policy_id = %s", (cls.race_policy_id,))
+            jobs = [row[0] for row in cr.fetchall()]
+            cr.execute("UPDATE spp_backup_policy SET last_job_id = NULL WHERE id = %s", (cls.race_policy_id,))
+            cr.execute("DELETE FROM spp_backup_run WHERE policy_id = %s", (cls.race_policy_id,))
+            cr.execute("DELETE FROM spp_backup_job WHERE id = ANY(%s)", (jobs,))
+            cr.execute("DELETE FROM spp_backup_alert WHERE policy_id = %s", (cls.race_policy_id,))
+            for model, ids in (("spp.backup.job", jobs), ("spp.backup.policy", [cls.race_policy_id])):
+                cr.execute("DELETE FROM mail_activity WHERE res_model = %s AND res_id = ANY(%s)", (model, ids))
+                cr.execute("DELETE FROM mail_followers WHERE res_model = %s AND res_id = ANY(%s)", (model, ids))
+                cr.execute("DELETE FROM mail_message WHERE model = %s AND res_id = ANY(%s)", (model, ids))
+            cr.execute("DELETE FROM spp_backup_policy WHERE id = %s", (cls.race_policy_id,))
             cr.execute(
                 "DELETE FROM spp_backup_run WHERE res_model = 'spp.backup.restore.wizard' AND res_id IN "
                 "(SELECT id FROM spp_backup_restore_wizard WHERE destination_id = %s)",
@@ -159,6 +182,43 @@ class TestBackupCollectConcurrency(BackupCase):
             person.rollback()
             collector.rollback()
         self.assertEqual(self.committed_state(wizard_id, run_id), (("done", False, None), "checking"))
+
+    def test_job_refresh_while_the_collector_holds_its_run_says_so_and_the_due_cron_passes(self):
+        """A backup job's Refresh while the collector records its run: the same sentence; the due-policies cron,
+        which records its jobs' results too, passes over that run without an error and sees the job busy."""
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            job = env["spp.backup.job"].create({"policy_id": self.race_policy_id, "trigger": "schedule"})
+            run = env["spp.backup.run"].create(
+                {
+                    "action": "backup",
+                    "plan": "{}",
+                    "res_model": job._name,
+                    "res_id": job.id,
+                    "policy_id": self.race_policy_id,
+                    "state": "failed",
+                    "error_message": "disk full",
+                    "finished_at": fields.Datetime.now(),
+                }
+            )
+            job.write({"run_id": run.id, "state": "running"})
+            job_id = job.id
+        with self.registry.cursor() as collector, self.registry.cursor() as person:
+            collector.execute("SELECT id FROM spp_backup_run WHERE id = %s FOR UPDATE", (run.id,))
+            env = api.Environment(person, SUPERUSER_ID, {})
+            with self.assertRaises(UserError) as caught:
+                env["spp.backup.job"].browse(job_id).action_refresh()
+            self.assertIn(BEING_RECORDED, caught.exception.args[0])
+            person.rollback()
+            with self.assertNoLogs(level="WARNING"):
+                self.assertTrue(env["spp.backup.policy"].browse(self.race_policy_id)._is_busy())
+            person.rollback()
+            collector.rollback()
+        with self.registry.cursor() as person:
+            env = api.Environment(person, SUPERUSER_ID, {})
+            env["spp.backup.job"].browse(job_id).action_refresh()
+            job = env["spp.backup.job"].browse(job_id)
+            self.assertEqual((job.state, job.error_message), ("failed", "disk full"))
 
     def test_refresh_after_the_collector_recorded_it_under_its_snapshot_says_so(self):
         """The collector records the run after Refresh's transaction began: a sentence, not a serialization error;
