@@ -8,7 +8,7 @@ import signal
 import sys
 import traceback
 
-from . import catalog, crypto
+from . import catalog, crypto, inflight
 from .backup import run_backup
 from .config import BackupPlan, Settings, default_data_dir
 from .errors import BackupError
@@ -349,6 +349,8 @@ def cmd_restore(args):
         lines.append("  filestore: %s (%d files)" % (result.filestore_path, result.filestore_files))
     for what, name in result.renamed_aside.items():
         lines.append("  the previous %s was kept as %s" % (what, name))
+    if result.in_flight_closed:
+        lines.append("  %s" % inflight.closed_text(result.in_flight_closed))
     lines += ["  warning: %s" % w for w in result.warnings]
     return (1 if result.warnings else 0), result.to_dict(), "\n".join(lines)
 

@@ -163,6 +163,7 @@ def import_file(path, options, strict=False, settings=None, progress=None):
         signature="none (Odoo's backups are not signed)",
         warnings=warnings + target.replaced_warning() + accepted_warnings(target.accepted),
         checks=[vars(c) for c in checks],
+        in_flight_closed=target.in_flight_closed,
     )
 
 

@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from . import filestore, packstore, pg, sqlguard, sqlimport
+from . import filestore, inflight, packstore, pg, sqlguard, sqlimport
 from .config import PgConfig
 from .errors import BackupError, RestoreError
 from .human import count, human_bytes, human_duration
@@ -91,6 +91,8 @@ class RestoreResult:
     signature: str = "not checked"
     warnings: list = field(default_factory=list)
     checks: list = field(default_factory=list)
+    # {kind: rows} the restore closed as in flight when the backup was taken (engine.inflight).
+    in_flight_closed: dict = field(default_factory=dict)
 
     def to_dict(self):
         return asdict(self)
@@ -174,6 +176,7 @@ class Target:
         # has not been handed over (sqlimport.load_into_scratch), as the engine's user otherwise.
         self.db_pg = options.pg
         self.accepted = []
+        self.in_flight_closed = {}
 
     def leftovers(self):
         """Scratch databases an interrupted restore of this same target left behind."""
@@ -186,7 +189,11 @@ class Target:
         ]
 
     def prepare_copy(self, log=_noop):
-        """What the options ask of the loaded scratch database: a new identity, neutralization."""
+        """The loaded scratch database made ready: what was in flight closed; what the options ask (a new
+        identity, neutralization)."""
+        self.in_flight_closed = inflight.close_in_flight(self.db_pg, self.scratch)
+        if self.in_flight_closed:
+            log("In the restored database: %s" % inflight.closed_text(self.in_flight_closed))
         if self.options.new_uuid:
             new_database_identity(self.db_pg, self.scratch)
             log("Gave the copy its own database.uuid and database.secret")
@@ -424,6 +431,7 @@ def restore(ref, options, progress=None, verified=None, log=None):
         duration=duration,
         signature=report.signature,
         warnings=warnings + target.replaced_warning() + accepted_warnings(target.accepted),
+        in_flight_closed=target.in_flight_closed,
     )
 
 

@@ -294,8 +294,11 @@ def has_run_table(conn):
         return cr.fetchone()[0]
 
 
-def reap_dead_runs(cr):
-    """Fail every running run whose worker's lock is gone (on any node); their ids. ``cr``: a cursor."""
+def reap_dead_runs(cr, **execute):
+    """Fail every running run whose worker's lock is gone (on any node); their ids.
+
+    ``cr``: a cursor; ``execute``: keyword arguments of its ``execute`` (Odoo's cursor: ``log_exceptions``).
+    """
     cr.execute(
         """
         UPDATE spp_backup_run r
@@ -307,6 +310,7 @@ def reap_dead_runs(cr):
         + """ AND l.objid = r.id)
      RETURNING r.id""",
         (DEAD_RUN_MESSAGE, RUN_LOCK_CLASS),
+        **execute,
     )
     return [row[0] for row in cr.fetchall()]
 

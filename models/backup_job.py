@@ -153,6 +153,13 @@ class SppBackupJob(models.Model):
             return self._apply_verify(run)
         return super()._apply_run(run)
 
+    def _apply_run_failed(self, run, reason):
+        if run.action == "verify":
+            if run == self.verify_run_id and self.verify_state == "verifying":
+                self.write({"verify_state": "failed", "verified_at": fields.Datetime.now(), "verify_report": reason})
+            return
+        super()._apply_run_failed(run, reason)
+
     def _set_duration(self, status=None):
         # The runner's result carries the backup's own duration.
         if not (status or {}).get("result"):

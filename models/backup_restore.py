@@ -1,6 +1,7 @@
 from markupsafe import Markup
 from odoo import _, api, fields, models, release
 
+from ..engine import inflight
 from ..engine.human import human_duration
 
 
@@ -122,6 +123,9 @@ class SppBackupRestore(models.Model):
             took=human_duration(self.restore_seconds),
             signature=self.signature or _("not checked"),
         )
+        closed = inflight.closed_text(result.get("in_flight_closed"))
+        if closed:
+            body += Markup("<p>%s</p>") % _("In the restored database: %s.", closed)
         if self.replaced_db_aside:
             body += Markup("<p>%s</p>") % _(
                 "The previous database is kept as %s, closed to connections. Drop it once the restored one is "

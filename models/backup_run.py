@@ -1,7 +1,10 @@
 import json
 import logging
 
+import psycopg2
 from odoo import _, api, fields, models
+from odoo.exceptions import UserError
+from odoo.service.model import PG_CONCURRENCY_ERRORS_TO_RETRY
 
 from ..engine import worker as engine_worker
 from ..engine.human import human_duration
@@ -15,6 +18,13 @@ RUN_ACTIONS = [
     ("verify", "Verification"),
 ]
 RUN_STATES = [("queued", "Queued"), ("running", "Running"), ("done", "Done"), ("failed", "Failed")]
+# How many times the collector looks for dead runs on a new snapshot when a run changed under the previous one.
+REAP_ATTEMPTS = 5
+
+
+def is_concurrency_error(exc):
+    """True for PostgreSQL's "another transaction got there first" (serialization failure, deadlock, lock)."""
+    return isinstance(exc, psycopg2.OperationalError) and exc.pgcode in PG_CONCURRENCY_ERRORS_TO_RETRY
 
 
 class SppBackupRun(models.Model):
@@ -122,10 +132,15 @@ class SppBackupRun(models.Model):
         """Mark dead runs failed, record every finished run on its record (one transaction each), wake workers."""
         Engine = self.env["spp.backup.engine"]
         self.env.flush_all()
-        dead = engine_worker.reap_dead_runs(self.env.cr)
+        Engine._commit_unless_testing()
+        for _attempt in range(REAP_ATTEMPTS):
+            dead = self._reap_dead_runs()
+            if dead is not None:
+                break
+            # A run changed after this transaction's snapshot: look again on a new one.
+            Engine._commit_unless_testing()
         if dead:
             _logger.warning("Backup runs %s had lost their worker: marked failed", dead)
-            self.invalidate_model()
         Engine._commit_unless_testing()
         self.sudo().search([("state", "=", "running")])._sync_running()
         Engine._commit_unless_testing()
@@ -134,30 +149,119 @@ class SppBackupRun(models.Model):
             Engine._commit_unless_testing()
         Engine._check_workers()
 
+    @api.model
+    def _reap_dead_runs(self):
+        """Mark failed the running runs whose worker is gone; their ids, or None when a run changed meanwhile.
+
+        Odoo's transactions are REPEATABLE READ: a run its worker finished
+        after this transaction's snapshot cannot be updated in it (a
+        serialization failure). Nothing is then changed and None says so:
+        that run is not dead, and the next snapshot shows it finished.
+        """
+        try:
+            with self.env.cr.savepoint(flush=False):
+                # A serialization failure is expected here, not an error of the query: Odoo does not log it.
+                dead = engine_worker.reap_dead_runs(self.env.cr, log_exceptions=False)
+        except psycopg2.OperationalError as exc:
+            if not is_concurrency_error(exc):
+                raise
+            _logger.info("A backup run changed while dead runs were looked for: looking again")
+            return None
+        if dead:
+            self.invalidate_model()
+        return dead
+
     def _sync_running(self):
         for run in self:
             record = run._record()
-            if record and record.state == "queued":
-                record.write({"state": "running", "started_at": run.started_at or fields.Datetime.now()})
+            # A wizard's check has no state of its own to follow.
+            if not record or "state" not in record._fields or record.state != "queued":
+                continue
+            try:
+                with self.env.cr.savepoint():
+                    record.write({"state": "running", "started_at": run.started_at or fields.Datetime.now()})
+            except psycopg2.OperationalError as exc:
+                if not is_concurrency_error(exc):
+                    raise
+                # Another transaction is writing the same record: the next pass or refresh shows it running.
+
+    def _lock_for_recording(self):
+        """Take this run's row lock: True when this transaction may record it (finished, not recorded yet).
+
+        False while another transaction holds the lock (it is recording the
+        run now) and once the run is recorded. A run another transaction
+        recorded after this one's snapshot raises a serialization failure.
+        """
+        self.ensure_one()
+        self.env.cr.execute(
+            "SELECT is_applied, state FROM spp_backup_run WHERE id = %s FOR UPDATE SKIP LOCKED",
+            (self.id,),
+            log_exceptions=False,
+        )
+        row = self.env.cr.fetchone()
+        return bool(row) and not row[0] and row[1] in ("done", "failed")
 
     def _apply(self):
-        """Record this finished run on its job, restore or drill; a failure to do so is recorded, not raised."""
+        """Record this finished run on its job, restore, drill or wizard, under the run's row lock.
+
+        True when this transaction recorded it, False when another one is
+        recording it or has recorded it (nothing was changed here). A result
+        that cannot be recorded is recorded as such on the run, in words
+        (``apply_error``, the run failed), and on its record as far as the
+        record has the fields for it; it is not tried again.
+        """
         self.ensure_one()
+        try:
+            with self.env.cr.savepoint():
+                if not self._lock_for_recording():
+                    return False
+                self._record_on_target()
+        except psycopg2.OperationalError as exc:
+            if not is_concurrency_error(exc):
+                raise
+            self.env.invalidate_all()
+            return False
+        self.env["bus.bus"]._sendone(
+            "spp_backup_runs", "spp_backup.run", {"id": self.id, "res_model": self.res_model, "res_id": self.res_id}
+        )
+        return True
+
+    def _record_on_target(self):
         try:
             with self.env.cr.savepoint():
                 record = self._record()
                 if record:
                     record._apply_run(self)
-                self.write({"is_applied": True})
+                self.write({"is_applied": True, "apply_error": False})
         except Exception as exc:  # one result that cannot be recorded must not block the others
+            if is_concurrency_error(exc):
+                raise
             _logger.exception("Cannot record the result of backup run %s", self.id)
-            self.invalidate_recordset()
+            self.env.invalidate_all()
             reason = _("The result of this run could not be recorded: %s", "%s: %s" % (type(exc).__name__, exc))
-            with self.env.cr.savepoint():
-                self.write({"is_applied": True, "apply_error": reason})
-                record = self._record()
-                if record and record.state in ("queued", "running"):
-                    record.write({"state": "failed", "error_message": reason, "finished_at": fields.Datetime.now()})
-        self.env["bus.bus"]._sendone(
-            "spp_backup_runs", "spp_backup.run", {"id": self.id, "res_model": self.res_model, "res_id": self.res_id}
-        )
+            self.write({"is_applied": True, "apply_error": reason, "state": "failed"})
+            record = self._record()
+            if not record or not hasattr(record, "_apply_run_failed"):
+                return
+            try:
+                with self.env.cr.savepoint():
+                    record._apply_run_failed(self, reason)
+            except Exception as again:
+                if is_concurrency_error(again):
+                    raise
+                _logger.exception("Cannot mark %s %s as failed after run %s", record._name, record.id, self.id)
+
+    def _apply_now(self):
+        """Record these finished runs now (a person's Refresh); the runs another transaction is recording now."""
+        busy = self.browse()
+        for run in self:
+            if run.state in ("done", "failed") and not run.is_applied and not run._apply():
+                run.invalidate_recordset()
+                if not run.is_applied:
+                    busy |= run
+        return busy
+
+    @api.model
+    def _being_recorded(self):
+        """What a person who pressed Refresh is told while the collector records the same result."""
+        return UserError(_("The result of this work is being recorded right now: refresh in a moment to see it."))

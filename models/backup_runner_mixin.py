@@ -150,18 +150,15 @@ class SppBackupRunnerMixin(models.AbstractModel):
     # --------------------------------------------------------------- results
 
     def _collect(self):
-        """Record what the worker has finished for these records (as the server, whoever asks)."""
+        """Record what the worker has finished for these records (as the server, whoever asks); the runs another
+        transaction (the collector) is recording meanwhile."""
         runs = self.env["spp.backup.engine"]._as_server(self).mapped("run_id")
         if not runs:
-            return
-        from ..engine import worker as engine_worker
-
+            return runs
         self.env.flush_all()
-        if engine_worker.reap_dead_runs(self.env.cr):
-            runs.invalidate_recordset()
+        runs._reap_dead_runs()
         runs.filtered(lambda run: run.state == "running")._sync_running()
-        for run in runs.filtered(lambda run: run.state in ("done", "failed") and not run.is_applied):
-            run._apply()
+        return runs._apply_now()
 
     def _apply_run(self, run):
         """Record a finished ``run`` on this record: times, state, then the model's own evidence."""
@@ -184,6 +181,12 @@ class SppBackupRunnerMixin(models.AbstractModel):
             if record.started_at and record.finished_at:
                 record.duration = max(0.0, (record.finished_at - record.started_at).total_seconds())
 
+    def _apply_run_failed(self, run, reason):
+        """``run`` finished but its result could not be recorded (``reason``): this record's run failed, in words."""
+        self.ensure_one()
+        if run == self.run_id and self.state in ("queued", "running"):
+            self.write({"state": "failed", "error_message": reason, "finished_at": fields.Datetime.now()})
+
     def _mark_runner_failed(self, reason, status=None, finished=None):
         self.ensure_one()
         finished = finished or fields.Datetime.now()
@@ -194,5 +197,6 @@ class SppBackupRunnerMixin(models.AbstractModel):
     def action_refresh(self):
         """Record what the worker has finished for this record now (the form follows the run by itself)."""
         self.env["spp.backup.engine"]._check_auditor()
-        self._collect()
+        if self._collect():
+            raise self.env["spp.backup.run"]._being_recorded()
         return True

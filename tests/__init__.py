@@ -4,11 +4,13 @@ if __name__.startswith("odoo.addons."):
     from . import (  # noqa: F401
         test_backup_alerts,
         test_backup_chatter,
+        test_backup_collect,
         test_backup_destination,
         test_backup_drill,
         test_backup_end_to_end,
         test_backup_import_code,
         test_backup_incremental,
+        test_backup_inflight,
         test_backup_job,
         test_backup_keys,
         test_backup_metrics,

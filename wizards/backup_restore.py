@@ -514,6 +514,12 @@ class SppBackupRestoreWizard(models.TransientModel):
             }
         )
 
+    def _apply_run_failed(self, run, reason):
+        """The verification of this wizard's backup could not be recorded: the checks say so, and did not pass."""
+        self.ensure_one()
+        if run == self.check_run_id:
+            self.write({"step": "checked", "is_check_ok": False, "check_report": reason})
+
     @api.model
     def _check_report_of(self, run):
         reports = run._result_data().get("reports") or []
@@ -524,9 +530,8 @@ class SppBackupRestoreWizard(models.TransientModel):
         self.ensure_one()
         self._check_own()
         self.env["spp.backup.engine"]._check_restore_right()
-        run = self.env["spp.backup.engine"]._as_server(self.check_run_id)
-        if run.state in ("done", "failed") and not run.is_applied:
-            run._apply()
+        if self.env["spp.backup.engine"]._as_server(self.check_run_id)._apply_now():
+            raise self.env["spp.backup.run"]._being_recorded()
         return self._reopen()
 
     def action_back(self):
