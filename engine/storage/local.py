@@ -11,8 +11,8 @@ from ..errors import PreflightError
 CHUNK = 1 << 20
 
 
-def make_private_dirs(path):
-    """Create ``path`` and missing parents with mode 0700, fsyncing each new entry's parent."""
+def make_private_dirs(path, sync=True):
+    """Create ``path`` and missing parents with mode 0700, fsyncing each new entry's parent (``sync``)."""
     missing = []
     probe = path
     while not os.path.isdir(probe):
@@ -28,7 +28,8 @@ def make_private_dirs(path):
             if not os.path.isdir(folder):
                 raise
             continue
-        fsync_dir(os.path.dirname(folder))
+        if sync:
+            fsync_dir(os.path.dirname(folder))
 
 
 class LocalWriter:
