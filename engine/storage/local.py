@@ -160,6 +160,18 @@ class LocalStorage:
     def remove_tree(self, prefix):
         shutil.rmtree(self._path(prefix), ignore_errors=True)
 
+    def remove_partials(self, prefix):
+        """Remove the ``.<name>.partial`` files writers left under ``prefix`` (the caller knows none is
+        writing); how many."""
+        removed = 0
+        for folder, _dirs, files in os.walk(self._path(prefix)):
+            for name in files:
+                if name.startswith(".") and name.endswith(".partial"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(folder, name))
+                        removed += 1
+        return removed
+
     def free_bytes(self):
         path = self.root
         while not os.path.exists(path):
