@@ -205,7 +205,8 @@ def test_an_unprovable_set_waits_a_day_and_a_store_partial_waits_for_its_writers
         assert report.removed == {old + "-bbbbbb": "unfinished for more than a day, by a backup that recorded no lock"}
         assert report.kept == {recent + "-aaaaaa": "no lock recorded: left for a day"}
         assert report.partial_files == 0 and (packs / ".ab000000000000000000000000000000.partial").exists()
-        writer.close()
+        with writer.cursor() as cr:  # that backup is done with the store
+            cr.execute("SELECT pg_advisory_unlock_shared(%s)", (leftovers.packstore.lock_key(sid),))
         report = leftovers.remove_leftovers(storage, big["db"], conn)
         assert report.partial_files == 1 and report.removed == {}
         assert "removed 1 partial file of the filestore store" in report.summary()
