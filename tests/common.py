@@ -270,7 +270,14 @@ class BackupCase(TransactionCase):
 
 
 class RealBackupCase(BackupCase):
-    """BackupCase with one real backup of this test database, made by the runner, done before the tests."""
+    """BackupCase with one real backup of this test database, made by the runner, done before the tests.
+
+    The policy does not sign, so that backup is drilled at once (its first unsigned backup): ``first_drill``,
+    queued. Unless ``keep_first_drill``, that drill is taken back before the tests, which start from a policy
+    that has never been drilled.
+    """
+
+    keep_first_drill = False
 
     @classmethod
     def setUpClass(cls):
@@ -280,6 +287,10 @@ class RealBackupCase(BackupCase):
         if not cls.run_to_end(cls.job) or cls.job.state != "done":
             raise RuntimeError("The backup the tests need failed: %s" % (cls.job.error_message or cls.job.state))
         cls.backup_dir = cls.job.location.strip()
+        cls.first_drill = cls.env["spp.backup.drill"].search([("policy_id", "=", cls.policy.id)])
+        if not cls.keep_first_drill:
+            cls.first_drill.run_id.sudo().unlink()
+            cls.first_drill.sudo().unlink()
 
 
 class S3BackupCase(BackupCase):
