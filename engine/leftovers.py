@@ -114,27 +114,20 @@ class LeftoverReport:
         """One sentence for the backup's log, or None when there was nothing to remove or to say."""
         parts = []
         if self.removed:
-            parts.append(
-                "removed %s left by killed backups: %s"
-                % (
-                    count(len(self.removed), "unfinished set"),
-                    "; ".join("%s (%s)" % item for item in sorted(self.removed.items())),
-                )
-            )
+            parts.append("removed %s left by killed backups: %s" % _sets(self.removed))
         if self.partial_files:
             parts.append(
                 "removed %s of the filestore store no backup is writing" % count(self.partial_files, "partial file")
             )
         if self.kept:
-            parts.append(
-                "left %s: %s"
-                % (
-                    count(len(self.kept), "unfinished set"),
-                    "; ".join("%s (%s)" % item for item in sorted(self.kept.items())),
-                )
-            )
+            parts.append("left %s: %s" % _sets(self.kept))
         parts += ["could not remove %s" % error for error in self.errors]
         return "; ".join(parts) if parts else None
+
+
+def _sets(reasons):
+    """('2 unfinished sets', 'id (why); id (why)') of {backup id: why}."""
+    return count(len(reasons), "unfinished set"), "; ".join("%s (%s)" % item for item in sorted(reasons.items()))
 
 
 def _writer_of(ref):
