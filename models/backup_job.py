@@ -118,11 +118,11 @@ class SppBackupJob(models.Model):
                 or (not job.copy_ids and bool((job.location or "").strip()))
             )
 
-    @api.depends("signing")
+    @api.depends("signing", "policy_id.is_drill_scheduled")
     def _compute_guarded_path_note(self):
-        text = self.env["spp.backup.policy"]._guarded_path_text()
         for job in self:
-            job.guarded_path_note = text if job.signing == "unsigned" else False
+            unsigned = job.signing == "unsigned" and job.policy_id
+            job.guarded_path_note = job.policy_id.sudo()._guarded_path_text() if unsigned else False
 
     @api.model_create_multi
     def create(self, vals_list):
@@ -133,7 +133,7 @@ class SppBackupJob(models.Model):
         signing = {policy.id: "signed" if policy.sign else "unsigned" for policy in policies.sudo()}
         for vals in vals_list:
             vals.setdefault("db_name", databases.get(vals.get("policy_id")))
-            vals["signing"] = signing.get(vals.get("policy_id"))
+            vals.setdefault("signing", signing.get(vals.get("policy_id")))
         jobs = super().create(vals_list)
         for job in jobs:
             job.policy_id.sudo().last_job_id = job

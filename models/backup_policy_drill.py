@@ -107,32 +107,50 @@ class SppBackupPolicyDrill(models.Model):
                     _("The scheduled restore drill could not start: %s", exc.args[0] if exc.args else exc),
                 )
 
-    @api.model
     def _guarded_path_text(self):
-        """What signing off means for restores and drills, in words (the policy's form and each of its jobs)."""
-        return _(
+        """What signing off means for restores and drills of this policy, in words (its form and its jobs)."""
+        self.ensure_one()
+        text = _(
             "Backups of this policy are not signed, so nothing proves they are this server's own: every restore "
             "and drill of them goes through the guarded path, as for a dump from outside (loaded as a role that "
             "owns only the new database, through the SQL guard, one job at a time). That is slower than a signed "
-            "restore and refuses code it does not know. The first unsigned backup is drilled at once, so a backup "
-            "the guarded path refuses is known the same day."
+            "restore and refuses code it does not know."
+        )
+        if self.is_drill_scheduled:
+            return (
+                text
+                + " "
+                + _(
+                    "The first unsigned backup is drilled at once, so a backup the guarded path refuses is known the "
+                    "same day."
+                )
+            )
+        return (
+            text
+            + " "
+            + _(
+                "Drills are not scheduled: a backup the guarded path refuses is only found when it is restored. "
+                "Tick Scheduled drills, and the first unsigned backup is drilled at once."
+            )
         )
 
-    @api.depends("sign")
+    @api.depends("sign", "is_drill_scheduled")
     def _compute_guarded_path_note(self):
-        text = self._guarded_path_text()
         for policy in self:
-            policy.guarded_path_note = text if not policy.sign else False
+            policy.guarded_path_note = policy._guarded_path_text() if not policy.sign else False
 
     def _drill_first_unsigned(self, job):
-        """Drill ``job`` at once when it is this policy's first successful unsigned backup; the drill or None.
+        """Drill ``job`` at once when it is the first successful unsigned backup of this policy, whose drills are
+        scheduled; the drill or None.
 
         An unsigned set is restored through the guarded path, which refuses code it does not know: a set it
         refuses is then known the day the policy starts backing up, not at the first scheduled drill. A drill
         that cannot start is alerted; the backup stays recorded.
         """
         self.ensure_one()
-        if job.signing != "unsigned" or job.state not in ("done", "partial") or not job.backup_id:
+        if not self.is_drill_scheduled or job.signing != "unsigned" or job.state not in ("done", "partial"):
+            return None
+        if not job.backup_id:
             return None
         earlier = (
             self.env["spp.backup.job"]

@@ -122,10 +122,14 @@ class BackupCase(TransactionCase):
 
     # ----------------------------------------------------------------- helpers
 
-    def make_job(self, policy=None, **values):
-        """A job whose run a live worker holds: running, with the run's lock taken by this test's session."""
+    def make_job(self, policy=None, signing=False, **values):
+        """A job whose run a live worker holds: running, with the run's lock taken by this test's session.
+
+        Unless ``signing`` is given, the job records no signing, as a job from before it was kept: its result
+        is a made-up one whose set does not exist, so it is never drilled as a first unsigned backup.
+        """
         policy = policy or self.policy
-        job = self.Job.sudo().create({"policy_id": policy.id, "trigger": "schedule"})
+        job = self.Job.sudo().create({"policy_id": policy.id, "trigger": "schedule", "signing": signing})
         job.plan_destination_ids = ",".join(str(dest.id) for dest in policy.destination_ids)
         self.attach_run(job, "backup")
         vals = {"state": "running", "started_at": fields.Datetime.now()}

@@ -26,13 +26,16 @@ class TestUnsignedPolicy(RealBackupCase):
             {"name": "Signed", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False, "sign": True}
         )
         self.assertFalse(signed.guarded_path_note)
-        job = self.make_job(signed)
-        self.assertEqual(job.signing, "signed")
+        job = self.Job.sudo().create({"policy_id": signed.id, "trigger": "schedule"})
+        self.assertEqual(job.signing, "signed", "a job records whether its policy signs")
         self.assertFalse(job.guarded_path_note)
         signed.sign = False
         self.assertEqual(signed.guarded_path_note, note)
         self.assertEqual(job.signing, "signed", "a job keeps what its policy did when it was queued")
-        self.assertEqual(self.make_job(signed).signing, "unsigned")
+        self.assertEqual(self.Job.sudo().create({"policy_id": signed.id}).signing, "unsigned")
+        signed.is_drill_scheduled = False
+        self.assertIn("Drills are not scheduled", signed.guarded_path_note)
+        self.assertNotIn("drilled at once, so", signed.guarded_path_note)
 
     def test_the_first_unsigned_backup_is_drilled_at_once(self):
         """The first successful backup of an unsigned policy queued a real drill of itself through the drill
@@ -57,7 +60,7 @@ class TestUnsignedPolicy(RealBackupCase):
         """A second successful unsigned backup of the same policy, and a signed policy's first backup, queue no
         drill; a failed backup none either."""
         Drill = self.env["spp.backup.drill"]
-        later = self.make_job()
+        later = self.make_job(signing="unsigned")
         self.finish_run(later, "done", self.fake_result("20261126T040000Z-1a7e00"))
         self.Run._cron_collect()
         self.assertEqual(later.state, "done")
@@ -65,9 +68,9 @@ class TestUnsignedPolicy(RealBackupCase):
         signed = self.Policy.create(
             {"name": "Signed", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False, "sign": True}
         )
-        failed = self.make_job(signed)
+        failed = self.make_job(signed, signing="signed")
         self.finish_run(failed, "failed", error="disk full")
-        job = self.make_job(signed)
+        job = self.make_job(signed, signing="signed")
         self.finish_run(job, "done", self.fake_result("20261126T050000Z-519000"))
         self.Run._cron_collect()
         self.assertEqual((failed.state, job.state), ("failed", "done"))
@@ -75,7 +78,21 @@ class TestUnsignedPolicy(RealBackupCase):
         unsigned = self.Policy.create(
             {"name": "Plain", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False, "sign": False}
         )
-        failed = self.make_job(unsigned)
+        failed = self.make_job(unsigned, signing="unsigned")
         self.finish_run(failed, "failed", error="disk full")
         self.Run._cron_collect()
         self.assertFalse(Drill.search([("policy_id", "=", unsigned.id)]), "a failed backup is not drilled")
+        undrilled = self.Policy.create(
+            {
+                "name": "No drills",
+                "destination_ids": [(6, 0, self.destination.ids)],
+                "encrypt": False,
+                "sign": False,
+                "is_drill_scheduled": False,
+            }
+        )
+        job = self.make_job(undrilled, signing="unsigned")
+        self.finish_run(job, "done", self.fake_result("20261126T060000Z-0d0000"))
+        self.Run._cron_collect()
+        self.assertEqual(job.state, "done")
+        self.assertFalse(Drill.search([("policy_id", "=", undrilled.id)]), "drills are off for that policy")
