@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import ENGINE_VERSION, MANIFEST_FORMAT, crypto, filestore, packstore, pg
+from . import ENGINE_VERSION, MANIFEST_FORMAT, crypto, filestore, leftovers, packstore, pg
 from . import manifest as mf
 from .catalog import BackupRef, list_backups
 from .config import Settings, sanitize_options
@@ -99,6 +99,8 @@ class Destination:
     storage: object
     error: str | None = None
     label: str = ""
+    # What killed backups had left there (leftovers.LeftoverReport), removed before this run wrote anything.
+    leftovers: object = None
 
 
 def preflight(plan, destinations, conn):
@@ -111,7 +113,7 @@ def preflight(plan, destinations, conn):
         # Copies are independent: a destination that fails its checks is left out (and named in the result),
         # the others are written.
         try:
-            newest = max(newest, _check_destination(plan, dest.storage))
+            newest = max(newest, _check_destination(plan, dest, conn))
         except (BackupError, OSError) as exc:
             dest.error = "%s" % (exc if isinstance(exc, BackupError) else "cannot use it: %s" % exc)
     failed = [dest for dest in destinations if dest.error is not None]
@@ -127,11 +129,17 @@ def preflight(plan, destinations, conn):
     return {"pg_dump": dump_text, "postgresql": server_text, "server_major": server_major, "newest_id": newest}
 
 
-def _check_destination(plan, storage):
-    """Probe one destination and check its free space; the newest backup id it holds."""
+def _check_destination(plan, dest, conn):
+    """Probe one destination, remove what killed backups left there, check its free space; the newest backup id
+    it holds."""
+    storage = dest.storage
     storage.probe()
     if hasattr(storage, "abort_uploads"):
         storage.abort_uploads(plan.db_name + "/", older_than=STALE_UPLOAD)
+    try:
+        dest.leftovers = leftovers.remove_leftovers(storage, plan.db_name, conn)
+    except Exception as exc:  # a clean-up that fails never stops the backup
+        dest.leftovers = leftovers.LeftoverReport(errors=["the leftovers of killed backups: %s" % exc])
     entries = list_backups(storage, plan.db_name)
     previous = [e for e in entries if e.restorable]
     need = max(plan.min_free_bytes or 0, previous[-1].size if previous else 0)
@@ -348,8 +356,14 @@ def run_backup(plan, progress=None, after=None, log=None):
         tools = preflight(plan, destinations, lock_conn)
         log(_checked_line(destinations))
         log("Using %s" % pg.client_tools(plan.pg).describe())
+        for dest in destinations:
+            text = dest.leftovers.summary() if dest.leftovers is not None else None
+            if text:
+                log("At '%s': %s" % (dest.label, text))
         backup_id = next_backup_id(tools["newest_id"])
         prefix = "%s/%s" % (plan.db_name, backup_id)
+        # Held until the run ends: while it is, no other backup takes this set for a killed one's leftovers.
+        writer = leftovers.hold_set_lock(lock_conn, plan.db_name, backup_id)
         try:
             result = _make_set(
                 plan,
@@ -362,6 +376,7 @@ def run_backup(plan, progress=None, after=None, log=None):
                 recipients,
                 signing_key,
                 lock_conn,
+                writer,
             )
         except BaseException:
             for dest in destinations:
@@ -403,11 +418,22 @@ def _checked_line(destinations):
 
 
 def _make_set(
-    plan, destinations, prefix, backup_id, tools, report, started_wall, recipients, signing_key, lock_conn=None
+    plan,
+    destinations,
+    prefix,
+    backup_id,
+    tools,
+    report,
+    started_wall,
+    recipients,
+    signing_key,
+    lock_conn=None,
+    writer=None,
 ):
     progress, log = report
-    if plan.owner:
-        owner = mf.dumps({"backup_id": backup_id, "owner": plan.owner})
+    if plan.owner or writer:
+        # First in the set: whose it is (retention), and the lock its writer holds while it lives (leftovers).
+        owner = mf.dumps({"backup_id": backup_id, "owner": plan.owner, "writer": writer})
         for dest in destinations:
             if dest.error is None:
                 try:

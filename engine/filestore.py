@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import RestoreError, UnsafeArchive
+from .storage.local import make_private_dirs
 
 CHUNK = 1 << 20
 # How Odoo names a stored attachment: the SHA-1 of its content, under a folder of its first two hex digits.
@@ -195,6 +196,16 @@ def _count(stats, rel, size, on_archived, on_file):
         on_file(stats)
 
 
+def new_private_folder(path):
+    """Make the new folder ``path`` (it must not exist) and its missing parents, readable by their owner only.
+
+    What a restore, an import or an export writes holds the database's files in clear: like a backup's own
+    files, folders are 0700 and files 0600. Odoo, running as the same user, reads and writes them.
+    """
+    make_private_dirs(os.path.dirname(path), sync=False)
+    os.mkdir(path, 0o700)
+
+
 def open_new_file(target, name, what="archive member", mode=0o600):
     """A new file ``name`` (relative, checked) under the folder ``target``, opened for writing: (its path, a
     :class:`NewFile`).
@@ -221,9 +232,10 @@ def open_new_file(target, name, what="archive member", mode=0o600):
 
 
 def make_folder(path, what, name):
-    """``os.makedirs(path, exist_ok=True)``, where a file of the archive standing in the way is refused by name."""
+    """``path`` and its missing parents made readable by their owner only (0700), where a file of the archive
+    standing in the way is refused by name."""
     try:
-        os.makedirs(path, exist_ok=True)
+        make_private_dirs(path, sync=False)
     except (FileExistsError, NotADirectoryError) as exc:
         message = "Refused %s %r: a file of the archive stands where its folder goes." % (what, name)
         raise UnsafeArchive(message) from exc
@@ -505,7 +517,7 @@ def extract_tar(source, target, on_file=None, cancel=None):
     ``cancel`` (a threading.Event) stops the extraction between two files.
     """
     stats = FilestoreStats()
-    os.makedirs(target)
+    new_private_folder(target)
     try:
         for member, parts, blocks in iter_tar(source):
             if cancel is not None and cancel.is_set():
@@ -513,7 +525,7 @@ def extract_tar(source, target, on_file=None, cancel=None):
             if blocks is None:
                 make_folder(os.path.join(target, *parts), "archive member", member.name)
                 continue
-            path, out = open_new_file(target, member.name, mode=(member.mode & 0o666) | 0o600)
+            path, out = open_new_file(target, member.name)
             with out:
                 for data in blocks():
                     out.write(data)

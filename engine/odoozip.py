@@ -195,14 +195,13 @@ def _zip_contents(archive, path):
 
 
 def _extract_zip_filestore(archive, fs_members, target):
-    os.makedirs(target.fs_root, exist_ok=True)
-    os.makedirs(target.staging)
+    filestore.new_private_folder(target.staging)
     for info in fs_members:
         parts = check_zip_member(info)[1:]
         if not parts:
             continue
         with archive.open(info) as source:
-            _path, out = filestore.open_new_file(target.staging, "/".join(parts), "zip member", mode=0o644)
+            _path, out = filestore.open_new_file(target.staging, "/".join(parts), "zip member")
             with out:
                 while True:
                     block = source.read(CHUNK)
@@ -244,7 +243,13 @@ def export_odoo_zip(ref, out_path, pg_config, identities=(), progress=None):
     pg.tool_version(pg_config, "pg_restore")
     partial = out_path + ".partial"
     try:
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        # The zip holds the whole database in clear: readable by its owner only (0600), as a backup's files are.
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        os.fchmod(fd, 0o600)  # a partial file a killed export left keeps no other mode
+        with (
+            os.fdopen(fd, "wb") as handle,
+            zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive,
+        ):
             progress(0.05, "Converting the dump to plain SQL (dump.sql)")
             info = zipfile.ZipInfo("dump.sql", time.gmtime()[:6])
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -345,7 +350,7 @@ def _tar_to_zip(reader, archive):
             continue
         info = zipfile.ZipInfo("filestore/" + "/".join(parts), time.gmtime(member.mtime)[:6])
         info.compress_type = zipfile.ZIP_DEFLATED  # as Odoo's own database manager writes them
-        info.external_attr = (stat.S_IFREG | 0o644) << 16
+        info.external_attr = (stat.S_IFREG | 0o600) << 16
         with archive.open(info, "w", force_zip64=member.size > (1 << 31)) as out:
             for block in blocks():
                 out.write(block)

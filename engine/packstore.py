@@ -795,7 +795,7 @@ def extract_store(list_reader, store, identities, target, packs, cancel=None, on
     from . import filestore
 
     stats = filestore.FilestoreStats()
-    os.makedirs(target)
+    filestore.new_private_folder(target)
     index = store.index()
     try:
         db = index.db

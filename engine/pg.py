@@ -14,14 +14,14 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from .errors import BackupError, LockBusy, PreflightError, RestoreError
+from .scope import is_database_name
 
 VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
-DB_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 
 def check_db_name(name, error=PreflightError):
     """Odoo's rule for database names; also keeps names safe as folder names."""
-    if not isinstance(name, str) or not DB_NAME_RE.fullmatch(name) or len(name) > 63:
+    if not is_database_name(name):
         raise error(
             "%r is not a usable database name: use letters, digits, '_', '-' or '.', starting with a letter or "
             "digit, at most 63 characters." % (name,)

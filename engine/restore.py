@@ -570,7 +570,6 @@ class _FilestoreJob(threading.Thread):
         art = manifest["artifacts"][kind]
         started = time.monotonic()
         try:
-            os.makedirs(fs_root, exist_ok=True)
             with ArtifactReader(ref.storage, ref.key(art["file"]), art, options.identities) as reader:
                 if kind == "filelist":
                     store = packstore.store_of(ref, manifest)

@@ -9,7 +9,9 @@ Settings (``[spp_backup]`` of odoo.conf, or ``SPP_BACKUP_<KEY>``):
 
 - ``databases``: a regular expression of the database names a policy, a
   restore, a drill or a browse may name besides the database it lives in
-  (for example ``^prod$|^staging$``). Empty: only that database.
+  (for example ``prod|staging`` or ``openspp_.*``). It must match the whole
+  name (``prod`` allows ``prod``, not ``prod2``), and only a valid database
+  name is matched at all. Empty: only that database.
 - ``backup_roots``: the folders under which local destinations may lie,
   separated by commas or new lines. Default: ``<data_dir>/backups``.
 - ``s3_endpoints``: the S3 endpoint URLs a destination may name, separated
@@ -29,6 +31,14 @@ from .errors import PreflightError
 
 # Never a target of a restore or an import, whatever the settings say.
 SYSTEM_DATABASES = ("postgres", "template0", "template1")
+# Odoo's rule for database names, which also keeps them safe as folder names: letters, digits, '_', '-' and '.',
+# a letter or digit first, at most 63 characters (PostgreSQL's limit).
+DB_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+
+
+def is_database_name(name):
+    """True when ``name`` is a database name Odoo would make (nothing before or after it, no new line)."""
+    return isinstance(name, str) and len(name) <= 63 and DB_NAME_RE.fullmatch(name) is not None
 
 
 def _items(value):
@@ -36,7 +46,11 @@ def _items(value):
 
 
 def database_pattern(settings):
-    """The compiled ``databases`` expression, or None when only the serving database is allowed."""
+    """The compiled ``databases`` expression, or None when only the serving database is allowed.
+
+    It is matched against the whole name (``fullmatch``): a pattern written ``^acc_big$`` does not let
+    ``acc_big`` followed by a new line through, as ``re.search`` does (``$`` matches before a final new line).
+    """
     text = (settings.get("databases") or "").strip()
     if not text:
         return None
@@ -50,17 +64,23 @@ def database_pattern(settings):
 
 
 def database_allowed(name, serving_db, settings):
-    """True when ``name`` is the serving database or matches the ``databases`` setting."""
-    if not name:
+    """True when ``name`` is a valid database name and the serving database or matched, whole, by the
+    ``databases`` setting."""
+    if not is_database_name(name):
         return False
     if name == serving_db:
         return True
     pattern = database_pattern(settings)
-    return bool(pattern and pattern.search(name)) and name not in SYSTEM_DATABASES
+    return bool(pattern and pattern.fullmatch(name)) and name not in SYSTEM_DATABASES
 
 
 def check_database(name, serving_db, settings, what="back up"):
     """Raise a PreflightError in words when ``name`` is outside this server's scope."""
+    if not is_database_name(name):
+        raise PreflightError(
+            "%r is not a database name (letters, digits, '_', '-' or '.', starting with a letter or digit, at most "
+            "63 characters): this server may not %s it." % (name, what)
+        )
     if not database_allowed(name, serving_db, settings):
         raise PreflightError(
             "Database %r is not this Odoo's database (%s), and the databases setting in the [spp_backup] section "

@@ -24,7 +24,10 @@ class SppBackupDrill(models.Model):
     backup_id = fields.Char(string="Backup ID", readonly=True, tracking=True)
     source_location = fields.Char(string="Drilled copy", readonly=True, help="Where the backup set was read.")
     trigger = fields.Selection(
-        [("schedule", "Schedule"), ("manual", "Manual")], default="manual", required=True, readonly=True
+        [("schedule", "Schedule"), ("manual", "Manual"), ("first_unsigned", "First unsigned backup")],
+        default="manual",
+        required=True,
+        readonly=True,
     )
     scratch_db = fields.Char(string="Scratch database", readonly=True)
     is_ok = fields.Boolean(string="Passed", readonly=True, help="Every check passed and the scratch copy was dropped.")

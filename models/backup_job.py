@@ -40,6 +40,14 @@ class SppBackupJob(models.Model):
     plan_destination_ids = fields.Char(
         string="Destinations in plan order", readonly=True, copy=False, help="Ids of the destinations, as run."
     )
+    signing = fields.Selection(
+        [("signed", "Signed"), ("unsigned", "Not signed")],
+        string="Signature",
+        readonly=True,
+        copy=False,
+        help="Whether the policy signed this backup when it was queued (empty: a job from before this was kept).",
+    )
+    guarded_path_note = fields.Text(string="Restores and drills", compute="_compute_guarded_path_note")
 
     # Sizes are stored as floats: PostgreSQL integers stop at 2 GiB.
     database_size = fields.Float(string="Database dump size (bytes)", readonly=True, digits=(20, 0))
@@ -110,14 +118,22 @@ class SppBackupJob(models.Model):
                 or (not job.copy_ids and bool((job.location or "").strip()))
             )
 
+    @api.depends("signing", "policy_id.is_drill_scheduled")
+    def _compute_guarded_path_note(self):
+        for job in self:
+            unsigned = job.signing == "unsigned" and job.policy_id
+            job.guarded_path_note = job.policy_id.sudo()._guarded_path_text() if unsigned else False
+
     @api.model_create_multi
     def create(self, vals_list):
         policies = self.env["spp.backup.policy"].browse(
             [vals["policy_id"] for vals in vals_list if vals.get("policy_id")]
         )
         databases = {policy.id: policy.database for policy in policies}
+        signing = {policy.id: "signed" if policy.sign else "unsigned" for policy in policies.sudo()}
         for vals in vals_list:
             vals.setdefault("db_name", databases.get(vals.get("policy_id")))
+            vals.setdefault("signing", signing.get(vals.get("policy_id")))
         jobs = super().create(vals_list)
         for job in jobs:
             job.policy_id.sudo().last_job_id = job
@@ -293,6 +309,7 @@ class SppBackupJob(models.Model):
             body += " " + _("Warnings: %s", self.warnings)
         self.message_post(body=body)
         policy._on_job_finished(self)
+        policy._drill_first_unsigned(self)
 
     def _on_runner_failed(self, reason, status):
         result = status.get("result") or {}
@@ -330,6 +347,7 @@ class SppBackupJob(models.Model):
             subtype_xmlid="spp_backup.mt_backup_failed",
         )
         policy._on_job_finished(self)
+        policy._drill_first_unsigned(self)
 
     def action_restore(self):
         """Open the restore wizard on this job's first stored copy."""

@@ -13,6 +13,8 @@ class SppBackupPolicyDrill(models.Model):
 
     _inherit = "spp.backup.policy"
 
+    guarded_path_note = fields.Text(string="Restores and drills", compute="_compute_guarded_path_note")
+
     # ------------------------------------------------------------------ drills
 
     def _next_drill_slot(self, after=None):
@@ -104,6 +106,94 @@ class SppBackupPolicyDrill(models.Model):
                     "drill_failed",
                     _("The scheduled restore drill could not start: %s", exc.args[0] if exc.args else exc),
                 )
+
+    def _guarded_path_text(self):
+        """What signing off means for restores and drills of this policy, in words (its form and its jobs)."""
+        self.ensure_one()
+        text = _(
+            "Backups of this policy are not signed, so nothing proves they are this server's own: every restore "
+            "and drill of them goes through the guarded path, as for a dump from outside (loaded as a role that "
+            "owns only the new database, through the SQL guard, one job at a time). That is slower than a signed "
+            "restore and refuses code it does not know."
+        )
+        if self.is_drill_scheduled:
+            return (
+                text
+                + " "
+                + _(
+                    "The first unsigned backup is drilled at once, so a backup the guarded path refuses is known the "
+                    "same day."
+                )
+            )
+        return (
+            text
+            + " "
+            + _(
+                "Drills are not scheduled: a backup the guarded path refuses is only found when it is restored. "
+                "Tick Scheduled drills, and the first unsigned backup is drilled at once."
+            )
+        )
+
+    @api.depends("sign", "is_drill_scheduled")
+    def _compute_guarded_path_note(self):
+        for policy in self:
+            policy.guarded_path_note = policy._guarded_path_text() if not policy.sign else False
+
+    def _drill_first_unsigned(self, job):
+        """Drill ``job`` at once when it is the first successful unsigned backup of this policy, whose drills are
+        scheduled; the drill or None.
+
+        An unsigned set is restored through the guarded path, which refuses code it does not know: a set it
+        refuses is then known the day the policy starts backing up, not at the first scheduled drill. A drill
+        that cannot start is alerted; the backup stays recorded.
+        """
+        self.ensure_one()
+        if not self.is_drill_scheduled or job.signing != "unsigned" or job.state not in ("done", "partial"):
+            return None
+        if not job.backup_id:
+            return None
+        earlier = (
+            self.env["spp.backup.job"]
+            .sudo()
+            .search_count(
+                [
+                    ("policy_id", "=", self.id),
+                    ("id", "!=", job.id),
+                    ("signing", "=", "unsigned"),
+                    ("state", "in", ("done", "partial")),
+                ],
+                limit=1,
+            )
+        )
+        if earlier or self._is_drilling():
+            return None
+        job._ensure_copies()
+        copies = job.copy_ids.filtered(lambda c: c.state == "ok")
+        if not copies:
+            return None
+        try:
+            with self.env.cr.savepoint():
+                drill = self._start_drill(trigger="first_unsigned", job=job, copy=copies[0])
+        except Exception as exc:
+            _logger.exception("The drill of the first unsigned backup of policy %s could not start", self.name)
+            self.env["spp.backup.alert"]._raise(
+                self,
+                "drill_failed",
+                _(
+                    "The drill of the first unsigned backup could not start: %s",
+                    exc.args[0] if exc.args else exc,
+                ),
+            )
+            return None
+        job.message_post(
+            body=_(
+                "This is the first unsigned backup of policy %(policy)s: it is drilled now through the guarded "
+                "path (%(drill)s), so a backup the guarded path refuses is known today.",
+                policy=self.name,
+                drill=drill.display_name,
+            )
+        )
+        return drill
 
     def action_drill_now(self):
         """Restore the newest good backup into a scratch database now, check it and drop it."""

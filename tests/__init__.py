@@ -24,4 +24,5 @@ if __name__.startswith("odoo.addons."):
         test_backup_security,
         test_backup_tour,
         test_backup_ui,
+        test_backup_unsigned,
     )

@@ -122,10 +122,14 @@ class BackupCase(TransactionCase):
 
     # ----------------------------------------------------------------- helpers
 
-    def make_job(self, policy=None, **values):
-        """A job whose run a live worker holds: running, with the run's lock taken by this test's session."""
+    def make_job(self, policy=None, signing=False, **values):
+        """A job whose run a live worker holds: running, with the run's lock taken by this test's session.
+
+        Unless ``signing`` is given, the job records no signing, as a job from before it was kept: its result
+        is a made-up one whose set does not exist, so it is never drilled as a first unsigned backup.
+        """
         policy = policy or self.policy
-        job = self.Job.sudo().create({"policy_id": policy.id, "trigger": "schedule"})
+        job = self.Job.sudo().create({"policy_id": policy.id, "trigger": "schedule", "signing": signing})
         job.plan_destination_ids = ",".join(str(dest.id) for dest in policy.destination_ids)
         self.attach_run(job, "backup")
         vals = {"state": "running", "started_at": fields.Datetime.now()}
@@ -270,7 +274,14 @@ class BackupCase(TransactionCase):
 
 
 class RealBackupCase(BackupCase):
-    """BackupCase with one real backup of this test database, made by the runner, done before the tests."""
+    """BackupCase with one real backup of this test database, made by the runner, done before the tests.
+
+    The policy does not sign, so that backup is drilled at once (its first unsigned backup): ``first_drill``,
+    queued. Unless ``keep_first_drill``, that drill is taken back before the tests, which start from a policy
+    that has never been drilled.
+    """
+
+    keep_first_drill = False
 
     @classmethod
     def setUpClass(cls):
@@ -280,6 +291,10 @@ class RealBackupCase(BackupCase):
         if not cls.run_to_end(cls.job) or cls.job.state != "done":
             raise RuntimeError("The backup the tests need failed: %s" % (cls.job.error_message or cls.job.state))
         cls.backup_dir = cls.job.location.strip()
+        cls.first_drill = cls.env["spp.backup.drill"].search([("policy_id", "=", cls.policy.id)])
+        if not cls.keep_first_drill:
+            cls.first_drill.run_id.sudo().unlink()
+            cls.first_drill.sudo().unlink()
 
 
 class S3BackupCase(BackupCase):

@@ -152,7 +152,7 @@ class TestBackupRestore(RealBackupCase):
         wizard.write({"target_mode": "replace", "target_db": name, "confirm_db_name": name})
         self.assertIn("databases setting", self.checks(wizard)["target"][1])
         self.assertFalse(wizard.is_check_ok)
-        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_DATABASES": "_victim$"}))
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_DATABASES": ".*_victim"}))
         folder = os.path.join(self.env["spp.backup.engine"]._data_dir(), "filestore", name)
         os.makedirs(folder)
         with open(os.path.join(folder, "marker"), "w", encoding="utf-8") as handle:

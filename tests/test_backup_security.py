@@ -1,7 +1,7 @@
 import os
 from unittest.mock import patch
 
-from odoo.exceptions import AccessError, ValidationError
+from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import tagged
 
 from ..engine import crypto
@@ -210,6 +210,19 @@ class TestEvidenceIsTheServers(BackupCase):
         self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_DATABASES": "^staging$"}))
         self.policy.with_user(self.manager).write({"database": "staging"})
         self.assertEqual(self.policy.database, "staging")
+
+    def test_databases_pattern_matches_the_whole_name(self):
+        """databases = ^acc_big$ allows acc_big only: acc_big with a new line, or acc_big2, is refused in words."""
+        self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_DATABASES": "^acc_big$"}))
+        for name in ("acc_big\n", "acc_big2", "xacc_big"):
+            with self.assertRaisesRegex(ValidationError, "database name|databases setting"):
+                self.policy.with_user(self.manager).write({"database": name})
+        Engine = self.env["spp.backup.engine"]
+        self.assertFalse(Engine._database_allowed("acc_big\n"))
+        with self.assertRaisesRegex(UserError, "not a database name"):
+            Engine._check_database_scope("acc_big\n", what="restore")
+        self.policy.with_user(self.manager).write({"database": "acc_big"})
+        self.assertEqual(self.policy.database, "acc_big")
 
     def test_policy_out_of_scope_stops_with_one_alert(self):
         """A policy whose database leaves the scope (odoo.conf changed) does not run; one alert names the setting."""

@@ -11,8 +11,8 @@ from ..errors import PreflightError
 CHUNK = 1 << 20
 
 
-def make_private_dirs(path):
-    """Create ``path`` and missing parents with mode 0700, fsyncing each new entry's parent."""
+def make_private_dirs(path, sync=True):
+    """Create ``path`` and missing parents with mode 0700, fsyncing each new entry's parent (``sync``)."""
     missing = []
     probe = path
     while not os.path.isdir(probe):
@@ -28,7 +28,8 @@ def make_private_dirs(path):
             if not os.path.isdir(folder):
                 raise
             continue
-        fsync_dir(os.path.dirname(folder))
+        if sync:
+            fsync_dir(os.path.dirname(folder))
 
 
 class LocalWriter:
@@ -158,6 +159,18 @@ class LocalStorage:
 
     def remove_tree(self, prefix):
         shutil.rmtree(self._path(prefix), ignore_errors=True)
+
+    def remove_partials(self, prefix):
+        """Remove the ``.<name>.partial`` files writers left under ``prefix`` (the caller knows none is
+        writing); how many."""
+        removed = 0
+        for folder, _dirs, files in os.walk(self._path(prefix)):
+            for name in files:
+                if name.startswith(".") and name.endswith(".partial"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(folder, name))
+                        removed += 1
+        return removed
 
     def free_bytes(self):
         path = self.root

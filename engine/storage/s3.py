@@ -409,6 +409,10 @@ class S3Storage:
             )
         self.abort_uploads(prefix)
 
+    def remove_partials(self, prefix):
+        """Abort the multipart uploads writers left under ``prefix`` (the caller knows none is writing); how many."""
+        return self.abort_uploads(prefix)
+
     def abort_uploads(self, prefix="", older_than=None):
         """Abort unfinished multipart uploads under ``prefix`` (started before ``older_than`` ago, if given).
 
