@@ -179,9 +179,17 @@ def build_parser():
         "custom-format .dump (database only) or a plain .sql dump into a NEW database. The file is treated as "
         "hostile: the SQL is read for psql commands, statements acting outside the new database and truncation "
         "before anything is made, then loaded by psql as a role that owns only that database. The drill's checks "
-        "(attachments and their SHA-1, Odoo version and modules) run before the swap-in.",
+        "(attachments and their SHA-1, Odoo version and modules) run before the swap-in. A .dump or .sql comes "
+        "with its filestore through --filestore: OpenSPP 2's backup script writes <db>_<time>.dump and "
+        "<db>_filestore_<time>.tar.gz, imported together as one restore.",
     )
     p.add_argument("zip", metavar="FILE", help="the .zip, .dump or .sql file")
+    p.add_argument(
+        "--filestore",
+        metavar="ARCHIVE.tar.gz",
+        help="the filestore that goes with a .dump or .sql: a .tar.gz of its folder (<db>/ab/<sha1>, as OpenSPP 2's "
+        "backup script makes it, or ./ab/<sha1>), extracted and swapped in with the database",
+    )
     p.add_argument("--strict", action="store_true", help="a failed check refuses the import (rolled back)")
     target_options(p)
     connection(p)
@@ -391,7 +399,12 @@ def cmd_import(args):
         accepted_code=accepted_code(args),
     )
     result = import_file(
-        args.zip, options, strict=args.strict, settings=settings, progress=None if args.json else progress_printer()
+        args.zip,
+        options,
+        strict=args.strict,
+        settings=settings,
+        progress=None if args.json else progress_printer(),
+        filestore_archive=args.filestore,
     )
     lines = ["Imported %s into database %s in %.1f s" % (result.source, result.target_db, result.duration)]
     if result.filestore_path:

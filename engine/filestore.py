@@ -9,6 +9,7 @@ anything but regular files and folders.
 import contextlib
 import errno
 import fcntl
+import gzip
 import hashlib
 import mmap
 import os
@@ -18,6 +19,7 @@ import shutil
 import tarfile
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from .errors import RestoreError, UnsafeArchive
@@ -397,7 +399,7 @@ def check_member(member):
         raise UnsafeArchive(
             "Refused archive member %r: devices, pipes, sparse files and other special files are not allowed." % name
         )
-    if not parts:
+    if not parts and not member.isdir():  # a folder named '.' or './' is the archive's own top (tar -C dir .)
         raise UnsafeArchive("Refused archive member %r: empty name." % name)
     return parts
 
@@ -508,13 +510,15 @@ def iter_tar(source):
             yield member, parts, (None if member.isdir() else blocks_of(member))
 
 
-def extract_tar(source, target, on_file=None, cancel=None):
+def extract_tar(source, target, on_file=None, cancel=None, inside=None):
     """Extract a tar stream into the new folder ``target``; returns stats.
 
     ``target`` must not exist. Members are checked one by one before anything
     is written for them; on a refused member the partly written folder is
     removed, so nothing is left behind and nothing was written outside it.
     ``cancel`` (a threading.Event) stops the extraction between two files.
+    ``inside(member, parts)`` (a :class:`FolderInArchive`) gives the parts a
+    member has under ``target``, or None to pass it by.
     """
     stats = FilestoreStats()
     new_private_folder(target)
@@ -522,10 +526,14 @@ def extract_tar(source, target, on_file=None, cancel=None):
         for member, parts, blocks in iter_tar(source):
             if cancel is not None and cancel.is_set():
                 raise RestoreError("The filestore restore was stopped.")
+            if inside is not None:
+                parts = inside(member, parts)
+                if parts is None:
+                    continue
             if blocks is None:
                 make_folder(os.path.join(target, *parts), "archive member", member.name)
                 continue
-            path, out = open_new_file(target, member.name)
+            path, out = open_new_file(target, "/".join(parts))
             with out:
                 for data in blocks():
                     out.write(data)
@@ -539,3 +547,89 @@ def extract_tar(source, target, on_file=None, cancel=None):
         shutil.rmtree(target, ignore_errors=True)
         raise
     return stats
+
+
+class FolderInArchive:
+    """Where the files of one filestore folder sit in a tar made elsewhere, learnt from its first file.
+
+    OpenSPP 2's backup script archives the folder itself (``tar -czf ... -C <data_dir>/filestore <db>``: members
+    ``<db>/ab/<sha1>``); others archive its content (``./ab/<sha1>``) or start higher (``filestore/<db>/...``).
+    Odoo keeps a file at ``<2 hex>/<sha1>`` (its garbage collector's marks at ``checklist/<2 hex>/<sha1>``), so
+    what stands before that in the first file's name is the folder, taken off every member's name. A member
+    outside that folder is refused: the archive is not one database's filestore. Folders met before the first
+    file are passed by (those a file needs are made for it).
+    """
+
+    def __init__(self):
+        self.prefix = None
+
+    def __call__(self, member, parts):
+        if self.prefix is None:
+            if member.isdir():
+                return None
+            self.prefix = self._learn(member.name, parts)
+        size = len(self.prefix)
+        if parts[:size] != self.prefix:
+            raise UnsafeArchive(
+                "Refused archive member %r: it is outside the filestore folder %r the archive's first file is in."
+                % (member.name, "/".join(self.prefix) or ".")
+            )
+        return parts[size:] or None
+
+    @staticmethod
+    def _learn(name, parts):
+        if len(parts) < 2 or not ODOO_NAME.match("/".join(parts[-2:])):
+            raise RestoreError(
+                "The archive's first file %r is not where Odoo keeps a filestore's files (<2 hex digits>/<SHA-1>): "
+                "it is not an archive of a filestore folder." % name
+            )
+        at = len(parts) - 2
+        if at and parts[at - 1] == "checklist":
+            at -= 1
+        return parts[:at]
+
+
+class _Gunzip:
+    """The decompressed bytes of a gzip file, read as a stream; a damaged or cut stream is said in words."""
+
+    def __init__(self, handle, path):
+        self.path = path
+        self.gz = gzip.GzipFile(fileobj=handle, mode="rb")
+
+    def read(self, size):
+        try:
+            return self.gz.read(size)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise RestoreError(
+                "The filestore archive %s is damaged or cut short: its gzip stream cannot be read to its end (%s)."
+                % (self.path, exc)
+            ) from exc
+
+
+@contextlib.contextmanager
+def open_tar_gz(path):
+    """The filestore ``.tar.gz`` at ``path`` (as OpenSPP 2's backup script writes it), opened for
+    :func:`extract_folder_tar`; a sentence when it cannot be read or is no gzip file."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise RestoreError("Cannot read the filestore archive %s: %s." % (path, exc.strerror or exc)) from exc
+    with handle:
+        head = handle.read(512)
+        if not head.startswith(b"\x1f\x8b"):
+            what = "an uncompressed tar" if head[257:262] == b"ustar" else "not a gzip file"
+            raise RestoreError(
+                "The filestore archive %s is %s: it must be a .tar.gz (tar -czf), as OpenSPP 2's backup script "
+                "writes it." % (path, what)
+            )
+        handle.seek(0)
+        yield _Gunzip(handle, path)
+
+
+def extract_folder_tar(source, target, path):
+    """Extract the filestore folder a tar stream from elsewhere holds (see :class:`FolderInArchive`) into the new
+    folder ``target``; returns stats. ``path`` names the archive in sentences."""
+    try:
+        return extract_tar(source, target, inside=FolderInArchive())
+    except tarfile.TarError as exc:
+        raise RestoreError("The filestore archive %s is not a whole tar archive (%s)." % (path, exc)) from exc

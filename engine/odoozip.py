@@ -60,6 +60,8 @@ def detect_format(path):
         raise RestoreError("%s is not a readable zip file (it does not start like one)." % path)
     if head.startswith(b"PGDMP"):
         return "custom"
+    if head.startswith(b"\x1f\x8b") and path.lower().endswith((".tar.gz", ".tgz")):
+        raise RestoreError("%s is a .tar.gz: give a filestore archive with --filestore, beside the dump." % path)
     if head.startswith(b"\x1f\x8b") or head.startswith(b"\x28\xb5\x2f\xfd"):
         raise RestoreError("%s is compressed (gzip or zstd): decompress it first, then import the .sql file." % path)
     if head[257:262] == b"ustar":
@@ -71,8 +73,12 @@ def detect_format(path):
     return "sql"
 
 
-def import_file(path, options, strict=False, settings=None, progress=None):
+def import_file(path, options, strict=False, settings=None, progress=None, filestore_archive=None):
     """Import an Odoo zip, a custom-format ``.dump`` or a plain ``.sql`` into ``options.target_db``.
+
+    ``filestore_archive`` is a ``.tar.gz`` of the filestore that goes with a
+    ``.dump`` or ``.sql`` (what OpenSPP 2's backup script writes beside its
+    dump): it is extracted into the staging folder swapped in with the database.
 
     The SQL is read twice: once through the guard before anything is made
     (commands, statements, completeness), then into psql as an import role
@@ -83,17 +89,20 @@ def import_file(path, options, strict=False, settings=None, progress=None):
     progress = progress or (lambda fraction, message: None)
     started = time.monotonic()
     kind = detect_format(path)
-    archive, manifest, fs_members = None, {}, []
+    archive, manifest, fs_members, fs_tar = None, {}, [], None
     with contextlib.ExitStack() as stack:
         if kind == "zip":
             archive = stack.enter_context(_open_zip(path))
             manifest, fs_members = _zip_contents(archive, path)
+        if filestore_archive:
+            fs_tar = stack.enter_context(_open_filestore_archive(filestore_archive, kind, options))
         expected = options.expected_major_version
         if expected and manifest.get("major_version") and manifest["major_version"] != expected:
             raise RestoreError(
                 "This zip was made with Odoo %s and this server runs Odoo %s." % (manifest["major_version"], expected)
             )
-        do_fs = options.include_filestore and bool(fs_members)
+        do_fs = options.include_filestore and (bool(fs_members) or fs_tar is not None)
+        fs_stats = filestore.FilestoreStats(files=len(fs_members))
 
         def script():
             if kind == "zip":
@@ -124,7 +133,10 @@ def import_file(path, options, strict=False, settings=None, progress=None):
             if do_fs:
                 t0 = time.monotonic()
                 progress(0.7, "Extracting the filestore into %s" % target.staging)
-                _extract_zip_filestore(archive, fs_members, target)
+                if fs_tar is not None:
+                    fs_stats.files = _extract_tar_filestore(fs_tar, target, filestore_archive).files
+                else:
+                    _extract_zip_filestore(archive, fs_members, target)
                 seconds["filestore"] = round(time.monotonic() - t0, 3)
             progress(0.85, "Checking the imported database")
             checks.extend(_import_checks(options, target, manifest, do_fs, settings))
@@ -143,9 +155,9 @@ def import_file(path, options, strict=False, settings=None, progress=None):
                 raise
             raise RestoreError("%s The import was rolled back: nothing was changed." % exc) from exc
     warnings = ["check %s failed: %s" % (c.name, c.detail) for c in checks if not c.ok]
-    if kind == "custom":
+    if kind == "custom" and fs_tar is None:
         warnings.append("a custom-format dump holds the database only: no filestore was imported")
-    elif kind == "sql":
+    elif kind == "sql" and fs_tar is None:
         warnings.append("a plain .sql file holds the database only: no filestore was imported")
     if kind == "zip" and not fs_members and options.include_filestore:
         warnings.append("the zip holds no filestore: only the database was imported")
@@ -156,7 +168,7 @@ def import_file(path, options, strict=False, settings=None, progress=None):
         target_db=target.name,
         filestore_path=target.fs_target,
         database_restored=True,
-        filestore_files=len(fs_members) if do_fs else 0,
+        filestore_files=fs_stats.files if do_fs else 0,
         renamed_aside=target.renamed,
         seconds=seconds,
         duration=duration,
@@ -165,6 +177,17 @@ def import_file(path, options, strict=False, settings=None, progress=None):
         checks=[vars(c) for c in checks],
         in_flight_closed=target.in_flight_closed,
     )
+
+
+def _open_filestore_archive(path, kind, options):
+    """The filestore ``.tar.gz`` that goes with a dump, checked before anything is made."""
+    if kind == "zip":
+        raise RestoreError(
+            "A zip from Odoo's database manager holds its own filestore: --filestore goes with a .dump or .sql file."
+        )
+    if not options.include_filestore:
+        raise RestoreError("--filestore and --no-filestore ask for opposite things: give one of them.")
+    return filestore.open_tar_gz(path)
 
 
 def _open_zip(path):
@@ -209,6 +232,12 @@ def _extract_zip_filestore(archive, fs_members, target):
                         break
                     out.write(block)
     os.sync()
+
+
+def _extract_tar_filestore(source, target, path):
+    stats = filestore.extract_folder_tar(source, target.staging, path)
+    os.sync()
+    return stats
 
 
 def _import_checks(options, target, manifest, do_fs, settings):
