@@ -17,7 +17,7 @@ import zipfile
 import pytest
 from conftest import ROOT, query, table_contents, tree_digest
 
-from engine import filestore
+from engine import filestore, pg
 from engine.errors import RestoreError, UnsafeArchive
 from engine.odoozip import import_file
 from engine.restore import RestoreOptions
@@ -25,12 +25,14 @@ from engine.restore import RestoreOptions
 STAMP = "20260315_020000"
 
 
-def script_pair(sample, folder):
-    """What OpenSPP 2's backup script leaves in its daily folder for the sample database: (dump, filestore)."""
+def script_pair(sample, folder, pg_config=None):
+    """What OpenSPP 2's backup script leaves in its daily folder for the sample database: (dump, filestore).
+    ``pg_config`` names the server and client tools when they are not libpq's defaults and the PATH's."""
     os.makedirs(folder, exist_ok=True)
     db = sample["db"]
     dump = os.path.join(folder, "%s_%s.dump" % (db, STAMP))
-    subprocess.run(["pg_dump", "-Fc", "-Z6", "-f", dump], check=True, env=dict(os.environ, PGDATABASE=db))
+    pg_dump, env = (pg.tool(pg_config, "pg_dump"), pg_config.env()) if pg_config else ("pg_dump", os.environ)
+    subprocess.run([pg_dump, "-Fc", "-Z6", "-f", dump], check=True, env=dict(env, PGDATABASE=db))
     archive = os.path.join(folder, "%s_filestore_%s.tar.gz" % (db, STAMP))
     tar_folder(sample["filestore"], archive)
     return dump, archive

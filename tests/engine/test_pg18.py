@@ -13,6 +13,7 @@ import zipfile
 import psycopg2
 import pytest
 from conftest import ROOT, Databases, build_sample, conn_kwargs, query, table_contents, tree_digest
+from test_openspp2_import import script_pair
 
 from engine import catalog, pg
 from engine.backup import run_backup
@@ -122,6 +123,18 @@ def test_guarded_import_on_postgresql_18(pg18, dbs18, sample18, tmp_path):
     import_file(str(path), RestoreOptions(target_db=target, pg=pg18, data_dir=str(tmp_path / "i")))
     assert table_contents(target) == table_contents(sample18["db"])
     assert query("postgres", "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'spp\\_import\\_%%'") == [(0,)]
+
+
+def test_openspp2_script_pair_on_postgresql_18(pg18, dbs18, sample18, tmp_path):
+    """OpenSPP 2's reference backup as its PostgreSQL 18 image makes it (18's pg_dump -Fc -Z6, tar -czf of the
+    filestore folder) imports as one restore: the same rows, the same files, every attachment's SHA-1 checked."""
+    dump, archive = script_pair(sample18, str(tmp_path / "daily"), pg18)
+    target = dbs18.name("openspp2")
+    data_dir = str(tmp_path / "i")
+    out = import_file(dump, RestoreOptions(target_db=target, pg=pg18, data_dir=data_dir), filestore_archive=archive)
+    assert table_contents(target) == table_contents(sample18["db"])
+    assert tree_digest(os.path.join(data_dir, "filestore", target)) == tree_digest(sample18["filestore"])
+    assert {c["name"]: c["ok"] for c in out.checks}["attachments"] and out.filestore_files == 20
 
 
 def test_only_older_client_tools_are_refused_in_words(pg18, sample18, monkeypatch):
