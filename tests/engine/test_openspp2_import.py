@@ -11,11 +11,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import zipfile
 
 import pytest
-from conftest import ROOT, query, table_contents, tree_digest
+from conftest import query, table_contents, tree_digest
+from test_untrusted import cli, leftovers
 
 from engine import filestore, pg
 from engine.errors import RestoreError, UnsafeArchive
@@ -44,20 +44,6 @@ def tar_folder(root, archive, *extra, options=()):
         ["tar", *options, "-czf", archive, "-C", os.path.dirname(root), os.path.basename(root), *extra], check=True
     )
     return archive
-
-
-def leftovers(target, data_dir):
-    """What an import of ``target`` left: databases, import roles, filestore folders (final and staging)."""
-    dbs = query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s", (target + "%",))
-    roles = query("postgres", "SELECT rolname FROM pg_roles WHERE rolname LIKE 'spp\\_import\\_%%'")
-    fs_root = os.path.join(data_dir, "filestore")
-    folders = [n for n in os.listdir(fs_root) if target in n] if os.path.isdir(fs_root) else []
-    return dbs + roles + folders
-
-
-def cli(*args):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, capture_output=True, text=True, env=env)
 
 
 def test_the_script_pair_imports_as_one_restore(sample, dbs, tmp_path, pgconf):
