@@ -5,6 +5,7 @@ from odoo import _, api, fields, models
 
 from ..engine import worker as engine_worker
 from ..engine.human import human_duration
+from .server_fields import EVERY_FIELD
 
 _logger = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ class SppBackupRun(models.Model):
     """
 
     _name = "spp.backup.run"
+    _inherit = ["spp.backup.server.fields"]
     _description = "Backup Run"
+    _server_fields = EVERY_FIELD
     _order = "id desc"
 
     name = fields.Char(compute="_compute_name")
