@@ -282,3 +282,57 @@ class TestServerFieldsOverRpc(RealBackupCase, HttpCase):
                     (samples["spp_backup_last_drill_success"], samples["spp_backup_rto_compliant"]), (-1, -1)
                 )
                 self.assertEqual(samples["spp_backup_last_success_timestamp_seconds"], 0)
+
+    def test_onchanges_and_saved_defaults_give_no_server_field(self):
+        """An onchange given server facts neither uses nor returns them; a personal default (ir.default) and a
+        default_* key fill no server field of a new form or record."""
+        spec = {name: {} for name in ("name", "path", "is_path_approved", "approved_path", "where")}
+        answer = self.rpc(
+            "sppb_manager",
+            "spp.backup.destination",
+            "onchange",
+            [],
+            {},
+            [],
+            spec,
+            context={"default_is_path_approved": True, "default_approved_path": "/"},
+        )
+        self.assertFalse({"is_path_approved", "approved_path"} & set(answer.get("value") or {}), answer)
+        # A policy that never ran, given a success in the form: what it computes stays what the server recorded.
+        never = self.Policy.create(
+            {"name": "Never", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False}
+        )
+        spec = {name: {} for name in ("name", "last_success_at", "last_success_job_id", "state", "has_good_backup")}
+        values = {"last_success_at": FORGED_WHEN, "last_success_job_id": self.job.id, "name": "Forged"}
+        answer = self.rpc(
+            "sppb_manager", "spp.backup.policy", "onchange", never.ids, values, ["last_success_at", "name"], spec
+        )
+        value = answer.get("value") or {}
+        self.assertFalse({"last_success_at", "last_success_job_id"} & set(value), answer)
+        self.assertEqual((value.get("state", "never"), value.get("has_good_backup", False)), ("never", False), answer)
+        # Saved defaults: the manager's own, and one a Settings administrator sets for everybody.
+        self.rpc("sppb_manager", "ir.default", "set", "spp.backup.policy", "last_success_at", FORGED_WHEN, True)
+        self.rpc("sppb_settings", "ir.default", "set", "spp.backup.policy", "last_drill_id", self.drill.id)
+        self.rpc("sppb_settings", "ir.default", "set", "spp.backup.job", "verify_state", "ok")
+        self.assertEqual(
+            self.env["ir.default"]
+            .sudo()
+            .search_count([("field_id.model", "in", ("spp.backup.policy", "spp.backup.job"))]),
+            3,
+            "control: the defaults are saved",
+        )
+        defaults = self.rpc("sppb_manager", "spp.backup.policy", "default_get", ["last_success_at", "last_drill_id"])
+        self.assertFalse(defaults.get("last_success_at") or defaults.get("last_drill_id"), defaults)
+        policy = self.Policy.browse(
+            self.rpc(
+                "sppb_manager",
+                "spp.backup.policy",
+                "create",
+                {"name": "Saved defaults", "encrypt": False, "destination_ids": [(6, 0, self.destination.ids)]},
+            )
+        )
+        self.assertFalse(policy.last_success_at or policy.last_drill_id)
+        self.assertEqual(policy.state, "never")
+        # The server's own records take their code defaults, whatever was saved.
+        job = self.Job.create({"policy_id": policy.id, "trigger": "manual"})
+        self.assertEqual(job.verify_state, "not_verified")
