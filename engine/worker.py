@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg2
 import psycopg2.extensions
@@ -80,6 +80,8 @@ class WorkerContext:
     data_dir: str | None
     conf_path: str | None = None
     identities: list = field(default_factory=list)
+    # Folders the serving database's server approved at upgrade (approved_folders), per run.
+    approved: tuple = ()
 
     @classmethod
     def from_config(cls, conf_path=None, data_dir=None):
@@ -99,23 +101,48 @@ class WorkerContext:
 # --------------------------------------------------------------------------- execution
 
 
-def execute(action, plan, ctx, serving_db, progress, log=None):
+def execute(action, plan, ctx, serving_db, progress, log=None, approved=()):
     """Run one plan: (result dict, error sentence or None, warnings list). Raises BackupError on failure.
 
     ``progress(fraction, message)`` follows the work as it goes; ``log(message)`` receives one line per step
-    done (the run's log).
+    done (the run's log). ``approved``: the folders the serving database's server approved at upgrade
+    (``approved_folders``), read by the worker itself; a list a plan carries is never trusted.
     """
     if action not in ACTIONS:
         raise PreflightError("Unknown run action %r." % (action,))
+    ctx = replace(ctx, approved=tuple(approved or ()))
     return {"backup": _backup, "restore": _restore, "drill": _drill, "verify": _verify}[action](
         plan, ctx, serving_db, progress, log or (lambda message: None)
     )
 
 
-def _destination(data, ctx, approved=()):
+def _destination(data, ctx):
+    """A plan's destination, checked against this worker's odoo.conf (backup_roots, S3 scope) and the approvals
+    the server recorded; whatever the plan says about approvals is ignored."""
     config = DestinationConfig(**data)
-    scope.check_destination(config, ctx.settings, ctx.data_dir, approved)
+    scope.check_destination(config, ctx.settings, ctx.data_dir, ctx.approved)
     return config
+
+
+def approved_folders(cr):
+    """The local folders the server approved at upgrade (in use before backup_roots existed).
+
+    Read from the destinations of the serving database, whose approval only the server writes (Odoo refuses
+    it to everyone else); an empty list where the table or the columns do not exist.
+    """
+    cr.execute(
+        """SELECT count(*) FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = 'spp_backup_destination'
+              AND column_name IN ('is_path_approved', 'approved_path')"""
+    )
+    if cr.fetchone()[0] != 2:
+        return []
+    cr.execute(
+        """SELECT DISTINCT approved_path FROM spp_backup_destination
+            WHERE is_path_approved AND kind = 'local' AND COALESCE(approved_path, '') <> ''
+            ORDER BY approved_path"""
+    )
+    return [row[0] for row in cr.fetchall()]
 
 
 def _backup(plan_data, ctx, serving_db, progress, log):
@@ -123,10 +150,11 @@ def _backup(plan_data, ctx, serving_db, progress, log):
     from .runner import apply_retention
 
     data = dict(plan_data)
-    approved = data.pop("approved_paths", None) or []
+    # Plans queued before this version carried approved folders: the worker never trusted them since.
+    data.pop("approved_paths", None)
     plan = BackupPlan.from_dict(data)
     scope.check_database(plan.db_name, serving_db, ctx.settings)
-    plan.destinations = [_destination(vars(config), ctx, approved) for config in plan.destinations]
+    plan.destinations = [_destination(vars(config), ctx) for config in plan.destinations]
     scope.check_offsite_encryption(bool(plan.recipients), plan.destinations, ctx.settings)
     plan.pg, plan.data_dir, plan.odoo_conf = ctx.pg, ctx.data_dir, ctx.conf_path
     if plan.signing_key_file:
@@ -164,7 +192,7 @@ def _source_ref(source, ctx, serving_db):
 
     db_name = source["db_name"]
     scope.check_database(db_name, serving_db, ctx.settings, what="read the backups of")
-    config = _destination(source["destination"], ctx, source.get("approved_paths") or [])
+    config = _destination(source["destination"], ctx)
     storage = open_storage(config, ctx.settings)
     if source.get("backup_id") in (None, "", "latest"):
         return latest(storage, db_name)
@@ -611,7 +639,9 @@ class Worker:
         state, result, error = "failed", None, None
         try:
             plan = json.loads(plan_text or "{}")
-            result, error, warnings = execute(action, plan, self.ctx, name, reporter, reporter.step)
+            with conn.cursor() as cr:
+                approved = approved_folders(cr)
+            result, error, warnings = execute(action, plan, self.ctx, name, reporter, reporter.step, approved=approved)
             if result is not None:
                 result.setdefault("warnings", list(warnings or []))
             state = "failed" if error else "done"

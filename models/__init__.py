@@ -1,4 +1,5 @@
-# The engine bridge and the runner mixin come first: the other models use them.
+# The door for server fields, the engine bridge and the runner mixin come first: the other models use them.
+from . import server_fields  # noqa: F401  isort: skip
 from . import backup_engine  # noqa: F401  isort: skip
 from . import backup_runner_mixin  # noqa: F401  isort: skip
 from . import (  # noqa: F401
@@ -15,5 +16,6 @@ from . import (  # noqa: F401
     backup_restore,
     backup_run,
     backup_signing_key,
+    ir_actions_server,
     mail_message,
 )

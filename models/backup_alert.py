@@ -4,6 +4,8 @@ import logging
 from markupsafe import Markup
 from odoo import _, api, fields, models
 
+from .server_fields import EVERY_FIELD
+
 _logger = logging.getLogger(__name__)
 
 ALERT_KINDS = [
@@ -27,7 +29,9 @@ class SppBackupAlert(models.Model):
     """
 
     _name = "spp.backup.alert"
+    _inherit = ["spp.backup.server.fields"]
     _description = "Backup Alert"
+    _server_fields = EVERY_FIELD
     _order = "state, opened_at desc, id desc"
 
     name = fields.Char(compute="_compute_name", store=True)
@@ -80,7 +84,7 @@ class SppBackupAlert(models.Model):
     @api.model
     def _raise(self, policy, kind, message):
         """Open an alert of ``kind`` for ``policy``, unless one is open already; returns the open alert."""
-        self = self.sudo()
+        self = self._server_mode()
         # What the alert posts and schedules is the server's, whoever's action found the problem.
         policy = self.env["spp.backup.engine"]._as_server(policy)
         open_alert = self.search([("policy_id", "=", policy.id), ("kind", "=", kind), ("state", "=", "open")])
@@ -135,7 +139,9 @@ class SppBackupAlert(models.Model):
     @api.model
     def _resolve(self, policy, kind, reason):
         """Close the open alert of ``kind`` for ``policy`` (if any) and mark its activities done."""
-        alerts = self.sudo().search([("policy_id", "=", policy.id), ("kind", "=", kind), ("state", "=", "open")])
+        alerts = self._server_mode().search(
+            [("policy_id", "=", policy.id), ("kind", "=", kind), ("state", "=", "open")]
+        )
         policy = self.env["spp.backup.engine"]._as_server(policy)
         for alert in alerts:
             alert.write({"state": "resolved", "resolved_at": fields.Datetime.now(), "resolution": reason})

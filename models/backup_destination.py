@@ -29,8 +29,12 @@ CREDENTIALS_HELP = (
 
 class SppBackupDestination(models.Model):
     _name = "spp.backup.destination"
+    _inherit = ["spp.backup.server.fields"]
     _description = "Backup Destination"
     _order = "name, id"
+    # The approval of a folder in use before backup_roots existed is the server's (at upgrade); policies choose
+    # their destinations on the policy, where its checks run.
+    _server_fields = frozenset({"is_path_approved", "approved_path", "policy_ids"})
 
     name = fields.Char(required=True, help="A name that tells people where the backups go, e.g. 'Backup disk'.")
     active = fields.Boolean(default=True, help="Archived destinations are kept for the record but no longer offered.")
@@ -184,30 +188,13 @@ class SppBackupDestination(models.Model):
         """Folders approved at upgrade (in use before backup_roots existed), still usable."""
         return [dest.approved_path for dest in self.sudo() if dest.is_path_approved and dest.approved_path]
 
-    @api.model_create_multi
-    def create(self, vals_list):
-        self._check_server_fields(vals_list)
-        return super().create(vals_list)
-
-    def write(self, vals):
-        self._check_server_fields([vals])
-        return super().write(vals)
-
-    @api.model
-    def _check_server_fields(self, vals_list):
-        if self.env.su:
-            return
-        for vals in vals_list:
-            if {"is_path_approved", "approved_path"} & set(vals):
-                raise ValidationError(_("Only the server approves destination folders (at upgrade)."))
-
     @api.model
     def _approve_existing_folders(self):
         """At upgrade: local destinations whose folder exists stay usable, with a warning to add it to backup_roots."""
         Engine = self.env["spp.backup.engine"]
         settings, data_dir = Engine._settings(), Engine._data_dir()
         approved = self.browse()
-        for dest in self.sudo().with_context(active_test=False).search([("kind", "=", "local")]):
+        for dest in self._server_mode().with_context(active_test=False).search([("kind", "=", "local")]):
             path = (dest.path or "").strip()
             if not path or not os.path.isdir(path) or scope.local_path_allowed(path, settings, data_dir):
                 continue
@@ -243,7 +230,6 @@ class SppBackupDestination(models.Model):
             "destination": dataclasses.asdict(destination._to_engine_destination()),
             "db_name": db_name,
             "backup_id": backup_id,
-            "approved_paths": destination._approved_paths(),
         }
 
     @api.constrains("kind", "bucket", "prefix", "endpoint_url", "part_size_mb", "sse", "sse_kms_key_id")

@@ -17,6 +17,7 @@ from ..engine import crypto, scope
 from ..engine import worker as engine_worker
 from ..engine.config import PgConfig, Settings
 from ..engine.errors import BackupError
+from .server_fields import server_mode
 
 _logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class SppBackupEngine(models.AbstractModel):
     """
 
     _name = "spp.backup.engine"
+    _inherit = ["spp.backup.server.fields"]
     _description = "Backup engine bridge"
 
     # ------------------------------------------------------------ settings
@@ -107,7 +109,7 @@ class SppBackupEngine(models.AbstractModel):
         same whether the cron collected it or someone pressed Refresh, and never depends on that person's
         account: a Backup Manager without an email address is a sender Odoo cannot send from.
         """
-        return records.with_user(SUPERUSER_ID)
+        return server_mode(records.with_user(SUPERUSER_ID))
 
     @api.model
     def _check_manager(self):

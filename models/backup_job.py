@@ -142,9 +142,8 @@ class SppBackupJob(models.Model):
     # ------------------------------------------------------------------ runner
 
     def _runner_plan(self):
-        plan = self.policy_id._to_engine_plan().to_dict()
-        plan["approved_paths"] = self.policy_id.destination_ids._approved_paths()
-        return plan
+        # The worker checks each destination against odoo.conf and the approvals the server recorded, itself.
+        return self.policy_id._to_engine_plan().to_dict()
 
     def _queue_run(self):
         for job in self:
@@ -377,7 +376,7 @@ class SppBackupJob(models.Model):
 
     def _ensure_copies(self):
         """Jobs recorded before copies existed: one copy per stored location."""
-        for job in self.filtered(lambda j: not j.copy_ids and (j.location or "").strip()):
+        for job in self._server_mode().filtered(lambda j: not j.copy_ids and (j.location or "").strip()):
             job._record_copies({"locations": [line.strip() for line in job.location.splitlines() if line.strip()]})
 
     def action_verify(self):
@@ -388,7 +387,7 @@ class SppBackupJob(models.Model):
         artifacts are also decrypted and decompressed to their end.
         """
         self.env["spp.backup.engine"]._check_manager()
-        for job in self.sudo():
+        for job in self._server_mode():
             job._ensure_copies()
             copies = job.copy_ids.filtered(lambda c: c.state == "ok")
             if not job.backup_id or not copies:
@@ -408,7 +407,7 @@ class SppBackupJob(models.Model):
                 "unsigned_ok": Engine._unsigned_ok(job.policy_id),
                 "deep": True,
             }
-            run = self.env["spp.backup.run"]._queue("verify", plan, job, policy=job.policy_id)
+            run = job.env["spp.backup.run"]._queue("verify", plan, job, policy=job.policy_id)
             job.write({"verify_run_id": run.id, "verify_state": "verifying"})
         return True
 

@@ -5,12 +5,15 @@ from odoo import _, fields, models
 from odoo.exceptions import UserError
 
 from ..engine.config import DestinationConfig
+from .server_fields import EVERY_FIELD
 
 
 class SppBackupJobCopy(models.Model):
     _name = "spp.backup.job.copy"
+    _inherit = ["spp.backup.server.fields"]
     _description = "Backup Copy"
     _order = "job_id desc, sequence, id"
+    _server_fields = EVERY_FIELD
 
     job_id = fields.Many2one("spp.backup.job", string="Job", required=True, ondelete="cascade", index=True)
     sequence = fields.Integer(default=10, help="Position of the destination in the policy when the backup ran.")
@@ -70,12 +73,7 @@ class SppBackupJobCopy(models.Model):
             )
         if backup_id != job.backup_id:
             raise UserError(_("The location %(where)s does not hold backup %(id)s.", where=location, id=job.backup_id))
-        return {
-            "destination": dataclasses.asdict(config),
-            "db_name": db_name,
-            "backup_id": backup_id,
-            "approved_paths": self.destination_id._approved_paths(),
-        }
+        return {"destination": dataclasses.asdict(config), "db_name": db_name, "backup_id": backup_id}
 
     def action_restore(self):
         """Open the restore wizard on this copy."""

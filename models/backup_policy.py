@@ -3,7 +3,7 @@ import logging
 
 from odoo import _, api, fields, models, release
 from odoo.addons.base.models.res_partner import _tz_get
-from odoo.exceptions import AccessError, UserError, ValidationError
+from odoo.exceptions import UserError, ValidationError
 from odoo.tools.sql import column_exists, create_column, table_exists
 
 from ..engine import crypto, scope
@@ -41,8 +41,21 @@ COLOR_NONE, COLOR_RED, COLOR_ORANGE, COLOR_GREEN = 0, 1, 2, 10
 class SppBackupPolicy(models.Model):
     _name = "spp.backup.policy"
     _description = "Backup Policy"
-    _inherit = ["mail.thread", "mail.activity.mixin"]
+    _inherit = ["spp.backup.server.fields", "mail.thread", "mail.activity.mixin"]
     _order = "name, id"
+    # What the server records on a policy from its backups and drills; nobody sets them (see server_fields.py).
+    _server_fields = frozenset(
+        {
+            "last_success_at",
+            "last_success_job_id",
+            "last_failure_at",
+            "last_job_id",
+            "last_drill_id",
+            "job_ids",
+            "drill_ids",
+            "alert_ids",
+        }
+    )
 
     name = fields.Char(
         required=True, tracking=True, help="A name for what this policy protects, e.g. 'Nightly full backup'."
@@ -730,23 +743,6 @@ class SppBackupPolicy(models.Model):
 
     DRILL_SCHEDULE_FIELDS = ("is_drill_scheduled", "drill_interval_number", "drill_interval_type")
 
-    # Evidence the server writes on a policy; nobody sets them through the ORM or RPC.
-    SERVER_FIELDS = ("last_success_at", "last_success_job_id", "last_failure_at", "last_job_id", "last_drill_id")
-
-    @api.model
-    def _check_server_fields(self, vals_list):
-        if self.env.su:
-            return
-        for vals in vals_list:
-            forbidden = sorted(set(vals) & set(self.SERVER_FIELDS))
-            if forbidden:
-                raise AccessError(
-                    _(
-                        "%s are recorded by the server from the backups themselves: nobody sets them.",
-                        ", ".join(forbidden),
-                    )
-                )
-
     @api.constrains("database")
     def _check_database(self):
         Engine = self.env["spp.backup.engine"]
@@ -760,7 +756,6 @@ class SppBackupPolicy(models.Model):
 
     @api.model_create_multi
     def create(self, vals_list):
-        self._check_server_fields(vals_list)
         for vals in vals_list:
             if not vals.get("tz") and vals.get("user_id"):
                 responsible_tz = self.env["res.users"].browse(vals["user_id"]).tz
@@ -774,7 +769,6 @@ class SppBackupPolicy(models.Model):
         return policies
 
     def write(self, vals):
-        self._check_server_fields([vals])
         result = super().write(vals)
         if any(name in vals for name in self.SCHEDULE_FIELDS):
             self._plan_schedule(given=vals)
@@ -979,8 +973,10 @@ class SppBackupPolicy(models.Model):
             texts.append("%s\n%s" % (destination.name, text))
         if self._retention_dict() is None:
             texts.insert(0, _("Every keep rule is 0: this policy keeps all its backups and deletes nothing."))
-        preview = self.env["spp.backup.retention.preview"].create(
-            {"policy_id": self.id, "report": "\n\n".join(texts) or _("This policy has no destination.")}
+        preview = (
+            self.env["spp.backup.retention.preview"]
+            ._server_mode()
+            .create({"policy_id": self.id, "report": "\n\n".join(texts) or _("This policy has no destination.")})
         )
         return {
             "type": "ir.actions.act_window",

@@ -55,7 +55,7 @@ class SppBackupPolicyDrill(models.Model):
             return None
         drill = (
             self.env["spp.backup.drill"]
-            .sudo()
+            ._server_mode()
             .create(
                 {
                     "policy_id": self.id,

@@ -8,6 +8,7 @@ from odoo.service.model import PG_CONCURRENCY_ERRORS_TO_RETRY
 
 from ..engine import worker as engine_worker
 from ..engine.human import human_duration
+from .server_fields import EVERY_FIELD
 
 _logger = logging.getLogger(__name__)
 
@@ -38,7 +39,9 @@ class SppBackupRun(models.Model):
     """
 
     _name = "spp.backup.run"
+    _inherit = ["spp.backup.server.fields"]
     _description = "Backup Run"
+    _server_fields = EVERY_FIELD
     _order = "id desc"
 
     name = fields.Char(compute="_compute_name")

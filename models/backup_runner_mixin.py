@@ -8,6 +8,7 @@ from ..engine.config import DestinationConfig
 from ..engine.errors import BackupError
 from ..engine.human import human_duration
 from ..engine.storage import open_storage
+from .server_fields import EVERY_FIELD
 
 _logger = logging.getLogger(__name__)
 
@@ -22,7 +23,9 @@ class SppBackupRunnerMixin(models.AbstractModel):
     """
 
     _name = "spp.backup.runner.mixin"
+    _inherit = ["spp.backup.server.fields"]
     _description = "Work done by the backup worker"
+    _server_fields = EVERY_FIELD
     # People may comment on what they can read; writing stays the server's.
     _mail_post_access = "read"
 
@@ -133,8 +136,8 @@ class SppBackupRunnerMixin(models.AbstractModel):
 
     def _queue_run(self):
         """Queue each record's run for the worker; a plan that cannot be made fails the record, in words."""
-        Run = self.env["spp.backup.run"]
-        for record in self.sudo():
+        Run = self.env["spp.backup.run"]._server_mode()
+        for record in self._server_mode():
             if record.state != "queued" or record.run_id:
                 raise UserError(record._runner_text("already_started", record=record.display_name))
             try:

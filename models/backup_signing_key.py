@@ -6,6 +6,7 @@ from odoo.exceptions import UserError
 
 from ..engine import crypto
 from ..engine.errors import BackupError
+from .server_fields import EVERY_FIELD
 
 # The advisory lock that serialises making the signing key (any 64-bit number of this addon's own).
 SIGNING_LOCK = 0x5350_5042_4B53_4947
@@ -21,6 +22,8 @@ class SppBackupSigningKey(models.Model):
     """
 
     _name = "spp.backup.signing.key"
+    _inherit = ["spp.backup.server.fields"]
+    _server_fields = EVERY_FIELD
     _description = "Signing key of this server"
     _order = "id desc"
     _rec_name = "fingerprint"
@@ -86,7 +89,7 @@ class SppBackupSigningKey(models.Model):
                 )
         if not self:
             raise UserError(_("Choose the signing key to distrust."))
-        newly = self.sudo().filtered(lambda key: not key.revoked_at)
+        newly = self._server_mode().filtered(lambda key: not key.revoked_at)
         if not newly:
             return True  # distrusted already: nothing changes, nothing is announced
         newly.write({"revoked_at": fields.Datetime.now(), "revoked_by_id": self.env.uid})
@@ -104,7 +107,7 @@ class SppBackupSigningKey(models.Model):
     def _remember(self, public_key, origin, replaced=False):
         """Record ``public_key`` as one this server signs (or signed) with; the server's own write."""
         crypto.load_public_key(public_key)
-        Keys = self.sudo()
+        Keys = self._server_mode()
         known = Keys.search([("public_key", "=", public_key)], limit=1)
         values = {"replaced_at": fields.Datetime.now()} if replaced else {}
         if known:
@@ -134,7 +137,9 @@ class SppBackupSigning(models.TransientModel):
     """
 
     _name = "spp.backup.signing"
+    _inherit = ["spp.backup.server.fields"]
     _description = "Signing key of this server"
+    _server_fields = EVERY_FIELD
 
     key_file = fields.Char(string="Key file", compute="_compute_key", help="signing_key_file in odoo.conf")
     state = fields.Selection(
@@ -163,12 +168,12 @@ class SppBackupSigning(models.TransientModel):
     @api.model_create_multi
     def create(self, vals_list):
         # Nothing a caller sends is kept: the dialog records only what the server saw when it opened.
+        self.check_access_rights("create")
         opened = self.env["spp.backup.signing.key"]._server_key().get("public_key") or False
-        return super().create([{"opened_public_key": opened} for _vals in vals_list])
-
-    def write(self, vals):
-        vals.pop("opened_public_key", None)
-        return super().write(vals)
+        created = super(SppBackupSigning, self._server_mode()).create(
+            [{"opened_public_key": opened} for _v in vals_list]
+        )
+        return self.browse(created.ids)
 
     def _compute_key(self):
         Keys = self.env["spp.backup.signing.key"]

@@ -22,6 +22,7 @@ if __name__.startswith("odoo.addons."):
         test_backup_rpc,
         test_backup_schedule,
         test_backup_security,
+        test_backup_server_fields,
         test_backup_tour,
         test_backup_ui,
         test_backup_unsigned,

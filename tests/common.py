@@ -13,6 +13,7 @@ from odoo.tests.common import TransactionCase, new_test_user
 from ..engine import crypto, pg
 from ..engine import worker as engine_worker
 from ..engine.errors import BackupError
+from ..models.server_fields import server_mode
 from .s3server import S3_ENV, MotoServer, moto_server_command
 
 ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +29,12 @@ class _TestConnection:
         return contextlib.nullcontext(self.cr)
 
 
+def as_the_server(env):
+    """``env`` as the server's own code holds it (models/server_fields.py): the tests play the worker and the crons
+    there, and people through ``with_user``, which leaves the server's mark behind."""
+    return server_mode(env["res.users"]).env
+
+
 def work_queued(env, collect=True, data_dir=None):
     """Execute every queued run as the worker does, in ``env``'s transaction, then record the results.
 
@@ -38,6 +45,7 @@ def work_queued(env, collect=True, data_dir=None):
     server's settings; what crosses processes (claims, locks, a worker
     that dies) is tested against a real server in tests/worker/.
     """
+    env = as_the_server(env)
     Engine = env["spp.backup.engine"]
     settings = Engine._settings()
     identity_file = settings.get("identity_file")
@@ -56,7 +64,13 @@ def work_queued(env, collect=True, data_dir=None):
         result, error = None, None
         try:
             result, error, warnings = engine_worker.execute(
-                run.action, run._plan_data(), ctx, env.cr.dbname, reporter, reporter.step
+                run.action,
+                run._plan_data(),
+                ctx,
+                env.cr.dbname,
+                reporter,
+                reporter.step,
+                approved=engine_worker.approved_folders(env.cr),
             )
             result.setdefault("warnings", list(warnings or []))
         except BackupError as exc:
@@ -82,6 +96,7 @@ class BackupCase(TransactionCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
+        cls.env = as_the_server(cls.env)
         cls.tmp = tempfile.mkdtemp(prefix="spp_backup_test_")
         cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
         cls.Job = cls.env["spp.backup.job"]

@@ -3,9 +3,10 @@ import shutil
 import tempfile
 from unittest.mock import patch
 
-from odoo.exceptions import UserError, ValidationError
+from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import tagged
 
+from ..engine import worker as engine_worker
 from .common import BackupCase
 
 
@@ -88,7 +89,10 @@ class TestBackupDestination(BackupCase):
         self.assertTrue(legacy.is_path_approved)
         self.assertEqual(legacy._approved_paths(), [old])
         legacy._check_scope()
-        with self.assertRaisesRegex(ValidationError, "Only the server approves"):
+        # The worker reads the approval from the row the server wrote, not from a plan.
+        self.env.flush_all()
+        self.assertEqual(engine_worker.approved_folders(self.env.cr), [old])
+        with self.assertRaisesRegex(AccessError, "Approved folder.*the server records these"):
             legacy.with_user(self.manager).write({"is_path_approved": True, "approved_path": "/etc"})
 
     def test_path_required_and_absolute(self):

@@ -10,6 +10,7 @@ from odoo import fields
 from odoo.tests import HttpCase, tagged
 
 from ..controllers.metrics import render
+from .common import as_the_server
 
 TOKEN = "s3cret-metrics-token"
 
@@ -21,6 +22,7 @@ class TestBackupMetrics(HttpCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
+        cls.env = as_the_server(cls.env)
         folder = tempfile.mkdtemp(prefix="spp_backup_metrics_")
         cls.addClassCleanup(shutil.rmtree, folder, True)
         # This server may report on database "prod" and write under the temporary folder.

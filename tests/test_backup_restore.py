@@ -197,7 +197,7 @@ class TestBackupRestore(RealBackupCase):
         with self.assertRaises(AccessError):
             self.job.copy_ids[0].with_user(admin).action_restore()
         wizard = self.open_wizard_for_job()
-        wizard.sudo().write({"step": "checked", "is_check_ok": True})  # as if its checks had passed
+        wizard._server_mode().write({"step": "checked", "is_check_ok": True})  # as if its checks had passed
         with self.assertRaises(AccessError):
             wizard.with_user(self.manager).action_run()
         with self.assertRaises(AccessError):
@@ -211,7 +211,7 @@ class TestBackupRestore(RealBackupCase):
         wizard = self.open_wizard_for_job()
         wizard.write({"target_mode": "replace", "target_db": self.env.cr.dbname})
         # Even with its checks marked passed (which only the server can write), no confirmation, no restore.
-        wizard.sudo().write({"step": "checked", "is_check_ok": True})
+        wizard._server_mode().write({"step": "checked", "is_check_ok": True})
         self.assertTrue(wizard.is_current_db)
         with self.assertRaisesRegex(UserError, "type its name exactly"):
             wizard.action_run()
@@ -440,11 +440,11 @@ class TestBackupRestore(RealBackupCase):
         with self.assertRaises(AccessError):
             Wizard.create(typed)
         self.assertEqual(
-            Wizard.sudo().create(typed).sudo(False)._effective_public_key(), [own_key], "the server's own key"
+            Wizard._server_mode().create(typed).sudo(False)._effective_public_key(), [own_key], "the server's own key"
         )
         server_key = crypto.generate_signing_key()[1]
         self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_VERIFY_KEY": server_key}))
-        wizard = Wizard.sudo().create(values).sudo(False)
+        wizard = Wizard._server_mode().create(values).sudo(False)
         self.assertEqual(wizard._effective_public_key(), [server_key], "odoo.conf's verify_key before all others")
         self.assertFalse(self.checks(wizard)["signature"][0], "this unsigned backup fails the server's key")
         with self.assertRaises(AccessError):

@@ -5,6 +5,8 @@ from unittest.mock import patch
 
 from odoo.tests import HttpCase, tagged
 
+from .common import as_the_server
+
 
 @tagged("post_install", "-at_install")
 class TestBackupUi(HttpCase):
@@ -13,6 +15,7 @@ class TestBackupUi(HttpCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
+        cls.env = as_the_server(cls.env)
         root = tempfile.mkdtemp(prefix="spp_backup_ui_")
         cls.addClassCleanup(shutil.rmtree, root, True)
         cls.startClassPatcher(patch.dict(os.environ, {"SPP_BACKUP_BACKUP_ROOTS": root}))

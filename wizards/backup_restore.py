@@ -11,6 +11,7 @@ from ..engine import pg, scope
 from ..engine.errors import BackupError
 from ..engine.human import human_bytes
 from ..engine.manifest import filestore_artifact, filestore_bytes
+from ..models.server_fields import AllFieldsBut
 
 _logger = logging.getLogger(__name__)
 
@@ -111,15 +112,16 @@ class SppBackupRestoreWizard(models.TransientModel):
 
     # What a person chooses in the form. Everything else (which backup, its job and policy, the checks and their
     # report) the server derives from the records it opened the wizard on, and writes itself.
-    _people_fields = frozenset(
+    _server_fields = AllFieldsBut(
         {"target_mode", "target_db", "confirm_db_name", "include_filestore", "neutralize", "new_uuid", "public_key"}
     )
 
     def write(self, vals):
-        if not self.env.su and set(vals) & (self._people_fields - {"confirm_db_name"}):
+        options = self._server_fields - {"confirm_db_name"}  # what a person sets, but the typed confirmation
+        if not self._is_server() and set(vals) & options:
             # A changed option makes the checks stale: they run again before the restore may start.
             super().write(vals)
-            return self.sudo().write({"step": "options", "is_check_ok": False, "check_report": False})
+            return self._server_mode().write({"step": "options", "is_check_ok": False, "check_report": False})
         return super().write(vals)
 
     @api.depends("target_db", "target_mode")
@@ -485,8 +487,8 @@ class SppBackupRestoreWizard(models.TransientModel):
             "unsigned_ok": self._unsigned_ok(),
             "deep": False,
         }
-        run = self.env["spp.backup.run"]._queue("verify", plan, self, policy=self.policy_id)
-        self.sudo().write(
+        run = self.env["spp.backup.run"]._server_mode()._queue("verify", plan, self, policy=self.policy_id)
+        self._server_mode().write(
             {
                 "step": "checking",
                 "check_run_id": run.id,
@@ -538,7 +540,9 @@ class SppBackupRestoreWizard(models.TransientModel):
         """Back to the options."""
         self.ensure_one()
         self._check_own()
-        self.sudo().write({"step": "options", "is_check_ok": False, "check_report": False, "check_run_id": False})
+        self._server_mode().write(
+            {"step": "options", "is_check_ok": False, "check_report": False, "check_run_id": False}
+        )
         return self._reopen()
 
     # ------------------------------------------------------------------- run
@@ -598,7 +602,7 @@ class SppBackupRestoreWizard(models.TransientModel):
             raise UserError(_("A restore into %s is already in progress: wait for it to finish.", target))
         restore = (
             self.env["spp.backup.restore"]
-            .sudo()
+            ._server_mode()
             .create(
                 {
                     "policy_id": self.policy_id.id,

@@ -2,10 +2,15 @@ from markupsafe import Markup
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
+from ..models.server_fields import AllFieldsBut
+
 
 class SppBackupRunNow(models.TransientModel):
     _name = "spp.backup.run.now"
+    _inherit = ["spp.backup.server.fields"]
     _description = "Back up now"
+    # A person chooses the policy; what the window says about it is the server's.
+    _server_fields = AllFieldsBut({"policy_id"})
     _order = "id desc"
 
     policy_id = fields.Many2one(
@@ -70,7 +75,7 @@ class SppBackupRunNow(models.TransientModel):
             )
         job = (
             self.env["spp.backup.job"]
-            .sudo()
+            ._server_mode()
             .create({"policy_id": policy.id, "trigger": "manual", "user_id": self.env.user.id})
         )
         job._queue_run()

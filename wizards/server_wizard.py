@@ -2,9 +2,11 @@ from odoo import _, api, models
 from odoo.exceptions import AccessError
 from odoo.tools import clean_context
 
+from ..models.server_fields import EVERY_FIELD
+
 
 class SppBackupServerWizard(models.AbstractModel):
-    """A wizard the server fills from its own records: people set only ``_people_fields``.
+    """A wizard the server fills from its own records: people set only the fields ``_server_fields`` leaves out.
 
     RPC reaches every field of a wizard, whatever the form shows read-only; what the wizard says about a backup
     (which one, where, what the checks found) is what the server wrote. The server creates such a wizard
@@ -13,30 +15,24 @@ class SppBackupServerWizard(models.AbstractModel):
     """
 
     _name = "spp.backup.server.wizard"
+    _inherit = ["spp.backup.server.fields"]
     _description = "A wizard whose facts are the server's"
 
-    # The fields a person may write; the others are the server's.
-    _people_fields = frozenset()
+    # Every field is the server's, unless a wizard names those a person sets: AllFieldsBut({...}).
+    _server_fields = EVERY_FIELD
 
     @api.model
     def _server_create(self, values):
         """The wizard the server makes for the caller, from ``values`` alone: the ``default_*`` keys a caller may
         put in the context never fill a field of it."""
-        created = self.sudo().with_context(clean_context(self.env.context)).create(values)
+        created = self.with_context(clean_context(self.env.context))._server_mode().create(values)
         return self.browse(created.ids)
 
     @api.model_create_multi
     def create(self, vals_list):
-        if not self.env.su:
+        if not self._is_server():
             raise AccessError(_("This window is opened from a backup or a destination, not created directly."))
         return super().create(vals_list)
-
-    def write(self, vals):
-        if not self.env.su:
-            server_fields = sorted(set(vals) - self._people_fields)
-            if server_fields:
-                raise AccessError(_("These fields are the server's, not yours to set: %s.", ", ".join(server_fields)))
-        return super().write(vals)
 
     def _check_own(self):
         """The wizard is the caller's (record rule on create_uid): its actions, even those writing as the

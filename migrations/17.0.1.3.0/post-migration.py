@@ -8,6 +8,7 @@
 """
 
 from odoo import SUPERUSER_ID, api
+from odoo.addons.spp_backup.models.server_fields import server_mode
 
 INTERRUPTED = (
     "This was started by the runner of a previous version of the addon and could not be followed after the "
@@ -28,6 +29,6 @@ def migrate(cr, version):
             }
         )
     for model in ("spp.backup.job", "spp.backup.restore", "spp.backup.drill"):
-        env[model].search([("state", "in", ("queued", "running")), ("run_id", "=", False)]).write(
+        server_mode(env[model]).search([("state", "in", ("queued", "running")), ("run_id", "=", False)]).write(
             {"state": "failed", "error_message": INTERRUPTED}
         )

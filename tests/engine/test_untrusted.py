@@ -480,6 +480,41 @@ def test_plan_with_a_relative_destination_is_refused(sample, tmp_path):
     assert code == 2 and not answer["ok"] and "absolute" in answer["error"], answer
 
 
+def test_a_plan_that_says_a_folder_is_approved_opens_nothing(sample, tmp_path):
+    """The worker checks a local destination against backup_roots of its own odoo.conf and the approvals the server
+    recorded in its database; folders a plan calls approved (as plans did before) count for nothing: a backup, a
+    restore and a verification naming a folder outside backup_roots are refused in words, nothing is written."""
+    from conftest import run_plan
+
+    outside = tmp_path.parent / ("%s_outside" % tmp_path.name)
+    outside.mkdir()
+    approved = [str(outside), "/"]
+    source = {"destination": {"kind": "local", "path": str(outside)}, "db_name": sample["db"], "backup_id": "latest"}
+    plans = [
+        {
+            "action": "backup",
+            "db_name": sample["db"],
+            "destinations": [{"kind": "local", "path": str(outside)}],
+            "approved_paths": approved,
+        },
+        {"action": "restore", "source": dict(source, approved_paths=approved), "options": {"target_db": "x_new"}},
+    ]
+    for plan in plans:
+        code, answer = run_plan(plan, tmp_path, data_dir=sample["data_dir"], database=sample["db"])
+        assert code == 2 and not answer["ok"], answer
+        assert "outside the folders this server may write backups to" in answer["error"], answer
+        assert "backup_roots" in answer["error"] and "Traceback" not in answer["error"]
+    code, answer = run_plan(
+        {"action": "verify", "sources": [dict(source, approved_paths=approved)]},
+        tmp_path,
+        data_dir=sample["data_dir"],
+        database=sample["db"],
+    )
+    report = answer["result"]["reports"][0]
+    assert not report["ok"] and "outside the folders this server may write backups to" in report["error"], answer
+    assert list(outside.iterdir()) == []
+
+
 def test_plan_sending_a_readable_backup_or_to_an_unlisted_bucket_is_refused(sample, tmp_path, keys, monkeypatch):
     """The worker checks again what Odoo checked: no unencrypted copy to S3 unless odoo.conf allows it, and no
     bucket outside s3_buckets; both refused in words before anything is read or sent."""
