@@ -8,7 +8,7 @@ from odoo.exceptions import UserError
 from odoo.tests import tagged
 
 from ..engine import worker as engine_worker
-from .common import BackupCase
+from .common import BackupCase, as_the_server
 
 BEING_RECORDED = "being recorded right now: refresh in a moment"
 RACES = 50
@@ -95,7 +95,7 @@ class TestBackupCollectConcurrency(BackupCase):
         path = os.path.join(cls.tmp, "race")
         os.makedirs(path)
         with cls.registry.cursor() as cr:
-            env = api.Environment(cr, SUPERUSER_ID, {})
+            env = as_the_server(api.Environment(cr, SUPERUSER_ID, {}))
             cls.race_destination_id = env["spp.backup.destination"].create({"name": "Race", "path": path}).id
             cls.race_policy_id = (
                 env["spp.backup.policy"]
@@ -136,7 +136,7 @@ class TestBackupCollectConcurrency(BackupCase):
     def committed_wizard(self):
         """(wizard id, run id): a restore wizard whose check run is done and not recorded, committed."""
         with self.registry.cursor() as cr:
-            env = api.Environment(cr, SUPERUSER_ID, {})
+            env = as_the_server(api.Environment(cr, SUPERUSER_ID, {}))
             wizard = env["spp.backup.restore.wizard"]._server_create(
                 {
                     "destination_id": self.race_destination_id,
@@ -187,7 +187,7 @@ class TestBackupCollectConcurrency(BackupCase):
         """A backup job's Refresh while the collector records its run: the same sentence; the due-policies cron,
         which records its jobs' results too, passes over that run without an error and sees the job busy."""
         with self.registry.cursor() as cr:
-            env = api.Environment(cr, SUPERUSER_ID, {})
+            env = as_the_server(api.Environment(cr, SUPERUSER_ID, {}))
             job = env["spp.backup.job"].create({"policy_id": self.race_policy_id, "trigger": "schedule"})
             run = env["spp.backup.run"].create(
                 {
@@ -227,7 +227,7 @@ class TestBackupCollectConcurrency(BackupCase):
         with self.registry.cursor() as person:
             person.execute("SELECT step FROM spp_backup_restore_wizard WHERE id = %s", (wizard_id,))  # its snapshot
             with self.registry.cursor() as collector:
-                api.Environment(collector, SUPERUSER_ID, {})["spp.backup.run"]._cron_collect()
+                as_the_server(api.Environment(collector, SUPERUSER_ID, {}))["spp.backup.run"]._cron_collect()
             with self.assertRaises(UserError) as caught:
                 self.refresh(person, wizard_id)
             self.assertIn(BEING_RECORDED, caught.exception.args[0])
@@ -262,7 +262,7 @@ class TestBackupCollectConcurrency(BackupCase):
             try:
                 with self.registry.cursor() as cr:
                     start.wait()
-                    api.Environment(cr, SUPERUSER_ID, {})["spp.backup.run"]._cron_collect()
+                    as_the_server(api.Environment(cr, SUPERUSER_ID, {}))["spp.backup.run"]._cron_collect()
             except Exception as exc:  # what the cron would log
                 errors.append("collector: %s: %s" % (type(exc).__name__, exc))
 
@@ -297,7 +297,7 @@ class TestBackupCollectConcurrency(BackupCase):
         with self.registry.cursor() as worker, self.registry.cursor() as cron:
             worker.execute("SELECT pg_advisory_lock(%s, %s)", (engine_worker.RUN_LOCK_CLASS, run_id))
             worker.commit()
-            Run = api.Environment(cron, SUPERUSER_ID, {})["spp.backup.run"]
+            Run = as_the_server(api.Environment(cron, SUPERUSER_ID, {}))["spp.backup.run"]
             cron.execute("SELECT state FROM spp_backup_run WHERE id = %s", (run_id,))
             self.assertEqual(cron.fetchone()[0], "running")
             worker.execute("UPDATE spp_backup_run SET state = 'done', finished_at = now() WHERE id = %s", (run_id,))
@@ -310,5 +310,5 @@ class TestBackupCollectConcurrency(BackupCase):
             self.assertEqual(Run._reap_dead_runs(), [], "on a new snapshot the run is seen done")
         self.assertEqual(self.committed_state(wizard_id, run_id)[0][0], "done")
         with self.registry.cursor() as cron:
-            api.Environment(cron, SUPERUSER_ID, {})["spp.backup.run"]._cron_collect()
+            as_the_server(api.Environment(cron, SUPERUSER_ID, {}))["spp.backup.run"]._cron_collect()
         self.assertEqual(self.committed_state(wizard_id, run_id), (("done", True, None), "checked"))
