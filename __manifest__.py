@@ -1,9 +1,8 @@
 {  # noqa: B018 - an Odoo manifest is a bare dictionary
     "name": "OpenSPP Backup & Recovery",
     "summary": "Scheduled, verifiable backups of the database, filestore and application, with evidence for auditors.",
-    "version": "17.0.1.5.0",
-    "author": "OpenSPP.org",
-    "website": "https://github.com/OpenSPP/openspp-modules",
+    "version": "17.0.1.6.0",
+    "author": "spp_backup contributors",
     "license": "LGPL-3",
     "category": "OpenSPP",
     "depends": ["base", "mail"],
@@ -39,7 +38,6 @@
         ],
     },
     "development_status": "Alpha",
-    "maintainers": ["jeremi", "gonzalesedwin1123"],
     "installable": True,
     "application": True,
 }
