@@ -99,11 +99,15 @@ class SppBackupAlert(models.Model):
         summary = "%s: %s" % (policy.name, label)
         activities = self.env["mail.activity"]
         for user in assignees:
-            activities |= policy.activity_schedule(
-                activity_type_id=activity_type.id if activity_type else False,
-                summary=label,
-                note=message,
-                user_id=user.id,
+            # Odoo answers False instead of an activity when its automation is switched off in the context.
+            activities |= (
+                policy.activity_schedule(
+                    activity_type_id=activity_type.id if activity_type else False,
+                    summary=label,
+                    note=message,
+                    user_id=user.id,
+                )
+                or self.env["mail.activity"]
             )
         alert.activity_ids = activities
         policy.message_post(

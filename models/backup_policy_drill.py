@@ -130,7 +130,7 @@ class SppBackupPolicyDrill(models.Model):
             + " "
             + _(
                 "Drills are not scheduled: a backup the guarded path refuses is only found when it is restored. "
-                "Tick Scheduled drills, and the first unsigned backup is drilled at once."
+                "Tick Scheduled drills, or press Drill now, to find out."
             )
         )
 
@@ -165,7 +165,16 @@ class SppBackupPolicyDrill(models.Model):
                 limit=1,
             )
         )
-        if earlier or self._is_drilling():
+        if earlier:
+            return None
+        if self._is_drilling():
+            # One drill of a policy at a time: this one follows the drill running now, at the drill cron's next
+            # pass, instead of waiting for the next slot of the schedule.
+            self._server_mode().next_drill = fields.Datetime.now()
+            job._server_mode().message_post(
+                body=_("First unsigned backup: it is drilled once the drill running now has ended."),
+                subtype_xmlid="mail.mt_note",
+            )
             return None
         job._ensure_copies()
         copies = job.copy_ids.filtered(lambda c: c.state == "ok")

@@ -182,6 +182,14 @@ class SppBackupRun(models.Model):
                 continue
             try:
                 with self.env.cr.savepoint():
+                    # The record's row first, quietly: a write that met a concurrent one would log an ERROR.
+                    self.env.cr.execute(
+                        'SELECT 1 FROM "%s" WHERE id = %%s FOR UPDATE SKIP LOCKED' % record._table,  # the model's table
+                        (record.id,),
+                        log_exceptions=False,
+                    )
+                    if not self.env.cr.fetchone():
+                        continue
                     record.write({"state": "running", "started_at": run.started_at or fields.Datetime.now()})
             except psycopg2.OperationalError as exc:
                 if not is_concurrency_error(exc):

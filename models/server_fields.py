@@ -61,10 +61,18 @@ class AllFieldsBut(frozenset):
 EVERY_FIELD = AllFieldsBut()
 
 
+# What of a caller's context the server keeps when it acts: the language and time zone of its words. Nothing else
+# a person sends (tracking_disable, mail_activity_automation_skip, active_test...) changes what the server records.
+KEPT_CONTEXT = ("lang", "tz")
+
+
 def server_mode(records):
-    """``records`` as the server's own code writes them: superuser rights for the same user, and the mark."""
+    """``records`` as the server's own code writes them: superuser rights for the same user, the mark, and a context
+    of its own."""
     records = records.sudo()
-    return records.with_context(**{SERVER_KEY: ServerMark(records.env.uid)})
+    context = {key: records.env.context[key] for key in KEPT_CONTEXT if key in records.env.context}
+    context[SERVER_KEY] = ServerMark(records.env.uid)
+    return records.with_context(context)
 
 
 def is_server(env):

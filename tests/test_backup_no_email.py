@@ -63,6 +63,25 @@ class TestBackupManagerWithoutEmail(RealBackupCase):
         mailed = messages.filtered(lambda m: m.subtype_id == self.env.ref("spp_backup.mt_policy_alert"))
         self.assertIn(self.manager.partner_id, mailed.partner_ids)
 
+    def test_a_callers_context_changes_nothing_the_server_records(self):
+        """Refresh by an Auditor who sends context keys that switch off activities and tracking: the failure is
+        recorded all the same, with its alert, its activity and its tracked state change (the server acts in a
+        context of its own)."""
+        job = self.make_job()
+        self.finish_run(job, "failed", None, error="the disk is full")
+        context = {"mail_activity_automation_skip": True, "tracking_disable": True, "mail_notrack": True}
+        self.assertTrue(job.with_user(self.auditor).with_context(**context).action_refresh())
+        self.assertEqual(job.state, "failed")
+        self.assertFalse(job.run_id.apply_error)
+        alert = self.env["spp.backup.alert"].search([("policy_id", "=", self.policy.id), ("kind", "=", "job_failed")])
+        self.assertTrue(alert.activity_ids)
+        tracked = (
+            self.env["mail.tracking.value"]
+            .sudo()
+            .search([("mail_message_id.model", "=", job._name), ("mail_message_id.res_id", "=", job.id)])
+        )
+        self.assertIn("Failed", tracked.mapped("new_value_char"))
+
     def test_back_up_now_verify_and_drill_now_with_refresh(self):
         """The manager backs up, verifies and drills, pressing Refresh each time; the server sends what it records."""
         wizard = self.env["spp.backup.run.now"].with_user(self.no_email).create({"policy_id": self.policy.id})

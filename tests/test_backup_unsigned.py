@@ -1,3 +1,6 @@
+import datetime
+
+from odoo import fields
 from odoo.tests import tagged
 
 from .common import RealBackupCase
@@ -96,3 +99,22 @@ class TestUnsignedPolicy(RealBackupCase):
         self.Run._cron_collect()
         self.assertEqual(job.state, "done")
         self.assertFalse(Drill.search([("policy_id", "=", undrilled.id)]), "drills are off for that policy")
+
+    def test_a_first_unsigned_backup_met_by_a_running_drill_is_drilled_next(self):
+        """While a drill of the policy runs, the first unsigned backup is not dropped: the policy's next drill is
+        due at once (the drill cron's next pass takes the newest backup) and the job says so."""
+        Drill = self.env["spp.backup.drill"]
+        plain = self.Policy.create(
+            {"name": "Busy", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False, "sign": False}
+        )
+        first = self.make_job(plain, signing="unsigned")
+        self.finish_run(first, "done", self.fake_result("20261126T070000Z-b0b000"))
+        running = Drill.sudo().create({"policy_id": plain.id, "trigger": "manual"})
+        self.env.cr.execute("UPDATE spp_backup_drill SET state = 'running' WHERE id = %s", (running.id,))
+        running.invalidate_recordset()
+        plain.next_drill = "2099-01-01 00:00:00"
+        self.Run._cron_collect()
+        self.assertEqual(first.state, "done")
+        self.assertEqual(Drill.search([("policy_id", "=", plain.id)]), running, "no second drill beside it")
+        self.assertLess(plain.next_drill, fields.Datetime.now() + datetime.timedelta(minutes=1))
+        self.assertTrue(first.message_ids.filtered(lambda m: "drilled once the drill running now" in (m.body or "")))
