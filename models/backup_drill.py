@@ -1,7 +1,7 @@
 from markupsafe import Markup
 from odoo import _, api, fields, models
 
-from ..engine.human import human_duration
+from ..engine.core.human import human_duration
 
 
 class SppBackupDrill(models.Model):

@@ -4,12 +4,12 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
-from ..engine.catalog import BackupRef, resolve
-from ..engine.errors import BackupError
-from ..engine.human import human_bytes, human_duration
-from ..engine.manifest import filestore_artifact
-from ..engine.prune import PruneReport
-from ..engine.storage import open_storage
+from ..engine.core.errors import BackupError
+from ..engine.core.human import human_bytes, human_duration
+from ..engine.core.manifest import filestore_artifact
+from ..engine.formats.catalog import BackupRef, resolve
+from ..engine.io.storage import open_storage
+from ..engine.ops.prune import PruneReport
 
 _logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ import os
 from odoo import _, fields, models
 from odoo.exceptions import UserError
 
-from ..engine.config import DestinationConfig
+from ..engine.core.config import DestinationConfig
 from .server_fields import EVERY_FIELD
 
 

@@ -3,7 +3,7 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
-from ..engine.schedule import next_drill
+from ..engine.core.schedule import next_drill
 
 _logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 from markupsafe import Markup
 from odoo import _, api, fields, models, release
 
-from ..engine import inflight
-from ..engine.human import human_duration
+from ..engine.core.human import human_duration
+from ..engine.ops import inflight
 
 
 class SppBackupRestore(models.Model):

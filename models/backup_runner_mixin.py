@@ -3,11 +3,11 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
-from ..engine.catalog import BackupRef, latest
-from ..engine.config import DestinationConfig
-from ..engine.errors import BackupError
-from ..engine.human import human_duration
-from ..engine.storage import open_storage
+from ..engine.core.config import DestinationConfig
+from ..engine.core.errors import BackupError
+from ..engine.core.human import human_duration
+from ..engine.formats.catalog import BackupRef, latest
+from ..engine.io.storage import open_storage
 from .server_fields import EVERY_FIELD
 
 _logger = logging.getLogger(__name__)

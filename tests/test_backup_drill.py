@@ -9,7 +9,7 @@ from odoo import fields
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
-from ..engine.human import count
+from ..engine.core.human import count
 from .common import RealBackupCase
 
 CHECK_NAMES = ["signature", "checksums", "restore", "row counts", "attachments", "odoo version/modules"]

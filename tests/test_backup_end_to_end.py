@@ -6,7 +6,7 @@ from unittest.mock import patch
 
 from odoo.tests import tagged
 
-from ..engine import crypto
+from ..engine.io import crypto
 from .common import BackupCase
 
 

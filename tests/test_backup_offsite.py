@@ -5,7 +5,7 @@ from unittest.mock import patch
 from odoo.exceptions import UserError
 from odoo.tests import tagged
 
-from ..engine import crypto
+from ..engine.io import crypto
 from .common import S3BackupCase
 
 

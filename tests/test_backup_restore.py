@@ -8,8 +8,9 @@ from odoo import fields
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import new_test_user, tagged
 
-from ..engine import crypto, pg
-from ..engine.human import count
+from ..engine.core.human import count
+from ..engine.db import pg
+from ..engine.io import crypto
 from .common import RealBackupCase
 
 

@@ -7,7 +7,7 @@ from odoo import fields
 from odoo.tests import HttpCase, new_test_user, tagged
 
 from ..controllers.metrics import policy_samples
-from ..engine import crypto
+from ..engine.io import crypto
 from .common import RealBackupCase
 
 # A date and a number nobody would record.

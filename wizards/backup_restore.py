@@ -7,10 +7,11 @@ from odoo import _, api, fields, models, release
 from odoo.exceptions import UserError
 from odoo.modules.module import get_module_path
 
-from ..engine import pg, scope
-from ..engine.errors import BackupError
-from ..engine.human import human_bytes
-from ..engine.manifest import filestore_artifact, filestore_bytes
+from ..engine.core import scope
+from ..engine.core.errors import BackupError
+from ..engine.core.human import human_bytes
+from ..engine.core.manifest import filestore_artifact, filestore_bytes
+from ..engine.db import pg
 from ..models.server_fields import AllFieldsBut
 
 _logger = logging.getLogger(__name__)

@@ -11,16 +11,17 @@ import boto3
 import pytest
 from conftest import ROOT, CutProxy, conn_kwargs, query, run_plan, table_contents, tree_digest
 
-from engine import backup as backup_module
-from engine import catalog, crypto
-from engine.backup import run_backup
-from engine.config import DestinationConfig
-from engine.errors import BackupError, PreflightError, RestoreError
-from engine.prune import prune
-from engine.restore import RestoreOptions, restore
-from engine.storage import LocalStorage
-from engine.storage.s3 import S3Storage
-from engine.verify import verify
+from engine.core.config import DestinationConfig
+from engine.core.errors import BackupError, PreflightError, RestoreError
+from engine.formats import catalog
+from engine.io import crypto
+from engine.io.storage import LocalStorage
+from engine.io.storage.s3 import S3Storage
+from engine.ops import backup as backup_module
+from engine.ops.backup import run_backup
+from engine.ops.prune import prune
+from engine.ops.restore import RestoreOptions, restore
+from engine.ops.verify import verify
 
 
 def s3_dest(endpoint, bucket, **kwargs):
@@ -234,7 +235,7 @@ def test_network_cut_mid_upload_leaves_no_manifest_and_next_run_clears_orphans(
     client.create_bucket(Bucket="cut-bucket")
     proxy = CutProxy(s3_server.port)
     dest = s3_dest(proxy.endpoint, "cut-bucket", part_size_mb=5, max_attempts=2)
-    from engine.storage import s3 as s3_module
+    from engine.io.storage import s3 as s3_module
 
     original_upload = s3_module.S3Writer._upload
 
