@@ -193,7 +193,7 @@ class BackupCase(TransactionCase):
 
     @staticmethod
     def fake_result(backup_id="20261126T030000Z-abc123", location="/backups/db/20261126T030000Z-abc123"):
-        """A BackupResult.to_dict() as the runner stores it."""
+        """A BackupResult.to_dict() as the worker stores it."""
         return {
             "backup_id": backup_id,
             "db_name": "db",
@@ -245,7 +245,7 @@ class BackupCase(TransactionCase):
             },
         }
 
-    def wait_for_runner(self, record, timeout=240):
+    def wait_for_run(self, record, timeout=240):
         """Have the worker run what is queued, then record it; the record (job, restore or drill)."""
         if not self.run_to_end(record, timeout):
             self.fail("The run did not finish (%s state %s)" % (record._name, record.state))
@@ -292,7 +292,7 @@ class BackupCase(TransactionCase):
 
 
 class RealBackupCase(BackupCase):
-    """BackupCase with one real backup of this test database, made by the runner, done before the tests.
+    """BackupCase with one real backup of this test database, made by the worker, done before the tests.
 
     The policy does not sign, so that backup is drilled at once (its first unsigned backup): ``first_drill``,
     queued. Unless ``keep_first_drill``, that drill is taken back before the tests, which start from a policy

@@ -36,7 +36,7 @@ def _free_space(path):
 
 
 class SppBackupRestoreWizard(models.TransientModel):
-    """Restore one backup set: choose the target and options, check, then run in the detached runner."""
+    """Restore one backup set: choose the target and options, check, then run by the worker."""
 
     _name = "spp.backup.restore.wizard"
     _inherit = "spp.backup.server.wizard"
@@ -561,7 +561,7 @@ class SppBackupRestoreWizard(models.TransientModel):
             )
 
     def action_run(self):
-        """Start the restore in the detached runner, after the server-side checks; opens the restore record.
+        """Start the restore by the worker, after the server-side checks; opens the restore record.
 
         The restore right and, to replace a database, the typed name are
         checked here, whoever calls this method.

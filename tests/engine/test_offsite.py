@@ -268,7 +268,7 @@ def test_missing_bucket_stops_the_backup_before_it_starts(sample, plan_for, s3_s
         run_backup(plan_for(sample, destinations=[s3_dest(s3_server.endpoint, "not-there-at-all")]))
 
 
-def test_retention_through_the_runner_keeps_exactly_the_policy(sample, plan_for, tmp_path):
+def test_retention_through_a_plan_file_keeps_exactly_the_policy(sample, plan_for, tmp_path):
     """keep_last 2: after four runs two backups remain, the newest ones, and the prune is reported."""
     ids = []
     for _ in range(4):

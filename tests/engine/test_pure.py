@@ -140,7 +140,7 @@ def test_unreadable_odoo_conf_is_a_sentence(tmp_path):
 
 
 def test_plan_round_trips_without_the_password():
-    """A plan written for the runner never carries the database password."""
+    """A plan written for the worker never carries the database password."""
     plan = BackupPlan(
         db_name="prod", destinations=[DestinationConfig(path="/b")], pg=PgConfig(host="h", password="secret")
     )

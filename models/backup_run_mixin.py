@@ -13,16 +13,16 @@ from .server_fields import EVERY_FIELD
 _logger = logging.getLogger(__name__)
 
 
-class SppBackupRunnerMixin(models.AbstractModel):
+class SppBackupRunMixin(models.AbstractModel):
     """A record whose work is a run (``spp.backup.run``) executed by the worker.
 
-    The record gives a plan (``_runner_plan``) and records the outcome
-    (``_on_runner_done``, ``_on_runner_failed``); everything else, from
+    The record gives a plan (``_run_plan``) and records the outcome
+    (``_on_run_done``, ``_on_run_failed``); everything else, from
     queueing to applying the worker's result, happens here. Every field of
     such a record is evidence: written by the server, read by people.
     """
 
-    _name = "spp.backup.runner.mixin"
+    _name = "spp.backup.run.mixin"
     _inherit = ["spp.backup.server.fields"]
     _description = "Work done by the backup worker"
     _server_fields = EVERY_FIELD
@@ -32,7 +32,7 @@ class SppBackupRunnerMixin(models.AbstractModel):
     # The worker action of this model's runs.
     _run_action = None
     # Where a model logs about its runs.
-    _runner_logger = _logger
+    _run_logger = _logger
 
     state = fields.Selection(
         # "Partly done" is a backup's: some copies stored, at least one destination failed.
@@ -81,7 +81,7 @@ class SppBackupRunnerMixin(models.AbstractModel):
 
     # ------------------------------------------------------------------ plan
 
-    def _runner_plan(self):
+    def _run_plan(self):
         """The plan (a dict without secrets) of this record's run."""
         raise NotImplementedError
 
@@ -89,17 +89,17 @@ class SppBackupRunnerMixin(models.AbstractModel):
         """The policy this record's run belongs to, if any."""
         return self["policy_id"] if "policy_id" in self._fields else None
 
-    def _on_runner_done(self, status):
+    def _on_run_done(self, status):
         """Record the result of a run that ended well (``status``: state, result, error, log)."""
 
-    def _on_runner_failed(self, reason, status):
+    def _on_run_failed(self, reason, status):
         """React to a failed run (after state and error are written)."""
 
-    def _runner_log_name(self):
+    def _run_log_name(self):
         """How the server log names this record."""
         return "%s %s" % (self._name, self.id)
 
-    def _runner_text(self, occasion, **params):
+    def _run_text(self, occasion, **params):
         """What the users are told on ``occasion``: ``already_started`` (``record``), ``cannot_start`` (``reason``)."""
         if occasion == "already_started":
             return _("%s has already been started.", params["record"])
@@ -139,14 +139,14 @@ class SppBackupRunnerMixin(models.AbstractModel):
         Run = self.env["spp.backup.run"]._server_mode()
         for record in self._server_mode():
             if record.state != "queued" or record.run_id:
-                raise UserError(record._runner_text("already_started", record=record.display_name))
+                raise UserError(record._run_text("already_started", record=record.display_name))
             try:
-                plan = record._runner_plan()
+                plan = record._run_plan()
             except (BackupError, UserError, OSError, ValueError) as exc:
                 reason = exc.args[0] if isinstance(exc, UserError) else str(exc)
-                record._runner_logger.error("%s could not be queued: %s", record._runner_log_name(), reason)
+                record._run_logger.error("%s could not be queued: %s", record._run_log_name(), reason)
                 Engine = self.env["spp.backup.engine"]
-                Engine._as_server(record)._mark_runner_failed(record._runner_text("cannot_start", reason=reason))
+                Engine._as_server(record)._mark_run_failed(record._run_text("cannot_start", reason=reason))
                 continue
             record.run_id = Run._queue(record._run_action, plan, record, policy=record._run_policy())
 
@@ -173,10 +173,10 @@ class SppBackupRunnerMixin(models.AbstractModel):
         if run.state == "done":
             self.write({"state": "done", "error_message": False})
             self._set_duration(status)
-            self._on_runner_done(status)
+            self._on_run_done(status)
         else:
             reason = run.error_message or _("The worker reported a failure.")
-            self._mark_runner_failed(reason, status, finished=run.finished_at)
+            self._mark_run_failed(reason, status, finished=run.finished_at)
 
     def _set_duration(self, status=None):
         """The duration from the start and finish times (``status``: the run's outcome, if any)."""
@@ -190,12 +190,12 @@ class SppBackupRunnerMixin(models.AbstractModel):
         if run == self.run_id and self.state in ("queued", "running"):
             self.write({"state": "failed", "error_message": reason, "finished_at": fields.Datetime.now()})
 
-    def _mark_runner_failed(self, reason, status=None, finished=None):
+    def _mark_run_failed(self, reason, status=None, finished=None):
         self.ensure_one()
         finished = finished or fields.Datetime.now()
         self.write({"state": "failed", "error_message": reason, "finished_at": finished})
         self._set_duration(status)
-        self._on_runner_failed(reason, status or {})
+        self._on_run_failed(reason, status or {})
 
     def action_refresh(self):
         """Record what the worker has finished for this record now (the form follows the run by itself)."""
