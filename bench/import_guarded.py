@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)
 
 import run as bench  # noqa: E402
 
-from engine import sqlguard  # noqa: E402
+from engine.db import sqlguard  # noqa: E402
 
 
 def main():

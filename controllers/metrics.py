@@ -18,8 +18,8 @@ from odoo.http import request
 from odoo.tools import config as odoo_config
 from werkzeug.exceptions import NotFound
 
-from ..engine.config import Settings
-from ..engine.errors import BackupError
+from ..engine.core.config import Settings
+from ..engine.core.errors import BackupError
 
 _logger = logging.getLogger(__name__)
 

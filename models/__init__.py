@@ -1,7 +1,7 @@
-# The door for server fields, the engine bridge and the runner mixin come first: the other models use them.
+# The door for server fields, the engine bridge and the run mixin come first: the other models use them.
 from . import server_fields  # noqa: F401  isort: skip
 from . import backup_engine  # noqa: F401  isort: skip
-from . import backup_runner_mixin  # noqa: F401  isort: skip
+from . import backup_run_mixin  # noqa: F401  isort: skip
 from . import (  # noqa: F401
     backup_alert,
     backup_destination,

@@ -6,11 +6,11 @@ import re
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
-from ..engine import pg as engine_pg
-from ..engine import scope
-from ..engine.config import DestinationConfig
-from ..engine.errors import BackupError
-from ..engine.storage import check_location, open_storage
+from ..engine.core import scope
+from ..engine.core.config import DestinationConfig
+from ..engine.core.errors import BackupError
+from ..engine.db import pg as engine_pg
+from ..engine.io.storage import check_location, open_storage
 
 _logger = logging.getLogger(__name__)
 

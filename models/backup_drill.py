@@ -1,7 +1,7 @@
 from markupsafe import Markup
 from odoo import _, api, fields, models
 
-from ..engine.human import human_duration
+from ..engine.core.human import human_duration
 
 
 class SppBackupDrill(models.Model):
@@ -9,7 +9,7 @@ class SppBackupDrill(models.Model):
 
     _name = "spp.backup.drill"
     _description = "Restore Drill"
-    _inherit = ["spp.backup.runner.mixin", "mail.thread"]
+    _inherit = ["spp.backup.run.mixin", "mail.thread"]
     _order = "create_date desc, id desc"
     _run_action = "drill"
 
@@ -75,9 +75,9 @@ class SppBackupDrill(models.Model):
                 "Drill of %(policy)s / %(backup)s", policy=drill.policy_id.name or "", backup=drill.backup_id or "?"
             )
 
-    # ------------------------------------------------------------------ runner
+    # ------------------------------------------------------------------ run
 
-    def _runner_plan(self):
+    def _run_plan(self):
         self.ensure_one()
         Engine = self.env["spp.backup.engine"]
         source = self.env["spp.backup.destination"]._source_of(copy=self.copy_id)
@@ -139,13 +139,13 @@ class SppBackupDrill(models.Model):
             lines.append(_("Scratch database %s: NOT dropped, drop it by hand", result.get("scratch_db")))
         return "\n".join(lines)
 
-    def _on_runner_done(self, status):
+    def _on_run_done(self, status):
         self._record_result(status.get("result") or {})
         if not self.is_ok:
             # A finished drill that reports a failed check is a failed drill.
             reason = _("The drill reported a failed check.")
             self.write({"state": "failed", "error_message": reason})
-            return self._on_runner_failed(reason, {})
+            return self._on_run_failed(reason, {})
         self.message_post(
             body=_(
                 "Drill of backup %(backup)s passed: restored in %(took)s, every check passed, scratch "
@@ -156,7 +156,7 @@ class SppBackupDrill(models.Model):
         )
         self.policy_id.sudo()._on_drill_finished(self)
 
-    def _on_runner_failed(self, reason, status):
+    def _on_run_failed(self, reason, status):
         if status.get("result"):
             self._record_result(status["result"])
         failed = self.check_ids.filtered(lambda check: not check.is_ok)

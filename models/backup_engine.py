@@ -13,10 +13,11 @@ from odoo.modules.module import get_module_path
 from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tools import config as odoo_config
 
-from ..engine import crypto, scope
-from ..engine import worker as engine_worker
-from ..engine.config import PgConfig, Settings
-from ..engine.errors import BackupError
+from ..engine.core import scope
+from ..engine.core.config import PgConfig, Settings
+from ..engine.core.errors import BackupError
+from ..engine.io import crypto
+from ..engine.service import protocol as run_protocol
 from .server_fields import server_mode
 
 _logger = logging.getLogger(__name__)
@@ -194,10 +195,10 @@ class SppBackupEngine(models.AbstractModel):
     @api.model
     def _worker_mode(self):
         """``service`` (a worker service is alive), ``oneshot`` (Odoo's own one-shot worker is) or ``none``."""
-        modes = engine_worker.live_worker_modes(self.env.cr)
-        if engine_worker.MODE_SERVICE in modes:
+        modes = run_protocol.live_worker_modes(self.env.cr)
+        if run_protocol.MODE_SERVICE in modes:
             return "service"
-        if engine_worker.MODE_ONESHOT in modes:
+        if run_protocol.MODE_ONESHOT in modes:
             return "oneshot"
         return "none"
 
@@ -220,7 +221,7 @@ class SppBackupEngine(models.AbstractModel):
         def wake():
             try:
                 with sql_db.db_connect("postgres").cursor() as cr:
-                    cr.execute("SELECT pg_notify(%s, %s)", (engine_worker.CHANNEL, dbname))
+                    cr.execute("SELECT pg_notify(%s, %s)", (run_protocol.CHANNEL, dbname))
             except Exception:  # the workers poll as well
                 _logger.warning("Cannot notify the backup workers", exc_info=True)
             if embedded:

@@ -4,12 +4,12 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
-from ..engine.catalog import BackupRef, resolve
-from ..engine.errors import BackupError
-from ..engine.human import human_bytes, human_duration
-from ..engine.manifest import filestore_artifact
-from ..engine.prune import PruneReport
-from ..engine.storage import open_storage
+from ..engine.core.errors import BackupError
+from ..engine.core.human import human_bytes, human_duration
+from ..engine.core.manifest import filestore_artifact
+from ..engine.formats.catalog import BackupRef, resolve
+from ..engine.io.storage import open_storage
+from ..engine.ops.prune import PruneReport
 
 _logger = logging.getLogger(__name__)
 
@@ -20,10 +20,10 @@ MAX_LISTED_MISSING = 500
 class SppBackupJob(models.Model):
     _name = "spp.backup.job"
     _description = "Backup Job"
-    _inherit = ["spp.backup.runner.mixin", "mail.thread"]
+    _inherit = ["spp.backup.run.mixin", "mail.thread"]
     _order = "create_date desc, id desc"
     _run_action = "backup"
-    _runner_logger = _logger
+    _run_logger = _logger
 
     name = fields.Char(compute="_compute_name", store=True)
     policy_id = fields.Many2one(
@@ -34,7 +34,7 @@ class SppBackupJob(models.Model):
     trigger = fields.Selection(
         [("schedule", "Schedule"), ("manual", "Manual")], default="manual", required=True, readonly=True, tracking=True
     )
-    # The runner's fields come from the mixin; these differ from it.
+    # The run fields come from the mixin; these differ from it.
     user_id = fields.Many2one(string="Triggered by")
     duration = fields.Float(group_operator="avg")
     plan_destination_ids = fields.Char(
@@ -139,9 +139,9 @@ class SppBackupJob(models.Model):
             job.policy_id.sudo().last_job_id = job
         return jobs
 
-    # ------------------------------------------------------------------ runner
+    # ------------------------------------------------------------------ run
 
-    def _runner_plan(self):
+    def _run_plan(self):
         # The worker checks each destination against odoo.conf and the approvals the server recorded, itself.
         return self.policy_id._to_engine_plan().to_dict()
 
@@ -150,10 +150,10 @@ class SppBackupJob(models.Model):
             job.plan_destination_ids = ",".join(str(dest.id) for dest in job.policy_id.destination_ids)
         return super()._queue_run()
 
-    def _runner_log_name(self):
+    def _run_log_name(self):
         return "Backup job %s" % self.id
 
-    def _runner_text(self, occasion, **params):
+    def _run_text(self, occasion, **params):
         if occasion == "already_started":
             return _("Job %s has already been started.", params["record"])
         return _("The backup could not be started: %s", params["reason"])
@@ -176,12 +176,12 @@ class SppBackupJob(models.Model):
         super()._apply_run_failed(run, reason)
 
     def _set_duration(self, status=None):
-        # The runner's result carries the backup's own duration.
+        # The worker's result carries the backup's own duration.
         if not (status or {}).get("result"):
             super(SppBackupJob, self.filtered(lambda job: job.state not in ("done", "partial")))._set_duration(status)
 
     def _record_result(self, status):
-        """Store the evidence of the runner's result: sizes, SHA-256s, summary, copies, retention."""
+        """Store the evidence of the worker's result: sizes, SHA-256s, summary, copies, retention."""
         self.ensure_one()
         result = status.get("result") or {}
         summary = result.get("summary") or {}
@@ -283,7 +283,7 @@ class SppBackupJob(models.Model):
 
     @api.model
     def _retention_text(self, reports):
-        """The retention outcome in words, from the runner's prune reports."""
+        """The retention outcome in words, from the worker's prune reports."""
         if not reports:
             return False
         known = {field.name for field in dataclasses.fields(PruneReport)}
@@ -293,7 +293,7 @@ class SppBackupJob(models.Model):
             texts.append(report.text())
         return "\n\n".join(texts)
 
-    def _on_runner_done(self, status):
+    def _on_run_done(self, status):
         self._record_result(status)
         policy = self.policy_id.sudo()
         if not policy.last_success_at or policy.last_success_at <= self.finished_at:
@@ -310,7 +310,7 @@ class SppBackupJob(models.Model):
         policy._on_job_finished(self)
         policy._drill_first_unsigned(self)
 
-    def _on_runner_failed(self, reason, status):
+    def _on_run_failed(self, reason, status):
         result = status.get("result") or {}
         if status.get("state") == "failed" and any(copy.get("ok") for copy in result.get("copies") or []):
             return self._on_partly_done(status)

@@ -4,7 +4,7 @@ import os
 from odoo import _, fields, models
 from odoo.exceptions import UserError
 
-from ..engine.config import DestinationConfig
+from ..engine.core.config import DestinationConfig
 from .server_fields import EVERY_FIELD
 
 
@@ -24,7 +24,7 @@ class SppBackupJobCopy(models.Model):
         index="btree_not_null",
         help="The destination this copy was written to (empty if it was deleted since).",
     )
-    destination_label = fields.Char(string="Written to", readonly=True, help="The destination as the runner named it.")
+    destination_label = fields.Char(string="Written to", readonly=True, help="The destination as the worker named it.")
     location = fields.Char(readonly=True, help="Where this copy of the backup set is stored.")
     state = fields.Selection(
         [("ok", "Stored"), ("failed", "Failed"), ("pruned", "Pruned by retention")],
@@ -47,7 +47,7 @@ class SppBackupJobCopy(models.Model):
     verify_report = fields.Text(string="Verification report", readonly=True)
 
     def _engine_source(self):
-        """The runner's ``source`` for this copy: its own storage (from the location), database and backup id."""
+        """The worker's ``source`` for this copy: its own storage (from the location), database and backup id."""
         self.ensure_one()
         job = self.job_id
         location = (self.location or "").rstrip("/")

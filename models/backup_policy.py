@@ -6,12 +6,13 @@ from odoo.addons.base.models.res_partner import _tz_get
 from odoo.exceptions import UserError, ValidationError
 from odoo.tools.sql import column_exists, create_column, table_exists
 
-from ..engine import crypto, scope
-from ..engine.config import BackupPlan
-from ..engine.errors import BackupError
-from ..engine.prune import prune
-from ..engine.retention import RetentionRules
-from ..engine.schedule import WEEKDAYS, hour_minute, next_slot, schedule_anchor, time_zone
+from ..engine.core import scope
+from ..engine.core.config import BackupPlan
+from ..engine.core.errors import BackupError
+from ..engine.core.retention import RetentionRules
+from ..engine.core.schedule import WEEKDAYS, hour_minute, next_slot, schedule_anchor, time_zone
+from ..engine.io import crypto
+from ..engine.ops.prune import prune
 
 RETENTION_FIELDS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
 

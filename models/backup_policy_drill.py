@@ -3,7 +3,7 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
-from ..engine.schedule import next_drill
+from ..engine.core.schedule import next_drill
 
 _logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class SppBackupPolicyDrill(models.Model):
         )
 
     def _start_drill(self, trigger="manual", job=None, copy=None):
-        """Create a drill and start its runner; the drill, or None when there is no backup to drill.
+        """Create a drill and queue its run; the drill, or None when there is no backup to drill.
 
         The drilled copy is ``copy`` (of ``job``) when given, else the newest good backup's first copy.
         """
@@ -73,7 +73,7 @@ class SppBackupPolicyDrill(models.Model):
 
     @api.model
     def _cron_run_drills(self, now=None):
-        """Start a drill for every policy whose next drill has come; the restore runs in a detached runner."""
+        """Start a drill for every policy whose next drill has come; the restore runs by the worker."""
         now = now or fields.Datetime.now()
         # Policies that have no next drill yet (made before drills existed) start counting now.
         for policy in self.search([("is_drill_scheduled", "=", True), ("next_drill", "=", False)]):

@@ -1,8 +1,8 @@
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
-from ..engine import crypto
-from ..engine.errors import BackupError
+from ..engine.core.errors import BackupError
+from ..engine.io import crypto
 
 
 class SppBackupPolicyKeys(models.Model):

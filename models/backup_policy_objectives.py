@@ -2,7 +2,7 @@ import datetime
 
 from odoo import _, api, fields, models
 
-from ..engine.human import human_duration
+from ..engine.core.human import human_duration
 
 
 class SppBackupPolicyObjectives(models.Model):
@@ -35,7 +35,7 @@ class SppBackupPolicyObjectives(models.Model):
         return self._good_jobs(limit=1)
 
     # The objectives are configured in hours (RPO) and minutes (RTO); everything else about them is in seconds,
-    # and people read both, targets and measures, as durations in words (engine.human.human_duration).
+    # and people read both, targets and measures, as durations in words (engine.core.human.human_duration).
 
     def _rpo_seconds(self):
         """The RPO target in seconds."""

@@ -1,16 +1,16 @@
 from markupsafe import Markup
 from odoo import _, api, fields, models, release
 
-from ..engine import inflight
-from ..engine.human import human_duration
+from ..engine.core.human import human_duration
+from ..engine.ops import inflight
 
 
 class SppBackupRestore(models.Model):
-    """One restore of a backup set, started from the restore wizard and run by the detached runner."""
+    """One restore of a backup set, started from the restore wizard and run by the worker."""
 
     _name = "spp.backup.restore"
     _description = "Backup Restore"
-    _inherit = ["spp.backup.runner.mixin", "mail.thread"]
+    _inherit = ["spp.backup.run.mixin", "mail.thread"]
     _order = "create_date desc, id desc"
     _run_action = "restore"
 
@@ -70,9 +70,9 @@ class SppBackupRestore(models.Model):
         for restore in self:
             restore.name = _("%(backup)s into %(db)s", backup=restore.backup_id or "?", db=restore.target_db or "?")
 
-    # ------------------------------------------------------------------ runner
+    # ------------------------------------------------------------------ run
 
-    def _runner_plan(self):
+    def _run_plan(self):
         """The restore as the worker runs it; the source and the neutralization SQL are the server's own."""
         self.ensure_one()
         Engine = self.env["spp.backup.engine"]
@@ -98,7 +98,7 @@ class SppBackupRestore(models.Model):
         }
         return {"source": source, "options": options, "unsigned_ok": self.unsigned_ok}
 
-    def _on_runner_done(self, status):
+    def _on_run_done(self, status):
         result = status.get("result") or {}
         seconds = result.get("seconds") or {}
         aside = result.get("renamed_aside") or {}
@@ -134,7 +134,7 @@ class SppBackupRestore(models.Model):
             )
         self.message_post(body=body, subtype_xmlid="spp_backup.mt_restore_done")
 
-    def _on_runner_failed(self, reason, status):
+    def _on_run_failed(self, reason, status):
         self.message_post(
             body=_("The restore into %(db)s failed: %(reason)s", db=self.target_db, reason=reason),
             subtype_xmlid="spp_backup.mt_restore_failed",

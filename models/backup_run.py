@@ -6,8 +6,8 @@ from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 from odoo.service.model import PG_CONCURRENCY_ERRORS_TO_RETRY
 
-from ..engine import worker as engine_worker
-from ..engine.human import human_duration
+from ..engine.core.human import human_duration
+from ..engine.service import protocol as run_protocol
 from .server_fields import EVERY_FIELD
 
 _logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class SppBackupRun(models.Model):
 
     Created by the server on behalf of a person who had the right (never
     through the ORM by a user: no group may create, write or delete runs);
-    executed and written by the worker (engine/worker.py) directly in
+    executed and written by the worker (engine/service/worker.py) directly in
     PostgreSQL; applied to its job, restore or drill by Odoo's "Backup:
     Collect results" cron, one run per transaction.
     """
@@ -126,7 +126,7 @@ class SppBackupRun(models.Model):
 
     def _live_ids(self):
         """Ids among these runs whose worker holds its lock (alive, on any node)."""
-        return engine_worker.live_run_ids(self.env.cr, self.ids) if self.ids else set()
+        return run_protocol.live_run_ids(self.env.cr, self.ids) if self.ids else set()
 
     # ---------------------------------------------------------------- collect
 
@@ -164,7 +164,7 @@ class SppBackupRun(models.Model):
         try:
             with self.env.cr.savepoint(flush=False):
                 # A serialization failure is expected here, not an error of the query: Odoo does not log it.
-                dead = engine_worker.reap_dead_runs(self.env.cr, log_exceptions=False)
+                dead = run_protocol.reap_dead_runs(self.env.cr, log_exceptions=False)
         except psycopg2.OperationalError as exc:
             if not is_concurrency_error(exc):
                 raise

@@ -4,8 +4,8 @@ import shlex
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
-from ..engine import crypto
-from ..engine.errors import BackupError
+from ..engine.core.errors import BackupError
+from ..engine.io import crypto
 from .server_fields import EVERY_FIELD
 
 # The advisory lock that serialises making the signing key (any 64-bit number of this addon's own).

@@ -10,9 +10,12 @@ from unittest.mock import patch
 from odoo import fields
 from odoo.tests.common import TransactionCase, new_test_user
 
-from ..engine import crypto, pg
-from ..engine import worker as engine_worker
-from ..engine.errors import BackupError
+from ..engine.core.errors import BackupError
+from ..engine.db import pg
+from ..engine.io import crypto
+from ..engine.service import dispatch
+from ..engine.service import protocol as run_protocol
+from ..engine.service import worker as engine_worker
 from ..models.server_fields import server_mode
 from .s3server import S3_ENV, MotoServer, moto_server_command
 
@@ -41,7 +44,7 @@ def work_queued(env, collect=True, data_dir=None):
     ``collect=False`` leaves the finished runs for someone to record (a person's Refresh, the cron);
     ``data_dir`` is the worker's own Odoo data directory (its filestores), when not this server's.
 
-    The engine's own execution (engine.worker.execute) runs with the
+    The engine's own execution (engine.service.dispatch.execute) runs with the
     server's settings; what crosses processes (claims, locks, a worker
     that dies) is tested against a real server in tests/worker/.
     """
@@ -49,7 +52,7 @@ def work_queued(env, collect=True, data_dir=None):
     Engine = env["spp.backup.engine"]
     settings = Engine._settings()
     identity_file = settings.get("identity_file")
-    ctx = engine_worker.WorkerContext(
+    ctx = dispatch.WorkerContext(
         settings=settings,
         pg=Engine._pg(settings),
         data_dir=data_dir or Engine._data_dir(),
@@ -63,14 +66,14 @@ def work_queued(env, collect=True, data_dir=None):
         reporter = engine_worker.RunReporter(_TestConnection(env.cr), run.id)
         result, error = None, None
         try:
-            result, error, warnings = engine_worker.execute(
+            result, error, warnings = dispatch.execute(
                 run.action,
                 run._plan_data(),
                 ctx,
                 env.cr.dbname,
                 reporter,
                 reporter.step,
-                approved=engine_worker.approved_folders(env.cr),
+                approved=run_protocol.approved_folders(env.cr),
             )
             result.setdefault("warnings", list(warnings or []))
         except BackupError as exc:
@@ -162,14 +165,14 @@ class BackupCase(TransactionCase):
 
     def hold_run_lock(self, run):
         """Take the run's advisory lock in this test's session, as a live worker holds it (released at the end)."""
-        self.env.cr.execute("SELECT pg_advisory_lock(%s, %s)", (engine_worker.RUN_LOCK_CLASS, run.id))
+        self.env.cr.execute("SELECT pg_advisory_lock(%s, %s)", (run_protocol.RUN_LOCK_CLASS, run.id))
         self.addCleanup(
-            lambda: self.env.cr.execute("SELECT pg_advisory_unlock(%s, %s)", (engine_worker.RUN_LOCK_CLASS, run.id))
+            lambda: self.env.cr.execute("SELECT pg_advisory_unlock(%s, %s)", (run_protocol.RUN_LOCK_CLASS, run.id))
         )
 
     def release_run_lock(self, run):
         """The worker of ``run`` dies: its lock goes."""
-        self.env.cr.execute("SELECT pg_advisory_unlock(%s, %s)", (engine_worker.RUN_LOCK_CLASS, run.id))
+        self.env.cr.execute("SELECT pg_advisory_unlock(%s, %s)", (run_protocol.RUN_LOCK_CLASS, run.id))
 
     def finish_run(self, record, state="done", result=None, error=None, log=""):
         """Write the end of ``record``'s run the way the worker does (state, result, error, log)."""
@@ -190,7 +193,7 @@ class BackupCase(TransactionCase):
 
     @staticmethod
     def fake_result(backup_id="20261126T030000Z-abc123", location="/backups/db/20261126T030000Z-abc123"):
-        """A BackupResult.to_dict() as the runner stores it."""
+        """A BackupResult.to_dict() as the worker stores it."""
         return {
             "backup_id": backup_id,
             "db_name": "db",
@@ -242,7 +245,7 @@ class BackupCase(TransactionCase):
             },
         }
 
-    def wait_for_runner(self, record, timeout=240):
+    def wait_for_run(self, record, timeout=240):
         """Have the worker run what is queued, then record it; the record (job, restore or drill)."""
         if not self.run_to_end(record, timeout):
             self.fail("The run did not finish (%s state %s)" % (record._name, record.state))
@@ -289,7 +292,7 @@ class BackupCase(TransactionCase):
 
 
 class RealBackupCase(BackupCase):
-    """BackupCase with one real backup of this test database, made by the runner, done before the tests.
+    """BackupCase with one real backup of this test database, made by the worker, done before the tests.
 
     The policy does not sign, so that backup is drilled at once (its first unsigned backup): ``first_drill``,
     queued. Unless ``keep_first_drill``, that drill is taken back before the tests, which start from a policy

@@ -51,7 +51,7 @@ class TestBackupAlerts(BackupCase):
         return job
 
     def finished_drill(self, ok=True, restore_seconds=60.0, policy=None, by_cron=False):
-        """A drill as the collect leaves it once its runner reported."""
+        """A drill as the collect leaves it once its run reported."""
         drill = self.Drill.sudo().create(
             {"policy_id": (policy or self.policy).id, "backup_id": "20261126T030000Z-abc123"}
         )

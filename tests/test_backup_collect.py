@@ -7,7 +7,7 @@ from odoo import SUPERUSER_ID, api, fields
 from odoo.exceptions import UserError
 from odoo.tests import tagged
 
-from ..engine import worker as engine_worker
+from ..engine.service import protocol as run_protocol
 from .common import BackupCase, as_the_server
 
 BEING_RECORDED = "being recorded right now: refresh in a moment"
@@ -295,14 +295,14 @@ class TestBackupCollectConcurrency(BackupCase):
         with self.registry.cursor() as cr:
             cr.execute("UPDATE spp_backup_run SET state = 'running', finished_at = NULL WHERE id = %s", (run_id,))
         with self.registry.cursor() as worker, self.registry.cursor() as cron:
-            worker.execute("SELECT pg_advisory_lock(%s, %s)", (engine_worker.RUN_LOCK_CLASS, run_id))
+            worker.execute("SELECT pg_advisory_lock(%s, %s)", (run_protocol.RUN_LOCK_CLASS, run_id))
             worker.commit()
             Run = as_the_server(api.Environment(cron, SUPERUSER_ID, {}))["spp.backup.run"]
             cron.execute("SELECT state FROM spp_backup_run WHERE id = %s", (run_id,))
             self.assertEqual(cron.fetchone()[0], "running")
             worker.execute("UPDATE spp_backup_run SET state = 'done', finished_at = now() WHERE id = %s", (run_id,))
             worker.commit()
-            worker.execute("SELECT pg_advisory_unlock(%s, %s)", (engine_worker.RUN_LOCK_CLASS, run_id))
+            worker.execute("SELECT pg_advisory_unlock(%s, %s)", (run_protocol.RUN_LOCK_CLASS, run_id))
             with self.assertNoLogs(level="WARNING"):
                 self.assertIsNone(Run._reap_dead_runs())
                 Run._cron_collect()

@@ -6,7 +6,7 @@ from unittest.mock import patch
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import tagged
 
-from ..engine import worker as engine_worker
+from ..engine.service import protocol as run_protocol
 from .common import BackupCase
 
 
@@ -91,7 +91,7 @@ class TestBackupDestination(BackupCase):
         legacy._check_scope()
         # The worker reads the approval from the row the server wrote, not from a plan.
         self.env.flush_all()
-        self.assertEqual(engine_worker.approved_folders(self.env.cr), [old])
+        self.assertEqual(run_protocol.approved_folders(self.env.cr), [old])
         with self.assertRaisesRegex(AccessError, "Approved folder.*the server records these"):
             legacy.with_user(self.manager).write({"is_path_approved": True, "approved_path": "/etc"})
 

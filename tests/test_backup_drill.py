@@ -9,7 +9,7 @@ from odoo import fields
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
-from ..engine.human import count
+from ..engine.core.human import count
 from .common import RealBackupCase
 
 CHECK_NAMES = ["signature", "checksums", "restore", "row counts", "attachments", "odoo version/modules"]
@@ -17,7 +17,7 @@ CHECK_NAMES = ["signature", "checksums", "restore", "row counts", "attachments",
 
 @tagged("post_install", "-at_install")
 class TestBackupDrill(RealBackupCase):
-    """Restore drills of a real backup, run by the detached runner."""
+    """Restore drills of a real backup, run by the worker."""
 
     def broken_copy(self, breaker, policy=None):
         """A done job whose only copy is a copy of the real backup set, broken by ``breaker(folder)``."""
@@ -45,7 +45,7 @@ class TestBackupDrill(RealBackupCase):
         self.assertEqual(drill.trigger, "manual")
         with self.assertRaises(UserError, msg="one drill of a policy at a time"):
             self.policy.with_user(self.manager).action_drill_now()
-        self.wait_for_runner(drill)
+        self.wait_for_run(drill)
         self.assertEqual(drill.state, "done", drill.error_message or drill.report)
         self.assertTrue(drill.is_ok)
         self.assertEqual(drill.check_ids.mapped("name"), CHECK_NAMES)
@@ -93,7 +93,7 @@ class TestBackupDrill(RealBackupCase):
 
         job = self.broken_copy(corrupt)
         drill = self.policy._start_drill(job=job, copy=job.copy_ids[0])
-        self.wait_for_runner(drill)
+        self.wait_for_run(drill)
         self.assertEqual(drill.state, "failed")
         self.assertFalse(drill.is_ok)
         checks = {check.name: check for check in drill.check_ids}
@@ -123,7 +123,7 @@ class TestBackupDrill(RealBackupCase):
 
         job = self.broken_copy(truncate)
         drill = self.policy._start_drill(job=job, copy=job.copy_ids[0])
-        self.wait_for_runner(drill)
+        self.wait_for_run(drill)
         self.assertEqual(drill.state, "failed")
         checks = {check.name: check for check in drill.check_ids}
         self.assertFalse(checks["checksums"].is_ok)
@@ -151,7 +151,7 @@ class TestBackupDrill(RealBackupCase):
         self.assertEqual(len(drill), 1)
         self.assertEqual(drill.trigger, "schedule")
         self.assertEqual(drill.job_id, self.job)
-        self.assertEqual(drill._runner_plan()["source"]["backup_id"], self.job.backup_id)
+        self.assertEqual(drill._run_plan()["source"]["backup_id"], self.job.backup_id)
         self.assertEqual(start.call_count, 1)
         self.assertEqual(self.policy.next_drill, now + datetime.timedelta(weeks=1))
         self.assertFalse(Drill.search([("policy_id", "=", idle.id)]))
@@ -196,14 +196,14 @@ class TestBackupDrill(RealBackupCase):
         """An error nobody foresaw while starting one policy's drill: it is alerted, the cron goes on."""
         broken, now = self.due_pair()
         Drill = self.env["spp.backup.drill"]
-        original = type(Drill)._runner_plan
+        original = type(Drill)._run_plan
 
         def plan(drill):
             if drill.policy_id == broken:
                 raise TypeError("an unforeseen error")
             return original(drill)
 
-        with patch.object(type(Drill), "_runner_plan", autospec=True, side_effect=plan):
+        with patch.object(type(Drill), "_run_plan", autospec=True, side_effect=plan):
             self.Policy._cron_run_drills(now=now)
         self.assertFalse(Drill.search([("policy_id", "=", broken.id)]), "its savepoint is rolled back")
         alert = self.env["spp.backup.alert"].search(

@@ -6,7 +6,7 @@ from unittest.mock import patch
 
 from odoo.tests import tagged
 
-from ..engine import crypto
+from ..engine.io import crypto
 from .common import BackupCase
 
 
@@ -20,7 +20,7 @@ def sha256_of(path):
 
 @tagged("post_install", "-at_install")
 class TestBackupEndToEnd(BackupCase):
-    """One real backup of this test database by the detached runner, started from the wizard."""
+    """One real backup of this test database by the worker, started from the wizard."""
 
     @classmethod
     def setUpClass(cls):
@@ -31,11 +31,11 @@ class TestBackupEndToEnd(BackupCase):
 
     def setUp(self):
         super().setUp()
-        # The first test waits for the runner; the others find the job finished.
-        self.wait_for_runner(self.job)
+        # The first test waits for the worker; the others find the job finished.
+        self.wait_for_run(self.job)
 
     def test_job_done_with_real_evidence(self):
-        """The runner backs up the database; the job holds the real sizes and SHA-256s of files on disk."""
+        """The worker backs up the database; the job holds the real sizes and SHA-256s of files on disk."""
         job = self.job
         self.assertEqual(job.state, "done", job.error_message)
         self.assertEqual(job.trigger, "manual")

@@ -4,10 +4,10 @@ import tempfile
 
 from odoo.tests import TransactionCase, tagged
 
-from ..engine import pg
-from ..engine.errors import RestoreError
-from ..engine.odoozip import import_file
-from ..engine.restore import RestoreOptions
+from ..engine.core.errors import RestoreError
+from ..engine.db import pg
+from ..engine.ops.odoozip import import_file
+from ..engine.ops.restore import RestoreOptions
 from .sqlsamples import QUEUE_JOB
 
 MARKER = b"-- PostgreSQL database dump complete"

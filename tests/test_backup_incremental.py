@@ -7,7 +7,7 @@ from pathlib import Path
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
-from ..engine import packstore
+from ..engine.formats import packstore
 from .common import BackupCase
 
 

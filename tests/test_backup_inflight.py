@@ -1,7 +1,7 @@
 from odoo import fields
 from odoo.tests import tagged
 
-from ..engine import inflight
+from ..engine.ops import inflight
 from .common import BackupCase
 
 
@@ -55,7 +55,7 @@ class TestRestoredDatabase(BackupCase):
         self.assertGreater(after[2], before[2], "e-mails are sent")
 
     def test_restored_database_closed_by_the_restore_raises_no_alert_and_sends_no_mail(self):
-        """Closed by the restore's own statements (engine.inflight), the in-flight job, run and verification say
+        """Closed by the restore's own statements (engine.ops.inflight), the in-flight job, run and verification say
         so in words; the crons then open no alert, plan no activity, queue no e-mail and fail nothing."""
         job, older = self.snapshot_in_flight()
         before = self.noise()

@@ -7,7 +7,7 @@ from odoo import fields
 from odoo.exceptions import UserError
 from odoo.tests import tagged
 
-from ..engine import worker as engine_worker
+from ..engine.service import protocol as run_protocol
 from .common import BackupCase
 
 
@@ -167,9 +167,9 @@ class TestBackupJob(BackupCase):
     def test_dashboard_says_which_worker_mode_is_in_use(self):
         """With no worker, the dashboard says one-shot workers are used; with a service worker's lock, the service."""
         self.assertIn("one-shot", self.policy.worker_mode_text)
-        self.env.cr.execute("SELECT pg_advisory_lock_shared(%s, %s)", (engine_worker.WORKER_LOCK_CLASS, 0))
+        self.env.cr.execute("SELECT pg_advisory_lock_shared(%s, %s)", (run_protocol.WORKER_LOCK_CLASS, 0))
         self.addCleanup(
-            self.env.cr.execute, "SELECT pg_advisory_unlock_shared(%s, %s)", (engine_worker.WORKER_LOCK_CLASS, 0)
+            self.env.cr.execute, "SELECT pg_advisory_unlock_shared(%s, %s)", (run_protocol.WORKER_LOCK_CLASS, 0)
         )
         self.policy.invalidate_recordset(["worker_mode_text"])
         self.assertEqual(self.policy.worker_mode_text, "Worker service running")

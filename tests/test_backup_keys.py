@@ -9,8 +9,8 @@ from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import tagged
 from psycopg2 import sql
 
-from ..engine import crypto
-from ..engine.errors import VerifyError
+from ..engine.core.errors import VerifyError
+from ..engine.io import crypto
 from .common import ADDON_DIR, BackupCase
 
 

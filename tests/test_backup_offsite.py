@@ -5,7 +5,7 @@ from unittest.mock import patch
 from odoo.exceptions import UserError
 from odoo.tests import tagged
 
-from ..engine import crypto
+from ..engine.io import crypto
 from .common import S3BackupCase
 
 
@@ -48,7 +48,7 @@ class TestS3Destination(S3BackupCase):
 
 @tagged("post_install", "-at_install")
 class TestOffsiteBackup(S3BackupCase):
-    """A real backup by the detached runner to a local directory and an S3 bucket, encrypted and signed."""
+    """A real backup by the worker to a local directory and an S3 bucket, encrypted and signed."""
 
     @classmethod
     def setUpClass(cls):
@@ -77,7 +77,7 @@ class TestOffsiteBackup(S3BackupCase):
 
     def setUp(self):
         super().setUp()
-        self.wait_for_runner(self.job)
+        self.wait_for_run(self.job)
 
     def test_two_copies_encrypted_signed_and_verified(self):
         """Both copies are stored, encrypted and signed; Verify reads each back (S3 from the bucket) and decrypts."""
@@ -146,7 +146,7 @@ class TestOffsiteBackup(S3BackupCase):
         """A run whose S3 copy failed is partly done, while its local copy is listed as stored and verifies."""
         self.assertEqual(self.job.state, "done", self.job.error_message)
         partial = self.make_job(plan_destination_ids=self.job.plan_destination_ids)
-        result = copy.deepcopy(self.runner_result)
+        result = copy.deepcopy(self.worker_result)
         result["copies"][1].update(ok=False, error="S3 failed to upload part 2: connection reset")
         result["locations"] = [result["copies"][0]["location"]]
         error = "The backup was stored, but 1 of 2 copies failed: %s" % result["copies"][1]["error"]
@@ -162,7 +162,7 @@ class TestOffsiteBackup(S3BackupCase):
         self.assertEqual(partial.verify_state, "ok")
 
     @property
-    def runner_result(self):
+    def worker_result(self):
         return self.job.run_id._result_data()
 
     def test_bucket_gone_is_named_and_the_local_copy_is_made(self):
@@ -175,7 +175,7 @@ class TestOffsiteBackup(S3BackupCase):
         self.policy.destination_ids = [(4, doomed.id)]
         wizard = self.env["spp.backup.run.now"].with_user(self.manager).create({"policy_id": self.policy.id})
         job = self.Job.browse(wizard.action_confirm()["res_id"])
-        self.wait_for_runner(job)
+        self.wait_for_run(job)
         self.assertEqual(job.state, "partial")
         self.assertIn("bucket 'doomed-bucket' does not exist", job.error_message)
         self.assertNotIn("Traceback", job.log_excerpt or "")

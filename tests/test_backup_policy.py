@@ -7,7 +7,7 @@ from odoo.exceptions import UserError, ValidationError
 from odoo.tests import tagged
 from odoo.tools import config as odoo_config
 
-from ..engine import crypto
+from ..engine.io import crypto
 from ..models.backup_policy import LOCK_NAMESPACE, next_slot
 from .common import BackupCase
 

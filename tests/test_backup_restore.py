@@ -8,14 +8,15 @@ from odoo import fields
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import new_test_user, tagged
 
-from ..engine import crypto, pg
-from ..engine.human import count
+from ..engine.core.human import count
+from ..engine.db import pg
+from ..engine.io import crypto
 from .common import RealBackupCase
 
 
 @tagged("post_install", "-at_install")
 class TestBackupRestore(RealBackupCase):
-    """Restores of a real backup of this test database, through the wizard and the detached runner."""
+    """Restores of a real backup of this test database, through the wizard and the worker."""
 
     # ----------------------------------------------------------------- helpers
 
@@ -91,7 +92,7 @@ class TestBackupRestore(RealBackupCase):
         self.assertEqual(restore.backup_id, self.job.backup_id)
         self.assertEqual(restore.state, "queued")
         self.assertEqual(restore.run_id.state, "queued")
-        self.wait_for_runner(restore)
+        self.wait_for_run(restore)
         self.assertEqual(restore.state, "done", restore.error_message)
         self.assertTrue(self.database_exists(expected))
         self.assertFalse(restore.replaced_db_aside)
@@ -173,7 +174,7 @@ class TestBackupRestore(RealBackupCase):
         wizard.confirm_db_name = name
         restore = self.env["spp.backup.restore"].browse(wizard.action_run()["res_id"])
         self.assertTrue(restore.is_replace)
-        self.wait_for_runner(restore)
+        self.wait_for_run(restore)
         self.assertEqual(restore.state, "done", restore.error_message)
         aside = restore.replaced_db_aside
         self.assertTrue(aside and aside.startswith(name + "_replaced_"), aside)
@@ -392,7 +393,7 @@ class TestBackupRestore(RealBackupCase):
             destination.with_user(self.auditor).action_browse_backups()
 
     def test_failed_restore_is_recorded(self):
-        """A backup damaged between Check and Run: the runner refuses it, nothing is created, the failure is told."""
+        """A backup damaged between Check and Run: the worker refuses it, nothing is created, the failure is told."""
         destination, target = self.copy_backup_set()
         wizard = self.wizard_from_destination(destination)
         self.drop_later(wizard.target_db)
@@ -403,7 +404,7 @@ class TestBackupRestore(RealBackupCase):
         with open(dump, "r+b") as handle:
             handle.truncate(1000)
         restore = self.env["spp.backup.restore"].browse(wizard.action_run()["res_id"])
-        self.wait_for_runner(restore)
+        self.wait_for_run(restore)
         self.assertEqual(restore.state, "failed")
         self.assertIn("failed verification, nothing was changed", restore.error_message)
         self.assertNotIn("Traceback", restore.error_message + (restore.log_excerpt or ""))

@@ -34,8 +34,8 @@ class TestBackupSchedule(BackupCase):
             }
         )
 
-    def run_due_without_runner(self):
-        """Run the cron with the runner replaced by a recorder; the job ids it would start."""
+    def run_due_without_queueing(self):
+        """Run the cron with queueing replaced by a recorder; the job ids it would start."""
         started = []
 
         def fake_start(jobs):
@@ -64,14 +64,14 @@ class TestBackupSchedule(BackupCase):
 
     def test_cron_starts_due_policy_once(self):
         """The cron creates one scheduled job per due policy, starts it, and does not start it twice."""
-        started = self.run_due_without_runner()
+        started = self.run_due_without_queueing()
         self.assertEqual(started.policy_id, self.due)
         self.assertEqual(started.trigger, "schedule")
         self.assertEqual(started.db_name, self.due.database)
         self.assertEqual(self.due.last_job_id, started)
         # still running: a second pass (even with next_run forced back) starts nothing
         self.due.next_run = fields.Datetime.now() - datetime.timedelta(minutes=1)
-        self.assertFalse(self.run_due_without_runner())
+        self.assertFalse(self.run_due_without_queueing())
         self.assertEqual(self.Job.search_count([("policy_id", "=", self.due.id)]), 1)
 
     def test_cron_skips_missed_slots(self):
@@ -79,7 +79,7 @@ class TestBackupSchedule(BackupCase):
         now = fields.Datetime.now()
         missed = (now - datetime.timedelta(days=5)).replace(hour=1, minute=15, second=0)
         self.due.write({"next_run": missed})
-        started = self.run_due_without_runner()
+        started = self.run_due_without_queueing()
         self.assertEqual(len(started), 1)
         self.assertGreater(self.due.next_run, now)
         self.assertLessEqual(self.due.next_run, now + datetime.timedelta(days=1))
@@ -87,9 +87,9 @@ class TestBackupSchedule(BackupCase):
         self.assertFalse(self.Job.search([("policy_id", "in", (self.future.id, self.inactive.id))]))
 
     def run_due_at(self, moment):
-        """Run the cron (runner replaced by a recorder) as if the time were ``moment``; the jobs it started."""
+        """Run the cron (queueing replaced by a recorder) as if the time were ``moment``; the jobs it started."""
         with patch.object(fields.Datetime, "now", return_value=moment):
-            return self.run_due_without_runner()
+            return self.run_due_without_queueing()
 
     def test_hand_set_next_run_moves_only_that_run(self):
         """A next run set by hand runs then; the run after it is the schedule's regular slot, not a day later."""

@@ -4,7 +4,7 @@ from unittest.mock import patch
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import tagged
 
-from ..engine import crypto
+from ..engine.io import crypto
 from .common import BackupCase
 
 

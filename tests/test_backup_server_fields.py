@@ -7,7 +7,7 @@ from odoo import fields
 from odoo.tests import HttpCase, new_test_user, tagged
 
 from ..controllers.metrics import policy_samples
-from ..engine import crypto
+from ..engine.io import crypto
 from .common import RealBackupCase
 
 # A date and a number nobody would record.
@@ -247,7 +247,7 @@ class TestServerFieldsOverRpc(RealBackupCase, HttpCase):
         )
         self.assertIn('"destinations"', job.run_id.plan, "control: the plan is there")
         self.assertNotIn("approved_paths", job.run_id.plan)
-        self.wait_for_runner(job)
+        self.wait_for_run(job)
         self.assertEqual(job.state, "failed")
         self.assertIn("outside the folders this server may write backups to", job.error_message)
         self.assertEqual(os.listdir(outside), [])

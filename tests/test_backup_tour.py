@@ -15,7 +15,8 @@ from odoo import SUPERUSER_ID, api
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tests.common import ChromeBrowser
 
-from ..engine import crypto, pg
+from ..engine.db import pg
+from ..engine.io import crypto
 from .common import ADDON_DIR, work_queued
 
 _logger = logging.getLogger(__name__)

@@ -51,7 +51,7 @@ class TestUnsignedPolicy(RealBackupCase):
         self.assertEqual(drill.state, "queued")
         self.assertEqual(drill.run_id.state, "queued")
         self.assertTrue(self.job.message_ids.filtered(lambda m: "first unsigned backup" in (m.body or "")))
-        self.wait_for_runner(drill)
+        self.wait_for_run(drill)
         self.assertEqual(drill.state, "done", drill.error_message or drill.report)
         self.assertTrue(drill.is_ok, drill.report)
         # The guarded path: the unsigned dump was loaded as the import role, through the SQL guard.

@@ -2,9 +2,9 @@ import logging
 
 from odoo import _, api, fields, models
 
-from ..engine.catalog import list_backups
-from ..engine.human import human_bytes
-from ..engine.manifest import backup_time
+from ..engine.core.human import human_bytes
+from ..engine.core.manifest import backup_time
+from ..engine.formats.catalog import list_backups
 
 _logger = logging.getLogger(__name__)
 

@@ -7,10 +7,11 @@ from odoo import _, api, fields, models, release
 from odoo.exceptions import UserError
 from odoo.modules.module import get_module_path
 
-from ..engine import pg, scope
-from ..engine.errors import BackupError
-from ..engine.human import human_bytes
-from ..engine.manifest import filestore_artifact, filestore_bytes
+from ..engine.core import scope
+from ..engine.core.errors import BackupError
+from ..engine.core.human import human_bytes
+from ..engine.core.manifest import filestore_artifact, filestore_bytes
+from ..engine.db import pg
 from ..models.server_fields import AllFieldsBut
 
 _logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def _free_space(path):
 
 
 class SppBackupRestoreWizard(models.TransientModel):
-    """Restore one backup set: choose the target and options, check, then run in the detached runner."""
+    """Restore one backup set: choose the target and options, check, then run by the worker."""
 
     _name = "spp.backup.restore.wizard"
     _inherit = "spp.backup.server.wizard"
@@ -560,7 +561,7 @@ class SppBackupRestoreWizard(models.TransientModel):
             )
 
     def action_run(self):
-        """Start the restore in the detached runner, after the server-side checks; opens the restore record.
+        """Start the restore by the worker, after the server-side checks; opens the restore record.
 
         The restore right and, to replace a database, the typed name are
         checked here, whoever calls this method.

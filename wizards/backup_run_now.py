@@ -53,7 +53,7 @@ class SppBackupRunNow(models.TransientModel):
             )
 
     def action_confirm(self):
-        """Create a manual job for the policy, start its runner and open the job."""
+        """Create a manual job for the policy, queue its run and open the job."""
         self.ensure_one()
         policy = self.policy_id
         self.env["spp.backup.engine"]._check_manager()

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(ROOT, "dev"))
 
 import sampledb  # noqa: E402
 
-from engine.config import BackupPlan, DestinationConfig, PgConfig  # noqa: E402
+from engine.core.config import BackupPlan, DestinationConfig, PgConfig  # noqa: E402
 from tests import s3server  # noqa: E402
 from tests.s3server import S3_ENV  # noqa: E402
 
@@ -301,7 +301,7 @@ class CutProxy:
 @pytest.fixture
 def keys(tmp_path):
     """An age key pair and an Ed25519 signing key pair, private halves in files."""
-    from engine import crypto
+    from engine.io import crypto
 
     identity, recipient = crypto.generate_identity()
     identity_file = tmp_path / "identity.txt"

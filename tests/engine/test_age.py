@@ -1,4 +1,4 @@
-"""The engine's own age decryption (engine.age): the same plaintext as pyrage and the age tool, and every
+"""The engine's own age decryption (engine.io.age): the same plaintext as pyrage and the age tool, and every
 damaged, cut, extended or hostile file refused with a VerifyError, in bounded memory."""
 
 import base64
@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from engine import age, crypto
-from engine.errors import PreflightError, VerifyError
+from engine.core.errors import PreflightError, VerifyError
+from engine.io import age, crypto
 
 BOUNDARY_SIZES = (0, 1, 100, 65535, 65536, 65537, 131072, 131073, 3 * 65536 + 5)
 

@@ -21,10 +21,11 @@ import pytest
 from conftest import conn_kwargs, query, table_contents
 from test_untrusted import execute, leftovers, make_zip, server_role, swap_in_a_hostile_dump
 
-from engine import catalog, codecheck
-from engine.errors import RestoreError
-from engine.odoozip import import_file
-from engine.restore import RestoreOptions
+from engine.core.errors import RestoreError
+from engine.db import codecheck
+from engine.formats import catalog
+from engine.ops.odoozip import import_file
+from engine.ops.restore import RestoreOptions
 from tests.sqlsamples import QUEUE_JOB
 
 MARKER = b"-- PostgreSQL database dump complete"
@@ -297,9 +298,9 @@ def test_an_unsigned_set_with_unknown_code_is_refused_on_restore_and_drill(sampl
     """A backup set nobody signed goes the guarded way: a dump with a trigger nobody allowed is refused by the
     catalog check on restore (with --copy) and in a drill, naming the trigger; with its digests accepted on the
     command line the restore goes through, and the engine's own writes still fire it only as the import role."""
-    from engine.backup import run_backup
-    from engine.drill import run_drill
-    from engine.restore import restore
+    from engine.ops.backup import run_backup
+    from engine.ops.drill import run_drill
+    from engine.ops.restore import restore
 
     location = run_backup(plan_for(sample)).locations[0]
     evil = dbs.name("evilsrc")
@@ -400,7 +401,7 @@ def test_a_refusal_shows_every_character_a_definition_holds(dump, sample, dbs, t
 def test_the_accepted_code_file_must_be_a_small_regular_file(tmp_path):
     """--accept-code reads a file a person wrote: a device or a FIFO is refused in words, as is a line that is
     not a digest; the digest of a default names its column, so accepting one accepts no other."""
-    from engine.sqlguard import SqlRefused
+    from engine.db.sqlguard import SqlRefused
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

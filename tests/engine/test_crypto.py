@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from engine import crypto
-from engine.errors import PreflightError, VerifyError
+from engine.core.errors import PreflightError, VerifyError
+from engine.io import crypto
 
 
 def encrypt(data, recipients):

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, query, run_plan, table_contents, tree_digest
 
-from engine import catalog
-from engine.backup import run_backup
-from engine.drill import run_drill
-from engine.errors import RestoreError, UnsafeArchive
-from engine.odoozip import export_odoo_zip, import_file
-from engine.restore import RestoreOptions
+from engine.core.errors import RestoreError, UnsafeArchive
+from engine.formats import catalog
+from engine.ops.backup import run_backup
+from engine.ops.drill import run_drill
+from engine.ops.odoozip import export_odoo_zip, import_file
+from engine.ops.restore import RestoreOptions
 
 
 def drill(result, sample, pgconf, **kwargs):
@@ -95,7 +95,7 @@ def test_drill_catches_a_truncated_dump(sample, plan_for, pgconf):
 
 def test_drill_catches_a_bad_signature(sample, plan_for, pgconf, keys):
     """A backup signed by another key fails the signature check."""
-    from engine import crypto
+    from engine.io import crypto
 
     other_pem, _ = crypto.generate_signing_key()
     other = sample["tmp"] / "other.pem"

@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, conn_kwargs, query, run_plan
 
-from engine import catalog, filestore, pg
-from engine.backup import run_backup
-from engine.config import DestinationConfig, PgConfig
-from engine.errors import BackupError, LockBusy, PreflightError, RestoreError, UnsafeArchive
-from engine.restore import RestoreOptions, restore
-from engine.storage import LocalStorage
-from engine.stream import ArtifactReader
-from engine.verify import verify
+from engine.core.config import DestinationConfig, PgConfig
+from engine.core.errors import BackupError, LockBusy, PreflightError, RestoreError, UnsafeArchive
+from engine.db import pg
+from engine.formats import catalog, filestore
+from engine.io.storage import LocalStorage
+from engine.io.stream import ArtifactReader
+from engine.ops.backup import run_backup
+from engine.ops.restore import RestoreOptions, restore
+from engine.ops.verify import verify
 
 
 def cli(*args, env_extra=None, **kwargs):

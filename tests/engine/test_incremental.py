@@ -11,14 +11,15 @@ import zipfile
 import pytest
 from conftest import table_contents, tree_digest
 
-from engine import catalog, crypto, packstore
-from engine.backup import run_backup
-from engine.config import DestinationConfig
-from engine.errors import BackupError
-from engine.odoozip import export_odoo_zip
-from engine.restore import RestoreOptions, restore
-from engine.storage import LocalStorage
-from engine.verify import verify
+from engine.core.config import DestinationConfig
+from engine.core.errors import BackupError
+from engine.formats import catalog, packstore
+from engine.io import crypto
+from engine.io.storage import LocalStorage
+from engine.ops.backup import run_backup
+from engine.ops.odoozip import export_odoo_zip
+from engine.ops.restore import RestoreOptions, restore
+from engine.ops.verify import verify
 
 
 def ref_of(result, sample):
@@ -140,7 +141,7 @@ def test_a_damaged_or_removed_pack_is_named_and_the_restore_changes_nothing(
 
 def test_a_hostile_file_list_cannot_write_outside_the_target(sample, incremental, keys, tmp_path):
     """A file list naming ../ or an absolute path is refused before anything is written for it."""
-    from engine.errors import UnsafeArchive
+    from engine.core.errors import UnsafeArchive
 
     identities = crypto.load_identities(keys["identity_file"])
     result = run_backup(incremental())
@@ -191,7 +192,7 @@ def test_a_store_on_s3_is_read_back_by_another_process_with_only_the_identity_an
     the identity file and the verify key (no store key), verifies the second deeply and restores it."""
     from conftest import ROOT
 
-    from engine.config import DestinationConfig
+    from engine.core.config import DestinationConfig
 
     endpoint, bucket = s3_bucket
     destination = DestinationConfig(kind="s3", endpoint_url=endpoint, region="us-east-1", bucket=bucket, prefix="odoo")
@@ -233,7 +234,7 @@ def test_retention_removes_the_packs_only_pruned_sets_used_and_the_last_set_stay
 ):
     """Five backups, files replaced between them; keep_last 1: the packs of the four pruned sets that the
     fifth does not use are removed after the sets, and the fifth still verifies deeply and restores exactly."""
-    from engine.runner import apply_retention
+    from engine.ops.prune import apply_retention
 
     identities = crypto.load_identities(keys["identity_file"])
     results, previous = [], None
@@ -278,8 +279,8 @@ def test_collection_waits_while_a_backup_writes_to_the_store(sample, incremental
     so a pack the backup counts on (one no finished set references yet) is never removed under it."""
     import psycopg2
 
-    from engine import pg
-    from engine.runner import collect_stores
+    from engine.db import pg
+    from engine.ops.prune import collect_stores
 
     first = run_backup(incremental())
     ref = ref_of(first, sample)
@@ -368,7 +369,7 @@ def test_what_a_hostile_destination_tries_on_the_store_fails_safe(sample, increm
     """A pack deleted under an intact index is stored again by the next backup; an index object that places
     a blob elsewhere is not deduplicated against; an oversized index object is refused unread; a set whose
     store.json is gone stops collection; a deep verify walks the file list."""
-    from engine.runner import collect_stores
+    from engine.ops.prune import collect_stores
 
     identities = crypto.load_identities(keys["identity_file"])
     storage = LocalStorage(sample["dest"])
@@ -429,7 +430,7 @@ def test_a_drill_of_an_incremental_set_checks_every_attachment(sample, increment
     file list is not a set without a filestore); an attachment changed before the backup fails the check."""
     from conftest import query
 
-    from engine.drill import run_drill
+    from engine.ops.drill import run_drill
 
     def drill(result):
         return run_drill(

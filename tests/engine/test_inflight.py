@@ -4,11 +4,11 @@ import pytest
 from conftest import query
 from test_roundtrip import ref_of
 
-from engine.backup import run_backup
-from engine.inflight import IN_FLIGHT_MESSAGE, closed_text
-from engine.restore import RestoreOptions, restore
+from engine.ops.backup import run_backup
+from engine.ops.inflight import IN_FLIGHT_MESSAGE, closed_text
+from engine.ops.restore import RestoreOptions, restore
 
-# The columns spp_backup's models give these tables (models/backup_run.py, backup_runner_mixin.py, backup_job.py,
+# The columns spp_backup's models give these tables (models/backup_run.py, backup_run_mixin.py, backup_job.py,
 # backup_drill.py, backup_restore.py), as far as closing them needs.
 SCHEMA = """
 CREATE TABLE spp_backup_run (id serial PRIMARY KEY, state varchar NOT NULL, error_message text,

@@ -17,10 +17,11 @@ import psycopg2
 import pytest
 from conftest import ROOT, conn_kwargs
 
-from engine import catalog, leftovers
-from engine.backup import run_backup
-from engine.config import BackupPlan, DestinationConfig
-from engine.storage import LocalStorage, open_storage
+from engine.core.config import BackupPlan, DestinationConfig
+from engine.formats import catalog
+from engine.io.storage import LocalStorage, open_storage
+from engine.ops import leftovers
+from engine.ops.backup import run_backup
 
 WAIT = 60  # seconds any one wait may take at most
 

@@ -8,15 +8,15 @@ import pytest
 import sampledb
 from conftest import conn_kwargs
 
-from engine import catalog
-from engine.backup import run_backup
-from engine.config import DestinationConfig
-from engine.drill import run_drill
-from engine.human import human_bytes
-from engine.restore import RestoreOptions, restore
-from engine.runner import apply_retention
-from engine.storage import LocalStorage
-from engine.worker import RunReporter
+from engine.core.config import DestinationConfig
+from engine.core.human import human_bytes
+from engine.formats import catalog
+from engine.io.storage import LocalStorage
+from engine.ops.backup import run_backup
+from engine.ops.drill import run_drill
+from engine.ops.prune import apply_retention
+from engine.ops.restore import RestoreOptions, restore
+from engine.service.worker import RunReporter
 
 
 @pytest.fixture

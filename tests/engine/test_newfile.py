@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from engine import filestore
-from engine.cli import tune_malloc
-from engine.errors import UnsafeArchive
+from engine.core.errors import UnsafeArchive
+from engine.formats import filestore
+from engine.service.cli import tune_malloc
 
 CHUNK = filestore.CHUNK
 SIZES = [0, 1, 4095, 4096, 4097, 65536 + 3, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 4096 * 7 + 5]

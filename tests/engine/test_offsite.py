@@ -11,16 +11,17 @@ import boto3
 import pytest
 from conftest import ROOT, CutProxy, conn_kwargs, query, run_plan, table_contents, tree_digest
 
-from engine import backup as backup_module
-from engine import catalog, crypto
-from engine.backup import run_backup
-from engine.config import DestinationConfig
-from engine.errors import BackupError, PreflightError, RestoreError
-from engine.prune import prune
-from engine.restore import RestoreOptions, restore
-from engine.storage import LocalStorage
-from engine.storage.s3 import S3Storage
-from engine.verify import verify
+from engine.core.config import DestinationConfig
+from engine.core.errors import BackupError, PreflightError, RestoreError
+from engine.formats import catalog
+from engine.io import crypto
+from engine.io.storage import LocalStorage
+from engine.io.storage.s3 import S3Storage
+from engine.ops import backup as backup_module
+from engine.ops.backup import run_backup
+from engine.ops.prune import prune
+from engine.ops.restore import RestoreOptions, restore
+from engine.ops.verify import verify
 
 
 def s3_dest(endpoint, bucket, **kwargs):
@@ -234,7 +235,7 @@ def test_network_cut_mid_upload_leaves_no_manifest_and_next_run_clears_orphans(
     client.create_bucket(Bucket="cut-bucket")
     proxy = CutProxy(s3_server.port)
     dest = s3_dest(proxy.endpoint, "cut-bucket", part_size_mb=5, max_attempts=2)
-    from engine.storage import s3 as s3_module
+    from engine.io.storage import s3 as s3_module
 
     original_upload = s3_module.S3Writer._upload
 
@@ -267,7 +268,7 @@ def test_missing_bucket_stops_the_backup_before_it_starts(sample, plan_for, s3_s
         run_backup(plan_for(sample, destinations=[s3_dest(s3_server.endpoint, "not-there-at-all")]))
 
 
-def test_retention_through_the_runner_keeps_exactly_the_policy(sample, plan_for, tmp_path):
+def test_retention_through_a_plan_file_keeps_exactly_the_policy(sample, plan_for, tmp_path):
     """keep_last 2: after four runs two backups remain, the newest ones, and the prune is reported."""
     ids = []
     for _ in range(4):

@@ -17,10 +17,11 @@ import pytest
 from conftest import query, table_contents, tree_digest
 from test_untrusted import cli, leftovers
 
-from engine import filestore, pg
-from engine.errors import RestoreError, UnsafeArchive
-from engine.odoozip import import_file
-from engine.restore import RestoreOptions
+from engine.core.errors import RestoreError, UnsafeArchive
+from engine.db import pg
+from engine.formats import filestore
+from engine.ops.odoozip import import_file
+from engine.ops.restore import RestoreOptions
 
 STAMP = "20260315_020000"
 

@@ -7,9 +7,10 @@ import subprocess
 
 import pytest
 
-from engine import crypto, packstore
-from engine.errors import PreflightError, VerifyError
-from engine.storage import LocalStorage
+from engine.core.errors import PreflightError, VerifyError
+from engine.formats import packstore
+from engine.io import crypto
+from engine.io.storage import LocalStorage
 
 
 def odoo_file(root, content):

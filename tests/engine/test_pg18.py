@@ -15,14 +15,15 @@ import pytest
 from conftest import ROOT, Databases, build_sample, conn_kwargs, query, table_contents, tree_digest
 from test_openspp2_import import script_pair
 
-from engine import catalog, pg
-from engine.backup import run_backup
-from engine.config import BackupPlan, DestinationConfig, PgConfig
-from engine.drill import run_drill
-from engine.errors import PreflightError
-from engine.odoozip import import_file
-from engine.restore import RestoreOptions, restore
-from engine.verify import verify
+from engine.core.config import BackupPlan, DestinationConfig, PgConfig
+from engine.core.errors import PreflightError
+from engine.db import pg
+from engine.formats import catalog
+from engine.ops.backup import run_backup
+from engine.ops.drill import run_drill
+from engine.ops.odoozip import import_file
+from engine.ops.restore import RestoreOptions, restore
+from engine.ops.verify import verify
 
 
 def wheel_bin():

@@ -14,10 +14,10 @@ import pytest
 from conftest import tree_digest
 from test_drill_zip import odoo_zip
 
-from engine import catalog, filestore
-from engine.backup import run_backup
-from engine.odoozip import export_odoo_zip, import_file
-from engine.restore import RestoreOptions, restore
+from engine.formats import catalog, filestore
+from engine.ops.backup import run_backup
+from engine.ops.odoozip import export_odoo_zip, import_file
+from engine.ops.restore import RestoreOptions, restore
 
 
 @pytest.fixture(autouse=True)

@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from engine import manifest as mf
-from engine.backup import odoo_version_keys
-from engine.config import BackupPlan, DestinationConfig, PgConfig, Settings, sanitize_options
-from engine.errors import PreflightError, VerifyError
-from engine.human import human_bytes
+from engine.core import manifest as mf
+from engine.core.config import BackupPlan, DestinationConfig, PgConfig, Settings, sanitize_options
+from engine.core.errors import PreflightError, VerifyError
+from engine.core.human import human_bytes
+from engine.ops.backup import odoo_version_keys
 
 
 def good_manifest():
@@ -140,7 +140,7 @@ def test_unreadable_odoo_conf_is_a_sentence(tmp_path):
 
 
 def test_plan_round_trips_without_the_password():
-    """A plan written for the runner never carries the database password."""
+    """A plan written for the worker never carries the database password."""
     plan = BackupPlan(
         db_name="prod", destinations=[DestinationConfig(path="/b")], pg=PgConfig(host="h", password="secret")
     )
@@ -177,7 +177,7 @@ def test_the_engine_never_imports_odoo():
 
 def test_a_set_dated_in_the_future_does_not_stall_backups(monkeypatch):
     """An id of this second is waited out; one dated ahead (a planted folder, another clock) is not."""
-    from engine import backup
+    from engine.ops import backup
 
     monkeypatch.setattr(backup, "FUTURE_ID_SLACK", 0.5)
     started = time.monotonic()

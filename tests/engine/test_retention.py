@@ -6,14 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.retention import (
-    HELD_RUN_FAILED,
-    NEWEST_VERIFIED,
-    NO_RULES,
-    RetainedBackup,
-    RetentionRules,
-    select,
-)
+from engine.core.retention import HELD_RUN_FAILED, NEWEST_VERIFIED, NO_RULES, RetainedBackup, RetentionRules, select
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2030, 6, 1, tzinfo=UTC)

@@ -5,12 +5,11 @@ import os
 
 import pytest
 
-from engine import catalog
-from engine.backup import run_backup
-from engine.errors import LockBusy
-from engine.prune import prune
-from engine.runner import apply_retention
-from engine.storage import LocalStorage
+from engine.core.errors import LockBusy
+from engine.formats import catalog
+from engine.io.storage import LocalStorage
+from engine.ops.backup import run_backup
+from engine.ops.prune import apply_retention, prune
 
 A = {"database_uuid": "11111111-aaaa", "policy_id": 1}
 B = {"database_uuid": "11111111-aaaa", "policy_id": 2}
@@ -90,7 +89,7 @@ def test_unfinished_sets_are_cleaned_up_only_by_their_owner(sample, plan_for):
 
 def test_a_killed_run_leaves_a_set_that_says_whose_it_is(sample, plan_for):
     """owner.json is the set's first object: written before any artifact, and not a stray file to verify."""
-    from engine.verify import verify
+    from engine.ops.verify import verify
 
     backup_id, _ = backup(plan_for, sample, A)
     ref = catalog.BackupRef(LocalStorage(sample["dest"]), sample["db"], backup_id)

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from conftest import query, table_contents, tree_digest
 
-from engine import catalog
-from engine.backup import run_backup
-from engine.errors import RestoreError
-from engine.restore import RestoreOptions, restore
-from engine.storage import LocalStorage
-from engine.verify import verify
+from engine.core.errors import RestoreError
+from engine.formats import catalog
+from engine.io.storage import LocalStorage
+from engine.ops.backup import run_backup
+from engine.ops.restore import RestoreOptions, restore
+from engine.ops.verify import verify
 
 
 def ref_of(result, sample):

@@ -6,8 +6,8 @@ import boto3
 import pytest
 from conftest import MotoServer
 
-from engine.errors import PreflightError
-from engine.storage.s3 import MAX_PARTS, MiB, S3Storage, capacity, part_size_for
+from engine.core.errors import PreflightError
+from engine.io.storage.s3 import MAX_PARTS, MiB, S3Storage, capacity, part_size_for
 
 
 def storage(endpoint, bucket, **kwargs):

@@ -6,16 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.human import human_duration
-from engine.schedule import (
-    INTERVAL_UNITS,
-    next_drill,
-    next_slot,
-    schedule_anchor,
-    time_zone,
-    to_local,
-    to_utc,
-)
+from engine.core.human import human_duration
+from engine.core.schedule import INTERVAL_UNITS, next_drill, next_slot, schedule_anchor, time_zone, to_local, to_utc
 
 dt = datetime.datetime
 AFTER = dt(2026, 11, 26, 10, 0)

@@ -2,9 +2,10 @@
 
 import pytest
 
-from engine import pg, scope
-from engine.config import Settings
-from engine.errors import PreflightError, RestoreError
+from engine.core import scope
+from engine.core.config import Settings
+from engine.core.errors import PreflightError, RestoreError
+from engine.db import pg
 
 
 def settings(pattern):

@@ -18,10 +18,11 @@ import psycopg2
 import pytest
 from conftest import ROOT, conn_kwargs, query, table_contents, tree_digest
 
-from engine import catalog, sqlguard, sqlimport
-from engine.errors import BackupError, RestoreError
-from engine.odoozip import import_file
-from engine.restore import RestoreOptions
+from engine.core.errors import BackupError, RestoreError
+from engine.db import sqlguard, sqlimport
+from engine.formats import catalog
+from engine.ops.odoozip import import_file
+from engine.ops.restore import RestoreOptions
 
 MARKER = b"-- PostgreSQL database dump complete"
 
@@ -532,7 +533,7 @@ def test_plan_sending_a_readable_backup_or_to_an_unlisted_bucket_is_refused(samp
 
 
 def test_unsigned_backup_is_a_warning_and_a_verify_key_refuses_it(sample, plan_for, keys):
-    from engine.backup import run_backup
+    from engine.ops.backup import run_backup
 
     location = run_backup(plan_for(sample)).locations[0]
     proc = cli("verify", location)
@@ -546,7 +547,7 @@ def test_unsigned_backup_is_a_warning_and_a_verify_key_refuses_it(sample, plan_f
 
 
 def test_unsigned_restore_warns_with_exit_1(sample, plan_for, dbs, tmp_path, keys):
-    from engine.backup import run_backup
+    from engine.ops.backup import run_backup
 
     location = run_backup(plan_for(sample)).locations[0]
     target = dbs.name("unsig")
@@ -557,7 +558,7 @@ def test_unsigned_restore_warns_with_exit_1(sample, plan_for, dbs, tmp_path, key
 
 
 def test_list_of_a_missing_folder_is_an_error_and_head_ends_quietly(sample, plan_for, tmp_path):
-    from engine.backup import run_backup
+    from engine.ops.backup import run_backup
 
     proc = cli("list", str(tmp_path / "nowhere"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
@@ -602,7 +603,7 @@ def test_no_role_means_a_sentence(pgconf):
 
 
 def test_a_configured_role_that_could_do_more_is_refused(pgconf):
-    from engine.config import Settings
+    from engine.core.config import Settings
 
     with server_role("spp_strong", "GRANT pg_read_server_files TO %s") as (name, _run):
         settings = Settings(section={"import_role": name})
@@ -648,7 +649,7 @@ def test_import_as_an_engine_user_that_is_not_a_superuser(dump, sample, dbs, tmp
 
 def test_modules_missing_on_this_server_are_named(dump, sample, dbs, tmp_path, pgconf):
     """Each installed module of the import must be on odoo.conf's addons_path; --strict refuses one that is not."""
-    from engine.config import Settings
+    from engine.core.config import Settings
 
     installed = [row[0] for row in query(sample["db"], "SELECT name FROM ir_module_module WHERE state = 'installed'")]
     absent = sorted(name for name in installed if name != "base")[0]
@@ -782,7 +783,7 @@ def swap_in_a_hostile_dump(location, evil_db):
 def hostile_set(sample, plan_for, dbs, victim):
     """An unsigned backup set of the sample whose dump, once loaded, refreshes a materialized view over a
     function that runs a shell command and renames another database (PostgreSQL runs it as the loading role)."""
-    from engine.backup import run_backup
+    from engine.ops.backup import run_backup
 
     location = run_backup(plan_for(sample)).locations[0]
     flag = "/tmp/spp_backup_pwned_%s" % os.urandom(4).hex()
@@ -810,7 +811,7 @@ def hostile_set(sample, plan_for, dbs, victim):
 def test_an_unsigned_set_with_a_hostile_dump_runs_nothing_on_restore(hostile_set, sample, dbs, pgconf):
     """Nothing proves an unsigned set is the server's own: its dump loads as the import role, so the function
     its materialized view calls is refused (no command, no other database touched) and the restore rolls back."""
-    from engine.restore import restore
+    from engine.ops.restore import restore
 
     target = dbs.name("fromhostile")
     data_dir = str(sample["tmp"] / "rdata")
@@ -829,7 +830,7 @@ def test_an_unsigned_set_with_a_hostile_dump_runs_nothing_on_restore(hostile_set
 
 def test_an_unsigned_set_with_a_hostile_dump_runs_nothing_in_a_drill(hostile_set, sample, pgconf):
     """The drill restores the same way: it fails, and the command and the rename never happen."""
-    from engine.drill import run_drill
+    from engine.ops.drill import run_drill
 
     result = run_drill(catalog.resolve(hostile_set["location"]), pgconf, str(sample["tmp"] / "ddata"))
     assert not result.ok
@@ -842,8 +843,8 @@ def test_an_unsigned_set_with_a_hostile_dump_runs_nothing_in_a_drill(hostile_set
 def test_an_unsigned_set_restores_as_the_import_role_and_says_so(sample, plan_for, dbs, pgconf):
     """A plain unsigned set still restores (its tables and rows), owned by the engine's user afterwards, with a
     warning that it went the guarded way; no import role is left."""
-    from engine.backup import run_backup
-    from engine.restore import UNTRUSTED_NOTE, restore
+    from engine.ops.backup import run_backup
+    from engine.ops.restore import UNTRUSTED_NOTE, restore
 
     location = run_backup(plan_for(sample)).locations[0]
     target = dbs.name("unsigned")

@@ -6,7 +6,7 @@ import sys
 
 from conftest import ROOT, OdooServer, wait_for
 
-from engine.inflight import IN_FLIGHT_MESSAGE
+from engine.ops.inflight import IN_FLIGHT_MESSAGE
 
 MANAGER = ["base.group_user", "spp_backup.group_backup_manager"]
 COLLECT = ("spp_backup", "ir_cron_spp_backup_collect")

@@ -104,6 +104,13 @@ def test_upgrade_from_the_previous_release(old_server):
         "existing policies keep writing filestore archives"
     )
     assert server.query("SELECT count(*) FROM ir_model WHERE model = 'spp.backup.key.show'") == [(0,)]
+    # The mixin of records run by the worker keeps its registry entries under its new name.
+    assert server.query(
+        "SELECT model FROM ir_model WHERE model IN ('spp.backup.runner.mixin', 'spp.backup.run.mixin')"
+    ) == [("spp.backup.run.mixin",)]
+    assert server.query(
+        "SELECT count(*) FROM ir_model_data WHERE module = 'spp_backup' AND name LIKE '%runner_mixin%'"
+    ) == [(0,)]
     assert server.query("SELECT count(*) FROM spp_backup_signing_key") == [(0,)], "no policy key becomes trusted"
 
     server.start()

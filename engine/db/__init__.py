@@ -1,0 +1,1 @@
+"""PostgreSQL: its client tools and sessions, and the guard that reads SQL from outside before psql may."""

@@ -1,0 +1,1 @@
+"""Bytes in and out: storage backends (local folder, S3), age encryption and signatures, artifact streams."""

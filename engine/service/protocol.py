@@ -1,0 +1,84 @@
+"""The run protocol: what Odoo and the worker agree on in the serving database.
+
+Work is a row of ``spp_backup_run``; the worker (service/worker.py) claims it,
+holds the run's advisory lock while it works and writes the result; Odoo
+queues runs, wakes the worker on ``CHANNEL``, tells live runs from dead ones
+by their locks and knows from the workers' locks whether one serves. Both
+sides import these names and queries from here, never their own copies.
+"""
+
+RUN_LOCK_CLASS = 0x5350  # pg_advisory_lock(RUN_LOCK_CLASS, run_id) while a run is worked on
+WORKER_LOCK_CLASS = 0x5351  # pg_advisory_lock_shared(WORKER_LOCK_CLASS, mode) while a worker serves
+MODE_SERVICE, MODE_ONESHOT = 0, 1
+CHANNEL = "spp_backup_run"
+ACTIONS = ("backup", "restore", "drill", "verify")
+COLLECT_CRON_XMLID = ("spp_backup", "ir_cron_spp_backup_collect")
+
+BUS_CHANNEL = "spp_backup_runs"
+BUS_TYPE = "spp_backup.run"
+
+DEAD_RUN_MESSAGE = (
+    "The worker that ran this stopped before it reported a result (its process or its server died, or it "
+    "lost its database connection). Nothing was marked complete."
+)
+
+# An advisory lock of class %s, held (granted) in this database: pg_locks rows as ``l``.
+LIVE_LOCK_WHERE = """l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objsubid = 2
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+
+
+def approved_folders(cr):
+    """The local folders the server approved at upgrade (in use before backup_roots existed).
+
+    Read from the destinations of the serving database, whose approval only the server writes (Odoo refuses
+    it to everyone else); an empty list where the table or the columns do not exist.
+    """
+    cr.execute(
+        """SELECT count(*) FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = 'spp_backup_destination'
+              AND column_name IN ('is_path_approved', 'approved_path')"""
+    )
+    if cr.fetchone()[0] != 2:
+        return []
+    cr.execute(
+        """SELECT DISTINCT approved_path FROM spp_backup_destination
+            WHERE is_path_approved AND kind = 'local' AND COALESCE(approved_path, '') <> ''
+            ORDER BY approved_path"""
+    )
+    return [row[0] for row in cr.fetchall()]
+
+
+def reap_dead_runs(cr, **execute):
+    """Fail every running run whose worker's lock is gone (on any node); their ids.
+
+    ``cr``: a cursor; ``execute``: keyword arguments of its ``execute`` (Odoo's cursor: ``log_exceptions``).
+    """
+    cr.execute(
+        """
+        UPDATE spp_backup_run r
+           SET state = 'failed', error_message = %s, finished_at = now() AT TIME ZONE 'UTC',
+               write_date = now() AT TIME ZONE 'UTC'
+         WHERE r.state = 'running'
+           AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE """
+        + LIVE_LOCK_WHERE
+        + """ AND l.objid = r.id)
+     RETURNING r.id""",
+        (DEAD_RUN_MESSAGE, RUN_LOCK_CLASS),
+        **execute,
+    )
+    return [row[0] for row in cr.fetchall()]
+
+
+def live_run_ids(cr, run_ids):
+    """The ids among ``run_ids`` whose worker holds its lock."""
+    cr.execute(
+        "SELECT l.objid FROM pg_locks l WHERE " + LIVE_LOCK_WHERE + " AND l.objid = ANY(%s)",
+        (RUN_LOCK_CLASS, [int(i) for i in run_ids]),
+    )
+    return {int(row[0]) for row in cr.fetchall()}
+
+
+def live_worker_modes(cr):
+    """The modes (MODE_SERVICE, MODE_ONESHOT) of the workers serving this database now."""
+    cr.execute("SELECT DISTINCT l.objid FROM pg_locks l WHERE " + LIVE_LOCK_WHERE, (WORKER_LOCK_CLASS,))
+    return {int(row[0]) for row in cr.fetchall()}
