@@ -19,6 +19,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,7 +27,10 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-import run as bench  # noqa: E402
+from measure.dataset import Dataset, scale_tag  # noqa: E402
+from measure.engine_cli import engine_cmd, engine_json  # noqa: E402
+from measure.pg import drop_database, pg_environment, query  # noqa: E402
+from measure.timing import log, timed  # noqa: E402
 
 from engine.db import sqlguard  # noqa: E402
 
@@ -35,43 +39,43 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="dataset scale as in bench/run.py (default 1.0)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workdir", default=os.path.join(bench.tempfile.gettempdir(), "spp_backup_bench"))
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "spp_backup_bench"))
     args = parser.parse_args()
-    env = bench.pg_environment()
+    env = pg_environment()
     os.environ.update({k: v for k, v in env.items() if k.startswith("PG")})
     os.makedirs(args.workdir, exist_ok=True)
-    ds = bench.Dataset(args.workdir, args.scale)
+    ds = Dataset(args.workdir, args.scale)
     facts = ds.ensure()
-    dump = os.path.join(args.workdir, "plain_s%s.sql" % bench.scale_tag(args.scale))
-    bench.log("pg_dump --no-owner to plain SQL")
-    bench.timed(["pg_dump", "--no-owner", "-f", dump, ds.db], env=env)
+    dump = os.path.join(args.workdir, "plain_s%s.sql" % scale_tag(args.scale))
+    log("pg_dump --no-owner to plain SQL")
+    timed(["pg_dump", "--no-owner", "-f", dump, ds.db], env=env)
     size = os.path.getsize(dump)
     raw_db, engine_db = ds.db + "_rawsql", ds.db + "_import"
     data_dir = os.path.join(args.workdir, "import_data")
     rounds = []
     for index in range(args.repeat):
-        bench.log("round %d/%d: guard alone" % (index + 1, args.repeat))
+        log("round %d/%d: guard alone" % (index + 1, args.repeat))
         t0 = time.monotonic()
         with open(dump, "rb") as handle:
             guard = sqlguard.scan(handle)
         scan_s = time.monotonic() - t0
-        bench.log("(i) createdb + psql -f dump.sql")
-        bench.drop_database(raw_db)
-        created, _ = bench.timed(["createdb", "-T", "template0", raw_db], env=env)
-        loaded, _ = bench.timed(
+        log("(i) createdb + psql -f dump.sql")
+        drop_database(raw_db)
+        created, _ = timed(["createdb", "-T", "template0", raw_db], env=env)
+        loaded, _ = timed(
             ["psql", "-q", "--no-psqlrc", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-d", raw_db, "-f", dump],
             env=env,
         )
-        bench.log("(j) engine import")
-        bench.drop_database(engine_db)
-        imported, out = bench.timed(
-            bench.engine_cmd("import", dump, "--target", engine_db, "--no-filestore", "--data-dir", data_dir),
+        log("(j) engine import")
+        drop_database(engine_db)
+        imported, out = timed(
+            engine_cmd("import", dump, "--target", engine_db, "--no-filestore", "--data-dir", data_dir),
             cwd=ROOT,
             env=env,
             ok_codes=(0, 1),
         )
-        result = bench.engine_json(out)
-        rows = [bench.query("SELECT count(*) FROM mail_message", dbname=db)[0][0] for db in (raw_db, engine_db)]
+        result = engine_json(out)
+        rows = [query("SELECT count(*) FROM mail_message", dbname=db)[0][0] for db in (raw_db, engine_db)]
         if rows[0] != rows[1] or rows[0] != ds.params["messages"]:
             raise SystemExit("row counts differ: %s, expected %d" % (rows, ds.params["messages"]))
         raw_s = created["seconds"] + loaded["seconds"]
@@ -87,7 +91,7 @@ def main():
             }
         )
         for db in (raw_db, engine_db):
-            bench.drop_database(db)
+            drop_database(db)
     summary = {
         "dataset": {"db": ds.db, "db_size_bytes": facts["db_size_bytes"], "dump_bytes": size},
         "median": {key: statistics.median(r[key] for r in rounds) for key in ("guard_s", "raw_s", "import_s", "ratio")},
