@@ -14,10 +14,10 @@ from .server_fields import EVERY_FIELD
 _logger = logging.getLogger(__name__)
 
 RUN_ACTIONS = [
-    (run_protocol.BACKUP, "Backup"),
-    (run_protocol.RESTORE, "Restore"),
-    (run_protocol.DRILL, "Restore drill"),
-    (run_protocol.VERIFY, "Verification"),
+    (plans.BACKUP, "Backup"),
+    (plans.RESTORE, "Restore"),
+    (plans.DRILL, "Restore drill"),
+    (plans.VERIFY, "Verification"),
 ]
 # How many times the collector looks for dead runs on a new snapshot when a run changed under the previous one.
 REAP_ATTEMPTS = 5

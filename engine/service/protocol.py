@@ -14,8 +14,6 @@ RUN_LOCK_CLASS = 0x5350  # pg_advisory_lock(RUN_LOCK_CLASS, run_id) while a run 
 WORKER_LOCK_CLASS = 0x5351  # pg_advisory_lock_shared(WORKER_LOCK_CLASS, mode) while a worker serves
 MODE_SERVICE, MODE_ONESHOT = 0, 1
 CHANNEL = "spp_backup_run"
-BACKUP, RESTORE, DRILL, VERIFY = "backup", "restore", "drill", "verify"
-ACTIONS = (BACKUP, RESTORE, DRILL, VERIFY)
 COLLECT_CRON_XMLID = ("spp_backup", "ir_cron_spp_backup_collect")
 
 # The live run form (static/src/js/run_live.js) listens on this bus channel for notifications of this type.
