@@ -6,16 +6,14 @@ import re
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
-from ..engine.core import scope
+from ..engine.core import plans, scope
 from ..engine.core.config import DestinationConfig
 from ..engine.core.errors import BackupError
+from ..engine.core.manifest import is_backup_id
 from ..engine.db import pg as engine_pg
 from ..engine.io.storage import check_location, open_storage
 
 _logger = logging.getLogger(__name__)
-
-# Backup ids as the engine makes them: UTC time and a random suffix.
-BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4,32}$")
 
 # S3 bucket names: 3 to 63 lower-case letters, digits, dots and hyphens.
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -223,14 +221,12 @@ class SppBackupDestination(models.Model):
             engine_pg.check_db_name(db_name)
         except BackupError as exc:
             raise UserError(str(exc)) from exc
-        if backup_id not in ("latest",) and not BACKUP_ID_RE.match(backup_id or ""):
+        if backup_id != "latest" and not is_backup_id(backup_id):
             raise UserError(_("%s is not a backup id (they read like 20261126T030000Z-3f9a1c).", backup_id))
         self.env["spp.backup.engine"]._check_database_scope(db_name, what="read the backups of")
-        return {
-            "destination": dataclasses.asdict(destination._to_engine_destination()),
-            "db_name": db_name,
-            "backup_id": backup_id,
-        }
+        return plans.Source(
+            destination=dataclasses.asdict(destination._to_engine_destination()), db_name=db_name, backup_id=backup_id
+        )
 
     @api.constrains("kind", "bucket", "prefix", "endpoint_url", "part_size_mb", "sse", "sse_kms_key_id")
     def _check_s3(self):

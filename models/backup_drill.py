@@ -1,6 +1,7 @@
 from markupsafe import Markup
 from odoo import _, api, fields, models
 
+from ..engine.core import plans, states
 from ..engine.core.human import human_duration
 
 
@@ -55,9 +56,9 @@ class SppBackupDrill(models.Model):
     @api.depends("state", "is_ok")
     def _compute_verdict(self):
         for drill in self:
-            if drill.state == "done" and drill.is_ok:
+            if drill.state == states.DONE and drill.is_ok:
                 drill.verdict = "passed"
-            elif drill.state in ("done", "failed"):
+            elif drill.state in states.FINISHED:
                 drill.verdict = "failed"
             else:
                 drill.verdict = "pending"
@@ -66,7 +67,7 @@ class SppBackupDrill(models.Model):
     def _compute_times(self):
         for drill in self:
             drill.restore_time = human_duration(drill.restore_seconds) if drill.is_rto_measured else False
-            drill.total_time = human_duration(drill.total_seconds) if drill.state in ("done", "failed") else False
+            drill.total_time = human_duration(drill.total_seconds) if drill.state in states.FINISHED else False
 
     @api.depends("policy_id.name", "backup_id")
     def _compute_name(self):
@@ -82,13 +83,13 @@ class SppBackupDrill(models.Model):
         Engine = self.env["spp.backup.engine"]
         source = self.env["spp.backup.destination"]._source_of(copy=self.copy_id)
         manifest = self._read_manifest(self._source_ref(source))
-        return {
-            "source": source,
-            "public_key": Engine._trusted_public_key(),
-            "unsigned_ok": Engine._unsigned_ok(self.policy_id),
-            "neutralize_sql": Engine._neutralize_queries(manifest.get("modules") or {}),
-            "jobs": 1,
-        }
+        return plans.DrillPlan(
+            source=source,
+            public_key=Engine._trusted_public_key(),
+            unsigned_ok=Engine._unsigned_ok(self.policy_id),
+            neutralize_sql=Engine._neutralize_queries(manifest.get("modules") or {}),
+            jobs=1,
+        )
 
     def _record_result(self, result):
         self.ensure_one()
@@ -144,7 +145,7 @@ class SppBackupDrill(models.Model):
         if not self.is_ok:
             # A finished drill that reports a failed check is a failed drill.
             reason = _("The drill reported a failed check.")
-            self.write({"state": "failed", "error_message": reason})
+            self.write({"state": states.FAILED, "error_message": reason})
             return self._on_run_failed(reason, {})
         self.message_post(
             body=_(

@@ -13,7 +13,7 @@ from odoo.modules.module import get_module_path
 from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tools import config as odoo_config
 
-from ..engine.core import scope
+from ..engine.core import scope, states
 from ..engine.core.config import PgConfig, Settings
 from ..engine.core.errors import BackupError
 from ..engine.io import crypto
@@ -236,7 +236,7 @@ class SppBackupEngine(models.AbstractModel):
     def _check_workers(self):
         """From the collect cron: start a one-shot worker for queued runs when none is alive; alert when stuck."""
         Run = self.env["spp.backup.run"].sudo()
-        queued = Run.search([("state", "=", "queued")], order="id")
+        queued = Run.search([("state", "=", states.QUEUED)], order="id")
         if queued and self._embedded_allowed():
             self._ensure_oneshot_worker()
         self.env["spp.backup.alert"]._check_stuck_runs(queued, self._worker_mode())

@@ -4,6 +4,7 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
+from ..engine.core import plans, states
 from ..engine.core.errors import BackupError
 from ..engine.core.human import human_bytes, human_duration
 from ..engine.core.manifest import filestore_artifact
@@ -80,13 +81,13 @@ class SppBackupJob(models.Model):
 
     verify_state = fields.Selection(
         [
-            ("not_verified", "Not verified"),
-            ("verifying", "Verifying"),
-            ("ok", "Verified"),
-            ("failed", "Verification failed"),
+            (states.NOT_VERIFIED, "Not verified"),
+            (states.VERIFYING, "Verifying"),
+            (states.VERIFIED, "Verified"),
+            (states.FAILED, "Verification failed"),
         ],
         string="Verification",
-        default="not_verified",
+        default=states.NOT_VERIFIED,
         required=True,
         readonly=True,
         copy=False,
@@ -143,7 +144,7 @@ class SppBackupJob(models.Model):
 
     def _run_plan(self):
         # The worker checks each destination against odoo.conf and the approvals the server recorded, itself.
-        return self.policy_id._to_engine_plan().to_dict()
+        return self.policy_id._to_engine_plan()
 
     def _queue_run(self):
         for job in self:
@@ -170,15 +171,17 @@ class SppBackupJob(models.Model):
 
     def _apply_run_failed(self, run, reason):
         if run.action == "verify":
-            if run == self.verify_run_id and self.verify_state == "verifying":
-                self.write({"verify_state": "failed", "verified_at": fields.Datetime.now(), "verify_report": reason})
+            if run == self.verify_run_id and self.verify_state == states.VERIFYING:
+                self.write(
+                    {"verify_state": states.FAILED, "verified_at": fields.Datetime.now(), "verify_report": reason}
+                )
             return
         super()._apply_run_failed(run, reason)
 
     def _set_duration(self, status=None):
         # The worker's result carries the backup's own duration.
         if not (status or {}).get("result"):
-            super(SppBackupJob, self.filtered(lambda job: job.state not in ("done", "partial")))._set_duration(status)
+            super(SppBackupJob, self.filtered(lambda job: job.state not in states.SUCCEEDED))._set_duration(status)
 
     def _record_result(self, status):
         """Store the evidence of the worker's result: sizes, SHA-256s, summary, copies, retention."""
@@ -312,7 +315,7 @@ class SppBackupJob(models.Model):
 
     def _on_run_failed(self, reason, status):
         result = status.get("result") or {}
-        if status.get("state") == "failed" and any(copy.get("ok") for copy in result.get("copies") or []):
+        if status.get("state") == states.FAILED and any(copy.get("ok") for copy in result.get("copies") or []):
             return self._on_partly_done(status)
         finished = self.finished_at
         policy = self.policy_id.sudo()
@@ -328,7 +331,7 @@ class SppBackupJob(models.Model):
 
     def _on_partly_done(self, status):
         """Some copies are stored, others failed: the job is partly done; the stored ones count for the RPO."""
-        self.write({"state": "partial"})
+        self.write({"state": states.PARTIAL})
         self._record_result(status)
         policy = self.policy_id.sudo()
         if not policy.last_success_at or policy.last_success_at <= self.finished_at:
@@ -354,7 +357,7 @@ class SppBackupJob(models.Model):
         self.env["spp.backup.engine"]._check_restore_right()
         self._ensure_copies()
         copies = self.copy_ids.filtered(lambda c: c.state == "ok")
-        if self.state not in ("done", "partial") or not self.backup_id or not copies:
+        if self.state not in states.SUCCEEDED or not self.backup_id or not copies:
             raise UserError(self._no_copy_text())
         return copies[0].action_restore()
 
@@ -392,23 +395,18 @@ class SppBackupJob(models.Model):
             copies = job.copy_ids.filtered(lambda c: c.state == "ok")
             if not job.backup_id or not copies:
                 raise UserError(job._no_copy_text())
-            if job.verify_run_id.state in ("queued", "running"):
+            if job.verify_run_id.state in states.IN_FLIGHT:
                 raise UserError(_("Job %s is being verified already: wait for the result.", job.display_name))
-            sources = []
-            for copy in copies:
-                source = copy._engine_source()
-                source["label"] = copy.location
-                sources.append(source)
+            sources = [dataclasses.replace(copy._engine_source(), label=copy.location) for copy in copies]
             Engine = self.env["spp.backup.engine"]
-            key = Engine._trusted_public_key()
-            plan = {
-                "sources": sources,
-                "public_key": key,
-                "unsigned_ok": Engine._unsigned_ok(job.policy_id),
-                "deep": True,
-            }
-            run = job.env["spp.backup.run"]._queue("verify", plan, job, policy=job.policy_id)
-            job.write({"verify_run_id": run.id, "verify_state": "verifying"})
+            plan = plans.VerifyPlan(
+                sources=sources,
+                public_key=Engine._trusted_public_key(),
+                unsigned_ok=Engine._unsigned_ok(job.policy_id),
+                deep=True,
+            )
+            run = job.env["spp.backup.run"]._queue(plans.VERIFY, plan, job, policy=job.policy_id)
+            job.write({"verify_run_id": run.id, "verify_state": states.VERIFYING})
         return True
 
     def _apply_verify(self, run):
@@ -417,9 +415,9 @@ class SppBackupJob(models.Model):
         now = run.finished_at or fields.Datetime.now()
         copies = self.copy_ids.filtered(lambda c: c.state == "ok")
         reports = run._result_data().get("reports") or []
-        if run.state != "done" or len(reports) != len(copies):
+        if run.state != states.DONE or len(reports) != len(copies):
             reason = run.error_message or _("the verification did not report on every copy")
-            self.write({"verify_state": "failed", "verified_at": now, "verify_report": reason})
+            self.write({"verify_state": states.FAILED, "verified_at": now, "verify_report": reason})
             self.message_post(
                 body=_("Verification of backup %(id)s failed: %(what)s", id=self.backup_id, what=reason),
                 subtype_xmlid="spp_backup.mt_verify_failed",
@@ -430,7 +428,7 @@ class SppBackupJob(models.Model):
             text, failure = self._verify_text(copy, report)
             copy.write(
                 {
-                    "verify_state": "failed" if failure else "ok",
+                    "verify_state": states.FAILED if failure else states.VERIFIED,
                     "verified_at": now,
                     "verify_report": text,
                     "signature": report.get("signature") or False,
@@ -440,7 +438,11 @@ class SppBackupJob(models.Model):
             if failure:
                 failures.append("%s: %s" % (copy.location, failure))
         self.write(
-            {"verify_state": "failed" if failures else "ok", "verified_at": now, "verify_report": "\n\n".join(texts)}
+            {
+                "verify_state": states.FAILED if failures else states.VERIFIED,
+                "verified_at": now,
+                "verify_report": "\n\n".join(texts),
+            }
         )
         if failures:
             self.message_post(

@@ -4,6 +4,7 @@ import os
 from odoo import _, fields, models
 from odoo.exceptions import UserError
 
+from ..engine.core import plans
 from ..engine.core.config import DestinationConfig
 from .server_fields import EVERY_FIELD
 
@@ -73,7 +74,7 @@ class SppBackupJobCopy(models.Model):
             )
         if backup_id != job.backup_id:
             raise UserError(_("The location %(where)s does not hold backup %(id)s.", where=location, id=job.backup_id))
-        return {"destination": dataclasses.asdict(config), "db_name": db_name, "backup_id": backup_id}
+        return plans.Source(destination=dataclasses.asdict(config), db_name=db_name, backup_id=backup_id)
 
     def action_restore(self):
         """Open the restore wizard on this copy."""

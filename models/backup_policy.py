@@ -6,7 +6,7 @@ from odoo.addons.base.models.res_partner import _tz_get
 from odoo.exceptions import UserError, ValidationError
 from odoo.tools.sql import column_exists, create_column, table_exists
 
-from ..engine.core import scope
+from ..engine.core import scope, states
 from ..engine.core.config import BackupPlan
 from ..engine.core.errors import BackupError
 from ..engine.core.retention import RetentionRules
@@ -598,7 +598,7 @@ class SppBackupPolicy(models.Model):
             if not drill:
                 policy.last_drill_state = "none"
             else:
-                policy.last_drill_state = "passed" if drill.state == "done" and drill.is_ok else "failed"
+                policy.last_drill_state = "passed" if drill.state == states.DONE and drill.is_ok else "failed"
             if (
                 policy.rpo_status == "breached"
                 or policy.rto_status == "breached"
@@ -652,7 +652,7 @@ class SppBackupPolicy(models.Model):
                 policy.state = "failing"
             elif success and policy.last_success_job_id.verify_state == "failed":
                 policy.state = "verify_failed"
-            elif success and policy.last_success_job_id.state == "partial":
+            elif success and policy.last_success_job_id.state == states.PARTIAL:
                 policy.state = "partial"
             elif not success:
                 policy.state = "never"
@@ -782,12 +782,10 @@ class SppBackupPolicy(models.Model):
         """True when a backup of this policy is queued or running (the worker's run decides, not the job)."""
         self.ensure_one()
         jobs = (
-            self.env["spp.backup.job"]
-            .sudo()
-            .search([("policy_id", "=", self.id), ("state", "in", ("queued", "running"))])
+            self.env["spp.backup.job"].sudo().search([("policy_id", "=", self.id), ("state", "in", states.IN_FLIGHT)])
         )
         jobs._collect()
-        return any(job.state in ("queued", "running") for job in jobs)
+        return any(job.state in states.IN_FLIGHT for job in jobs)
 
     def _due(self, now=None):
         """Active policies whose next run has come and that have no job in progress."""

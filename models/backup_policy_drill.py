@@ -3,6 +3,7 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
+from ..engine.core import states
 from ..engine.core.schedule import next_drill
 
 _logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class SppBackupPolicyDrill(models.Model):
         return bool(
             self.env["spp.backup.drill"]
             .sudo()
-            .search_count([("policy_id", "=", self.id), ("state", "in", ("queued", "running"))], limit=1)
+            .search_count([("policy_id", "=", self.id), ("state", "in", states.IN_FLIGHT)], limit=1)
         )
 
     def _start_drill(self, trigger="manual", job=None, copy=None):
@@ -148,7 +149,7 @@ class SppBackupPolicyDrill(models.Model):
         that cannot start is alerted; the backup stays recorded.
         """
         self.ensure_one()
-        if not self.is_drill_scheduled or job.signing != "unsigned" or job.state not in ("done", "partial"):
+        if not self.is_drill_scheduled or job.signing != "unsigned" or job.state not in states.SUCCEEDED:
             return None
         if not job.backup_id:
             return None
@@ -160,7 +161,7 @@ class SppBackupPolicyDrill(models.Model):
                     ("policy_id", "=", self.id),
                     ("id", "!=", job.id),
                     ("signing", "=", "unsigned"),
-                    ("state", "in", ("done", "partial")),
+                    ("state", "in", states.SUCCEEDED),
                 ],
                 limit=1,
             )

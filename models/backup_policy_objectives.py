@@ -2,6 +2,7 @@ import datetime
 
 from odoo import _, api, fields, models
 
+from ..engine.core import states
 from ..engine.core.human import human_duration
 
 
@@ -21,7 +22,7 @@ class SppBackupPolicyObjectives(models.Model):
             .search(
                 [
                     ("policy_id", "=", self.id),
-                    ("state", "in", ("done", "partial")),
+                    ("state", "in", states.SUCCEEDED),
                     ("backup_id", "!=", False),
                     ("verify_state", "!=", "failed"),
                 ],
@@ -140,13 +141,13 @@ class SppBackupPolicyObjectives(models.Model):
         """Alerts after a job ended: a failure opens one, a success resolves it and may clear the RPO."""
         self.ensure_one()
         Alert = self.env["spp.backup.alert"]
-        if job.state == "failed":
+        if job.state == states.FAILED:
             Alert._raise(
                 self,
                 "job_failed",
                 _("Backup job %(job)s failed: %(reason)s", job=job.display_name, reason=job.error_message or ""),
             )
-        elif job.state == "partial":
+        elif job.state == states.PARTIAL:
             Alert._resolve(self, "job_failed", _("Backup job %s stored at least one copy.", job.display_name))
             failed = job.copy_ids.filtered(lambda c: c.state != "ok")
             Alert._raise(
@@ -161,7 +162,7 @@ class SppBackupPolicyObjectives(models.Model):
                 ),
             )
             self._check_objective_alerts()
-        elif job.state == "done":
+        elif job.state == states.DONE:
             Alert._resolve(self, "job_failed", _("Backup job %s succeeded.", job.display_name))
             Alert._resolve(self, "copy_failed", _("Backup job %s stored every copy.", job.display_name))
             self._check_objective_alerts()
@@ -174,7 +175,7 @@ class SppBackupPolicyObjectives(models.Model):
         if drill != self.last_drill_id:
             return
         Alert = self.env["spp.backup.alert"]
-        if drill.state == "done" and drill.is_ok:
+        if drill.state == states.DONE and drill.is_ok:
             Alert._resolve(self, "drill_failed", _("Drill %s passed.", drill.display_name))
         else:
             Alert._raise(

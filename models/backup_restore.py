@@ -1,6 +1,7 @@
 from markupsafe import Markup
 from odoo import _, api, fields, models, release
 
+from ..engine.core import plans
 from ..engine.core.human import human_duration
 from ..engine.ops import inflight
 
@@ -83,20 +84,20 @@ class SppBackupRestore(models.Model):
         if self.neutralize:
             manifest = self._read_manifest(self._source_ref(source))
             neutralize_sql = Engine._neutralize_queries(manifest.get("modules") or {})
-        options = {
-            "target_db": self.target_db,
-            "replace": self.is_replace,
-            "include_filestore": self.include_filestore,
-            "new_uuid": self.new_uuid,
-            "neutralize": self.neutralize,
-            "neutralize_sql": neutralize_sql,
-            "jobs": 1,
-            "public_key": (self.public_key or "").split() or None,
-            "expected_major_version": release.major_version,
+        options = plans.RestoreRequest(
+            target_db=self.target_db,
+            replace=self.is_replace,
+            include_filestore=self.include_filestore,
+            new_uuid=self.new_uuid,
+            neutralize=self.neutralize,
+            neutralize_sql=neutralize_sql,
+            jobs=1,
+            public_key=(self.public_key or "").split() or None,
+            expected_major_version=release.major_version,
             # The wizard had the target's name typed before it accepted a replace (_check_confirmation).
-            "confirm_name": self.target_db if self.is_replace else None,
-        }
-        return {"source": source, "options": options, "unsigned_ok": self.unsigned_ok}
+            confirm_name=self.target_db if self.is_replace else None,
+        )
+        return plans.RestorePlan(source=source, options=options, unsigned_ok=self.unsigned_ok)
 
     def _on_run_done(self, status):
         result = status.get("result") or {}

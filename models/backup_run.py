@@ -6,6 +6,7 @@ from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 from odoo.service.model import PG_CONCURRENCY_ERRORS_TO_RETRY
 
+from ..engine.core import plans, states
 from ..engine.core.human import human_duration
 from ..engine.service import protocol as run_protocol
 from .server_fields import EVERY_FIELD
@@ -13,12 +14,11 @@ from .server_fields import EVERY_FIELD
 _logger = logging.getLogger(__name__)
 
 RUN_ACTIONS = [
-    ("backup", "Backup"),
-    ("restore", "Restore"),
-    ("drill", "Restore drill"),
-    ("verify", "Verification"),
+    (plans.BACKUP, "Backup"),
+    (plans.RESTORE, "Restore"),
+    (plans.DRILL, "Restore drill"),
+    (plans.VERIFY, "Verification"),
 ]
-RUN_STATES = [("queued", "Queued"), ("running", "Running"), ("done", "Done"), ("failed", "Failed")]
 # How many times the collector looks for dead runs on a new snapshot when a run changed under the previous one.
 REAP_ATTEMPTS = 5
 
@@ -46,7 +46,7 @@ class SppBackupRun(models.Model):
 
     name = fields.Char(compute="_compute_name")
     action = fields.Selection(RUN_ACTIONS, required=True, readonly=True, index=True)
-    state = fields.Selection(RUN_STATES, default="queued", required=True, readonly=True, index=True)
+    state = fields.Selection(list(states.RUN_STATES), default=states.QUEUED, required=True, readonly=True, index=True)
     plan = fields.Text(readonly=True, help="What the worker is asked to do (no secrets).")
     res_model = fields.Char(string="Record model", readonly=True, index=True)
     res_id = fields.Many2oneReference(string="Record", model_field="res_model", readonly=True, index=True)
@@ -87,11 +87,14 @@ class SppBackupRun(models.Model):
 
     @api.model
     def _queue(self, action, plan, record, policy=None):
-        """A new queued run for ``record`` (created as the server; the caller checked the right)."""
+        """A new queued run for ``record`` (created as the server; the caller checked the right).
+
+        ``plan``: the typed plan of ``action`` (engine.core.plans), stored as the JSON the worker reads back.
+        """
         run = self.sudo().create(
             {
                 "action": action,
-                "plan": json.dumps(plan, sort_keys=True),
+                "plan": json.dumps(plans.plan_to_dict(action, plan), sort_keys=True),
                 "res_model": record._name,
                 "res_id": record.id,
                 "policy_id": policy.id if policy else False,
@@ -111,6 +114,11 @@ class SppBackupRun(models.Model):
 
     def _plan_data(self):
         return self._json("plan")
+
+    def _plan(self):
+        """The typed plan of this run (engine.core.plans), as the worker reads it."""
+        self.ensure_one()
+        return plans.plan_from_dict(self.action, self._plan_data())
 
     def _result_data(self):
         return self._json("result")
@@ -145,9 +153,9 @@ class SppBackupRun(models.Model):
         if dead:
             _logger.warning("Backup runs %s had lost their worker: marked failed", dead)
         Engine._commit_unless_testing()
-        self.sudo().search([("state", "=", "running")])._sync_running()
+        self.sudo().search([("state", "=", states.RUNNING)])._sync_running()
         Engine._commit_unless_testing()
-        for run in self.sudo().search([("state", "in", ("done", "failed")), ("is_applied", "=", False)], order="id"):
+        for run in self.sudo().search([("state", "in", states.FINISHED), ("is_applied", "=", False)], order="id"):
             run._apply()
             Engine._commit_unless_testing()
         Engine._check_workers()
@@ -178,7 +186,7 @@ class SppBackupRun(models.Model):
         for run in self:
             record = run._record()
             # A wizard's check has no state of its own to follow.
-            if not record or "state" not in record._fields or record.state != "queued":
+            if not record or "state" not in record._fields or record.state != states.QUEUED:
                 continue
             try:
                 with self.env.cr.savepoint():
@@ -190,7 +198,7 @@ class SppBackupRun(models.Model):
                     )
                     if not self.env.cr.fetchone():
                         continue
-                    record.write({"state": "running", "started_at": run.started_at or fields.Datetime.now()})
+                    record.write({"state": states.RUNNING, "started_at": run.started_at or fields.Datetime.now()})
             except psycopg2.OperationalError as exc:
                 if not is_concurrency_error(exc):
                     raise
@@ -210,7 +218,7 @@ class SppBackupRun(models.Model):
             log_exceptions=False,
         )
         row = self.env.cr.fetchone()
-        return bool(row) and not row[0] and row[1] in ("done", "failed")
+        return bool(row) and not row[0] and row[1] in states.FINISHED
 
     def _apply(self):
         """Record this finished run on its job, restore, drill or wizard, under the run's row lock.
@@ -233,7 +241,9 @@ class SppBackupRun(models.Model):
             self.env.invalidate_all()
             return False
         self.env["bus.bus"]._sendone(
-            "spp_backup_runs", "spp_backup.run", {"id": self.id, "res_model": self.res_model, "res_id": self.res_id}
+            run_protocol.BUS_CHANNEL,
+            run_protocol.BUS_TYPE,
+            {"id": self.id, "res_model": self.res_model, "res_id": self.res_id},
         )
         return True
 
@@ -250,7 +260,7 @@ class SppBackupRun(models.Model):
             _logger.exception("Cannot record the result of backup run %s", self.id)
             self.env.invalidate_all()
             reason = _("The result of this run could not be recorded: %s", "%s: %s" % (type(exc).__name__, exc))
-            self.write({"is_applied": True, "apply_error": reason, "state": "failed"})
+            self.write({"is_applied": True, "apply_error": reason, "state": states.FAILED})
             record = self._record()
             if not record or not hasattr(record, "_apply_run_failed"):
                 return
@@ -266,7 +276,7 @@ class SppBackupRun(models.Model):
         """Record these finished runs now (a person's Refresh); the runs another transaction is recording now."""
         busy = self.browse()
         for run in self:
-            if run.state in ("done", "failed") and not run.is_applied and not run._apply():
+            if run.state in states.FINISHED and not run.is_applied and not run._apply():
                 run.invalidate_recordset()
                 if not run.is_applied:
                     busy |= run

@@ -3,6 +3,7 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
+from ..engine.core import states
 from ..engine.core.config import DestinationConfig
 from ..engine.core.errors import BackupError
 from ..engine.core.human import human_duration
@@ -36,15 +37,9 @@ class SppBackupRunMixin(models.AbstractModel):
 
     state = fields.Selection(
         # "Partly done" is a backup's: some copies stored, at least one destination failed.
-        [
-            ("queued", "Queued"),
-            ("running", "Running"),
-            ("done", "Done"),
-            ("partial", "Partly done"),
-            ("failed", "Failed"),
-        ],
+        list(states.WORK_STATES),
         string="Status",
-        default="queued",
+        default=states.QUEUED,
         required=True,
         readonly=True,
         index=True,
@@ -82,7 +77,7 @@ class SppBackupRunMixin(models.AbstractModel):
     # ------------------------------------------------------------------ plan
 
     def _run_plan(self):
-        """The plan (a dict without secrets) of this record's run."""
+        """The typed plan (engine.core.plans, without secrets) of this record's run."""
         raise NotImplementedError
 
     def _run_policy(self):
@@ -107,18 +102,19 @@ class SppBackupRunMixin(models.AbstractModel):
 
     @api.model
     def _source_ref(self, source, settings=None):
-        """The engine BackupRef of a ``source`` (destination config, database, backup id) the server derived."""
+        """The engine BackupRef of a ``source`` (a plans.Source: destination, database, backup id) the server
+        derived."""
         settings = settings or self.env["spp.backup.engine"]._settings()
         try:
-            config = DestinationConfig(**source["destination"])
+            config = DestinationConfig(**source.destination)
             storage = open_storage(config, settings)
-            if source.get("backup_id") in (None, "", "latest"):
-                return latest(storage, source["db_name"])
-            return BackupRef(storage, source["db_name"], source["backup_id"])
+            if source.is_latest:
+                return latest(storage, source.db_name)
+            return BackupRef(storage, source.db_name, source.backup_id)
         except BackupError as exc:
             raise UserError(str(exc)) from exc
         except Exception as exc:  # storage and network trouble: a sentence here, the details in the log
-            _logger.warning("Cannot open the backup source %s", source.get("destination"), exc_info=True)
+            _logger.warning("Cannot open the backup source %s", source.destination, exc_info=True)
             raise UserError(_("The backup cannot be read: %s", "%s: %s" % (type(exc).__name__, exc))) from exc
 
     @api.model
@@ -138,7 +134,7 @@ class SppBackupRunMixin(models.AbstractModel):
         """Queue each record's run for the worker; a plan that cannot be made fails the record, in words."""
         Run = self.env["spp.backup.run"]._server_mode()
         for record in self._server_mode():
-            if record.state != "queued" or record.run_id:
+            if record.state != states.QUEUED or record.run_id:
                 raise UserError(record._run_text("already_started", record=record.display_name))
             try:
                 plan = record._run_plan()
@@ -160,18 +156,18 @@ class SppBackupRunMixin(models.AbstractModel):
             return runs
         self.env.flush_all()
         runs._reap_dead_runs()
-        runs.filtered(lambda run: run.state == "running")._sync_running()
+        runs.filtered(lambda run: run.state == states.RUNNING)._sync_running()
         return runs._apply_now()
 
     def _apply_run(self, run):
         """Record a finished ``run`` on this record: times, state, then the model's own evidence."""
         self.ensure_one()
-        if self.state not in ("queued", "running"):
+        if self.state not in states.IN_FLIGHT:
             return
         status = {"state": run.state, "result": run._result_data(), "error": run.error_message, "log": run.log}
         self.write({"started_at": run.started_at or self.started_at, "finished_at": run.finished_at})
-        if run.state == "done":
-            self.write({"state": "done", "error_message": False})
+        if run.state == states.DONE:
+            self.write({"state": states.DONE, "error_message": False})
             self._set_duration(status)
             self._on_run_done(status)
         else:
@@ -187,13 +183,13 @@ class SppBackupRunMixin(models.AbstractModel):
     def _apply_run_failed(self, run, reason):
         """``run`` finished but its result could not be recorded (``reason``): this record's run failed, in words."""
         self.ensure_one()
-        if run == self.run_id and self.state in ("queued", "running"):
-            self.write({"state": "failed", "error_message": reason, "finished_at": fields.Datetime.now()})
+        if run == self.run_id and self.state in states.IN_FLIGHT:
+            self.write({"state": states.FAILED, "error_message": reason, "finished_at": fields.Datetime.now()})
 
     def _mark_run_failed(self, reason, status=None, finished=None):
         self.ensure_one()
         finished = finished or fields.Datetime.now()
-        self.write({"state": "failed", "error_message": reason, "finished_at": finished})
+        self.write({"state": states.FAILED, "error_message": reason, "finished_at": finished})
         self._set_duration(status)
         self._on_run_failed(reason, status or {})
 

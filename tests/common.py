@@ -10,6 +10,8 @@ from unittest.mock import patch
 from odoo import fields
 from odoo.tests.common import TransactionCase, new_test_user
 
+from ..engine.core import plans, states
+from ..engine.core.config import BackupPlan
 from ..engine.core.errors import BackupError
 from ..engine.db import pg
 from ..engine.io import crypto
@@ -20,6 +22,17 @@ from ..models.server_fields import server_mode
 from .s3server import S3_ENV, MotoServer, moto_server_command
 
 ADDON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def placeholder_plan(action, db_name):
+    """A well-formed plan of ``action`` for a run a test holds itself (never given to a worker)."""
+    source = plans.Source(destination={"kind": "local", "path": "/nonexistent"}, db_name=db_name)
+    return {
+        plans.BACKUP: BackupPlan(db_name=db_name, destinations=[]),
+        plans.RESTORE: plans.RestorePlan(source=source, options=plans.RestoreRequest(target_db=db_name)),
+        plans.DRILL: plans.DrillPlan(source=source),
+        plans.VERIFY: plans.VerifyPlan(),
+    }[action]
 
 
 class _TestConnection:
@@ -59,8 +72,8 @@ def work_queued(env, collect=True, data_dir=None):
         conf_path=Engine._conf_path(),
         identities=crypto.load_identities(identity_file) if identity_file else [],
     )
-    for run in env["spp.backup.run"].sudo().search([("state", "=", "queued")], order="id"):
-        run.write({"state": "running", "started_at": fields.Datetime.now(), "worker_host": socket.gethostname()})
+    for run in env["spp.backup.run"].sudo().search([("state", "=", states.QUEUED)], order="id"):
+        run.write({"state": states.RUNNING, "started_at": fields.Datetime.now(), "worker_host": socket.gethostname()})
         env.flush_all()
         # The worker's own reporter writes progress, current step and log, in this transaction.
         reporter = engine_worker.RunReporter(_TestConnection(env.cr), run.id)
@@ -83,7 +96,7 @@ def work_queued(env, collect=True, data_dir=None):
         run.invalidate_recordset()
         run.write(
             {
-                "state": "failed" if error else "done",
+                "state": states.FAILED if error else states.DONE,
                 "result": json.dumps(result, default=str) if result is not None else False,
                 "error_message": error or False,
                 "finished_at": fields.Datetime.now(),
@@ -150,16 +163,16 @@ class BackupCase(TransactionCase):
         job = self.Job.sudo().create({"policy_id": policy.id, "trigger": "schedule", "signing": signing})
         job.plan_destination_ids = ",".join(str(dest.id) for dest in policy.destination_ids)
         self.attach_run(job, "backup")
-        vals = {"state": "running", "started_at": fields.Datetime.now()}
+        vals = {"state": states.RUNNING, "started_at": fields.Datetime.now()}
         vals.update(values)
         job.write(vals)
         return job
 
     def attach_run(self, record, action):
         """A running run for ``record`` (a job, restore or drill), held by a live worker: this test's session."""
-        run = self.Run._queue(action, {}, record, policy=record._run_policy())
-        run.write({"state": "running", "started_at": fields.Datetime.now(), "worker_host": socket.gethostname()})
-        record.sudo().write({"run_id": run.id, "state": "running", "started_at": fields.Datetime.now()})
+        run = self.Run._queue(action, placeholder_plan(action, self.env.cr.dbname), record, policy=record._run_policy())
+        run.write({"state": states.RUNNING, "started_at": fields.Datetime.now(), "worker_host": socket.gethostname()})
+        record.sudo().write({"run_id": run.id, "state": states.RUNNING, "started_at": fields.Datetime.now()})
         self.hold_run_lock(run)
         return run
 
@@ -174,7 +187,7 @@ class BackupCase(TransactionCase):
         """The worker of ``run`` dies: its lock goes."""
         self.env.cr.execute("SELECT pg_advisory_unlock(%s, %s)", (run_protocol.RUN_LOCK_CLASS, run.id))
 
-    def finish_run(self, record, state="done", result=None, error=None, log=""):
+    def finish_run(self, record, state=states.DONE, result=None, error=None, log=""):
         """Write the end of ``record``'s run the way the worker does (state, result, error, log)."""
         run = record.run_id.sudo()
         run.write(
@@ -183,7 +196,7 @@ class BackupCase(TransactionCase):
                 "result": json.dumps(result) if result is not None else False,
                 "error_message": error or False,
                 "log": log,
-                "progress": 100.0 if state == "done" else run.progress,
+                "progress": 100.0 if state == states.DONE else run.progress,
                 "started_at": run.started_at or fields.Datetime.now(),
                 "finished_at": fields.Datetime.now(),
             }
@@ -261,7 +274,7 @@ class BackupCase(TransactionCase):
         """Run what is queued and record it; True when ``record`` has finished."""
         cls.work()
         record.invalidate_recordset()
-        return record.state in ("done", "partial", "failed")
+        return record.state in (states.DONE, states.PARTIAL, states.FAILED)
 
     # ------------------------------------------------------------- databases
 
@@ -306,7 +319,7 @@ class RealBackupCase(BackupCase):
         super().setUpClass()
         wizard = cls.env["spp.backup.run.now"].with_user(cls.manager).create({"policy_id": cls.policy.id})
         cls.job = cls.Job.browse(wizard.action_confirm()["res_id"])
-        if not cls.run_to_end(cls.job) or cls.job.state != "done":
+        if not cls.run_to_end(cls.job) or cls.job.state != states.DONE:
             raise RuntimeError("The backup the tests need failed: %s" % (cls.job.error_message or cls.job.state))
         cls.backup_dir = cls.job.location.strip()
         cls.first_drill = cls.env["spp.backup.drill"].search([("policy_id", "=", cls.policy.id)])

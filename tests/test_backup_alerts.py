@@ -4,6 +4,7 @@ from unittest.mock import patch
 from odoo import fields
 from odoo.tests import tagged
 
+from ..engine.core import states
 from .common import BackupCase
 
 
@@ -38,16 +39,16 @@ class TestBackupAlerts(BackupCase):
 
     def fail_job(self, reason="disk full"):
         job = self.make_job()
-        self.finish_run(job, "failed", error=reason)
+        self.finish_run(job, states.FAILED, error=reason)
         job._collect()
-        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.state, states.FAILED)
         return job
 
     def succeed_job(self):
         job = self.make_job()
-        self.finish_run(job, "done", self.fake_result())
+        self.finish_run(job, states.DONE, self.fake_result())
         job._collect()
-        self.assertEqual(job.state, "done")
+        self.assertEqual(job.state, states.DONE)
         return job
 
     def finished_drill(self, ok=True, restore_seconds=60.0, policy=None, by_cron=False):
@@ -69,7 +70,7 @@ class TestBackupAlerts(BackupCase):
         self.attach_run(drill, "drill")
         self.finish_run(
             drill,
-            "done" if ok else "failed",
+            states.DONE if ok else states.FAILED,
             result,
             error=None if ok else "The restore drill failed: pg_restore failed",
         )
@@ -162,7 +163,7 @@ class TestBackupAlerts(BackupCase):
         old = self.succeed_job()
         new = self.succeed_job()
         old.finished_at = new.finished_at - datetime.timedelta(hours=30)
-        new.verify_state = "failed"
+        new.verify_state = states.FAILED
         self.assertEqual(self.policy._recovery_point(), old)
         self.assertEqual(self.policy._rpo_verdict(new.finished_at)[0], "breached")
 
@@ -183,7 +184,7 @@ class TestBackupAlerts(BackupCase):
         self.Policy._cron_check_objectives()
         self.assertEqual(self.alerts("rto_breach"), rto)
         drill = self.finished_drill(ok=True, restore_seconds=600, by_cron=True)
-        self.assertEqual(drill.state, "done", "the collect cron collects drills too")
+        self.assertEqual(drill.state, states.DONE, "the collect cron collects drills too")
         self.assertEqual(rto.state, "resolved")
         self.assertEqual(self.policy.rto_status, "ok")
         self.assertEqual(self.policy.last_drill_state, "passed")

@@ -4,6 +4,7 @@ import xmlrpc.client
 from odoo.exceptions import AccessError
 from odoo.tests import HttpCase, tagged
 
+from ..engine.core import states
 from .common import BackupCase
 
 
@@ -16,7 +17,7 @@ class TestChatterIsEvidence(BackupCase, HttpCase):
         super().setUpClass()
         cls.admin = cls.env.ref("base.user_admin")
         cls.job = cls.Job.create({"policy_id": cls.policy.id, "trigger": "manual"})
-        cls.job.write({"state": "done", "location": "/nowhere/db/20261126T030000Z-abc123"})
+        cls.job.write({"state": states.DONE, "location": "/nowhere/db/20261126T030000Z-abc123"})
         cls.server_message = cls.job.message_post(body="Backup verified: signature valid")
         # An alert is posted to the managers: they are its recipients, which Odoo takes as leave to edit it.
         cls.alert = cls.env["spp.backup.alert"]._raise(cls.policy, "job_failed", "The nightly backup failed.")

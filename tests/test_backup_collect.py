@@ -7,6 +7,7 @@ from odoo import SUPERUSER_ID, api, fields
 from odoo.exceptions import UserError
 from odoo.tests import tagged
 
+from ..engine.core import plans, states
 from ..engine.service import protocol as run_protocol
 from .common import BackupCase, as_the_server
 
@@ -30,10 +31,10 @@ class TestBackupCollect(BackupCase):
                 "target_db": "%s_collect" % env.cr.dbname[:40],
             }
         )
-        run = env["spp.backup.run"]._queue("verify", {}, wizard)
+        run = env["spp.backup.run"]._queue(plans.VERIFY, plans.VerifyPlan(), wizard)
         run.write(
             {
-                "state": "done",
+                "state": states.DONE,
                 "result": json.dumps({"reports": [{"error": "the set is gone"}]}),
                 "started_at": fields.Datetime.now(),
                 "finished_at": fields.Datetime.now(),
@@ -47,7 +48,7 @@ class TestBackupCollect(BackupCase):
         without a traceback, the job after it is recorded in the same pass, and the broken run is never retried."""
         wizard = self.make_checking_wizard()
         job = self.make_job()
-        self.finish_run(job, "done", self.fake_result("20261126T040000Z-900d00"))
+        self.finish_run(job, states.DONE, self.fake_result("20261126T040000Z-900d00"))
         calls = []
 
         def broken(record, run):
@@ -60,12 +61,12 @@ class TestBackupCollect(BackupCase):
         run = wizard.check_run_id
         self.assertEqual(calls, [run.id])
         self.assertTrue(run.is_applied)
-        self.assertEqual(run.state, "failed")
+        self.assertEqual(run.state, states.FAILED)
         self.assertIn("The result of this run could not be recorded: AttributeError", run.apply_error)
         self.assertEqual((wizard.step, wizard.is_check_ok), ("checked", False))
         self.assertIn("could not be recorded", wizard.check_report)
         self.assertNotIn("Traceback", wizard.check_report)
-        self.assertEqual((job.state, job.backup_id), ("done", "20261126T040000Z-900d00"))
+        self.assertEqual((job.state, job.backup_id), (states.DONE, "20261126T040000Z-900d00"))
         self.assertTrue(job.run_id.is_applied)
         with patch.object(Wizard, "_apply_run", broken):
             self.Run._cron_collect()
@@ -152,7 +153,7 @@ class TestBackupCollectConcurrency(BackupCase):
                     "plan": "{}",
                     "res_model": wizard._name,
                     "res_id": wizard.id,
-                    "state": "done",
+                    "state": states.DONE,
                     "result": json.dumps({"reports": [{"error": "the set is gone"}]}),
                     "finished_at": fields.Datetime.now(),
                 }
@@ -181,7 +182,7 @@ class TestBackupCollectConcurrency(BackupCase):
             self.assertIn(BEING_RECORDED, caught.exception.args[0])
             person.rollback()
             collector.rollback()
-        self.assertEqual(self.committed_state(wizard_id, run_id), (("done", False, None), "checking"))
+        self.assertEqual(self.committed_state(wizard_id, run_id), ((states.DONE, False, None), "checking"))
 
     def test_job_refresh_while_the_collector_holds_its_run_says_so_and_the_due_cron_passes(self):
         """A backup job's Refresh while the collector records its run: the same sentence; the due-policies cron,
@@ -196,12 +197,12 @@ class TestBackupCollectConcurrency(BackupCase):
                     "res_model": job._name,
                     "res_id": job.id,
                     "policy_id": self.race_policy_id,
-                    "state": "failed",
+                    "state": states.FAILED,
                     "error_message": "disk full",
                     "finished_at": fields.Datetime.now(),
                 }
             )
-            job.write({"run_id": run.id, "state": "running"})
+            job.write({"run_id": run.id, "state": states.RUNNING})
             job_id = job.id
         with self.registry.cursor() as collector, self.registry.cursor() as person:
             collector.execute("SELECT id FROM spp_backup_run WHERE id = %s FOR UPDATE", (run.id,))
@@ -218,7 +219,7 @@ class TestBackupCollectConcurrency(BackupCase):
             env = api.Environment(person, SUPERUSER_ID, {})
             env["spp.backup.job"].browse(job_id).action_refresh()
             job = env["spp.backup.job"].browse(job_id)
-            self.assertEqual((job.state, job.error_message), ("failed", "disk full"))
+            self.assertEqual((job.state, job.error_message), (states.FAILED, "disk full"))
 
     def test_refresh_after_the_collector_recorded_it_under_its_snapshot_says_so(self):
         """The collector records the run after Refresh's transaction began: a sentence, not a serialization error;
@@ -234,7 +235,7 @@ class TestBackupCollectConcurrency(BackupCase):
             person.rollback()
         with self.registry.cursor() as person:
             self.refresh(person, wizard_id)
-        self.assertEqual(self.committed_state(wizard_id, run_id), (("done", True, None), "checked"))
+        self.assertEqual(self.committed_state(wizard_id, run_id), ((states.DONE, True, None), "checked"))
 
     def test_refresh_racing_the_collector_fifty_times(self):
         """Refresh and "Backup: Collect results" started together on the same finished check, 50 times: each
@@ -250,7 +251,7 @@ class TestBackupCollectConcurrency(BackupCase):
             wizard_id, run_id = self.committed_wizard()
             self.assertEqual(self.race_once(wizard_id, outcomes), [])
             run, step = self.committed_state(wizard_id, run_id)
-            self.assertEqual(run, ("done", True, None))
+            self.assertEqual(run, (states.DONE, True, None))
             self.assertEqual(step, "checked")
 
     def race_once(self, wizard_id, outcomes):
@@ -299,7 +300,7 @@ class TestBackupCollectConcurrency(BackupCase):
             worker.commit()
             Run = as_the_server(api.Environment(cron, SUPERUSER_ID, {}))["spp.backup.run"]
             cron.execute("SELECT state FROM spp_backup_run WHERE id = %s", (run_id,))
-            self.assertEqual(cron.fetchone()[0], "running")
+            self.assertEqual(cron.fetchone()[0], states.RUNNING)
             worker.execute("UPDATE spp_backup_run SET state = 'done', finished_at = now() WHERE id = %s", (run_id,))
             worker.commit()
             worker.execute("SELECT pg_advisory_unlock(%s, %s)", (run_protocol.RUN_LOCK_CLASS, run_id))
@@ -308,7 +309,7 @@ class TestBackupCollectConcurrency(BackupCase):
                 Run._cron_collect()
             cron.rollback()
             self.assertEqual(Run._reap_dead_runs(), [], "on a new snapshot the run is seen done")
-        self.assertEqual(self.committed_state(wizard_id, run_id)[0][0], "done")
+        self.assertEqual(self.committed_state(wizard_id, run_id)[0][0], states.DONE)
         with self.registry.cursor() as cron:
             as_the_server(api.Environment(cron, SUPERUSER_ID, {}))["spp.backup.run"]._cron_collect()
-        self.assertEqual(self.committed_state(wizard_id, run_id), (("done", True, None), "checked"))
+        self.assertEqual(self.committed_state(wizard_id, run_id), ((states.DONE, True, None), "checked"))

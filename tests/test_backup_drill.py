@@ -9,6 +9,7 @@ from odoo import fields
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
+from ..engine.core import states
 from ..engine.core.human import count
 from .common import RealBackupCase
 
@@ -26,7 +27,7 @@ class TestBackupDrill(RealBackupCase):
         shutil.copytree(self.backup_dir, folder)
         breaker(folder)
         job = self.job.copy({"location": folder, "policy_id": (policy or self.policy).id})
-        job.write({"state": "done", "backup_id": self.job.backup_id, "finished_at": fields.Datetime.now()})
+        job.write({"state": states.DONE, "backup_id": self.job.backup_id, "finished_at": fields.Datetime.now()})
         job.copy_ids.unlink()
         job._ensure_copies()
         return job
@@ -46,7 +47,7 @@ class TestBackupDrill(RealBackupCase):
         with self.assertRaises(UserError, msg="one drill of a policy at a time"):
             self.policy.with_user(self.manager).action_drill_now()
         self.wait_for_run(drill)
-        self.assertEqual(drill.state, "done", drill.error_message or drill.report)
+        self.assertEqual(drill.state, states.DONE, drill.error_message or drill.report)
         self.assertTrue(drill.is_ok)
         self.assertEqual(drill.check_ids.mapped("name"), CHECK_NAMES)
         self.assertTrue(all(drill.check_ids.mapped("is_ok")), drill.report)
@@ -94,7 +95,7 @@ class TestBackupDrill(RealBackupCase):
         job = self.broken_copy(corrupt)
         drill = self.policy._start_drill(job=job, copy=job.copy_ids[0])
         self.wait_for_run(drill)
-        self.assertEqual(drill.state, "failed")
+        self.assertEqual(drill.state, states.FAILED)
         self.assertFalse(drill.is_ok)
         checks = {check.name: check for check in drill.check_ids}
         self.assertTrue(checks["checksums"].is_ok, "the bytes match the manifest")
@@ -124,7 +125,7 @@ class TestBackupDrill(RealBackupCase):
         job = self.broken_copy(truncate)
         drill = self.policy._start_drill(job=job, copy=job.copy_ids[0])
         self.wait_for_run(drill)
-        self.assertEqual(drill.state, "failed")
+        self.assertEqual(drill.state, states.FAILED)
         checks = {check.name: check for check in drill.check_ids}
         self.assertFalse(checks["checksums"].is_ok)
         self.assertIn("database", checks["checksums"].detail)
@@ -151,7 +152,7 @@ class TestBackupDrill(RealBackupCase):
         self.assertEqual(len(drill), 1)
         self.assertEqual(drill.trigger, "schedule")
         self.assertEqual(drill.job_id, self.job)
-        self.assertEqual(drill._run_plan()["source"]["backup_id"], self.job.backup_id)
+        self.assertEqual(drill._run_plan().source.backup_id, self.job.backup_id)
         self.assertEqual(start.call_count, 1)
         self.assertEqual(self.policy.next_drill, now + datetime.timedelta(weeks=1))
         self.assertFalse(Drill.search([("policy_id", "=", idle.id)]))
@@ -185,11 +186,11 @@ class TestBackupDrill(RealBackupCase):
         Drill = self.env["spp.backup.drill"]
         self.Policy._cron_run_drills(now=now)
         failed = Drill.search([("policy_id", "=", broken.id)])
-        self.assertEqual(failed.state, "failed")
+        self.assertEqual(failed.state, states.FAILED)
         self.assertIn("modules", failed.error_message)
         self.assertNotIn("Traceback", failed.error_message)
         good = Drill.search([("policy_id", "=", self.policy.id)])
-        self.assertEqual(good.state, "queued")
+        self.assertEqual(good.state, states.QUEUED)
         self.assertTrue(good.run_id)
 
     def test_cron_goes_on_when_a_drill_cannot_start(self):
@@ -212,7 +213,7 @@ class TestBackupDrill(RealBackupCase):
         self.assertEqual(len(alert), 1)
         self.assertIn("could not start: an unforeseen error", alert.message)
         self.assertGreater(broken.next_drill, now, "it is not retried on every run of the cron")
-        self.assertEqual(Drill.search([("policy_id", "=", self.policy.id)]).state, "queued")
+        self.assertEqual(Drill.search([("policy_id", "=", self.policy.id)]).state, states.QUEUED)
 
     def test_drill_now_needs_manager_and_a_backup(self):
         """Auditors cannot start a drill; a policy without any backup says so instead of starting one."""

@@ -6,6 +6,7 @@ from unittest.mock import patch
 
 from odoo.tests import tagged
 
+from ..engine.core import states
 from ..engine.io import crypto
 from .common import BackupCase
 
@@ -37,7 +38,7 @@ class TestBackupEndToEnd(BackupCase):
     def test_job_done_with_real_evidence(self):
         """The worker backs up the database; the job holds the real sizes and SHA-256s of files on disk."""
         job = self.job
-        self.assertEqual(job.state, "done", job.error_message)
+        self.assertEqual(job.state, states.DONE, job.error_message)
         self.assertEqual(job.trigger, "manual")
         self.assertEqual(job.user_id, self.manager)
         self.assertTrue(job.run_id.worker_host)
@@ -89,7 +90,7 @@ class TestBackupEndToEnd(BackupCase):
         self.policy.sign = True
         self.job.with_user(self.manager).action_verify()
         self.work()
-        self.assertEqual(self.job.verify_state, "failed")
+        self.assertEqual(self.job.verify_state, states.FAILED)
         self.assertIn("manifest.sig is missing", self.job.verify_report)
 
     def test_verify_detects_flipped_byte(self):
@@ -105,10 +106,10 @@ class TestBackupEndToEnd(BackupCase):
             handle.seek(-1, os.SEEK_CUR)
             handle.write(bytes([byte[0] ^ 0xFF]))
         tampered = self.job.copy({"location": copy})
-        tampered.write({"state": "done", "backup_id": self.job.backup_id})
+        tampered.write({"state": states.DONE, "backup_id": self.job.backup_id})
         tampered.with_user(self.manager).action_verify()
         self.work()
-        self.assertEqual(tampered.verify_state, "failed")
+        self.assertEqual(tampered.verify_state, states.FAILED)
         self.assertIn("database", tampered.verify_report)
         self.assertIn("SHA-256 differs", tampered.verify_report)
         subtype = self.env.ref("spp_backup.mt_verify_failed")
@@ -137,7 +138,7 @@ class TestBackupJobLog(BackupCase):
         wizard = self.env["spp.backup.run.now"].with_user(self.manager).create({"policy_id": self.policy.id})
         job = self.Job.browse(wizard.action_confirm()["res_id"])
         self.work(data_dir=data_dir)
-        self.assertEqual(job.state, "done", job.error_message)
+        self.assertEqual(job.state, states.DONE, job.error_message)
         for line in job.log_excerpt.splitlines():
             self.assertRegex(line, r"^\d\d:\d\d:\d\d \S", "every log line starts with its time")
         lines = [line.split(" ", 1)[1] for line in job.log_excerpt.splitlines()]

@@ -7,6 +7,7 @@ from pathlib import Path
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
+from ..engine.core import states
 from ..engine.formats import packstore
 from .common import BackupCase
 
@@ -26,7 +27,7 @@ class TestIncrementalPolicy(BackupCase):
         wizard = self.env["spp.backup.run.now"].with_user(self.manager).create({"policy_id": policy.id})
         job = self.Job.browse(wizard.action_confirm()["res_id"])
         self.work(data_dir=data_dir)
-        self.assertEqual(job.state, "done", job.error_message)
+        self.assertEqual(job.state, states.DONE, job.error_message)
         return job
 
     def test_new_policies_keep_only_new_files_and_restore_offers_the_filestore(self):

@@ -1,6 +1,7 @@
 from odoo import fields
 from odoo.tests import tagged
 
+from ..engine.core import plans, states
 from ..engine.ops import inflight
 from .common import BackupCase
 
@@ -14,11 +15,11 @@ class TestRestoredDatabase(BackupCase):
         """This database as the backup's snapshot holds it: the backup's own job running, its run running (no
         worker holds it any more), and a verification of an older job under way."""
         older = self.make_job()
-        self.finish_run(older, "done", self.fake_result("20261126T010000Z-01de00"))
+        self.finish_run(older, states.DONE, self.fake_result("20261126T010000Z-01de00"))
         self.Run._cron_collect()
         # What action_verify leaves, its worker then running the verification.
-        verify = self.Run._queue("verify", {}, older, policy=self.policy)
-        verify.write({"state": "running", "started_at": fields.Datetime.now()})
+        verify = self.Run._queue(plans.VERIFY, plans.VerifyPlan(), older, policy=self.policy)
+        verify.write({"state": states.RUNNING, "started_at": fields.Datetime.now()})
         older.write({"verify_run_id": verify.id, "verify_state": "verifying"})
         job = self.make_job()
         self.release_run_lock(job.run_id)
@@ -48,7 +49,7 @@ class TestRestoredDatabase(BackupCase):
         job, _older = self.snapshot_in_flight()
         before = self.noise()
         self.run_crons()
-        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.state, states.FAILED)
         after = self.noise()
         self.assertGreater(after[0], before[0], "an alert is opened")
         self.assertGreater(after[1], before[1], "activities are planned")
@@ -65,12 +66,12 @@ class TestRestoredDatabase(BackupCase):
         self.run_crons()
         self.run_crons()
         self.assertEqual(self.noise(), before)
-        self.assertEqual((job.state, job.error_message), ("failed", inflight.IN_FLIGHT_MESSAGE))
+        self.assertEqual((job.state, job.error_message), (states.FAILED, inflight.IN_FLIGHT_MESSAGE))
         self.assertIn("in flight when this backup was taken", job.error_message.lower())
-        self.assertEqual((job.run_id.state, job.run_id.is_applied), ("failed", True))
+        self.assertEqual((job.run_id.state, job.run_id.is_applied), (states.FAILED, True))
         self.assertEqual(job.run_id.error_message, inflight.IN_FLIGHT_MESSAGE)
         self.assertFalse(job.run_id.apply_error)
-        self.assertEqual((older.state, older.verify_state), ("done", "not_verified"))
+        self.assertEqual((older.state, older.verify_state), (states.DONE, "not_verified"))
         self.assertEqual(older.verify_report, inflight.IN_FLIGHT_MESSAGE)
         self.assertFalse(self.policy.last_failure_at)
         self.assertNotEqual(self.policy.state, "failing")
@@ -85,9 +86,9 @@ class TestRestoredDatabase(BackupCase):
         )
         self.attach_run(restore, "restore")
         closed = {"run": 1, "backup job": 1}
-        self.finish_run(restore, "done", {"in_flight_closed": closed, "duration": 3.0})
+        self.finish_run(restore, states.DONE, {"in_flight_closed": closed, "duration": 3.0})
         restore._collect()
-        self.assertEqual(restore.state, "done")
+        self.assertEqual(restore.state, states.DONE)
         said = restore.message_ids.filtered(lambda m: inflight.closed_text(closed) in (m.body or ""))
         self.assertEqual(len(said), 1)
         self.assertIn(

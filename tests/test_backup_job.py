@@ -7,6 +7,7 @@ from odoo import fields
 from odoo.exceptions import UserError
 from odoo.tests import tagged
 
+from ..engine.core import states
 from ..engine.service import protocol as run_protocol
 from .common import BackupCase
 
@@ -17,7 +18,7 @@ class TestBackupJob(BackupCase):
         """Back up now queues a job and its run as the server: who asked, a plan without secrets, no process yet."""
         wizard = self.env["spp.backup.run.now"].with_user(self.manager).create({"policy_id": self.policy.id})
         job = self.Job.browse(wizard.action_confirm()["res_id"])
-        self.assertEqual(job.state, "queued")
+        self.assertEqual(job.state, states.QUEUED)
         self.assertEqual(job.user_id, self.manager)
         self.assertEqual(job.db_name, self.policy.database)
         self.assertEqual(self.policy.last_job_id, job)
@@ -25,7 +26,9 @@ class TestBackupJob(BackupCase):
         self.assertEqual(self.policy.action_view_jobs()["domain"], [("policy_id", "=", self.policy.id)])
         self.assertEqual(job.name, "Nightly / job %d" % job.id)
         run = job.run_id
-        self.assertEqual((run.state, run.action, run.res_model, run.res_id), ("queued", "backup", job._name, job.id))
+        self.assertEqual(
+            (run.state, run.action, run.res_model, run.res_id), (states.QUEUED, "backup", job._name, job.id)
+        )
         self.assertEqual(run.user_id, self.manager)
         plan = run._plan_data()
         self.assertEqual(plan["db_name"], self.env.cr.dbname)
@@ -33,7 +36,7 @@ class TestBackupJob(BackupCase):
 
     def test_running_progress_is_shown(self):
         """While the worker runs, the job shows the run's progress, step and log, and is marked running."""
-        job = self.make_job(state="queued")
+        job = self.make_job(state=states.QUEUED)
         job.run_id.write(
             {
                 "progress": 42.0,
@@ -42,7 +45,7 @@ class TestBackupJob(BackupCase):
             }
         )
         self.Run._cron_collect()
-        self.assertEqual(job.state, "running")
+        self.assertEqual(job.state, states.RUNNING)
         self.assertAlmostEqual(job.progress, 42.0)
         self.assertEqual(job.progress_message, "Dumping the database")
         self.assertIn("10:00:01 Dumping", job.log_excerpt)
@@ -52,9 +55,9 @@ class TestBackupJob(BackupCase):
         job = self.make_job()
         result = self.fake_result()
         finished = time.time()
-        self.finish_run(job, "done", result)
+        self.finish_run(job, states.DONE, result)
         self.Run._cron_collect()
-        self.assertEqual(job.state, "done")
+        self.assertEqual(job.state, states.DONE)
         self.assertEqual(job.progress, 100.0)
         self.assertEqual(job.backup_id, result["backup_id"])
         self.assertEqual(job.name, "Nightly / " + result["backup_id"])
@@ -80,9 +83,9 @@ class TestBackupJob(BackupCase):
         """A failed status stores the error in words and posts it with the 'Backup failed' subtypes."""
         job = self.make_job()
         error = "Not enough free space at /backups: 1.0 GiB free, at least 5.0 GiB needed."
-        self.finish_run(job, "failed", error=error)
+        self.finish_run(job, states.FAILED, error=error)
         self.Run._cron_collect()
-        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.state, states.FAILED)
         self.assertEqual(job.error_message, error)
         subtype = self.env.ref("spp_backup.mt_backup_failed")
         messages = job.message_ids.filtered(lambda m: m.subtype_id == subtype)
@@ -100,8 +103,8 @@ class TestBackupJob(BackupCase):
         job = self.make_job()
         self.release_run_lock(job.run_id)
         self.Run._cron_collect()
-        self.assertEqual(job.run_id.state, "failed")
-        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.run_id.state, states.FAILED)
+        self.assertEqual(job.state, states.FAILED)
         self.assertIn("stopped before it reported a result", job.error_message)
         self.assertIn("Nothing was marked complete", job.error_message)
         subtype = self.env.ref("spp_backup.mt_backup_failed")
@@ -114,18 +117,18 @@ class TestBackupJob(BackupCase):
         old = fields.Datetime.now() - datetime.timedelta(hours=5)
         job.run_id.write({"heartbeat_at": old, "started_at": old})
         self.Run._cron_collect()
-        self.assertEqual(job.run_id.state, "running")
-        self.assertEqual(job.state, "running")
+        self.assertEqual(job.run_id.state, states.RUNNING)
+        self.assertEqual(job.state, states.RUNNING)
         self.assertFalse(job.error_message)
         self.assertEqual(job.run_id._live_ids(), {job.run_id.id})
 
     def test_cron_collect_only_touches_unfinished_jobs(self):
         """A finished job is not rewritten by a result recorded later."""
         job = self.make_job()
-        job.write({"state": "failed", "error_message": "earlier failure"})
-        self.finish_run(job, "done", self.fake_result())
+        job.write({"state": states.FAILED, "error_message": "earlier failure"})
+        self.finish_run(job, states.DONE, self.fake_result())
         self.Run._cron_collect()
-        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.state, states.FAILED)
         self.assertEqual(job.error_message, "earlier failure")
         self.assertTrue(job.run_id.is_applied)
 
@@ -138,7 +141,7 @@ class TestBackupJob(BackupCase):
         ):
             job._queue_run()
         self.assertIn("could not be queued", logs.output[0])
-        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.state, states.FAILED)
         self.assertFalse(job.run_id)
         self.assertIn("min_free_bytes", job.error_message)
         self.assertNotIn("Traceback", job.error_message)
@@ -146,8 +149,8 @@ class TestBackupJob(BackupCase):
     def test_result_that_cannot_be_recorded_does_not_block_the_others(self):
         """One run whose result raises while it is recorded is failed in words; the next one is recorded."""
         broken, good = self.make_job(), self.make_job()
-        self.finish_run(broken, "done", self.fake_result("20261126T030000Z-bad000"))
-        self.finish_run(good, "done", self.fake_result("20261126T040000Z-900d00"))
+        self.finish_run(broken, states.DONE, self.fake_result("20261126T030000Z-bad000"))
+        self.finish_run(good, states.DONE, self.fake_result("20261126T040000Z-900d00"))
         original = type(self.Job)._record_result
 
         def record(job, status):
@@ -157,9 +160,9 @@ class TestBackupJob(BackupCase):
 
         with patch.object(type(self.Job), "_record_result", record), self.assertLogs(level="ERROR"):
             self.Run._cron_collect()
-        self.assertEqual(good.state, "done")
+        self.assertEqual(good.state, states.DONE)
         self.assertEqual(good.backup_id, "20261126T040000Z-900d00")
-        self.assertEqual(broken.state, "failed")
+        self.assertEqual(broken.state, states.FAILED)
         self.assertIn("could not be recorded", broken.error_message)
         self.assertIn("could not be recorded", broken.run_id.apply_error)
         self.assertTrue(broken.run_id.is_applied and good.run_id.is_applied)
@@ -212,9 +215,9 @@ class TestBackupJob(BackupCase):
             {"destination": good.path, "keep": [result["backup_id"]], "reasons": {result["backup_id"]: ["last"]}}
         ]
         error = "The backup was stored, but 1 of 2 copies failed: 2: %s: [Errno 28] No space left on device" % bad.path
-        self.finish_run(job, "failed", result, error=error)
+        self.finish_run(job, states.FAILED, result, error=error)
         job._collect()
-        self.assertEqual(job.state, "partial")
+        self.assertEqual(job.state, states.PARTIAL)
         self.assertEqual(job.error_message, error)
         self.assertEqual(job.backup_id, result["backup_id"])
         self.assertEqual(job.database_sha256, "a" * 64, "the evidence of the stored copy is kept")
@@ -231,7 +234,7 @@ class TestBackupJob(BackupCase):
         self.assertTrue(any("partly done" in str(m.body) for m in job.message_ids), job.message_ids.mapped("body"))
         # The next backup that stores every copy resolves the alert.
         ok = self.make_job()
-        self.finish_run(ok, "done", self.fake_result())
+        self.finish_run(ok, states.DONE, self.fake_result())
         ok._collect()
         self.assertEqual(alerts.state, "resolved")
         self.assertEqual(self.policy.state, "ok")
@@ -239,7 +242,7 @@ class TestBackupJob(BackupCase):
     def test_durations_read_in_words(self):
         """A job's duration shows as words (1 min 40 s), the seconds stay for sorting and averages."""
         job = self.make_job()
-        self.finish_run(job, "done", self.fake_result())
+        self.finish_run(job, states.DONE, self.fake_result())
         job._collect()
         self.assertEqual(job.duration, 100.5)
         self.assertEqual(job.duration_text, "1 min 40 s")
@@ -253,9 +256,9 @@ class TestBackupJob(BackupCase):
             {"destination": "1: x", "location": "/x/db/%s" % result["backup_id"], "ok": True, "error": None},
             {"destination": "2: y", "location": "/y/db/%s" % result["backup_id"], "ok": True, "error": None},
         ]
-        self.finish_run(job, "done", result)
+        self.finish_run(job, states.DONE, result)
         job._collect()
-        self.assertEqual(job.state, "done")
+        self.assertEqual(job.state, states.DONE)
         self.assertEqual(job.copy_ids.mapped("destination_id").ids, [self.destination.id, second.id])
         self.assertEqual(
             job.copy_ids.mapped("location"), ["/x/db/%s" % result["backup_id"], "/y/db/%s" % result["backup_id"]]
@@ -278,13 +281,13 @@ class TestPrunedCopies(BackupCase):
         old_id, new_id = "20261120T030000Z-aaaaaa", "20261126T030000Z-bbbbbb"
         where = self.destination.path
         old = self.make_job()
-        self.finish_run(old, "done", self.fake_result(old_id, "%s/db/%s" % (where, old_id)))
+        self.finish_run(old, states.DONE, self.fake_result(old_id, "%s/db/%s" % (where, old_id)))
         old._collect()
         self.assertTrue(old.has_stored_copy)
         new = self.make_job()
         result = self.fake_result(new_id, "%s/db/%s" % (where, new_id))
         result["retention"] = [{"destination": where, "keep": [new_id], "delete": [old_id], "deleted": [old_id]}]
-        self.finish_run(new, "done", result)
+        self.finish_run(new, states.DONE, result)
         new._collect()
         old.invalidate_recordset()
         self.assertEqual(old.copy_ids.mapped("state"), ["pruned"])

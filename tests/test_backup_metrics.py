@@ -10,6 +10,7 @@ from odoo import fields
 from odoo.tests import HttpCase, tagged
 
 from ..controllers.metrics import render
+from ..engine.core import states
 from .common import as_the_server
 
 TOKEN = "s3cret-metrics-token"
@@ -43,7 +44,7 @@ class TestBackupMetrics(HttpCase):
         cls.finished = fields.Datetime.now() - datetime.timedelta(hours=2)
         cls.job.write(
             {
-                "state": "done",
+                "state": states.DONE,
                 "backup_id": "20261126T030000Z-abc123",
                 "duration": 42.5,
                 "total_size": 123456789,

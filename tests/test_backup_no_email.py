@@ -3,6 +3,7 @@ from unittest.mock import patch
 
 from odoo.tests import new_test_user, tagged
 
+from ..engine.core import states
 from .common import RealBackupCase
 
 
@@ -53,9 +54,9 @@ class TestBackupManagerWithoutEmail(RealBackupCase):
         """Refresh on a job whose run failed: recorded, the alert raised and mailed, nothing from the person."""
         self.policy.user_id = self.no_email
         job = self.make_job()
-        self.finish_run(job, "failed", None, error="the disk is full")
+        self.finish_run(job, states.FAILED, None, error="the disk is full")
         self.assertTrue(job.with_user(self.no_email).action_refresh())
-        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.state, states.FAILED)
         alert = self.env["spp.backup.alert"].search([("policy_id", "=", self.policy.id), ("kind", "=", "job_failed")])
         self.assertEqual(alert.activity_ids.user_id, self.no_email)
         messages = self.assert_server_sent_everything()
@@ -68,10 +69,10 @@ class TestBackupManagerWithoutEmail(RealBackupCase):
         recorded all the same, with its alert, its activity and its tracked state change (the server acts in a
         context of its own)."""
         job = self.make_job()
-        self.finish_run(job, "failed", None, error="the disk is full")
+        self.finish_run(job, states.FAILED, None, error="the disk is full")
         context = {"mail_activity_automation_skip": True, "tracking_disable": True, "mail_notrack": True}
         self.assertTrue(job.with_user(self.auditor).with_context(**context).action_refresh())
-        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.state, states.FAILED)
         self.assertFalse(job.run_id.apply_error)
         alert = self.env["spp.backup.alert"].search([("policy_id", "=", self.policy.id), ("kind", "=", "job_failed")])
         self.assertTrue(alert.activity_ids)
@@ -89,7 +90,7 @@ class TestBackupManagerWithoutEmail(RealBackupCase):
         self.commit()
         self.work(collect=False)
         job.action_refresh()
-        self.assertEqual(job.state, "done", job.error_message)
+        self.assertEqual(job.state, states.DONE, job.error_message)
         self.assertEqual(job.user_id, self.no_email)
         job.action_verify()
         self.work()
@@ -102,7 +103,7 @@ class TestBackupManagerWithoutEmail(RealBackupCase):
         self.commit()
         self.work(collect=False)
         drill.action_refresh()
-        self.assertEqual(drill.state, "done", drill.error_message or drill.report)
+        self.assertEqual(drill.state, states.DONE, drill.error_message or drill.report)
         messages = self.assert_server_sent_everything()
         self.assertTrue(messages.filtered(lambda m: m.model == job._name and "done" in (m.body or "")))
         self.assertTrue(messages.filtered(lambda m: m.model == drill._name and "passed" in (m.body or "")))

@@ -5,6 +5,7 @@ from unittest.mock import patch
 from odoo.exceptions import UserError
 from odoo.tests import tagged
 
+from ..engine.core import states
 from ..engine.io import crypto
 from .common import S3BackupCase
 
@@ -82,7 +83,7 @@ class TestOffsiteBackup(S3BackupCase):
     def test_two_copies_encrypted_signed_and_verified(self):
         """Both copies are stored, encrypted and signed; Verify reads each back (S3 from the bucket) and decrypts."""
         job = self.job
-        self.assertEqual(job.state, "done", job.error_message)
+        self.assertEqual(job.state, states.DONE, job.error_message)
         self.assertEqual(job.copy_ids.mapped("state"), ["ok", "ok"])
         self.assertEqual(job.copy_ids.mapped("destination_id"), self.destination | self.bucket)
         s3_copy = job.copy_ids[1]
@@ -109,7 +110,7 @@ class TestOffsiteBackup(S3BackupCase):
 
     def test_backups_signed_before_the_key_was_replaced_still_verify(self):
         """A manager replaces the server's key: the stored backup still verifies, and the next one signs anew."""
-        self.assertEqual(self.job.state, "done", self.job.error_message)
+        self.assertEqual(self.job.state, states.DONE, self.job.error_message)
         with open(self.signing_key_file, "rb") as handle:
             original = handle.read()
 
@@ -130,13 +131,13 @@ class TestOffsiteBackup(S3BackupCase):
 
     def test_wrong_signing_key_fails_verification_on_the_policy(self):
         """Verified against another public key, both copies fail and the policy shows the failed verification."""
-        self.assertEqual(self.job.state, "done", self.job.error_message)
+        self.assertEqual(self.job.state, states.DONE, self.job.error_message)
         self.assertEqual(self.policy.last_success_job_id, self.job)
         self.assertEqual(self.policy.signing_public_key, self.signing_public)
         self.enterContext(patch.dict(os.environ, {"SPP_BACKUP_VERIFY_KEY": crypto.generate_signing_key()[1]}))
         self.job.with_user(self.manager).action_verify()
         self.work()
-        self.assertEqual(self.job.verify_state, "failed")
+        self.assertEqual(self.job.verify_state, states.FAILED)
         self.assertEqual(self.job.copy_ids.mapped("signature"), ["BAD", "BAD"])
         self.assertEqual(self.policy.state, "verify_failed")
         posted = self.job.message_ids.filtered(lambda m: m.subtype_id == self.env.ref("spp_backup.mt_verify_failed"))
@@ -144,17 +145,17 @@ class TestOffsiteBackup(S3BackupCase):
 
     def test_failed_copy_keeps_the_good_copy_verifiable(self):
         """A run whose S3 copy failed is partly done, while its local copy is listed as stored and verifies."""
-        self.assertEqual(self.job.state, "done", self.job.error_message)
+        self.assertEqual(self.job.state, states.DONE, self.job.error_message)
         partial = self.make_job(plan_destination_ids=self.job.plan_destination_ids)
         result = copy.deepcopy(self.worker_result)
         result["copies"][1].update(ok=False, error="S3 failed to upload part 2: connection reset")
         result["locations"] = [result["copies"][0]["location"]]
         error = "The backup was stored, but 1 of 2 copies failed: %s" % result["copies"][1]["error"]
-        self.finish_run(partial, "failed", result, error=error)
+        self.finish_run(partial, states.FAILED, result, error=error)
         partial._collect()
-        self.assertEqual(partial.state, "partial")
+        self.assertEqual(partial.state, states.PARTIAL)
         self.assertEqual(partial.error_message, error)
-        self.assertEqual(partial.copy_ids.mapped("state"), ["ok", "failed"])
+        self.assertEqual(partial.copy_ids.mapped("state"), ["ok", states.FAILED])
         partial.with_user(self.manager).action_verify()
         self.work()
         self.assertEqual(partial.copy_ids[0].verify_state, "ok", partial.verify_report)
@@ -168,7 +169,7 @@ class TestOffsiteBackup(S3BackupCase):
     def test_bucket_gone_is_named_and_the_local_copy_is_made(self):
         """A bucket deleted after the destination was tested: the next run names it and still stores the local
         copy (copies are independent), so the job is partly done."""
-        self.assertEqual(self.job.state, "done", self.job.error_message)
+        self.assertEqual(self.job.state, states.DONE, self.job.error_message)
         doomed = self.s3_destination("Doomed", self.make_bucket("doomed-bucket"))
         doomed.with_user(self.manager).action_test()
         self.s3_client.delete_bucket(Bucket="doomed-bucket")
@@ -176,7 +177,7 @@ class TestOffsiteBackup(S3BackupCase):
         wizard = self.env["spp.backup.run.now"].with_user(self.manager).create({"policy_id": self.policy.id})
         job = self.Job.browse(wizard.action_confirm()["res_id"])
         self.wait_for_run(job)
-        self.assertEqual(job.state, "partial")
+        self.assertEqual(job.state, states.PARTIAL)
         self.assertIn("bucket 'doomed-bucket' does not exist", job.error_message)
         self.assertNotIn("Traceback", job.log_excerpt or "")
         self.assertTrue(job.has_stored_copy)

@@ -7,6 +7,7 @@ from odoo.exceptions import UserError, ValidationError
 from odoo.tests import tagged
 from odoo.tools import config as odoo_config
 
+from ..engine.core import states
 from ..engine.io import crypto
 from ..models.backup_policy import LOCK_NAMESPACE, next_slot
 from .common import BackupCase
@@ -201,7 +202,7 @@ class TestBackupPolicy(BackupCase):
         """Backups whose copies verified OK are named in the plan, so retention never drops the newest of them."""
         job = self.make_job()
         job.write(
-            {"state": "done", "backup_id": "20261126T030000Z-abc123", "location": "/b/db/20261126T030000Z-abc123"}
+            {"state": states.DONE, "backup_id": "20261126T030000Z-abc123", "location": "/b/db/20261126T030000Z-abc123"}
         )
         job._ensure_copies()
         self.assertEqual(self.policy._to_engine_plan().verified_ids, [])
@@ -217,7 +218,7 @@ class TestBackupPolicy(BackupCase):
             job = self.Job.create({"policy_id": self.policy.id, "trigger": "manual"})
             with self.assertLogs("odoo.addons.spp_backup.models.backup_job", level="ERROR"):
                 job._queue_run()
-        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.state, states.FAILED)
         self.assertIn("signing_key_file", job.error_message)
         key_file = os.path.join(self.tmp, "signing.pem")
         with patch.dict(os.environ, {"SPP_BACKUP_SIGNING_KEY_FILE": key_file}):
@@ -262,10 +263,10 @@ class TestBackupPolicy(BackupCase):
         """When the newest successful backup fails verification, the policy says so."""
         job = self.make_job()
         now = fields.Datetime.now()
-        job.write({"state": "done", "backup_id": "20261126T030000Z-abc123", "finished_at": now})
+        job.write({"state": states.DONE, "backup_id": "20261126T030000Z-abc123", "finished_at": now})
         self.policy.write(
             {"last_success_at": now, "last_success_job_id": job.id, "next_run": now + datetime.timedelta(hours=1)}
         )
         self.assertEqual(self.policy.state, "ok")
-        job.verify_state = "failed"
+        job.verify_state = states.FAILED
         self.assertEqual(self.policy.state, "verify_failed")

@@ -8,6 +8,7 @@ from odoo import fields
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import new_test_user, tagged
 
+from ..engine.core import states
 from ..engine.core.human import count
 from ..engine.db import pg
 from ..engine.io import crypto
@@ -90,10 +91,10 @@ class TestBackupRestore(RealBackupCase):
         restore = self.env["spp.backup.restore"].browse(action["res_id"])
         self.assertEqual(restore.user_id, self.restorer)
         self.assertEqual(restore.backup_id, self.job.backup_id)
-        self.assertEqual(restore.state, "queued")
-        self.assertEqual(restore.run_id.state, "queued")
+        self.assertEqual(restore.state, states.QUEUED)
+        self.assertEqual(restore.run_id.state, states.QUEUED)
         self.wait_for_run(restore)
-        self.assertEqual(restore.state, "done", restore.error_message)
+        self.assertEqual(restore.state, states.DONE, restore.error_message)
         self.assertTrue(self.database_exists(expected))
         self.assertFalse(restore.replaced_db_aside)
         self.assertGreater(restore.restore_seconds, 0)
@@ -135,7 +136,7 @@ class TestBackupRestore(RealBackupCase):
         self.assertEqual(wizard.step, "checking", "the worker has not read the backup back yet")
         with patch.object(type(self.Run), "_cron_collect"):
             self.work()
-        self.assertEqual((wizard.check_run_id.state, wizard.check_run_id.is_applied), ("done", False))
+        self.assertEqual((wizard.check_run_id.state, wizard.check_run_id.is_applied), (states.DONE, False))
         self.assertEqual(wizard.step, "checking")
         wizard.action_refresh_check()
         self.assertEqual(wizard.step, "checked")
@@ -175,7 +176,7 @@ class TestBackupRestore(RealBackupCase):
         restore = self.env["spp.backup.restore"].browse(wizard.action_run()["res_id"])
         self.assertTrue(restore.is_replace)
         self.wait_for_run(restore)
-        self.assertEqual(restore.state, "done", restore.error_message)
+        self.assertEqual(restore.state, states.DONE, restore.error_message)
         aside = restore.replaced_db_aside
         self.assertTrue(aside and aside.startswith(name + "_replaced_"), aside)
         self.drop_later(aside)
@@ -405,7 +406,7 @@ class TestBackupRestore(RealBackupCase):
             handle.truncate(1000)
         restore = self.env["spp.backup.restore"].browse(wizard.action_run()["res_id"])
         self.wait_for_run(restore)
-        self.assertEqual(restore.state, "failed")
+        self.assertEqual(restore.state, states.FAILED)
         self.assertIn("failed verification, nothing was changed", restore.error_message)
         self.assertNotIn("Traceback", restore.error_message + (restore.log_excerpt or ""))
         self.assertFalse(self.database_exists(restore.target_db))

@@ -3,6 +3,7 @@ import os
 
 from odoo.tests import tagged
 
+from ..engine.core import states
 from .common import BackupCase
 
 BACKUP_IDS = (
@@ -50,7 +51,7 @@ class TestBackupRetention(BackupCase):
     def test_preview_keeps_the_newest_verified_backup(self):
         """A backup whose copy verified OK at this destination is kept as the newest verified one."""
         job = self.make_job()
-        job.write({"state": "done", "backup_id": BACKUP_IDS[0]})
+        job.write({"state": states.DONE, "backup_id": BACKUP_IDS[0]})
         self.env["spp.backup.job.copy"].create(
             {
                 "job_id": job.id,

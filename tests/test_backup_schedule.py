@@ -5,6 +5,7 @@ from odoo import fields
 from odoo.tests import tagged
 from odoo.tests.common import new_test_user
 
+from ..engine.core import states
 from .common import BackupCase
 
 
@@ -40,7 +41,7 @@ class TestBackupSchedule(BackupCase):
 
         def fake_start(jobs):
             started.extend(jobs.ids)
-            jobs.write({"state": "running"})
+            jobs.write({"state": states.RUNNING})
 
         with patch.object(type(self.Job), "_queue_run", fake_start):
             self.Policy._cron_run_due()
@@ -57,9 +58,9 @@ class TestBackupSchedule(BackupCase):
         """A policy with a queued or running job is not started again."""
         job = self.make_job(self.due)
         self.assertNotIn(self.due, self.Policy._due())
-        job.state = "queued"
+        job.state = states.QUEUED
         self.assertNotIn(self.due, self.Policy._due())
-        job.state = "done"
+        job.state = states.DONE
         self.assertIn(self.due, self.Policy._due())
 
     def test_cron_starts_due_policy_once(self):
@@ -103,7 +104,7 @@ class TestBackupSchedule(BackupCase):
         self.assertEqual(len(job), 1)
         self.assertEqual(self.due.next_run, datetime.datetime(2031, 3, 4, 23, 30), "the regular 02:30 local")
         # the run done, a late cron pass before the next slot starts nothing: no slot runs twice
-        job.state = "done"
+        job.state = states.DONE
         self.assertFalse(self.run_due_at(moved + datetime.timedelta(hours=3)))
         second = self.run_due_at(datetime.datetime(2031, 3, 4, 23, 36))
         self.assertEqual(len(second), 1)
@@ -158,7 +159,7 @@ class TestBackupSchedule(BackupCase):
         self.due.write({"tz": "Africa/Nairobi", "interval_type": "days", "interval_number": 2})
         first = self.due.next_run
         self.assertEqual(self.due.schedule_anchor, (first + datetime.timedelta(hours=3)).date())
-        self.run_due_at(first + datetime.timedelta(minutes=2)).state = "done"
+        self.run_due_at(first + datetime.timedelta(minutes=2)).state = states.DONE
         self.assertEqual(self.due.next_run, first + datetime.timedelta(days=2))
         self.assertEqual(self.due.schedule_text, "Every 2 days at 02:30 (Africa/Nairobi)")
         self.due.write({"interval_type": "weeks", "weekday": "6"})

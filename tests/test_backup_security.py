@@ -4,6 +4,7 @@ from unittest.mock import patch
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import tagged
 
+from ..engine.core import states
 from ..engine.io import crypto
 from .common import BackupCase
 
@@ -14,7 +15,7 @@ class TestBackupSecurity(BackupCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.job = cls.Job.create({"policy_id": cls.policy.id, "trigger": "manual"})
-        cls.job.write({"state": "done", "location": "/nowhere/db/20261126T030000Z-abc123"})
+        cls.job.write({"state": states.DONE, "location": "/nowhere/db/20261126T030000Z-abc123"})
 
     def test_internal_user_sees_nothing(self):
         """An internal user without a backup group cannot read policies, destinations or jobs."""
@@ -28,7 +29,7 @@ class TestBackupSecurity(BackupCase):
         """An auditor reads policies, destinations and jobs with their evidence."""
         self.assertEqual(self.policy.with_user(self.auditor).read(["name"])[0]["name"], "Nightly")
         self.assertEqual(self.destination.with_user(self.auditor).read(["path"])[0]["path"], self.destination.path)
-        self.assertEqual(self.job.with_user(self.auditor).read(["state"])[0]["state"], "done")
+        self.assertEqual(self.job.with_user(self.auditor).read(["state"])[0]["state"], states.DONE)
 
     def test_auditor_cannot_change_or_run(self):
         """An auditor can neither edit a policy nor back up, verify or test, even by calling the methods."""
@@ -113,7 +114,7 @@ class TestEvidenceIsTheServers(BackupCase):
         cls.job = cls.Job.create({"policy_id": cls.policy.id, "trigger": "manual"})
         cls.job._queue_run()
         cls.job.write(
-            {"state": "done", "location": os.path.join(cls.destination.path, "db", "20261126T030000Z-abc123")}
+            {"state": states.DONE, "location": os.path.join(cls.destination.path, "db", "20261126T030000Z-abc123")}
         )
         cls.job._ensure_copies()
         cls.drill = cls.env["spp.backup.drill"].create(
@@ -159,8 +160,12 @@ class TestEvidenceIsTheServers(BackupCase):
     def test_no_group_creates_or_deletes_evidence(self):
         """Nobody creates a run, a 'done' job or any other evidence record, nor deletes one, through the ORM."""
         forged = {
-            "spp.backup.run": {"action": "backup", "state": "done"},
-            "spp.backup.job": {"policy_id": self.policy.id, "state": "done", "backup_id": "20261126T030000Z-f00000"},
+            "spp.backup.run": {"action": "backup", "state": states.DONE},
+            "spp.backup.job": {
+                "policy_id": self.policy.id,
+                "state": states.DONE,
+                "backup_id": "20261126T030000Z-f00000",
+            },
             "spp.backup.job.copy": {"job_id": self.job.id, "location": "/etc"},
             "spp.backup.restore": {"target_db": "x"},
             "spp.backup.drill": {"policy_id": self.policy.id, "is_ok": True, "restore_seconds": 1.0},

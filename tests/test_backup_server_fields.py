@@ -7,6 +7,7 @@ from odoo import fields
 from odoo.tests import HttpCase, new_test_user, tagged
 
 from ..controllers.metrics import policy_samples
+from ..engine.core import states
 from ..engine.io import crypto
 from .common import RealBackupCase
 
@@ -30,7 +31,7 @@ class TestServerFieldsOverRpc(RealBackupCase, HttpCase):
         )
         cls.drill.write(
             {
-                "state": "done",
+                "state": states.DONE,
                 "is_ok": True,
                 "restore_seconds": 1.0,
                 "is_rto_measured": True,
@@ -248,7 +249,7 @@ class TestServerFieldsOverRpc(RealBackupCase, HttpCase):
         self.assertIn('"destinations"', job.run_id.plan, "control: the plan is there")
         self.assertNotIn("approved_paths", job.run_id.plan)
         self.wait_for_run(job)
-        self.assertEqual(job.state, "failed")
+        self.assertEqual(job.state, states.FAILED)
         self.assertIn("outside the folders this server may write backups to", job.error_message)
         self.assertEqual(os.listdir(outside), [])
 

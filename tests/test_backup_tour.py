@@ -15,6 +15,7 @@ from odoo import SUPERUSER_ID, api
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tests.common import ChromeBrowser
 
+from ..engine.core import states
 from ..engine.db import pg
 from ..engine.io import crypto
 from .common import ADDON_DIR, work_queued
@@ -268,12 +269,14 @@ class TestBackupTour(HttpCase):
         self.assertEqual(policy.signing_public_key, signing_public)
         job = self.env["spp.backup.job"].search([("policy_id", "=", policy.id)])
         self.assertEqual(len(job), 1)
-        self.assertEqual((job.state, job.trigger, job.user_id, job.verify_state), ("done", "manual", self.user, "ok"))
+        self.assertEqual(
+            (job.state, job.trigger, job.user_id, job.verify_state), (states.DONE, "manual", self.user, "ok")
+        )
         restore = self.env["spp.backup.restore"].search([("job_id", "=", job.id)])
-        self.assertEqual((restore.state, restore.target_db, restore.is_replace), ("done", restore_db, False))
+        self.assertEqual((restore.state, restore.target_db, restore.is_replace), (states.DONE, restore_db, False))
         self.assertTrue(pg.database_exists(engine._pg(), restore_db))
         drill = self.env["spp.backup.drill"].search([("policy_id", "=", policy.id)])
-        self.assertEqual((drill.state, drill.is_ok, drill.verdict), ("done", True, "passed"))
+        self.assertEqual((drill.state, drill.is_ok, drill.verdict), (states.DONE, True, "passed"))
         self.assertEqual((policy.state, policy.last_drill_state), ("ok", "passed"))
         self.assertEqual(self.worker.rounds, 5, "backup, verification, check, restore and drill: one round each")
 

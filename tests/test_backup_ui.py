@@ -5,6 +5,7 @@ from unittest.mock import patch
 
 from odoo.tests import HttpCase, tagged
 
+from ..engine.core import states
 from .common import as_the_server
 
 
@@ -32,7 +33,7 @@ class TestBackupUi(HttpCase):
         cls.job = cls.env["spp.backup.job"].create({"policy_id": policy.id, "trigger": "manual"})
         cls.job._queue_run()
         cls.drill = cls.env["spp.backup.drill"].create({"policy_id": policy.id, "backup_id": "20261126T030000Z-abc123"})
-        cls.drill.write({"state": "failed", "is_ok": False, "total_seconds": 75.0})
+        cls.drill.write({"state": states.FAILED, "is_ok": False, "total_seconds": 75.0})
 
     def open_form_until(self, model, record_id, condition, failure):
         """Open a record's form in Chromium; pass once the JavaScript ``condition`` holds, fail after 20 s."""

@@ -3,6 +3,7 @@ import datetime
 from odoo import fields
 from odoo.tests import tagged
 
+from ..engine.core import states
 from .common import RealBackupCase
 
 
@@ -48,11 +49,11 @@ class TestUnsignedPolicy(RealBackupCase):
         self.assertEqual(drill.trigger, "first_unsigned")
         self.assertEqual(drill.job_id, self.job)
         self.assertEqual(drill.copy_id, self.job.copy_ids[0])
-        self.assertEqual(drill.state, "queued")
-        self.assertEqual(drill.run_id.state, "queued")
+        self.assertEqual(drill.state, states.QUEUED)
+        self.assertEqual(drill.run_id.state, states.QUEUED)
         self.assertTrue(self.job.message_ids.filtered(lambda m: "first unsigned backup" in (m.body or "")))
         self.wait_for_run(drill)
-        self.assertEqual(drill.state, "done", drill.error_message or drill.report)
+        self.assertEqual(drill.state, states.DONE, drill.error_message or drill.report)
         self.assertTrue(drill.is_ok, drill.report)
         # The guarded path: the unsigned dump was loaded as the import role, through the SQL guard.
         self.assertIn("The dump's signature was not verified: loading it as role ", drill.log_excerpt)
@@ -64,25 +65,25 @@ class TestUnsignedPolicy(RealBackupCase):
         drill; a failed backup none either."""
         Drill = self.env["spp.backup.drill"]
         later = self.make_job(signing="unsigned")
-        self.finish_run(later, "done", self.fake_result("20261126T040000Z-1a7e00"))
+        self.finish_run(later, states.DONE, self.fake_result("20261126T040000Z-1a7e00"))
         self.Run._cron_collect()
-        self.assertEqual(later.state, "done")
+        self.assertEqual(later.state, states.DONE)
         self.assertEqual(Drill.search([("policy_id", "=", self.policy.id)]), self.first_drill)
         signed = self.Policy.create(
             {"name": "Signed", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False, "sign": True}
         )
         failed = self.make_job(signed, signing="signed")
-        self.finish_run(failed, "failed", error="disk full")
+        self.finish_run(failed, states.FAILED, error="disk full")
         job = self.make_job(signed, signing="signed")
-        self.finish_run(job, "done", self.fake_result("20261126T050000Z-519000"))
+        self.finish_run(job, states.DONE, self.fake_result("20261126T050000Z-519000"))
         self.Run._cron_collect()
-        self.assertEqual((failed.state, job.state), ("failed", "done"))
+        self.assertEqual((failed.state, job.state), (states.FAILED, states.DONE))
         self.assertFalse(Drill.search([("policy_id", "=", signed.id)]))
         unsigned = self.Policy.create(
             {"name": "Plain", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False, "sign": False}
         )
         failed = self.make_job(unsigned, signing="unsigned")
-        self.finish_run(failed, "failed", error="disk full")
+        self.finish_run(failed, states.FAILED, error="disk full")
         self.Run._cron_collect()
         self.assertFalse(Drill.search([("policy_id", "=", unsigned.id)]), "a failed backup is not drilled")
         undrilled = self.Policy.create(
@@ -95,9 +96,9 @@ class TestUnsignedPolicy(RealBackupCase):
             }
         )
         job = self.make_job(undrilled, signing="unsigned")
-        self.finish_run(job, "done", self.fake_result("20261126T060000Z-0d0000"))
+        self.finish_run(job, states.DONE, self.fake_result("20261126T060000Z-0d0000"))
         self.Run._cron_collect()
-        self.assertEqual(job.state, "done")
+        self.assertEqual(job.state, states.DONE)
         self.assertFalse(Drill.search([("policy_id", "=", undrilled.id)]), "drills are off for that policy")
 
     def test_a_first_unsigned_backup_met_by_a_running_drill_is_drilled_next(self):
@@ -108,13 +109,13 @@ class TestUnsignedPolicy(RealBackupCase):
             {"name": "Busy", "destination_ids": [(6, 0, self.destination.ids)], "encrypt": False, "sign": False}
         )
         first = self.make_job(plain, signing="unsigned")
-        self.finish_run(first, "done", self.fake_result("20261126T070000Z-b0b000"))
+        self.finish_run(first, states.DONE, self.fake_result("20261126T070000Z-b0b000"))
         running = Drill.sudo().create({"policy_id": plain.id, "trigger": "manual"})
         self.env.cr.execute("UPDATE spp_backup_drill SET state = 'running' WHERE id = %s", (running.id,))
         running.invalidate_recordset()
         plain.next_drill = "2099-01-01 00:00:00"
         self.Run._cron_collect()
-        self.assertEqual(first.state, "done")
+        self.assertEqual(first.state, states.DONE)
         self.assertEqual(Drill.search([("policy_id", "=", plain.id)]), running, "no second drill beside it")
         self.assertLess(plain.next_drill, fields.Datetime.now() + datetime.timedelta(minutes=1))
         self.assertTrue(first.message_ids.filtered(lambda m: "drilled once the drill running now" in (m.body or "")))

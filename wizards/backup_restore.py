@@ -7,7 +7,7 @@ from odoo import _, api, fields, models, release
 from odoo.exceptions import UserError
 from odoo.modules.module import get_module_path
 
-from ..engine.core import scope
+from ..engine.core import plans, scope, states
 from ..engine.core.errors import BackupError
 from ..engine.core.human import human_bytes
 from ..engine.core.manifest import filestore_artifact, filestore_bytes
@@ -179,12 +179,12 @@ class SppBackupRestoreWizard(models.TransientModel):
         has_filestore = bool(filestore_artifact(manifest["artifacts"])[0])
         values.update(
             source_location=values.get("source_location") or ref.location(),
-            source_db_name=source["db_name"],
+            source_db_name=source.db_name,
             backup_id=ref.backup_id,
             manifest_summary=self._manifest_summary(manifest),
             has_filestore=has_filestore,
             include_filestore=has_filestore,
-            target_db=self._suggest_name(source["db_name"]),
+            target_db=self._suggest_name(source.db_name),
         )
         # Created by the server from the records above; the wizard still belongs to the person (create_uid).
         wizard = self._server_create(values)
@@ -480,15 +480,13 @@ class SppBackupRestoreWizard(models.TransientModel):
         self._check_own()
         self.env["spp.backup.engine"]._check_restore_right()
         checks = self._collect_checks()
-        source = self._source()
-        source["label"] = self.source_location
-        plan = {
-            "sources": [source],
-            "public_key": self._effective_public_key(),
-            "unsigned_ok": self._unsigned_ok(),
-            "deep": False,
-        }
-        run = self.env["spp.backup.run"]._server_mode()._queue("verify", plan, self, policy=self.policy_id)
+        plan = plans.VerifyPlan(
+            sources=[dataclasses.replace(self._source(), label=self.source_location)],
+            public_key=self._effective_public_key(),
+            unsigned_ok=self._unsigned_ok(),
+            deep=False,
+        )
+        run = self.env["spp.backup.run"]._server_mode()._queue(plans.VERIFY, plan, self, policy=self.policy_id)
         self._server_mode().write(
             {
                 "step": "checking",
@@ -501,13 +499,23 @@ class SppBackupRestoreWizard(models.TransientModel):
         )
         return self._reopen()
 
+    @api.model
+    def _checked_plan(self, run):
+        """The verification plan of the check run ``run``; None when it is not one (a plan nobody can read)."""
+        if not run or run.action != plans.VERIFY:
+            return None
+        try:
+            return run._plan()
+        except BackupError:
+            return None
+
     def _apply_run(self, run):
         """The worker's verification of this wizard's backup: the checks are complete."""
         self.ensure_one()
         if run != self.check_run_id:
             return
-        data = run._plan_data()
-        checks = self._verify_checks(self._check_report_of(run), data.get("public_key"), data.get("unsigned_ok"))
+        plan = run._plan()
+        checks = self._verify_checks(self._check_report_of(run), plan.public_key, plan.unsigned_ok)
         checks += self._collect_checks()
         self.write(
             {
@@ -574,15 +582,17 @@ class SppBackupRestoreWizard(models.TransientModel):
         run = self.check_run_id.sudo()
         source = self._source()
         key = self._effective_public_key()
+        checked = self._checked_plan(run)
         if (
             self.step != "checked"
             or not self.is_check_ok
-            or run.state != "done"
+            or run.state != states.DONE
             or run.res_model != self._name
             or run.res_id != self.id
-            or run._plan_data().get("public_key") != key
-            or bool(run._plan_data().get("unsigned_ok")) != self._unsigned_ok()
-            or [dict(s, label=None) for s in run._plan_data().get("sources") or []] != [dict(source, label=None)]
+            or checked is None
+            or checked.public_key != key
+            or bool(checked.unsigned_ok) != self._unsigned_ok()
+            or [dataclasses.replace(s, label=None) for s in checked.sources] != [source]
             or not all(check.ok for check in self._verify_checks(self._check_report_of(run), key, self._unsigned_ok()))
         ):
             raise UserError(_("Run the checks first (Check), and restore only when they all pass."))
@@ -597,7 +607,7 @@ class SppBackupRestoreWizard(models.TransientModel):
         busy = (
             self.env["spp.backup.restore"]
             .sudo()
-            .search([("target_db", "=", target), ("state", "in", ("queued", "running"))], limit=1)
+            .search([("target_db", "=", target), ("state", "in", states.IN_FLIGHT)], limit=1)
         )
         if busy:
             raise UserError(_("A restore into %s is already in progress: wait for it to finish.", target))
@@ -610,7 +620,7 @@ class SppBackupRestoreWizard(models.TransientModel):
                     "job_id": self.job_id.id,
                     "copy_id": self.copy_id.id,
                     "destination_id": self.destination_id.id,
-                    "source_db_name": source["db_name"],
+                    "source_db_name": source.db_name,
                     "backup_id": self.backup_id,
                     "source_location": self.source_location,
                     "target_db": target,

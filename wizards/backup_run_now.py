@@ -2,6 +2,7 @@ from markupsafe import Markup
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
+from ..engine.core import states
 from ..models.server_fields import AllFieldsBut
 
 
@@ -64,7 +65,7 @@ class SppBackupRunNow(models.TransientModel):
             raise UserError(_("Policy '%s' has no destination: add one before backing up.", policy.name))
         if policy._is_busy():
             running = self.env["spp.backup.job"].search(
-                [("policy_id", "=", policy.id), ("state", "in", ("queued", "running"))], limit=1
+                [("policy_id", "=", policy.id), ("state", "in", states.IN_FLIGHT)], limit=1
             )
             raise UserError(
                 _(

@@ -148,7 +148,11 @@ class BackupPlan:
 
     @classmethod
     def from_dict(cls, data):
+        if not isinstance(data, dict):
+            raise PreflightError("The backup plan is not a set of settings (%s)." % type(data).__name__)
         data = dict(data)
+        # Plans queued before the worker read approvals from its own database named approved folders: never trusted.
+        data.pop("approved_paths", None)
         data["pg"] = PgConfig(**data.get("pg") or {})
         data["destinations"] = [DestinationConfig(**d) for d in data.get("destinations") or []]
         data["main_tables"] = tuple(data["main_tables"]) if data.get("main_tables") is not None else None

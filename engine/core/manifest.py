@@ -9,6 +9,9 @@ from .. import MANIFEST_FORMAT
 from .errors import VerifyError
 
 MANIFEST_NAME = "manifest.json"
+# A backup id: the UTC time the set was started and 3 random bytes in hex (20261126T030000Z-3f9a1c). Every engine
+# since the first wrote exactly this, and the catalog lists only sets whose name matches it: Odoo, the catalog,
+# retention and the manifest check all ask is_backup_id, never a pattern of their own.
 BACKUP_ID_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 ARTIFACT_BASE = {
     "database": "database.dump",
@@ -39,6 +42,7 @@ def backup_time(backup_id):
 
 
 def is_backup_id(value):
+    """True for a backup id as the engine makes them (new_backup_id), whole; False for anything else."""
     return isinstance(value, str) and bool(BACKUP_ID_RE.fullmatch(value))
 
 

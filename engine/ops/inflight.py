@@ -9,6 +9,7 @@ terminal state and the words of ``IN_FLIGHT_MESSAGE``, recorded as such,
 so that Odoo neither alerts nor mails about them.
 """
 
+from ..core import states
 from ..core.human import count
 from ..db import pg
 
@@ -16,24 +17,24 @@ IN_FLIGHT_MESSAGE = (
     "In flight when this backup was taken: closed by the restore. How it ended is recorded in the database "
     "the backup was taken from, not in this one."
 )
-IN_FLIGHT_STATES = ("queued", "running")
+IN_FLIGHT_STATES = states.IN_FLIGHT
 
 _NOW = "now() AT TIME ZONE 'UTC'"
-_FAILED = {"state": "'failed'", "error_message": "%(message)s", "finished_at": _NOW}
+_FAILED = {"state": "'%s'" % states.FAILED, "error_message": "%(message)s", "finished_at": _NOW}
 # (table, what one row is called, the column and values that say it is in flight, the values that close it).
 # A column an older schema lacks is left out. Runs are marked recorded (is_applied): Odoo's collector leaves them.
 _CLOSE = (
     ("spp_backup_run", "run", "state", IN_FLIGHT_STATES, dict(_FAILED, is_applied="true")),
     ("spp_backup_job", "backup job", "state", IN_FLIGHT_STATES, _FAILED),
-    ("spp_backup_drill", "drill", "state", IN_FLIGHT_STATES, dict(_FAILED, verdict="'failed'")),
+    ("spp_backup_drill", "drill", "state", IN_FLIGHT_STATES, dict(_FAILED, verdict="'%s'" % states.FAILED)),
     ("spp_backup_restore", "restore", "state", IN_FLIGHT_STATES, _FAILED),
     # A backup job being verified: not verified, in the same words.
     (
         "spp_backup_job",
         "verification",
         "verify_state",
-        ("verifying",),
-        {"verify_state": "'not_verified'", "verify_report": "%(message)s"},
+        (states.VERIFYING,),
+        {"verify_state": "'%s'" % states.NOT_VERIFIED, "verify_report": "%(message)s"},
     ),
 )
 
@@ -53,7 +54,7 @@ def close_in_flight(pg_config, dbname):
 def close_in_flight_rows(cr):
     """The statements of ``close_in_flight``, on the cursor ``cr`` of the restored database (not committed)."""
     closed = {}
-    for table, kind, column, states, values in _CLOSE:
+    for table, kind, column, open_states, values in _CLOSE:
         columns = _columns(cr, table)
         if column not in columns:
             continue
@@ -62,7 +63,7 @@ def close_in_flight_rows(cr):
             sets.append("write_date = %s" % _NOW)
         cr.execute(
             "UPDATE %s SET %s WHERE %s IN %%(states)s" % (table, ", ".join(sets), column),  # noqa: S608
-            {"message": IN_FLIGHT_MESSAGE, "states": states},
+            {"message": IN_FLIGHT_MESSAGE, "states": open_states},
         )
         if cr.rowcount:
             closed[kind] = cr.rowcount

@@ -10,8 +10,9 @@ import logging
 from dataclasses import dataclass, field, replace
 
 from ..core import scope
-from ..core.config import BackupPlan, DestinationConfig, PgConfig, Settings
+from ..core.config import DestinationConfig, PgConfig, Settings
 from ..core.errors import BackupError, PreflightError
+from ..core.plans import BACKUP, DRILL, RESTORE, VERIFY, plan_from_dict
 from ..formats.catalog import BackupRef, latest
 from ..io.crypto import load_identities
 from ..io.storage import open_storage
@@ -20,7 +21,6 @@ from ..ops.drill import run_drill
 from ..ops.prune import apply_retention
 from ..ops.restore import RestoreOptions, restore
 from ..ops.verify import verify
-from .protocol import ACTIONS
 
 _logger = logging.getLogger("spp_backup.worker")
 
@@ -53,14 +53,15 @@ class WorkerContext:
 def execute(action, plan, ctx, serving_db, progress, log=None, approved=()):
     """Run one plan: (result dict, error sentence or None, warnings list). Raises BackupError on failure.
 
+    ``plan``: the plan's JSON object, read through its typed class (core/plans.py), which refuses unknown keys.
+
     ``progress(fraction, message)`` follows the work as it goes; ``log(message)`` receives one line per step
     done (the run's log). ``approved``: the folders the serving database's server approved at upgrade
     (``approved_folders``), read by the worker itself; a list a plan carries is never trusted.
     """
-    if action not in ACTIONS:
-        raise PreflightError("Unknown run action %r." % (action,))
+    plan = plan_from_dict(action, plan)
     ctx = replace(ctx, approved=tuple(approved or ()))
-    return {"backup": _backup, "restore": _restore, "drill": _drill, "verify": _verify}[action](
+    return {BACKUP: _backup, RESTORE: _restore, DRILL: _drill, VERIFY: _verify}[action](
         plan, ctx, serving_db, progress, log or (lambda message: None)
     )
 
@@ -73,11 +74,7 @@ def _destination(data, ctx):
     return config
 
 
-def _backup(plan_data, ctx, serving_db, progress, log):
-    data = dict(plan_data)
-    # Plans queued before this version carried approved folders: the worker never trusted them since.
-    data.pop("approved_paths", None)
-    plan = BackupPlan.from_dict(data)
+def _backup(plan, ctx, serving_db, progress, log):
     scope.check_database(plan.db_name, serving_db, ctx.settings)
     plan.destinations = [_destination(vars(config), ctx) for config in plan.destinations]
     scope.check_offsite_encryption(bool(plan.recipients), plan.destinations, ctx.settings)
@@ -111,47 +108,48 @@ def _backup(plan_data, ctx, serving_db, progress, log):
 
 
 def _source_ref(source, ctx, serving_db):
-    """The BackupRef a plan's ``source`` names (destination, database, backup id), within the scope."""
-    db_name = source["db_name"]
-    scope.check_database(db_name, serving_db, ctx.settings, what="read the backups of")
-    config = _destination(source["destination"], ctx)
+    """The BackupRef a plan's Source names (destination, database, backup id), within the scope."""
+    scope.check_database(source.db_name, serving_db, ctx.settings, what="read the backups of")
+    config = _destination(source.destination, ctx)
     storage = open_storage(config, ctx.settings)
-    if source.get("backup_id") in (None, "", "latest"):
-        return latest(storage, db_name)
-    return BackupRef(storage, db_name, source["backup_id"])
+    if source.is_latest:
+        return latest(storage, source.db_name)
+    return BackupRef(storage, source.db_name, source.backup_id)
 
 
 def _restore(plan, ctx, serving_db, progress, log):
-    options = dict(plan["options"])
-    # Code from outside is accepted by a person on the command line only (--accept-code), never through a plan;
-    # how to connect, decrypt and report are the worker's own.
-    for key in ("accepted_code", "on_loaded", "settings", "pg", "identities"):
-        options.pop(key, None)
+    # Code from outside is accepted by a person on the command line only (--accept-code), never through a plan
+    # (RestoreRequest has no such setting and refuses it); how to connect, decrypt and report are the worker's own.
+    options = plan.options.to_dict()
     scope.check_target_database(
         options.get("target_db"), serving_db, ctx.settings, replace=bool(options.get("replace"))
     )
-    ref = _source_ref(plan["source"], ctx, serving_db)
-    options["data_dir"] = ctx.data_dir
+    ref = _source_ref(plan.source, ctx, serving_db)
     # Whether an unsigned backup is accepted is the server's decision (its policy does not sign), written in
     # the plan by Odoo, never an option a person sets.
-    options.pop("allow_unsigned", None)
-    options["allow_unsigned"] = bool(plan.get("unsigned_ok"))
-    options["settings"] = ctx.settings
-    result = restore(ref, RestoreOptions(pg=ctx.pg, identities=ctx.identities, **options), progress=progress, log=log)
+    restore_options = RestoreOptions(
+        pg=ctx.pg,
+        identities=ctx.identities,
+        data_dir=ctx.data_dir,
+        settings=ctx.settings,
+        allow_unsigned=bool(plan.unsigned_ok),
+        **options,
+    )
+    result = restore(ref, restore_options, progress=progress, log=log)
     return result.to_dict(), None, result.warnings
 
 
 def _drill(plan, ctx, serving_db, progress, log):
-    ref = _source_ref(plan["source"], ctx, serving_db)
+    ref = _source_ref(plan.source, ctx, serving_db)
     result = run_drill(
         ref,
         ctx.pg,
         ctx.data_dir,
         identities=ctx.identities,
-        public_key=plan.get("public_key"),
-        allow_unsigned=bool(plan.get("unsigned_ok")),
-        neutralize_sql=plan.get("neutralize_sql") or [],
-        jobs=int(plan.get("jobs") or 1),
+        public_key=plan.public_key,
+        allow_unsigned=bool(plan.unsigned_ok),
+        neutralize_sql=plan.neutralize_sql or [],
+        jobs=int(plan.jobs or 1),
         progress=progress,
         log=log,
         settings=ctx.settings,
@@ -165,31 +163,31 @@ def _drill(plan, ctx, serving_db, progress, log):
 
 def _verify(plan, ctx, serving_db, progress, log):
     """Verify each source of the plan; the result lists one report per source, in order."""
-    sources = plan.get("sources") or []
-    deep = bool(plan.get("deep")) and bool(ctx.identities)
+    sources = plan.sources
+    deep = bool(plan.deep) and bool(ctx.identities)
     reports = []
     for index, source in enumerate(sources):
-        progress(index / max(len(sources), 1), "Verifying %s" % (source.get("label") or source["db_name"]))
-        entry = {"label": source.get("label"), "deep": deep}
+        progress(index / max(len(sources), 1), "Verifying %s" % (source.label or source.db_name))
+        entry = {"label": source.label, "deep": deep}
         try:
             ref = _source_ref(source, ctx, serving_db)
             report = verify(
                 ref,
-                public_key=plan.get("public_key"),
+                public_key=plan.public_key,
                 identities=ctx.identities or None,
                 deep=deep,
-                allow_unsigned=bool(plan.get("unsigned_ok")),
+                allow_unsigned=bool(plan.unsigned_ok),
             )
         except BackupError as exc:
             entry.update(ok=False, error=str(exc))
         except Exception as exc:  # storage and network trouble: a sentence for the people, details in the log
-            _logger.warning("Verifying %s failed", source.get("label"), exc_info=True)
+            _logger.warning("Verifying %s failed", source.label, exc_info=True)
             entry.update(ok=False, error="%s: %s" % (type(exc).__name__, exc))
         else:
             log(
                 "Verified %s: %s"
                 % (
-                    source.get("label") or source["db_name"],
+                    source.label or source.db_name,
                     "OK (signature %s%s)" % (report.signature, ", deep" if deep else "")
                     if report.ok
                     else "FAILED: %s" % report.failure_text(),
@@ -210,6 +208,6 @@ def _verify(plan, ctx, serving_db, progress, log):
                 sizes={name: art.get("size") for name, art in ((report.manifest or {}).get("artifacts") or {}).items()},
             )
         if entry.get("error"):
-            log("Verification of %s failed: %s" % (source.get("label") or source["db_name"], entry["error"]))
+            log("Verification of %s failed: %s" % (source.label or source.db_name, entry["error"]))
         reports.append(entry)
     return {"reports": reports}, None, []

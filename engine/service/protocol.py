@@ -4,16 +4,19 @@ Work is a row of ``spp_backup_run``; the worker (service/worker.py) claims it,
 holds the run's advisory lock while it works and writes the result; Odoo
 queues runs, wakes the worker on ``CHANNEL``, tells live runs from dead ones
 by their locks and knows from the workers' locks whether one serves. Both
-sides import these names and queries from here, never their own copies.
+sides import these names and queries from here, never their own copies;
+the states a run goes through are core/states.py's, its plans core/plans.py's.
 """
+
+from ..core.states import FAILED, RUNNING
 
 RUN_LOCK_CLASS = 0x5350  # pg_advisory_lock(RUN_LOCK_CLASS, run_id) while a run is worked on
 WORKER_LOCK_CLASS = 0x5351  # pg_advisory_lock_shared(WORKER_LOCK_CLASS, mode) while a worker serves
 MODE_SERVICE, MODE_ONESHOT = 0, 1
 CHANNEL = "spp_backup_run"
-ACTIONS = ("backup", "restore", "drill", "verify")
 COLLECT_CRON_XMLID = ("spp_backup", "ir_cron_spp_backup_collect")
 
+# The live run form (static/src/js/run_live.js) listens on this bus channel for notifications of this type.
 BUS_CHANNEL = "spp_backup_runs"
 BUS_TYPE = "spp_backup.run"
 
@@ -56,14 +59,14 @@ def reap_dead_runs(cr, **execute):
     cr.execute(
         """
         UPDATE spp_backup_run r
-           SET state = 'failed', error_message = %s, finished_at = now() AT TIME ZONE 'UTC',
+           SET state = %s, error_message = %s, finished_at = now() AT TIME ZONE 'UTC',
                write_date = now() AT TIME ZONE 'UTC'
-         WHERE r.state = 'running'
+         WHERE r.state = %s
            AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE """
         + LIVE_LOCK_WHERE
         + """ AND l.objid = r.id)
      RETURNING r.id""",
-        (DEAD_RUN_MESSAGE, RUN_LOCK_CLASS),
+        (FAILED, DEAD_RUN_MESSAGE, RUNNING, RUN_LOCK_CLASS),
         **execute,
     )
     return [row[0] for row in cr.fetchall()]

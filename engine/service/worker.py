@@ -41,6 +41,7 @@ import traceback
 import psycopg2
 import psycopg2.extensions
 
+from ..core import states
 from ..core.errors import BackupError, PreflightError
 from .dispatch import execute
 from .protocol import (
@@ -325,8 +326,9 @@ class Worker:
         try:
             with conn.cursor() as cr:
                 cr.execute(
-                    "SELECT id, action, plan FROM spp_backup_run WHERE state = 'queued' "
-                    "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                    "SELECT id, action, plan FROM spp_backup_run WHERE state = %s "
+                    "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    (states.QUEUED,),
                 )
                 row = cr.fetchone()
                 if row is None:
@@ -334,11 +336,11 @@ class Worker:
                     return None
                 cr.execute("SELECT pg_advisory_lock(%s, %s)", (RUN_LOCK_CLASS, row[0]))
                 cr.execute(
-                    """UPDATE spp_backup_run SET state = 'running', worker_host = %s, worker_pid = %s,
+                    """UPDATE spp_backup_run SET state = %s, worker_host = %s, worker_pid = %s,
                               started_at = now() AT TIME ZONE 'UTC', heartbeat_at = now() AT TIME ZONE 'UTC',
                               progress = 0, write_date = now() AT TIME ZONE 'UTC'
                         WHERE id = %s""",
-                    (self.host, os.getpid(), row[0]),
+                    (states.RUNNING, self.host, os.getpid(), row[0]),
                 )
             conn.commit()
         except BaseException:
@@ -364,7 +366,7 @@ class Worker:
         reporter.flush()
         notify_odoo(self.ctx.pg, name, self.listen_conn)
         reporter.start()
-        state, result, error = "failed", None, None
+        state, result, error = states.FAILED, None, None
         try:
             plan = json.loads(plan_text or "{}")
             with conn.cursor() as cr:
@@ -372,7 +374,7 @@ class Worker:
             result, error, warnings = execute(action, plan, self.ctx, name, reporter, reporter.step, approved=approved)
             if result is not None:
                 result.setdefault("warnings", list(warnings or []))
-            state = "failed" if error else "done"
+            state = states.FAILED if error else states.DONE
         except BackupError as exc:
             error = str(exc)
         except KeyboardInterrupt:
@@ -402,7 +404,7 @@ class Worker:
                 with conn.cursor() as cr:
                     cr.execute(
                         """UPDATE spp_backup_run SET state = %s, result = %s, error_message = %s, log = %s,
-                                  progress = CASE WHEN %s = 'done' THEN 100 ELSE progress END,
+                                  progress = CASE WHEN %s = %s THEN 100 ELSE progress END,
                                   finished_at = now() AT TIME ZONE 'UTC', heartbeat_at = now() AT TIME ZONE 'UTC',
                                   write_date = now() AT TIME ZONE 'UTC'
                             WHERE id = %s""",
@@ -412,6 +414,7 @@ class Worker:
                             error,
                             log,
                             state,
+                            states.DONE,
                             run_id,
                         ),
                     )

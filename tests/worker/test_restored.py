@@ -6,6 +6,7 @@ import sys
 
 from conftest import ROOT, OdooServer, wait_for
 
+from engine.core import states
 from engine.ops.inflight import IN_FLIGHT_MESSAGE
 
 MANAGER = ["base.group_user", "spp_backup.group_backup_manager"]
@@ -45,7 +46,7 @@ def test_runbook_restore_of_a_backup_taken_while_its_job_ran_raises_no_alert(odo
     def job():
         return manager("spp.backup.job", "read", [job_id], ["state", "backup_id", "run_id"])[0]
 
-    wait_for(lambda: job()["state"] == "done", 300, "the backup")
+    wait_for(lambda: job()["state"] == states.DONE, 300, "the backup")
     backup_id, run_id = job()["backup_id"], job()["run_id"][0]
     key = manager("spp.backup.policy", "read", [policy], ["signing_public_key"])[0]["signing_public_key"]
 
@@ -64,7 +65,7 @@ def test_runbook_restore_of_a_backup_taken_while_its_job_ran_raises_no_alert(odo
         )
         assert restored.query(
             "SELECT state, is_applied, error_message FROM spp_backup_run WHERE id = %s", (run_id,)
-        ) == [("failed", True, IN_FLIGHT_MESSAGE)]
+        ) == [(states.FAILED, True, IN_FLIGHT_MESSAGE)]
         before = noise(restored)
         restored.start()
         admin = restored.rpc("admin", "admin")
@@ -73,10 +74,10 @@ def test_runbook_restore_of_a_backup_taken_while_its_job_ran_raises_no_alert(odo
             admin("ir.cron", "method_direct_trigger", [cron])
         assert noise(restored) == before
         assert restored.query("SELECT state, error_message FROM spp_backup_job WHERE id = %s", (job_id,)) == [
-            ("failed", IN_FLIGHT_MESSAGE)
+            (states.FAILED, IN_FLIGHT_MESSAGE)
         ]
         assert restored.query("SELECT state, is_applied FROM spp_backup_run WHERE id = %s", (run_id,)) == [
-            ("failed", True)
+            (states.FAILED, True)
         ]
         assert restored.query("SELECT last_failure_at FROM spp_backup_policy WHERE id = %s", (policy,)) == [(None,)]
     finally:

@@ -1,5 +1,6 @@
 """Runs in PostgreSQL and the worker, across processes: a real Odoo server, real workers, real RPC."""
 
+import json
 import os
 import signal
 import time
@@ -7,6 +8,9 @@ import xmlrpc.client
 
 import pytest
 from conftest import wait_for
+
+from engine.core import states
+from engine.service import protocol
 
 MANAGER = ["base.group_user", "spp_backup.group_backup_manager"]
 AUDITOR = ["base.group_user", "spp_backup.group_backup_auditor"]
@@ -71,27 +75,26 @@ def test_rpc_refuses_runs_and_evidence_to_every_group(odoo_server, people, polic
     """Over RPC, Auditor, Manager and Settings administrator create, write and delete no run and no evidence."""
     workers.start()
     job_id = back_up_now(people["manager"], policy)
-    wait_for(lambda: job_of(people["auditor"], job_id)["state"] == "done", 180, "the backup")
+    wait_for(lambda: job_of(people["auditor"], job_id)["state"] == states.DONE, 180, "the backup")
     run_id = job_of(people["auditor"], job_id)["run_id"][0]
     # The open forms were told over Odoo's bus as the run went (by the worker, then by Odoo recording it).
-    posted = odoo_server.query(
-        "SELECT message FROM bus_bus WHERE channel = %s", ('["%s","spp_backup_runs"]' % odoo_server.db,)
-    )
+    channel = json.dumps([odoo_server.db, protocol.BUS_CHANNEL], separators=(",", ":"))
+    posted = odoo_server.query("SELECT message FROM bus_bus WHERE channel = %s", (channel,))
     assert any('"id":%d' % run_id in message for (message,) in posted), posted
     for who in ("auditor", "manager", "admin"):
         rpc = people[who]
-        assert denied(rpc, "spp.backup.run", "write", [run_id], {"state": "queued"}), who
+        assert denied(rpc, "spp.backup.run", "write", [run_id], {"state": states.QUEUED}), who
         assert denied(rpc, "spp.backup.run", "create", {"action": "backup", "plan": "{}"}), who
         assert denied(rpc, "spp.backup.run", "unlink", [run_id]), who
-        for values in ({"database_sha256": "0" * 64}, {"verify_state": "ok"}, {"state": "done"}):
+        for values in ({"database_sha256": "0" * 64}, {"verify_state": "ok"}, {"state": states.DONE}):
             assert denied(rpc, "spp.backup.job", "write", [job_id], values), (who, values)
-        forged = {"policy_id": policy, "state": "done", "backup_id": "20261126T030000Z-f00000"}
+        forged = {"policy_id": policy, "state": states.DONE, "backup_id": "20261126T030000Z-f00000"}
         assert denied(rpc, "spp.backup.job", "create", forged), who
         assert denied(rpc, "spp.backup.policy", "write", [policy], {"last_success_at": "2030-01-01 00:00:00"}), who
         # The fields that once read a file into the Log tab do not exist any more.
         text = refused(rpc, "spp.backup.job", "write", [job_id], {"runner_log_path": "/etc/passwd"})
         assert "Invalid field" in text or "You are not allowed" in text
-    assert job_of(people["auditor"], job_id)["state"] == "done"
+    assert job_of(people["auditor"], job_id)["state"] == states.DONE
 
 
 def test_out_of_scope_database_and_folder_are_refused_over_rpc(odoo_server, people):
@@ -121,15 +124,15 @@ def test_killed_worker_is_failed_by_another_process_which_takes_the_next_run(odo
     first.wait()
     killed_at = time.monotonic()
     second = workers.start()
-    wait_for(lambda: run_row(odoo_server, run_id)[0] == "failed", 60, "the dead run being marked failed")
+    wait_for(lambda: run_row(odoo_server, run_id)[0] == states.FAILED, 60, "the dead run being marked failed")
     noticed = time.monotonic() - killed_at
     assert "stopped before it reported a result" in run_row(odoo_server, run_id)[2]
     assert noticed < 60
-    wait_for(lambda: job_of(manager, job_id)["state"] == "failed", 90, "the job recording the failure")
+    wait_for(lambda: job_of(manager, job_id)["state"] == states.FAILED, 90, "the job recording the failure")
     assert not job_of(manager, job_id)["has_stored_copy"]
     assert manifests(odoo_server) == before, "the killed backup left no set that lists as restorable"
     next_job = back_up_now(manager, policy)
-    wait_for(lambda: job_of(manager, next_job)["state"] == "done", 180, "the next backup")
+    wait_for(lambda: job_of(manager, next_job)["state"] == states.DONE, 180, "the next backup")
     next_run = job_of(manager, next_job)["run_id"][0]
     assert run_row(odoo_server, next_run)[1] == second.pid
     print("dead run noticed %.1f s after the SIGKILL" % noticed)
@@ -141,11 +144,11 @@ def test_odoo_restarted_mid_backup_while_a_service_worker_runs_it(odoo_server, p
     workers.start()
     job_id = back_up_now(manager, policy)
     run_id = job_of(manager, job_id)["run_id"][0]
-    wait_for(lambda: run_row(odoo_server, run_id)[0] == "running", 60, "the run starting", interval=0.05)
+    wait_for(lambda: run_row(odoo_server, run_id)[0] == states.RUNNING, 60, "the run starting", interval=0.05)
     odoo_server.stop()
     odoo_server.start()
     manager = odoo_server.rpc("w_manager", "w_manager-pw")
-    wait_for(lambda: job_of(manager, job_id)["state"] == "done", 180, "the backup recorded after the restart")
+    wait_for(lambda: job_of(manager, job_id)["state"] == states.DONE, 180, "the backup recorded after the restart")
     assert job_of(manager, job_id)["backup_id"]
 
 
@@ -179,7 +182,7 @@ def test_two_workers_run_twenty_due_policies_each_exactly_once(odoo_server, peop
             "WHERE j.policy_id = ANY(%s)",
             (policies,),
         )
-        return rows if len(rows) == 20 and all(state == "done" for _p, state, _w in rows) else None
+        return rows if len(rows) == 20 and all(state == states.DONE for _p, state, _w in rows) else None
 
     rows = wait_for(all_done, 300, "20 backups")
     assert sorted(p for p, _s, _w in rows) == sorted(policies), "each policy exactly once"
@@ -234,7 +237,7 @@ def test_oneshot_worker_from_a_prefork_odoo_with_a_memory_limit(odoo_server, peo
         limit = address_limit(pid)
         if limit is not None:  # still running: its address space is not bound by Odoo's 512 MB
             assert limit == "unlimited", limit
-        wait_for(lambda: job_of(manager, job_id)["state"] == "done", 240, "the backup of the one-shot worker")
+        wait_for(lambda: job_of(manager, job_id)["state"] == states.DONE, 240, "the backup of the one-shot worker")
         log = odoo_server.query("SELECT log FROM spp_backup_run WHERE id = %s", (run_id,))[0][0]
         assert "peak address space" in log
         print("one-shot worker: %s" % log.split("Worker memory: ")[1].splitlines()[0])
