@@ -333,11 +333,10 @@ def accepted_code(args):
     return read_accepted(args.accept_code)
 
 
-def cmd_restore(args):
-    settings, pg, data_dir = settings_for(args)
-    identities, public_key = key_options(args, settings)
-    ref = catalog.resolve(args.backup, settings)
-    options = RestoreOptions(
+def restore_options(args, pg, data_dir, **more):
+    """RestoreOptions of the target options restore and import share (the target, replace, copy, neutralize,
+    confirm, --accept-code), plus ``more``."""
+    return RestoreOptions(
         target_db=args.target,
         pg=pg,
         data_dir=data_dir,
@@ -345,14 +344,26 @@ def cmd_restore(args):
         include_filestore=not args.no_filestore,
         new_uuid=args.copy,
         neutralize=args.neutralize,
+        confirm_name=args.confirm,
+        accepted_code=accepted_code(args),
+        **more,
+    )
+
+
+def cmd_restore(args):
+    settings, pg, data_dir = settings_for(args)
+    identities, public_key = key_options(args, settings)
+    ref = catalog.resolve(args.backup, settings)
+    options = restore_options(
+        args,
+        pg,
+        data_dir,
         jobs=max(1, args.jobs),
         tmp_dir=args.tmp_dir,
         identities=identities,
         public_key=public_key,
-        confirm_name=args.confirm,
         allow_unsigned=args.allow_unsigned,
         settings=settings,
-        accepted_code=accepted_code(args),
     )
     result = restore(ref, options, **reporters(args))
     lines = ["Restored backup %s into database %s in %.1f s" % (result.backup_id, result.target_db, result.duration)]
@@ -387,17 +398,7 @@ def cmd_drill(args):
 
 def cmd_import(args):
     settings, pg, data_dir = settings_for(args)
-    options = RestoreOptions(
-        target_db=args.target,
-        pg=pg,
-        data_dir=data_dir,
-        replace=args.replace,
-        include_filestore=not args.no_filestore,
-        new_uuid=args.copy,
-        neutralize=args.neutralize,
-        confirm_name=args.confirm,
-        accepted_code=accepted_code(args),
-    )
+    options = restore_options(args, pg, data_dir)
     result = import_file(
         args.zip,
         options,
