@@ -4,6 +4,7 @@ import logging
 from markupsafe import Markup
 from odoo import _, api, fields, models
 
+from .. import compat
 from .server_fields import EVERY_FIELD
 
 _logger = logging.getLogger(__name__)
@@ -54,13 +55,16 @@ class SppBackupAlert(models.Model):
         help="The to-dos given to the managers for this incident (gone once marked done).",
     )
 
-    _sql_constraints = [
-        (
-            "one_open_per_kind",
-            "EXCLUDE (policy_id WITH =, kind WITH =) WHERE (state = 'open')",
-            "A policy has at most one open alert of each kind.",
-        ),
-    ]
+    compat.sql_constraints(
+        locals(),
+        [
+            (
+                "one_open_per_kind",
+                "EXCLUDE (policy_id WITH =, kind WITH =) WHERE (state = 'open')",
+                "A policy has at most one open alert of each kind.",
+            ),
+        ],
+    )
 
     @api.depends("policy_id.name", "kind")
     def _compute_name(self):
@@ -73,10 +77,8 @@ class SppBackupAlert(models.Model):
     @api.model
     def _recipients(self, policy):
         """(users given the activity, partners emailed): the responsible if any, else every Backup Manager."""
-        managers = (
-            self.env.ref("spp_backup.group_backup_manager")
-            .sudo()
-            .users.filtered(lambda user: user.active and not user.share)
+        managers = compat.group_members(self.env.ref("spp_backup.group_backup_manager").sudo()).filtered(
+            lambda user: user.active and not user.share
         )
         assignees = policy.user_id if policy.user_id and policy.user_id.active else managers
         return assignees, (managers | policy.user_id).partner_id

@@ -13,6 +13,7 @@ from odoo.modules.module import get_module_path
 from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tools import config as odoo_config
 
+from .. import compat
 from ..engine.core import scope, states
 from ..engine.core.config import PgConfig, Settings
 from ..engine.core.errors import BackupError
@@ -189,7 +190,7 @@ class SppBackupEngine(models.AbstractModel):
 
     @api.model
     def _commit_unless_testing(self):
-        if not (self.env.registry.in_test_mode() or odoo_config["test_enable"]):
+        if not (compat.in_test_mode(self.env) or odoo_config["test_enable"]):
             self.env.cr.commit()  # pylint: disable=invalid-commit
 
     @api.model
@@ -246,7 +247,7 @@ class SppBackupEngine(models.AbstractModel):
         """Start ``spp-backup worker --once`` for this database unless a worker is alive; True when started."""
         if self._worker_mode() != "none":
             return False
-        if self.env.registry.in_test_mode() and not self.env.context.get("spp_backup_start_worker"):
+        if compat.in_test_mode(self.env) and not self.env.context.get("spp_backup_start_worker"):
             return False
         command = [
             self._settings().get("python") or sys.executable,

@@ -4,6 +4,7 @@ import logging
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
+from .. import compat
 from ..engine.core import plans, states
 from ..engine.core.errors import BackupError
 from ..engine.core.human import human_bytes, human_duration
@@ -37,7 +38,7 @@ class SppBackupJob(models.Model):
     )
     # The run fields come from the mixin; these differ from it.
     user_id = fields.Many2one(string="Triggered by")
-    duration = fields.Float(group_operator="avg")
+    duration = fields.Float(**compat.aggregator("avg"))
     plan_destination_ids = fields.Char(
         string="Destinations in plan order", readonly=True, copy=False, help="Ids of the destinations, as run."
     )

@@ -1,4 +1,3 @@
-import datetime
 import logging
 
 from odoo import _, api, fields, models, release
@@ -6,7 +5,7 @@ from odoo.addons.base.models.res_partner import _tz_get
 from odoo.exceptions import UserError, ValidationError
 from odoo.tools.sql import column_exists, create_column, table_exists
 
-from ..engine.core import scope, states
+from ..engine.core import objectives, scope, states
 from ..engine.core.config import BackupPlan
 from ..engine.core.errors import BackupError
 from ..engine.core.retention import RetentionRules
@@ -27,16 +26,9 @@ RETENTION_HELP = (
 # so two runs of one policy never overlap, whoever starts them.
 LOCK_NAMESPACE = 0x5350_0000
 
-# A scheduled run may start up to one cron interval late; beyond an hour the
-# policy is reported late.
-OVERDUE_GRACE = datetime.timedelta(hours=1)
-
 _logger = logging.getLogger(__name__)
 
 WEEKDAY_SELECTION = [(str(number), name) for number, name in enumerate(WEEKDAYS)]
-
-# Kanban colours of the dashboard (Odoo's colour indexes).
-COLOR_NONE, COLOR_RED, COLOR_ORANGE, COLOR_GREEN = 0, 1, 2, 10
 
 
 class SppBackupPolicy(models.Model):
@@ -582,7 +574,7 @@ class SppBackupPolicy(models.Model):
     def _compute_objectives(self):
         now = fields.Datetime.now()
         for policy in self:
-            objectives = policy._objectives(now)
+            verdicts = policy._objectives(now)
             for name in (
                 "rpo_status",
                 "rto_status",
@@ -593,25 +585,12 @@ class SppBackupPolicy(models.Model):
                 "rpo_text",
                 "rto_text",
             ):
-                policy[name] = objectives[name]
+                policy[name] = verdicts[name]
             drill = policy.last_drill_id
-            if not drill:
-                policy.last_drill_state = "none"
-            else:
-                policy.last_drill_state = "passed" if drill.state == states.DONE and drill.is_ok else "failed"
-            if (
-                policy.rpo_status == "breached"
-                or policy.rto_status == "breached"
-                or policy.last_drill_state == "failed"
-                or policy.state in ("failing", "verify_failed")
-            ):
-                policy.compliance_color = COLOR_RED
-            elif (
-                policy.rpo_status == "unknown" or policy.rto_status == "unknown" or policy.state in ("partial", "never")
-            ):
-                policy.compliance_color = COLOR_ORANGE
-            else:
-                policy.compliance_color = COLOR_GREEN
+            policy.last_drill_state = objectives.drill_verdict(bool(drill), drill.state == states.DONE, drill.is_ok)
+            policy.compliance_color = objectives.compliance_color(
+                policy.rpo_status, policy.rto_status, policy.last_drill_state, policy.state
+            )
 
     def _compute_worker_mode_text(self):
         Engine = self.env["spp.backup.engine"]
@@ -647,21 +626,16 @@ class SppBackupPolicy(models.Model):
     def _compute_state(self):
         now = fields.Datetime.now()
         for policy in self:
-            success, failure = policy.last_success_at, policy.last_failure_at
-            if failure and (not success or failure >= success):
-                policy.state = "failing"
-            elif success and policy.last_success_job_id.verify_state == "failed":
-                policy.state = "verify_failed"
-            elif success and policy.last_success_job_id.state == states.PARTIAL:
-                policy.state = "partial"
-            elif not success:
-                policy.state = "never"
-            elif now - success > datetime.timedelta(hours=policy.rpo_hours or 0) or (
-                policy.active and policy.next_run and now - policy.next_run > OVERDUE_GRACE
-            ):
-                policy.state = "late"
-            else:
-                policy.state = "ok"
+            policy.state = objectives.policy_state(
+                now,
+                last_success_at=policy.last_success_at,
+                last_failure_at=policy.last_failure_at,
+                success_verify_state=policy.last_success_job_id.verify_state,
+                success_partial=policy.last_success_job_id.state == states.PARTIAL,
+                rpo_hours=policy.rpo_hours,
+                active=policy.active,
+                next_run=policy.next_run,
+            )
 
     # ---------------------------------------------------------------- schedule
 

@@ -1,8 +1,6 @@
-import datetime
-
 from odoo import _, api, fields, models
 
-from ..engine.core import states
+from ..engine.core import objectives, states
 from ..engine.core.human import human_duration
 
 
@@ -52,23 +50,17 @@ class SppBackupPolicyObjectives(models.Model):
         Without any good backup the RPO is unknown while the policy is younger than its RPO, and breached after.
         """
         self.ensure_one()
-        now = now or fields.Datetime.now()
-        limit = datetime.timedelta(seconds=self._rpo_seconds())
         point = self._recovery_point() if self.id else self.env["spp.backup.job"]
-        if point and point.finished_at:
-            age = now - point.finished_at
-            return ("breached" if age > limit else "ok"), max(age.total_seconds(), 0.0)
-        since = self.create_date or now
-        return ("breached" if now - since > limit else "unknown"), None
+        return objectives.rpo_verdict(
+            now or fields.Datetime.now(), self._rpo_seconds(), point.finished_at or None, self.create_date
+        )
 
     def _rto_verdict(self):
         """('ok', 'breached' or 'unknown', seconds the last drill's restore took, or None) from the last drill."""
         self.ensure_one()
         drill = self.last_drill_id
-        if not drill or not drill.is_rto_measured:
-            return "unknown", None
-        seconds = drill.restore_seconds
-        return ("breached" if seconds > self._rto_seconds() else "ok"), seconds
+        measured = drill.restore_seconds if drill and drill.is_rto_measured else None
+        return objectives.rto_verdict(self._rto_seconds(), measured)
 
     def _objectives(self, now=None):
         """The objectives ``now``: {field: value} of the verdicts, the measures (s) and their words, and the
@@ -119,15 +111,16 @@ class SppBackupPolicyObjectives(models.Model):
         Alert = self.env["spp.backup.alert"]
         for policy in self:
             texts = policy._objectives(now)
-            if texts["rpo_status"] == "breached" and policy.active:
+            wanted = objectives.objective_alerts(texts["rpo_status"], texts["rto_status"], policy.active)
+            if wanted["rpo_breach"] == objectives.RAISE:
                 Alert._raise(policy, "rpo_breach", texts["rpo_alert"])
-            else:
+            elif wanted["rpo_breach"] == objectives.RESOLVE:
                 Alert._resolve(
                     policy, "rpo_breach", _("The newest good backup is within the RPO again: %s.", texts["rpo_text"])
                 )
-            if texts["rto_status"] == "breached" and policy.active:
+            if wanted["rto_breach"] == objectives.RAISE:
                 Alert._raise(policy, "rto_breach", texts["rto_alert"])
-            elif texts["rto_status"] == "ok" or not policy.active:
+            elif wanted["rto_breach"] == objectives.RESOLVE:
                 Alert._resolve(
                     policy, "rto_breach", _("The last drill restored within the RTO: %s.", texts["rto_text"])
                 )

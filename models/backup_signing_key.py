@@ -4,6 +4,7 @@ import shlex
 from odoo import _, api, fields, models
 from odoo.exceptions import UserError
 
+from .. import compat
 from ..engine.core.errors import BackupError
 from ..engine.io import crypto
 from .server_fields import EVERY_FIELD
@@ -42,7 +43,9 @@ class SppBackupSigningKey(models.Model):
     )
     revoked_by_id = fields.Many2one("res.users", string="Distrusted by", readonly=True)
 
-    _sql_constraints = [("public_key_unique", "unique(public_key)", "This signing key is recorded already.")]
+    compat.sql_constraints(
+        locals(), [("public_key_unique", "unique(public_key)", "This signing key is recorded already.")]
+    )
 
     @api.depends("public_key")
     def _compute_fingerprint(self):
@@ -168,7 +171,7 @@ class SppBackupSigning(models.TransientModel):
     @api.model_create_multi
     def create(self, vals_list):
         # Nothing a caller sends is kept: the dialog records only what the server saw when it opened.
-        self.check_access_rights("create")
+        compat.check_model_access(self, "create")
         opened = self.env["spp.backup.signing.key"]._server_key().get("public_key") or False
         created = super(SppBackupSigning, self._server_mode()).create(
             [{"opened_public_key": opened} for _v in vals_list]

@@ -29,7 +29,9 @@ def _is_own_comment(message, env):
     return message.sudo().author_id == env.user.partner_id and message.message_type == "comment"
 
 
-def _refuse(reason):
+def _refuse(self, reason):
+    """Refuse a change to the messages of a backup record; ``self`` is the model refusing it (Odoo's ``_``
+    takes the language from the caller's ``self``)."""
     raise AccessError(_("Messages on backup records are evidence: %s", reason))
 
 
@@ -61,13 +63,13 @@ class MailMessage(models.Model):
         now = fields.Datetime.now()
         for message in messages:
             if message.author_id != partner or message.author_guest_id:
-                _refuse(_("you post as yourself, not as someone else."))
+                _refuse(self, _("you post as yourself, not as someone else."))
             if message.message_type not in PEOPLE_MESSAGE_TYPES or message.subtype_id.id in server_subtypes:
-                _refuse(_("you post notes and messages, not notifications of the server."))
+                _refuse(self, _("you post notes and messages, not notifications of the server."))
             if message.tracking_value_ids:
-                _refuse(_("tracked changes are the server's."))
+                _refuse(self, _("tracked changes are the server's."))
             if message.date and abs(message.date - now) > DATE_SLACK:
-                _refuse(_("a message is dated when it is posted."))
+                _refuse(self, _("a message is dated when it is posted."))
 
     @api.model_create_multi
     def create(self, vals_list):
@@ -84,7 +86,7 @@ class MailMessage(models.Model):
             own_text = set(vals) <= {"body", "attachment_ids", "partner_ids"}
             for message in _on_evidence(self):
                 if not (own_text and _is_own_comment(message, self.env)):
-                    _refuse(_("only the text of your own comments can change."))
+                    _refuse(self, _("only the text of your own comments can change."))
         result = super().write(vals)
         if not self.env.su:
             self._check_people_message()
@@ -94,7 +96,7 @@ class MailMessage(models.Model):
         if not self.env.su:
             for message in _on_evidence(self):
                 if not _is_own_comment(message, self.env):
-                    _refuse(_("nobody deletes the server's."))
+                    _refuse(self, _("nobody deletes the server's."))
         return super().unlink()
 
 
@@ -127,13 +129,12 @@ class MailTrackingValue(models.Model):
 class MailThread(models.AbstractModel):
     _inherit = "mail.thread"
 
-    def _message_update_content(self, message, body, attachment_ids=None, partner_ids=None, strict=True, **kwargs):
+    def _message_update_content(self, message, *args, **kwargs):
         """On backup records only the author edits a comment (Odoo also lets administrators, as superuser)."""
         if _is_evidence_model(self._name) and not self.env.su and not _is_own_comment(message, self.env):
-            _refuse(_("only the text of your own comments can change."))
-        return super()._message_update_content(
-            message, body, attachment_ids=attachment_ids, partner_ids=partner_ids, strict=strict, **kwargs
-        )
+            _refuse(self, _("only the text of your own comments can change."))
+        # Odoo 17 takes the body by position, Odoo 19 by keyword only: passed on as given.
+        return super()._message_update_content(message, *args, **kwargs)
 
     def _routing_check_route(self, message, message_dict, route, raise_exception=True):
         """Incoming e-mail is never posted on a backup record: Odoo posts it as superuser, in the name of

@@ -7,6 +7,7 @@ from odoo import fields
 from odoo.exceptions import UserError
 from odoo.tests import tagged
 
+from .. import compat
 from ..engine.core import states
 from ..engine.service import protocol as run_protocol
 from .common import BackupCase
@@ -268,7 +269,7 @@ class TestBackupJob(BackupCase):
 
     def test_duration_is_averaged_in_groups(self):
         """Grouped job lists show the average duration, not a meaningless sum of seconds."""
-        self.assertEqual(self.Job._fields["duration"].group_operator, "avg")
+        self.assertEqual(compat.field_aggregator(self.Job._fields["duration"]), "avg")
         self.assertEqual(self.Job._fields["state"].string, "Status")
         self.assertFalse(getattr(self.Job._fields["backup_id"], "tracking", None), "backup_id is not tracked")
 

@@ -3,6 +3,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -15,6 +16,7 @@ from odoo import SUPERUSER_ID, api
 from odoo.tests import HttpCase, new_test_user, tagged
 from odoo.tests.common import ChromeBrowser
 
+from .. import compat
 from ..engine.core import states
 from ..engine.db import pg
 from ..engine.io import crypto
@@ -52,8 +54,9 @@ class TourWorker:
     reloaded: they must follow the run by themselves.
     """
 
-    def __init__(self, registry):
+    def __init__(self, registry, on_round=None):
         self.registry = registry
+        self.on_round = on_round
         self.wanted = threading.Event()
         self.stopping = False
         self.rounds = 0
@@ -83,6 +86,8 @@ class TourWorker:
             except Exception as exc:  # reported by the test once the tour is over
                 _logger.exception("The tour's worker failed")
                 self.errors.append("%s: %s" % (type(exc).__name__, exc))
+            if self.on_round:
+                self.on_round(self.rounds)
 
 
 @tagged("post_install", "-at_install")
@@ -95,7 +100,7 @@ class TestBackupTour(HttpCase):
     now and watches the job reach Done, verifies it, restores it into a new
     database, drills the policy and reads the dashboard. Screenshots of each
     step are written to $SPP_BACKUP_SCREENSHOTS (default .tmp/screenshots in
-    the addon), in first_week/.
+    the repository), in odoo17/first_week/ or odoo19/first_week/.
     """
 
     @classmethod
@@ -131,7 +136,9 @@ class TestBackupTour(HttpCase):
             groups="base.group_user,spp_backup.group_backup_manager,spp_backup.group_backup_restore",
         )
         cls.screenshot_dir = os.path.join(
-            os.environ.get("SPP_BACKUP_SCREENSHOTS") or os.path.join(ADDON_DIR, ".tmp", "screenshots"), "first_week"
+            os.environ.get("SPP_BACKUP_SCREENSHOTS") or os.path.join(ADDON_DIR, ".tmp", "screenshots"),
+            "odoo%d" % compat.SERIES,
+            "first_week",
         )
 
     @classmethod
@@ -152,11 +159,18 @@ class TestBackupTour(HttpCase):
     def on_signal(self, browser, what):
         """What the tour asks on the console: a screenshot, or that the worker runs what is queued."""
         if what == "work":
+            self.browser = browser
             self.worker.wanted.set()
         elif what.startswith("screenshot "):
             self.take_screenshot(browser, what.split(" ", 1)[1])
         else:
             self.signal_errors.append("unknown signal from the tour: %r" % what)
+
+    def worker_round_done(self, rounds):
+        """Tell the page how many rounds the worker has done (Odoo 19's tour waits for it; 17's reads nothing)."""
+        self.browser._websocket_send(
+            "Runtime.evaluate", params={"expression": "document.body.dataset.sppTourWorked = %d" % rounds}
+        )
 
     def take_screenshot(self, browser, name):
         """Save the page as <name>.png, then tell the tour (which waits for it) that it is saved."""
@@ -181,7 +195,8 @@ class TestBackupTour(HttpCase):
         original = ChromeBrowser._handle_console
         original_navigate = ChromeBrowser.navigate_to
         test = self
-        width, height = (int(size) for size in self.browser_size.split("x"))
+        # "1366x768" (Odoo 19's browser writes it back as "1366,768").
+        width, height = (int(size) for size in re.split("[x,]", self.browser_size))
 
         def navigate_to(browser, url, wait_stop=False):
             browser._websocket_request(
@@ -203,18 +218,17 @@ class TestBackupTour(HttpCase):
 
     def run_tour(self, values):
         """Run the tour with ``values`` in window.sppBackupTour, as start_tour does, with the worker beside it."""
+        url = compat.WEB_CLIENT_URL
         code = "window.sppBackupTour = %s; odoo.startTour(%s, %s)" % (
             json.dumps(values),
             json.dumps(TOUR),
-            json.dumps({"stepDelay": 0, "keepWatchBrowser": False, "startUrl": "/web"}),
+            json.dumps({"stepDelay": 0, "keepWatchBrowser": False, "startUrl": url}),
         )
-        self.worker = TourWorker(self.registry)
+        self.worker = TourWorker(self.registry, on_round=self.worker_round_done)
         self.worker.start()
         try:
             with self.browser_hooks():
-                self.browser_js(
-                    "/web", code, ready="odoo.isTourReady(%s)" % json.dumps(TOUR), login=self.user.login, timeout=1200
-                )
+                self.start_tour(url, TOUR, code=code, login=self.user.login, timeout=1200)
         finally:
             self.worker.stop()
             self.env.invalidate_all()
