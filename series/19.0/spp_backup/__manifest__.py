@@ -1,0 +1,43 @@
+{  # noqa: B018 - an Odoo manifest is a bare dictionary
+    "name": "OpenSPP Backup & Recovery",
+    "summary": "Scheduled, verifiable backups of the database, filestore and application, with evidence for auditors.",
+    "version": "19.0.1.6.0",
+    "author": "spp_backup contributors",
+    "license": "LGPL-3",
+    "category": "OpenSPP",
+    "depends": ["base", "mail"],
+    "external_dependencies": {
+        "python": ["boto3", "pyrage", "cryptography", "psycopg2", "zstandard"],
+    },
+    "data": [
+        "security/security.xml",
+        "security/ir.model.access.csv",
+        "data/mail_message_subtype.xml",
+        "data/mail_activity_type.xml",
+        "data/ir_cron.xml",
+        "views/wizard_backup_run_now_views.xml",
+        "views/wizard_backup_restore_views.xml",
+        "views/wizard_backup_browse_views.xml",
+        "views/wizard_backup_retention_preview_views.xml",
+        "views/backup_destination_views.xml",
+        "views/backup_job_views.xml",
+        "views/backup_policy_views.xml",
+        "views/backup_restore_views.xml",
+        "views/backup_drill_views.xml",
+        "views/backup_alert_views.xml",
+        "views/backup_run_views.xml",
+        "views/backup_signing_views.xml",
+        "views/menus.xml",
+    ],
+    "assets": {
+        "web.assets_backend": [
+            "spp_backup/static/src/js/run_live.js",
+        ],
+        "web.assets_tests": [
+            "spp_backup/static/tests/tours/*.js",
+        ],
+    },
+    "development_status": "Alpha",
+    "installable": True,
+    "application": True,
+}

@@ -1,0 +1,1 @@
+../../../../../../static/src/js/run_live.js
