@@ -1,9 +1,14 @@
-"""Upgrading a real database from the previous release of the addon (17.0.1.3.0) to this one.
+"""Upgrading a real database.
 
-The previous release is taken from this repository's own history: its files
-as they were at that commit are installed on a database of their own, given
+Odoo 17: from the previous release of the addon (17.0.1.3.0) to this one. The
+previous release is taken from this repository's own history: its files as
+they were at that commit are installed on a database of their own, given
 policies over RPC (one with a signing public key, one without, one weekly),
 and the database is then upgraded with ``-u spp_backup`` by this checkout.
+
+Odoo 19: 19.0.1.6.0 is the first release for Odoo 19, so there is no older
+one to upgrade from; what every deployment runs after pulling a new checkout,
+``-u spp_backup`` on a database in use, is tested instead.
 """
 
 import os
@@ -12,7 +17,7 @@ import tarfile
 import tempfile
 
 import pytest
-from conftest import ROOT, OdooServer
+from conftest import ROOT, OdooServer, only_on_odoo
 
 # The last commit of release 17.0.1.3.0 (one signing key per policy, schedules in UTC, the key dialog).
 PREVIOUS_RELEASE = "0e5e38d6b018ada0ac5c737acee5ce2d7e24da4d"
@@ -44,6 +49,30 @@ def export_release(commit, target):
         tar.extractall(target, filter="data")
 
 
+ADDON_CRONS = (
+    "SELECT c.id, c.active FROM ir_cron c JOIN ir_model_data d ON d.res_id = c.id AND d.model = 'ir.cron' "
+    "WHERE d.module = 'spp_backup' ORDER BY c.id"
+)
+
+
+def update_addon(server):
+    """``-u spp_backup`` with Odoo stopped; what Odoo logged while doing it (the test fails if it failed)."""
+    with open(server.log, "a", encoding="utf-8") as handle:
+        handle.write("=== update\n")
+    update = subprocess.run(  # noqa: S603
+        server.odoo_command("-u", "spp_backup", "--stop-after-init"),
+        cwd=server.base,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    with open(server.log, encoding="utf-8", errors="replace") as handle:
+        log = handle.read().rsplit("=== update\n", 1)[1]
+    assert update.returncode == 0, log[-3000:]
+    return log
+
+
 @pytest.fixture
 def old_server():
     base = tempfile.mkdtemp(prefix="spp_backup_upgrade_")
@@ -59,6 +88,7 @@ def old_server():
     server.destroy()
 
 
+@only_on_odoo(17)
 def test_upgrade_from_the_previous_release(old_server):
     """Policies keep their instants and get Sign from their old key; the key dialog's model goes; the new
     release then serves the database (the signing dialog opens, the schedule reads in words)."""
@@ -79,17 +109,7 @@ def test_upgrade_from_the_previous_release(old_server):
     link = os.path.join(server.base, "addons", "spp_backup")
     os.unlink(link)
     os.symlink(ROOT, link)
-    upgrade = subprocess.run(  # noqa: S603
-        server.odoo_command("-u", "spp_backup", "--stop-after-init"),
-        cwd=server.base,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    with open(server.log, encoding="utf-8", errors="replace") as handle:
-        log = handle.read()
-    assert upgrade.returncode == 0, log[-3000:]
+    log = update_addon(server)
     assert "Failed to load registry" not in log
 
     rows = {
@@ -120,3 +140,44 @@ def test_upgrade_from_the_previous_release(old_server):
     assert "not signed" in texts["signing_status"]
     action = admin("spp.backup.signing", "action_open")
     assert action["res_model"] == "spp.backup.signing" and action["res_id"]
+
+
+@pytest.fixture
+def fresh_server():
+    server = OdooServer(tempfile.mkdtemp(prefix="spp_backup_update_"))
+    server.install()
+    yield server
+    server.destroy()
+
+
+@only_on_odoo(19)
+def test_update_in_place_keeps_policies_keys_and_history(fresh_server):
+    """``-u spp_backup`` on a database in use: policies, their schedules and the trusted signing key stay,
+    the crons stay active, nothing is logged as a warning or an error, and the updated addon serves it."""
+    server = fresh_server
+    server.start()
+    admin = server.rpc("admin", "admin")
+    folder = os.path.join(server.backups, "disk")
+    os.makedirs(folder)
+    destination = admin("spp.backup.destination", "create", {"name": "Disk", "path": folder})
+    common = {"destination_ids": [(6, 0, [destination])], "encrypt": False}
+    plain = admin("spp.backup.policy", "create", dict(common, name="Plain", time_of_day=2.5))
+    weekly = admin("spp.backup.policy", "create", dict(common, name="Weekly", interval_type="weeks", interval_number=1))
+    before = server.query("SELECT id, name, next_run, weekday, tz FROM spp_backup_policy ORDER BY id")
+    crons = server.query(ADDON_CRONS)
+    assert crons and all(active for _id, active in crons)
+    server.stop()
+
+    log = update_addon(server)
+    problems = [line for line in log.splitlines() if " WARNING " in line or " ERROR " in line or " CRITICAL " in line]
+    assert problems == [], "\n".join(problems)
+    assert server.query("SELECT id, name, next_run, weekday, tz FROM spp_backup_policy ORDER BY id") == before
+    assert server.query(ADDON_CRONS) == crons
+
+    server.start()
+    admin = server.rpc("admin", "admin")
+    texts = admin("spp.backup.policy", "read", [plain, weekly], ["schedule_text", "sign"])
+    assert texts[0]["schedule_text"].startswith("Every day at 02:30 (")
+    assert texts[1]["schedule_text"].startswith("Every week on ")
+    version = server.query("SELECT latest_version FROM ir_module_module WHERE name = 'spp_backup'")
+    assert version == [("19.0.1.6.0",)]
