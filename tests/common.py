@@ -12,7 +12,6 @@ from odoo.tests.common import TransactionCase, new_test_user
 
 from ..engine.core import plans, states
 from ..engine.core.config import BackupPlan
-from ..engine.core.errors import BackupError
 from ..engine.db import pg
 from ..engine.io import crypto
 from ..engine.service import dispatch
@@ -36,13 +35,24 @@ def placeholder_plan(action, db_name):
 
 
 class _TestConnection:
-    """The worker's database connection, made of this test's cursor: what the worker writes, the test sees."""
+    """The worker's database connection, made of this test's cursor: what the worker writes, the test sees.
+
+    The worker commits its claim and its result in transactions of its own; here they stay in the test's
+    transaction, which is never committed (``commit`` and ``rollback`` do nothing)."""
+
+    autocommit = True
 
     def __init__(self, cr):
         self.cr = cr
 
     def cursor(self):
         return contextlib.nullcontext(self.cr)
+
+    def commit(self):
+        pass
+
+    def rollback(self):
+        pass
 
 
 def as_the_server(env):
@@ -52,14 +62,15 @@ def as_the_server(env):
 
 
 def work_queued(env, collect=True, data_dir=None):
-    """Execute every queued run as the worker does, in ``env``'s transaction, then record the results.
+    """Run every queued run with the backup worker itself (engine.service.worker.Worker.run_next: its claim,
+    its reporter, the engine's execution, its record of the end), in ``env``'s transaction; then record the
+    results as the collect cron does.
 
     ``collect=False`` leaves the finished runs for someone to record (a person's Refresh, the cron);
     ``data_dir`` is the worker's own Odoo data directory (its filestores), when not this server's.
 
-    The engine's own execution (engine.service.dispatch.execute) runs with the
-    server's settings; what crosses processes (claims, locks, a worker
-    that dies) is tested against a real server in tests/worker/.
+    What crosses processes (waking Odoo's cron from another session, the heartbeat thread, a worker that
+    dies) is left out here and tested against a real server in tests/worker/.
     """
     env = as_the_server(env)
     Engine = env["spp.backup.engine"]
@@ -72,36 +83,17 @@ def work_queued(env, collect=True, data_dir=None):
         conf_path=Engine._conf_path(),
         identities=crypto.load_identities(identity_file) if identity_file else [],
     )
-    for run in env["spp.backup.run"].sudo().search([("state", "=", states.QUEUED)], order="id"):
-        run.write({"state": states.RUNNING, "started_at": fields.Datetime.now(), "worker_host": socket.gethostname()})
-        env.flush_all()
-        # The worker's own reporter writes progress, current step and log, in this transaction.
-        reporter = engine_worker.RunReporter(_TestConnection(env.cr), run.id)
-        result, error = None, None
-        try:
-            result, error, warnings = dispatch.execute(
-                run.action,
-                run._plan_data(),
-                ctx,
-                env.cr.dbname,
-                reporter,
-                reporter.step,
-                approved=run_protocol.approved_folders(env.cr),
-            )
-            result.setdefault("warnings", list(warnings or []))
-        except BackupError as exc:
-            error = str(exc)
-        reporter.line("Failed: %s" % error if error else "Done")
-        reporter.flush()
-        run.invalidate_recordset()
-        run.write(
-            {
-                "state": states.FAILED if error else states.DONE,
-                "result": json.dumps(result, default=str) if result is not None else False,
-                "error_message": error or False,
-                "finished_at": fields.Datetime.now(),
-            }
-        )
+    worker = engine_worker.Worker(ctx, databases=[env.cr.dbname], once=True)
+    env.flush_all()
+    with (
+        # Another session would wait for this test's uncommitted rows; the test calls the cron itself.
+        patch.object(engine_worker, "notify_odoo", lambda *args, **kwargs: None),
+        # The heartbeat would write from a thread of its own through the test's cursor.
+        patch.object(engine_worker.RunReporter, "start", lambda reporter: None),
+    ):
+        while worker.run_next(env.cr.dbname, _TestConnection(env.cr)):
+            pass
+    env.invalidate_all()
     if collect:
         env["spp.backup.run"]._cron_collect()
 

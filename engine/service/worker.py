@@ -193,7 +193,7 @@ class RunReporter:
             with self.conn.cursor() as cr:
                 cr.execute(
                     """UPDATE spp_backup_run SET progress = %s, progress_message = %s, log = %s,
-                              heartbeat_at = now() AT TIME ZONE 'UTC' WHERE id = %s""",
+                              heartbeat_at = clock_timestamp() AT TIME ZONE 'UTC' WHERE id = %s""",
                     (round(self.progress * 100, 1), (self.message or "")[:500], "\n".join(self.log), self.run_id),
                 )
         except psycopg2.Error as exc:  # progress is best effort; the result write reports for real
@@ -337,8 +337,9 @@ class Worker:
                 cr.execute("SELECT pg_advisory_lock(%s, %s)", (RUN_LOCK_CLASS, row[0]))
                 cr.execute(
                     """UPDATE spp_backup_run SET state = %s, worker_host = %s, worker_pid = %s,
-                              started_at = now() AT TIME ZONE 'UTC', heartbeat_at = now() AT TIME ZONE 'UTC',
-                              progress = 0, write_date = now() AT TIME ZONE 'UTC'
+                              started_at = clock_timestamp() AT TIME ZONE 'UTC',
+                              heartbeat_at = clock_timestamp() AT TIME ZONE 'UTC',
+                              progress = 0, write_date = clock_timestamp() AT TIME ZONE 'UTC'
                         WHERE id = %s""",
                     (states.RUNNING, self.host, os.getpid(), row[0]),
                 )
@@ -405,8 +406,9 @@ class Worker:
                     cr.execute(
                         """UPDATE spp_backup_run SET state = %s, result = %s, error_message = %s, log = %s,
                                   progress = CASE WHEN %s = %s THEN 100 ELSE progress END,
-                                  finished_at = now() AT TIME ZONE 'UTC', heartbeat_at = now() AT TIME ZONE 'UTC',
-                                  write_date = now() AT TIME ZONE 'UTC'
+                                  finished_at = clock_timestamp() AT TIME ZONE 'UTC',
+                                  heartbeat_at = clock_timestamp() AT TIME ZONE 'UTC',
+                                  write_date = clock_timestamp() AT TIME ZONE 'UTC'
                             WHERE id = %s""",
                         (
                             state,
