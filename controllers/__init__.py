@@ -1,1 +1,1 @@
-from . import metrics  # noqa: F401
+from . import mail_thread, metrics  # noqa: F401

@@ -1,4 +1,5 @@
-from odoo import api, models
+from odoo import _, api, models
+from odoo.exceptions import AccessError
 
 from .server_fields import MODULE, server_mode
 
@@ -6,8 +7,10 @@ from .server_fields import MODULE, server_mode
 class IrActionsServer(models.Model):
     """The addon's scheduled actions run as the server (see server_fields.py): they record what the worker did.
 
-    Only when Odoo runs them as their cron's user (the superuser, from the cron or its Run Manually), never
-    for a person who calls the action over RPC.
+    Only when Odoo runs them as their cron's user (the superuser, from the cron or its Run Manually); a person
+    who runs the action itself (ir.actions.server.run over RPC) is refused: Odoo 17 checks the caller's right
+    to write the model, which a Backup Manager has on policies, and Odoo 19 checks it on the superuser's copy
+    of the action, which any user passes.
     """
 
     _inherit = "ir.actions.server"
@@ -15,7 +18,11 @@ class IrActionsServer(models.Model):
     @api.model
     def _get_eval_context(self, action=None):
         context = super()._get_eval_context(action=action)
-        if action and self.env.su and context.get("model") is not None and self._is_spp_backup_action(action):
+        if action and context.get("model") is not None and self._is_spp_backup_action(action):
+            if not self.env.su:
+                raise AccessError(
+                    _("The backup's scheduled actions run as the server: use Run Manually on the scheduled action.")
+                )
             context["model"] = server_mode(context["model"])
         return context
 

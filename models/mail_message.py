@@ -16,12 +16,12 @@ PEOPLE_MESSAGE_TYPES = ("comment", "user_notification")
 DATE_SLACK = datetime.timedelta(minutes=10)
 
 
-def _is_evidence_model(name):
+def is_evidence_model(name):
     return (name or "").startswith(EVIDENCE_PREFIX)
 
 
 def _on_evidence(messages):
-    return messages.sudo().filtered(lambda message: _is_evidence_model(message.model))
+    return messages.sudo().filtered(lambda message: is_evidence_model(message.model))
 
 
 def _is_own_comment(message, env):
@@ -131,7 +131,7 @@ class MailThread(models.AbstractModel):
 
     def _message_update_content(self, message, *args, **kwargs):
         """On backup records only the author edits a comment (Odoo also lets administrators, as superuser)."""
-        if _is_evidence_model(self._name) and not self.env.su and not _is_own_comment(message, self.env):
+        if is_evidence_model(self._name) and not self.env.su and not _is_own_comment(message, self.env):
             _refuse(self, _("only the text of your own comments can change."))
         # Odoo 17 takes the body by position, Odoo 19 by keyword only: passed on as given.
         return super()._message_update_content(message, *args, **kwargs)
@@ -139,7 +139,7 @@ class MailThread(models.AbstractModel):
     def _routing_check_route(self, message, message_dict, route, raise_exception=True):
         """Incoming e-mail is never posted on a backup record: Odoo posts it as superuser, in the name of
         whoever the From line claims."""
-        if _is_evidence_model(route[0]):
+        if is_evidence_model(route[0]):
             _logger.warning(
                 "Incoming e-mail %s routed to %s is dropped: backup records take no e-mail",
                 message_dict.get("message_id"),
@@ -155,7 +155,7 @@ class MailComposer(models.TransientModel):
     def _action_send_mail(self, auto_commit=False):
         """The mass-mail composer writes its e-mails (and their messages) as superuser: not on backup records."""
         if not self.env.su and any(
-            wizard.composition_mode == "mass_mail" and _is_evidence_model(wizard.model) for wizard in self
+            wizard.composition_mode == "mass_mail" and is_evidence_model(wizard.model) for wizard in self
         ):
             raise AccessError(_("Backup records are not mailed in bulk: post a note on the record instead."))
         return super()._action_send_mail(auto_commit=auto_commit)

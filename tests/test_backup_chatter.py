@@ -200,3 +200,74 @@ class TestChatterIsEvidence(BackupCase, HttpCase):
         with self.assertRaises(AccessError):
             self.job.with_user(self.admin)._message_update_content(note.sudo(), body="")
         self.assertIn("Offsite copy checked", note.body)
+
+    def test_the_chatter_route_posts_no_notification_in_the_servers_words(self):
+        """The web client's /mail/message/post (which Odoo 19 runs as superuser with the type and subtype the
+        browser sends) makes no notification and no server subtype on a backup record; a note still posts."""
+        server_subtypes = self.env["ir.model.data"].search(
+            [("module", "=", "spp_backup"), ("model", "=", "mail.message.subtype")]
+        )
+        forged = [
+            ("sppb_auditor", self.job, "spp_backup.mt_backup_failed", "notification"),
+            ("sppb_auditor", self.job, "spp_backup.mt_backup_failed", "comment"),
+            ("sppb_manager", self.policy, "spp_backup.mt_policy_alert_resolved", "email"),
+            ("sppb_auditor", self.job, "mail.mt_note", "notification"),
+        ]
+        for login, record, subtype, message_type in forged:
+            with self.subTest(user=login, subtype=subtype, message_type=message_type):
+                self.authenticate(login, login)
+                body = "Forged %s %s" % (subtype, message_type)
+                with contextlib.suppress(Exception):  # Odoo 19 answers an access error; Odoo 17 posts a note
+                    self.make_jsonrpc_request(
+                        "/mail/message/post",
+                        {
+                            "thread_model": record._name,
+                            "thread_id": record.id,
+                            "post_data": {"body": body, "message_type": message_type, "subtype_xmlid": subtype},
+                        },
+                    )
+                posted = self.env["mail.message"].search([("model", "=", record._name), ("res_id", "=", record.id)])
+                posted = posted.filtered(lambda message, body=body: body in (message.body or ""))
+                for message in posted:
+                    self.assertEqual(message.message_type, "comment")
+                    self.assertNotIn(message.subtype_id.id, server_subtypes.mapped("res_id"))
+        # Control: the chatter's "Log note" goes through.
+        self.authenticate("sppb_auditor", "sppb_auditor")
+        self.make_jsonrpc_request(
+            "/mail/message/post",
+            {
+                "thread_model": "spp.backup.job",
+                "thread_id": self.job.id,
+                "post_data": {
+                    "body": "Offsite copy checked by hand",
+                    "message_type": "comment",
+                    "subtype_xmlid": "mail.mt_note",
+                },
+            },
+        )
+        note = self.job.message_ids.filtered(lambda message: "Offsite copy checked by hand" in (message.body or ""))
+        self.assertEqual((note.message_type, note.subtype_id), ("comment", self.env.ref("mail.mt_note")))
+        self.assertEqual(note.author_id, self.auditor.partner_id)
+
+    def test_nobody_runs_the_backup_crons_actions_over_rpc(self):
+        """ir.actions.server.run of the addon's scheduled actions is refused to every group (Odoo 19 checks the
+        superuser's copy of the action, Odoo 17 the caller's write right, which a Manager has on policies); the
+        cron itself and its Run Manually still run them as the server."""
+        crons = [
+            self.env.ref("spp_backup.%s" % name)
+            for name in (
+                "ir_cron_spp_backup_run_due",
+                "ir_cron_spp_backup_collect",
+                "ir_cron_spp_backup_run_drills",
+                "ir_cron_spp_backup_check_objectives",
+            )
+        ]
+        alerts = self.env["spp.backup.alert"].search_count([])
+        for who, (user, password) in self.rpc_users().items():
+            for cron in crons:
+                with self.subTest(user=who, cron=cron.name):
+                    self.assert_refused(user, password, "ir.actions.server", "run", cron.ir_actions_server_id.ids)
+        self.assertEqual(self.env["spp.backup.alert"].search_count([]), alerts, "nothing ran")
+        # Control: the scheduled action runs as the cron's user (the superuser).
+        for cron in crons:
+            cron.ir_actions_server_id.with_user(cron.user_id).run()
