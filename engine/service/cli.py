@@ -11,6 +11,7 @@ import traceback
 from ..core.config import BackupPlan, Settings, default_data_dir
 from ..core.errors import BackupError
 from ..core.human import human_bytes
+from ..db import walcheck
 from ..db.codecheck import read_accepted
 from ..formats import catalog
 from ..io import crypto
@@ -229,6 +230,23 @@ def build_parser():
     p.add_argument("--data-dir", help="Odoo's data_dir (default: odoo.conf's)")
     p.add_argument("--once", action="store_true", help="exit once no run is queued (Odoo's embedded one-shot mode)")
     p.add_argument("--poll", type=float, default=10.0, help="seconds between two looks when no NOTIFY came")
+    p = sub.add_parser(
+        "pitr",
+        help="continuous WAL protection (point-in-time recovery) of a PostgreSQL server",
+        description="Continuous WAL protection of a PostgreSQL server, for restores to a chosen second.",
+    )
+    pitr = p.add_subparsers(dest="pitr_command", metavar="PITR_COMMAND")
+    pitr.required = True
+    p = pitr.add_parser(
+        "check",
+        help="say what the PostgreSQL server lacks for it, and the lines to add (changes nothing)",
+        description="Reads the server's settings, the connecting role and a replication connection "
+        "(IDENTIFY_SYSTEM), and looks for pg_receivewal, pg_basebackup and pg_verifybackup of the server's "
+        "major version; prints each check and what to add where. Exit code: 0 all in place, 1 only advice, "
+        "2 something required is missing.",
+    )
+    connection(p)
+
     p = sub.add_parser("run", help="execute one plan file (JSON, as Odoo queues them) and print the result")
     p.add_argument("--plan", required=True)
     p.add_argument("--database", help="the database the plan belongs to (its scope)")
@@ -481,6 +499,15 @@ def reporters(args):
     return {"progress": progress_printer(last), "log": step}
 
 
+def cmd_pitr(args):
+    """``pitr check``: what the server lacks for continuous WAL protection (nothing is changed)."""
+    _settings, pgc, _data_dir = settings_for(args)
+    findings = walcheck.evaluate(walcheck.gather(pgc))
+    code = walcheck.exit_code(findings)
+    data = {"ok": code == 0, "server": pgc.describe(), "findings": walcheck.as_dicts(findings)}
+    return code, data, "\n".join(walcheck.report_lines(findings, pgc.describe()))
+
+
 COMMANDS = {
     "backup": cmd_backup,
     "list": cmd_list,
@@ -491,6 +518,7 @@ COMMANDS = {
     "import-odoo-zip": cmd_import,
     "export-odoo-zip": cmd_export_odoo_zip,
     "keys": cmd_keys,
+    "pitr": cmd_pitr,
 }
 
 
