@@ -11,7 +11,7 @@ import traceback
 from ..core.config import BackupPlan, Settings, default_data_dir
 from ..core.errors import BackupError
 from ..core.human import human_bytes
-from ..db import walcheck
+from ..db import replication, walcheck
 from ..db.codecheck import read_accepted
 from ..formats import catalog
 from ..io import crypto
@@ -246,6 +246,16 @@ def build_parser():
         "2 something required is missing.",
     )
     connection(p)
+    p = pitr.add_parser(
+        "status",
+        help="the streaming standbys of the PostgreSQL server: state and lag",
+        description="Lists the server's streaming standbys (pg_stat_replication): state, WAL not yet sent and "
+        "not yet replayed (bytes), replay lag (seconds). Exit code 1 when one is not streaming, lags past a limit "
+        "or its position is hidden from the connecting role (grant it pg_monitor).",
+    )
+    connection(p)
+    p.add_argument("--max-lag-seconds", type=float, default=60.0, help="replay lag allowed (default 60)")
+    p.add_argument("--max-lag-bytes", type=int, default=64 << 20, help="WAL not yet replayed allowed (default 64 MiB)")
 
     p = sub.add_parser("run", help="execute one plan file (JSON, as Odoo queues them) and print the result")
     p.add_argument("--plan", required=True)
@@ -499,9 +509,39 @@ def reporters(args):
     return {"progress": progress_printer(last), "log": step}
 
 
+def standby_position(standby):
+    """How far behind a standby replays, in words."""
+    if not standby.visible:
+        return "position hidden from this role"
+    if standby.replay_lag_bytes is None:
+        return "has not reported what it replayed yet"
+    return "replays %s behind, %.1f s" % (human_bytes(standby.replay_lag_bytes), standby.replay_lag_seconds or 0.0)
+
+
 def cmd_pitr(args):
-    """``pitr check``: what the server lacks for continuous WAL protection (nothing is changed)."""
+    """``pitr check``: what the server lacks for continuous WAL protection (nothing is changed); ``pitr status``:
+    its streaming standbys."""
     _settings, pgc, _data_dir = settings_for(args)
+    if args.pitr_command == "status":
+        found = replication.standbys(pgc)
+        late = replication.lagging(found, args.max_lag_seconds, args.max_lag_bytes)
+        lines = ["Streaming standbys of %s:" % pgc.describe()]
+        for standby in found:
+            lines.append(
+                "  %-20s %-16s %-10s %-6s %s"
+                % (
+                    standby.name or "(no name)",
+                    standby.client,
+                    standby.state,
+                    standby.sync_state,
+                    standby_position(standby),
+                )
+            )
+        if not found:
+            lines.append("  (no standby streams from this server)")
+        lines.extend("Late: %s: %s" % (standby.name or standby.client, why) for standby, why in late)
+        data = {"server": pgc.describe(), "standbys": [standby.as_dict() for standby in found], "ok": not late}
+        return (1 if late else 0), data, "\n".join(lines)
     findings = walcheck.evaluate(walcheck.gather(pgc))
     code = walcheck.exit_code(findings)
     data = {"ok": code == 0, "server": pgc.describe(), "findings": walcheck.as_dicts(findings)}
