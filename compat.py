@@ -50,10 +50,6 @@ def group_members(group):
     return group.users if SERIES == 17 else group.all_user_ids
 
 
-USER_GROUPS_FIELD = "groups_id" if SERIES == 17 else "group_ids"
-"""The field of res.users that holds a user's groups (Odoo 17: groups_id; Odoo 19: group_ids)."""
-
-
 def check_model_access(records, operation):
     """Raise AccessError unless the user may ``operation`` records of this model (access rights, not rules)."""
     if SERIES == 17:

@@ -23,6 +23,7 @@ and pg_restore are the first ones on the PATH (their version is printed).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -68,8 +69,6 @@ def bulk(server, partners, files, file_size):
         (partners,),
     )
     store = os.path.join(server.data_dir, "filestore", server.db)
-    import hashlib
-
     for number in range(files):
         data = os.urandom(file_size // 2) + bytes(file_size - file_size // 2)
         sha = hashlib.sha1(data).hexdigest()  # noqa: S324 - Odoo's own file naming

@@ -11,8 +11,8 @@ import datetime
 # A policy whose next run is this late is "late" even when its newest backup is still within the RPO.
 OVERDUE_GRACE = datetime.timedelta(hours=1)
 
-# Dashboard colours (Odoo's colour indexes: none, red, orange, green).
-COLOR_NONE, COLOR_RED, COLOR_ORANGE, COLOR_GREEN = 0, 1, 2, 10
+# Dashboard colours (Odoo's colour indexes: red, orange, green).
+COLOR_RED, COLOR_ORANGE, COLOR_GREEN = 1, 2, 10
 
 OK, BREACHED, UNKNOWN = "ok", "breached", "unknown"
 

@@ -49,6 +49,13 @@ def export_release(commit, target):
         tar.extractall(target, filter="data")
 
 
+def disk_destination(server, admin):
+    """A local destination in the server's backup root, made over RPC; its id."""
+    folder = os.path.join(server.backups, "disk")
+    os.makedirs(folder)
+    return admin("spp.backup.destination", "create", {"name": "Disk", "path": folder})
+
+
 ADDON_CRONS = (
     "SELECT c.id, c.active FROM ir_cron c JOIN ir_model_data d ON d.res_id = c.id AND d.model = 'ir.cron' "
     "WHERE d.module = 'spp_backup' ORDER BY c.id"
@@ -95,9 +102,7 @@ def test_upgrade_from_the_previous_release(old_server):
     server = old_server
     server.start()
     admin = server.rpc("admin", "admin")
-    folder = os.path.join(server.backups, "disk")
-    os.makedirs(folder)
-    destination = admin("spp.backup.destination", "create", {"name": "Disk", "path": folder})
+    destination = disk_destination(server, admin)
     signed_key = "Tq5ifmrUXuv9Ny1VJ5kw9Rwo0K5n86oBF8GiZ/R+Ebw="
     common = {"destination_ids": [(6, 0, [destination])], "encrypt": False}
     signed = admin("spp.backup.policy", "create", dict(common, name="Signed", signing_public_key=signed_key))
@@ -151,15 +156,13 @@ def fresh_server():
 
 
 @only_on_odoo(19)
-def test_update_in_place_keeps_policies_keys_and_history(fresh_server):
-    """``-u spp_backup`` on a database in use: policies, their schedules and the trusted signing key stay,
-    the crons stay active, nothing is logged as a warning or an error, and the updated addon serves it."""
+def test_update_in_place_keeps_policies_schedules_and_crons(fresh_server):
+    """``-u spp_backup`` on a database in use: policies and their schedules stay, the crons stay active,
+    nothing is logged as a warning or an error, and the updated addon serves it."""
     server = fresh_server
     server.start()
     admin = server.rpc("admin", "admin")
-    folder = os.path.join(server.backups, "disk")
-    os.makedirs(folder)
-    destination = admin("spp.backup.destination", "create", {"name": "Disk", "path": folder})
+    destination = disk_destination(server, admin)
     common = {"destination_ids": [(6, 0, [destination])], "encrypt": False}
     plain = admin("spp.backup.policy", "create", dict(common, name="Plain", time_of_day=2.5))
     weekly = admin("spp.backup.policy", "create", dict(common, name="Weekly", interval_type="weeks", interval_number=1))
