@@ -286,6 +286,7 @@ class ImportRole:
                 self._check_views(cr.fetchall(), dbname)
                 cr.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(self.name)))
                 cr.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(self.name)))
+                return revoke_foreign_grants(cr)
         finally:
             conn.close()
 
@@ -296,6 +297,98 @@ class ImportRole:
             cr.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (self.name,))
             cr.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(self.name)))
         return False
+
+
+def _grantee(oid_name):
+    return sql.SQL("PUBLIC") if oid_name is None else sql.Identifier(oid_name)
+
+
+def revoke_foreign_grants(cr):
+    """What the dump granted to anyone but the owner is taken back, and row-level security it switched on is
+    switched off: a GRANT ... TO PUBLIC or to another role of the cluster would outlive the import (reading
+    res_users' password hashes, or CREATE on schema public to plant functions that win over the built-ins).
+    Extensions' own objects keep theirs; functions and types keep PUBLIC's default EXECUTE / USAGE and schema
+    public keeps PUBLIC's USAGE (PostgreSQL's defaults). Returns what was taken back, as text."""
+    taken = []
+    system = "('pg_catalog', 'information_schema', 'pg_toast')"
+    not_member = (
+        "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = %s::regclass AND d.objid = {oid} AND d.deptype = 'e')"
+    )
+    cr.execute(
+        "SELECT c.oid::regclass::text, c.relkind = 'S', r.rolname FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a LEFT JOIN pg_roles r "
+        "ON r.oid = a.grantee WHERE n.nspname NOT IN %s AND a.grantee <> c.relowner AND %s "
+        "GROUP BY 1, 2, 3" % (system, not_member.format(oid="c.oid")),
+        ("pg_class",),
+    )
+    for name, sequence, grantee in cr.fetchall():
+        cr.execute(
+            sql.SQL("REVOKE ALL ON {} {} FROM {} CASCADE").format(
+                sql.SQL("SEQUENCE" if sequence else "TABLE"), sql.SQL(name), _grantee(grantee)
+            )
+        )
+        taken.append("%s on %s" % (grantee or "PUBLIC", name))
+    cr.execute(
+        "SELECT c.oid::regclass::text, quote_ident(t.attname), r.rolname FROM pg_attribute t "
+        "JOIN pg_class c ON c.oid = t.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace, "
+        "aclexplode(t.attacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee WHERE n.nspname NOT IN %s "
+        "AND t.attnum > 0 AND a.grantee <> c.relowner AND %s GROUP BY 1, 2, 3"
+        % (system, not_member.format(oid="c.oid")),
+        ("pg_class",),
+    )
+    for name, column, grantee in cr.fetchall():
+        cr.execute(
+            sql.SQL("REVOKE ALL ({}) ON TABLE {} FROM {} CASCADE").format(
+                sql.SQL(column), sql.SQL(name), _grantee(grantee)
+            )
+        )
+        taken.append("%s on %s.%s" % (grantee or "PUBLIC", name, column))
+    cr.execute(
+        "SELECT quote_ident(n.nspname), r.rolname, a.privilege_type FROM pg_namespace n, aclexplode(n.nspacl) a "
+        "LEFT JOIN pg_roles r ON r.oid = a.grantee WHERE n.nspname NOT IN %s AND n.nspname !~ '^pg_' "
+        "AND a.grantee <> n.nspowner AND %s" % (system, not_member.format(oid="n.oid")),
+        ("pg_namespace",),
+    )
+    for schema, grantee, privilege in cr.fetchall():
+        if schema == "public" and grantee is None and privilege == "USAGE":
+            continue
+        cr.execute(
+            sql.SQL("REVOKE {} ON SCHEMA {} FROM {} CASCADE").format(
+                sql.SQL(privilege), sql.SQL(schema), _grantee(grantee)
+            )
+        )
+        taken.append("%s %s on schema %s" % (grantee or "PUBLIC", privilege, schema))
+    for catalog, column, owner, kind in (
+        ("pg_proc", "proacl", "proowner", "ROUTINE"),
+        ("pg_type", "typacl", "typowner", "TYPE"),
+    ):
+        # Named roles only: PUBLIC's EXECUTE on a routine and USAGE on a type are PostgreSQL's defaults.
+        cr.execute(
+            "SELECT o.oid::%s::text, r.rolname FROM %s o, aclexplode(o.%s) a JOIN pg_roles r ON r.oid = a.grantee "
+            "WHERE o.oid >= 16384 AND a.grantee <> o.%s AND %s GROUP BY 1, 2"
+            % (
+                "regprocedure" if kind == "FUNCTION" else "regtype",
+                catalog,
+                column,
+                owner,
+                not_member.format(oid="o.oid"),
+            ),
+            (catalog,),
+        )
+        for name, grantee in cr.fetchall():
+            cr.execute(
+                sql.SQL("REVOKE ALL ON {} {} FROM {} CASCADE").format(sql.SQL(kind), sql.SQL(name), _grantee(grantee))
+            )
+            taken.append("%s on %s %s" % (grantee, kind.lower(), name))
+    cr.execute(
+        "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname NOT IN %s AND (c.relrowsecurity OR c.relforcerowsecurity)" % system
+    )
+    for (name,) in cr.fetchall():
+        cr.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(sql.SQL(name)))
+        cr.execute(sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(sql.SQL(name)))
+        taken.append("row-level security on %s" % name)
+    return taken
 
 
 def drop_stale_roles(cr, older_than=3600):
@@ -330,11 +423,17 @@ def load_into_scratch(pg_config, role, target, script, scanned, encoding=None, c
     return taken
 
 
-def hand_over(role, target):
+def hand_over(role, target, log=None):
     """The checks passed and the engine's own statements ran as the role: the engine's user takes the scratch
-    database over."""
-    role.hand_over(target.scratch)
+    database over, and takes back what the dump granted to others."""
+    taken = role.hand_over(target.scratch) or []
     target.db_pg = target.options.pg
+    if taken and log is not None:
+        log(
+            "Not kept from the dump: %d grant%s to other roles and row-level security switches (%s)"
+            % (len(taken), "" if len(taken) == 1 else "s", "; ".join(taken[:20]) + ("; ..." if len(taken) > 20 else ""))
+        )
+    return taken
 
 
 def create_extensions(pg_config, dbname, names, role_name=None):

@@ -395,7 +395,7 @@ def restore(ref, options, progress=None, verified=None, log=None):
                     options.on_loaded(target.scratch, target.db_pg)
                 target.prepare_copy(log)
                 if role is not None:
-                    sqlimport.hand_over(role, target)
+                    sqlimport.hand_over(role, target, log)
                 seconds["database"] = round(time.monotonic() - t0, 3)
         except BaseException:
             if fs_job:

@@ -415,3 +415,80 @@ def test_the_accepted_code_file_must_be_a_small_regular_file(tmp_path):
     one = codecheck.CodeObject("column default", "public.a.x", "DEFAULT (1)")
     other = codecheck.CodeObject("column default", "public.b.x", "DEFAULT (1)")
     assert one.digest != other.digest
+
+
+def test_calls_that_tamper_with_sequences_large_objects_or_statistics_are_refused(dump, sample, dbs, tmp_path, pgconf):
+    """A default resetting a sequence, a check that makes a large object or consumes a sequence on every row:
+    no code of the dump's own, yet each write would corrupt or grow the database. Odoo's own nextval() defaults
+    still load (control: the sample's serial columns)."""
+    body = with_tail(
+        dump,
+        "ALTER TABLE public.res_partner ADD COLUMN spp_z bigint DEFAULT setval('public.res_partner_id_seq', 1);\n"
+        "ALTER TABLE public.res_partner ADD CONSTRAINT spp_c CHECK "
+        "(lo_from_bytea(0, convert_to(coalesce(name, ''), 'UTF8')) > 0);\n"
+        "CREATE DOMAIN public.spp_d AS text CHECK (nextval('public.res_partner_id_seq') > 0);\n"
+        "CREATE TABLE public.spp_t (x public.spp_d);",
+    )
+    path = make_zip(tmp_path / "evil.zip", body, sample)
+    target = dbs.name("evil")
+    message = refusal(path, target, pgconf, tmp_path)
+    assert "column default public.res_partner.spp_z" in message and "setval" in message, message
+    assert "check constraint" in message and "lo_from_bytea" in message, message
+    assert "domain constraint" in message and "nextval" in message, message
+    assert leftovers(target, str(tmp_path / "data")) == []
+
+
+def test_what_a_dump_grants_to_others_is_not_kept(dump, sample, dbs, tmp_path, pgconf):
+    """GRANTs to PUBLIC or to another role of the cluster (on tables, a column, a sequence, schemas) and
+    row-level security switched on would outlive the import: another role could read res_users' password
+    hashes, or plant a function in schema public that wins over a built-in. None is kept; the import goes on."""
+    other = "spp_other_%s" % os.urandom(4).hex()
+    execute("postgres", "CREATE ROLE %s LOGIN" % other)
+    try:
+        body = with_tail(
+            dump,
+            "GRANT SELECT ON public.res_partner TO PUBLIC;\n"
+            "GRANT ALL ON public.res_partner TO %(o)s WITH GRANT OPTION;\n"
+            "GRANT SELECT (name) ON public.res_partner TO %(o)s;\n"
+            "GRANT ALL ON SEQUENCE public.res_partner_id_seq TO PUBLIC;\n"
+            "GRANT CREATE ON SCHEMA public TO PUBLIC;\n"
+            "CREATE SCHEMA spp_open;\nGRANT ALL ON SCHEMA spp_open TO PUBLIC;\n"
+            "ALTER TABLE public.res_partner ENABLE ROW LEVEL SECURITY;\n"
+            "ALTER TABLE public.res_partner FORCE ROW LEVEL SECURITY;" % {"o": other},
+        )
+        path = make_zip(tmp_path / "grants.zip", body, sample)
+        target = dbs.name("grants")
+        import_file(path, options(target, pgconf, tmp_path))
+        foreign = query(
+            target,
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a "
+            "WHERE n.nspname = 'public' AND a.grantee <> c.relowner "
+            "UNION ALL SELECT t.attname FROM pg_attribute t, aclexplode(t.attacl) a "
+            "WHERE t.attrelid = 'public.res_partner'::regclass "
+            "UNION ALL SELECT n.nspname || ':' || a.privilege_type FROM pg_namespace n, aclexplode(n.nspacl) a "
+            "WHERE n.nspname IN ('public', 'spp_open') AND a.grantee <> n.nspowner "
+            "AND NOT (n.nspname = 'public' AND a.grantee = 0 AND a.privilege_type = 'USAGE')",
+        )
+        assert foreign == [], foreign
+        assert query(
+            target,
+            "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'public.res_partner'::regclass",
+        ) == [(False, False)]
+        assert query(target, "SELECT count(*) > 0 FROM public.res_partner") == [(True,)], "the data came in"
+        # As the other role: nothing of the imported database is readable, and schema public takes no function.
+        import psycopg2
+
+        conn = psycopg2.connect(dbname=target, **dict(conn_kwargs(), user=other))
+        try:
+            with conn.cursor() as cr:
+                with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                    cr.execute("SELECT name FROM public.res_partner LIMIT 1")
+                conn.rollback()
+                with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                    cr.execute("CREATE FUNCTION public.lower(varchar) RETURNS text LANGUAGE sql AS 'SELECT 1::text'")
+                conn.rollback()
+        finally:
+            conn.close()
+    finally:
+        dbs.drop_all()
+        execute("postgres", "DROP ROLE IF EXISTS %s" % other)
