@@ -102,3 +102,11 @@ def user_form_choices(env):
         for privilege_id, privilege in hierarchy["privileges"].items()
         if privilege_id in shown
     ]
+
+
+def message_update_params(message_id, body):
+    """The parameters of the web client's /mail/message/update_content route for a new body."""
+    if SERIES == 17:
+        return {"message_id": message_id, "body": body, "attachment_ids": []}
+    # Odoo 19: the new content comes as update_data.
+    return {"message_id": message_id, "update_data": {"body": body, "attachment_ids": []}}

@@ -4,6 +4,7 @@ import xmlrpc.client
 from odoo.exceptions import AccessError
 from odoo.tests import HttpCase, tagged
 
+from .. import compat
 from ..engine.core import states
 from .common import BackupCase
 
@@ -271,3 +272,29 @@ class TestChatterIsEvidence(BackupCase, HttpCase):
         # Control: the scheduled action runs as the cron's user (the superuser).
         for cron in crons:
             cron.ir_actions_server_id.with_user(cron.user_id).run()
+
+    def test_people_edit_their_own_comment_through_the_web_client(self):
+        """Through the web client's routes (Odoo 19 prepares an edit like a new post): an Auditor edits the note
+        they posted, but not the server's message."""
+        self.authenticate("sppb_auditor", "sppb_auditor")
+        posted = self.make_jsonrpc_request(
+            "/mail/message/post",
+            {
+                "thread_model": "spp.backup.job",
+                "thread_id": self.job.id,
+                "post_data": {"body": "Copy checked", "message_type": "comment", "subtype_xmlid": "mail.mt_note"},
+            },
+        )
+        note = self.job.message_ids.filtered(lambda message: "Copy checked" in (message.body or ""))
+        self.assertEqual(len(note), 1, posted)
+        self.make_jsonrpc_request(
+            "/mail/message/update_content", compat.message_update_params(note.id, "Copy checked twice")
+        )
+        note.invalidate_recordset()
+        self.assertIn("Copy checked twice", note.body)
+        with contextlib.suppress(Exception):  # refused: a 404 or an access error, by series
+            self.make_jsonrpc_request(
+                "/mail/message/update_content", compat.message_update_params(self.server_message.id, "Rewritten")
+            )
+        self.server_message.invalidate_recordset()
+        self.assertNotIn("Rewritten", self.server_message.body or "")
