@@ -1,5 +1,7 @@
 """Quantities in words, the way people read them in logs, forms and alerts. Pure: no I/O."""
 
+import decimal
+
 
 def human_bytes(value):
     """A size: '512 B', '1.5 KiB', '3.0 GiB'."""
@@ -15,7 +17,10 @@ def human_duration(seconds):
     """A short human text of a duration: '2.5 s', '45 s', '3 min 10 s', '5 h 20 min', '2 d 3 h'."""
     seconds = max(float(seconds or 0.0), 0.0)
     if seconds < 10:
-        return "%.1f s" % seconds
+        # Half up, as Odoo rounds a field of one decimal: a drill's log and its form say the same 3.1 s of 3.05 s.
+        tenths = decimal.Decimal(repr(seconds)).quantize(decimal.Decimal("0.1"), rounding=decimal.ROUND_HALF_UP)
+        if tenths < 10:
+            return "%s s" % tenths
     if seconds < 60:
         return "%d s" % round(seconds)
     total = int(round(seconds))

@@ -267,6 +267,8 @@ def test_unknown_drill_unit_is_refused():
         (-5, "0.0 s"),
         (2.5, "2.5 s"),
         (9.94, "9.9 s"),
+        (3.05, "3.1 s"),  # half up, as Odoo rounds the drill's one-decimal RTO field
+        (3.049, "3.0 s"),
         (10, "10 s"),
         (45.4, "45 s"),
         (59.4, "59 s"),
