@@ -71,15 +71,38 @@ def gather(pgc, dbname=None):
     return facts
 
 
+def replication_connection(pgc, application_name="spp_backup check"):
+    """A physical replication connection to the server ``pgc`` reaches (psycopg2.OperationalError if refused)."""
+    return psycopg2.connect(
+        connect_timeout=15,
+        application_name=application_name,
+        connection_factory=psycopg2.extras.PhysicalReplicationConnection,
+        **pgc.dsn_kwargs(None),
+    )
+
+
+def identify_system(pgc):
+    """(system identifier, timeline, WAL position written) from IDENTIFY_SYSTEM, or a PreflightError in words."""
+    try:
+        conn = replication_connection(pgc, "spp_backup identify")
+    except psycopg2.OperationalError as exc:
+        raise PreflightError(
+            "Cannot open a replication connection to %s (%s): run 'spp-backup pitr check' for what to change."
+            % (pgc.describe(), str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        ) from exc
+    try:
+        with conn.cursor() as cr:
+            cr.execute("IDENTIFY_SYSTEM")
+            system_id, timeline, position, _db = cr.fetchone()
+        return str(system_id), int(timeline), position
+    finally:
+        conn.close()
+
+
 def _replication_attempt(pgc):
     """None when a physical replication connection answers IDENTIFY_SYSTEM, else the server's words."""
     try:
-        conn = psycopg2.connect(
-            connect_timeout=15,
-            application_name="spp_backup check",
-            connection_factory=psycopg2.extras.PhysicalReplicationConnection,
-            **pgc.dsn_kwargs(None),
-        )
+        conn = replication_connection(pgc)
     except psycopg2.OperationalError as exc:
         return str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
     try:

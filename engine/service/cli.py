@@ -11,7 +11,6 @@ import traceback
 from ..core.config import BackupPlan, Settings, default_data_dir
 from ..core.errors import BackupError
 from ..core.human import human_bytes
-from ..db import replication, walcheck
 from ..db.codecheck import read_accepted
 from ..formats import catalog
 from ..io import crypto
@@ -21,6 +20,7 @@ from ..ops.drill import run_drill
 from ..ops.odoozip import export_odoo_zip, import_file
 from ..ops.restore import RestoreOptions, restore
 from ..ops.verify import verify
+from . import cli_pitr
 from .dispatch import WorkerContext, execute
 from .worker import Worker
 
@@ -162,7 +162,17 @@ def build_parser():
     p.add_argument(
         "--jobs", "-j", type=int, default=1, help="parallel pg_restore jobs (needs temporary disk space for the dump)"
     )
-    p.add_argument("--tmp-dir", help="where the dump is unpacked for --jobs > 1 (default: the system temporary folder)")
+    p.add_argument(
+        "--tmp-dir",
+        help="where the dump is unpacked for --jobs > 1, or the scratch cluster of --to-time is made (default: the "
+        "system temporary folder)",
+    )
+    p.add_argument(
+        "--to-time",
+        help="restore the database as it was at this second, from the WAL archive: give <destination>/<database> "
+        "as the backup; %s" % cli_pitr.WHEN_HELP,
+    )
+    p.add_argument("--server", help="with --to-time: the server's system id, when the destination holds several")
     keys(p)
     connection(p)
 
@@ -230,32 +240,7 @@ def build_parser():
     p.add_argument("--data-dir", help="Odoo's data_dir (default: odoo.conf's)")
     p.add_argument("--once", action="store_true", help="exit once no run is queued (Odoo's embedded one-shot mode)")
     p.add_argument("--poll", type=float, default=10.0, help="seconds between two looks when no NOTIFY came")
-    p = sub.add_parser(
-        "pitr",
-        help="continuous WAL protection (point-in-time recovery) of a PostgreSQL server",
-        description="Continuous WAL protection of a PostgreSQL server, for restores to a chosen second.",
-    )
-    pitr = p.add_subparsers(dest="pitr_command", metavar="PITR_COMMAND")
-    pitr.required = True
-    p = pitr.add_parser(
-        "check",
-        help="say what the PostgreSQL server lacks for it, and the lines to add (changes nothing)",
-        description="Reads the server's settings, the connecting role and a replication connection "
-        "(IDENTIFY_SYSTEM), and looks for pg_receivewal, pg_basebackup and pg_verifybackup of the server's "
-        "major version; prints each check and what to add where. Exit code: 0 all in place, 1 only advice, "
-        "2 something required is missing.",
-    )
-    connection(p)
-    p = pitr.add_parser(
-        "status",
-        help="the streaming standbys of the PostgreSQL server: state and lag",
-        description="Lists the server's streaming standbys (pg_stat_replication): state, WAL not yet sent and "
-        "not yet replayed (bytes), replay lag (seconds). Exit code 1 when one is not streaming, lags past a limit "
-        "or its position is hidden from the connecting role (grant it pg_monitor).",
-    )
-    connection(p)
-    p.add_argument("--max-lag-seconds", type=float, default=60.0, help="replay lag allowed (default 60)")
-    p.add_argument("--max-lag-bytes", type=int, default=64 << 20, help="WAL not yet replayed allowed (default 64 MiB)")
+    cli_pitr.add_parsers(sub, connection, target_options, keys)
 
     p = sub.add_parser("run", help="execute one plan file (JSON, as Odoo queues them) and print the result")
     p.add_argument("--plan", required=True)
@@ -379,6 +364,8 @@ def restore_options(args, pg, data_dir, **more):
 
 
 def cmd_restore(args):
+    if args.to_time:
+        return cli_pitr.restore_at(args)
     settings, pg, data_dir = settings_for(args)
     identities, public_key = key_options(args, settings)
     ref = catalog.resolve(args.backup, settings)
@@ -509,45 +496,6 @@ def reporters(args):
     return {"progress": progress_printer(last), "log": step}
 
 
-def standby_position(standby):
-    """How far behind a standby replays, in words."""
-    if not standby.visible:
-        return "position hidden from this role"
-    if standby.replay_lag_bytes is None:
-        return "has not reported what it replayed yet"
-    return "replays %s behind, %.1f s" % (human_bytes(standby.replay_lag_bytes), standby.replay_lag_seconds or 0.0)
-
-
-def cmd_pitr(args):
-    """``pitr check``: what the server lacks for continuous WAL protection (nothing is changed); ``pitr status``:
-    its streaming standbys."""
-    _settings, pgc, _data_dir = settings_for(args)
-    if args.pitr_command == "status":
-        found = replication.standbys(pgc)
-        late = replication.lagging(found, args.max_lag_seconds, args.max_lag_bytes)
-        lines = ["Streaming standbys of %s:" % pgc.describe()]
-        for standby in found:
-            lines.append(
-                "  %-20s %-16s %-10s %-6s %s"
-                % (
-                    standby.name or "(no name)",
-                    standby.client,
-                    standby.state,
-                    standby.sync_state,
-                    standby_position(standby),
-                )
-            )
-        if not found:
-            lines.append("  (no standby streams from this server)")
-        lines.extend("Late: %s: %s" % (standby.name or standby.client, why) for standby, why in late)
-        data = {"server": pgc.describe(), "standbys": [standby.as_dict() for standby in found], "ok": not late}
-        return (1 if late else 0), data, "\n".join(lines)
-    findings = walcheck.evaluate(walcheck.gather(pgc))
-    code = walcheck.exit_code(findings)
-    data = {"ok": code == 0, "server": pgc.describe(), "findings": walcheck.as_dicts(findings)}
-    return code, data, "\n".join(walcheck.report_lines(findings, pgc.describe()))
-
-
 COMMANDS = {
     "backup": cmd_backup,
     "list": cmd_list,
@@ -558,7 +506,7 @@ COMMANDS = {
     "import-odoo-zip": cmd_import,
     "export-odoo-zip": cmd_export_odoo_zip,
     "keys": cmd_keys,
-    "pitr": cmd_pitr,
+    "pitr": cli_pitr.cmd_pitr,
 }
 
 

@@ -162,8 +162,10 @@ def tree_digest(root):
     return result
 
 
-def query(dbname, statement, params=None):
-    conn = psycopg2.connect(dbname=dbname, **conn_kwargs())
+def query(dbname, statement, params=None, **conn):
+    """The rows of one statement (None for a statement without rows), on the tests' server or the one ``conn``
+    names."""
+    conn = psycopg2.connect(dbname=dbname, **(conn or conn_kwargs()))
     conn.autocommit = True
     try:
         with conn.cursor() as cr:

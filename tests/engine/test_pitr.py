@@ -1,0 +1,430 @@
+"""Continuous WAL protection and point-in-time restore against real PostgreSQL servers.
+
+Each test runs its own throwaway cluster (pgcluster): pg_receivewal streams its WAL on a slot, a base backup is
+taken with pg_basebackup and checked with pg_verifybackup, both are stored encrypted and signed at a destination,
+and a restore replays them with a scratch postmaster of the same major version.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT
+from pgcluster import Cluster, debian_bin, reachable_dir
+
+sys.path.insert(0, os.path.join(ROOT, "dev"))
+import sampledb  # noqa: E402
+
+from engine.core.errors import BackupError, RestoreError, VerifyError  # noqa: E402
+from engine.io import crypto  # noqa: E402
+from engine.io.storage import LocalStorage  # noqa: E402
+from engine.ops.restore import RestoreOptions  # noqa: E402
+from engine.pitr import archive as archive_mod  # noqa: E402
+from engine.pitr import basebackup, receiver, recover  # noqa: E402
+from engine.pitr import scratch as scratch_mod  # noqa: E402
+from engine.service import cli_pitr  # noqa: E402
+
+
+@pytest.fixture
+def cluster15():
+    cluster = Cluster(debian_bin(15))
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+class Protected:
+    """A cluster under continuous protection: its receiver running in a thread, a local destination."""
+
+    def __init__(self, cluster, tmp_path, keys, partial_seconds=0.3):
+        self.cluster = cluster
+        self.pgc = cluster.pgconfig()
+        self.dest = str(tmp_path / "backups")
+        os.makedirs(self.dest, mode=0o700)
+        self.storage = LocalStorage(self.dest)
+        self.spool = str(tmp_path / "spool")
+        self.keys = keys
+        self.signing_key = crypto.load_signing_key(keys["signing_file"])
+        self.recipients = crypto.parse_recipients([keys["recipient"]])
+        self.receiver = receiver.Receiver(
+            self.pgc,
+            {"local": self.storage},
+            self.spool,
+            self.signing_key,
+            self.recipients,
+            partial_seconds=partial_seconds,
+            poll_seconds=0.2,
+        )
+        self.thread, self.stop = receiver.run_in_thread(self.receiver)
+
+    def base_backup(self, tmp_path):
+        return basebackup.take_base_backup(
+            self.pgc,
+            {"local": self.storage},
+            self.signing_key,
+            self.recipients,
+            tmp_dir=str(tmp_path),
+            spool=self.spool,
+        )
+
+    def now(self, dbname="postgres"):
+        return self.cluster.query(dbname, "SELECT clock_timestamp()")[0][0]
+
+    def wait_archived(self, timeout=60):
+        """Until the archive holds everything the server has written now."""
+        target = self.cluster.query("postgres", "SELECT pg_current_wal_lsn()::text")[0][0]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shipped = self.receiver.shipped.get("lsn")
+            if shipped and receiver.walnames.parse_lsn(shipped) >= receiver.walnames.parse_lsn(target):
+                return
+            assert not self.thread.errors, self.thread.errors
+            time.sleep(0.1)
+        pytest.fail("the receiver did not archive up to %s in %d s: %s" % (target, timeout, self.receiver.state()))
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(60)
+        assert not self.thread.errors, self.thread.errors
+
+
+@pytest.fixture
+def protected(cluster15, tmp_path, keys):
+    protected = Protected(cluster15, tmp_path, keys)
+    try:
+        yield protected
+    finally:
+        protected.close()
+
+
+def build_registry(cluster, tmp_path, name="registry"):
+    data_dir = str(tmp_path / "odoo")
+    sampledb.build(cluster.conn_kwargs(), name, data_dir, partners=300, messages=500, files=12, file_size=5000)
+    return data_dir
+
+
+def restore_options(protected, target, data_dir, keys, **more):
+    return RestoreOptions(
+        target_db=target,
+        pg=protected.pgc,
+        data_dir=data_dir,
+        identities=keys["identities"],
+        **more,
+    )
+
+
+def partners(cluster, dbname):
+    return cluster.query(dbname, "SELECT id, name, phone FROM res_partner ORDER BY id")
+
+
+def test_registrants_deleted_by_mistake_come_back_as_of_the_second_before(protected, tmp_path, keys):
+    cluster = protected.cluster
+    data_dir = build_registry(cluster, tmp_path)
+    base = protected.base_backup(tmp_path)
+    assert base["databases"] == ["postgres", "registry", "template1"]
+    cluster.query(
+        "registry", "INSERT INTO res_partner (name, is_registrant) VALUES ('Registered after the base', true)"
+    )
+    before = partners(cluster, "registry")
+    moment = protected.now()
+    time.sleep(1.0)
+    cluster.query(
+        "registry",
+        "DELETE FROM g2p_program_membership WHERE partner_id > 100; DELETE FROM mail_message WHERE res_id > 100; "
+        "DELETE FROM ir_attachment WHERE res_id > 100; DELETE FROM res_partner WHERE id > 100",
+    )
+    protected.wait_archived()
+    assert len(partners(cluster, "registry")) == 100
+
+    result = recover.restore_database_at(
+        protected.storage,
+        "registry",
+        moment,
+        restore_options(protected, "registry_at_t", data_dir, keys),
+        keys["public"],
+        source_data_dir=data_dir,
+    )
+    assert partners(cluster, "registry_at_t") == before
+    assert len(partners(cluster, "registry")) == 100  # the live database is untouched
+    assert result.base_backup == base["backup_id"]
+    assert result.reached and result.reached.startswith("recovery stopping before commit of transaction")
+    # The attachments the database references at T are there, each with the SHA-1 its name says.
+    names = [row[0] for row in cluster.query("registry_at_t", "SELECT store_fname FROM ir_attachment")]
+    assert len(names) == 12 and result.filestore_files == 12 and result.missing_files == []
+    for name in names:
+        with open(os.path.join(data_dir, "filestore", "registry_at_t", name), "rb") as handle:
+            assert hashlib.sha1(handle.read()).hexdigest() == name.split("/")[1]  # noqa: S324
+    # The scratch cluster is gone.
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("spp_backup_pitr_")]
+
+
+def insert(cluster, name):
+    cluster.query("registry", "INSERT INTO res_partner (name, is_registrant) VALUES (%s, true)", (name,))
+
+
+def second_between(protected, before, after):
+    """Insert ``before``, take the server's time T, a second later insert ``after``; T once all is archived."""
+    insert(protected.cluster, before)
+    moment = protected.now()
+    time.sleep(1.0)
+    insert(protected.cluster, after)
+    protected.wait_archived()
+    return moment
+
+
+def names_in(cluster, dbname):
+    return {row[0] for row in cluster.query(dbname, "SELECT name FROM res_partner WHERE name LIKE 'Mark %%'")}
+
+
+def test_a_second_between_two_base_backups_and_across_segment_switches(protected, tmp_path, keys):
+    cluster = protected.cluster
+    data_dir = build_registry(cluster, tmp_path)
+    first = protected.base_backup(tmp_path)
+    insert(cluster, "Mark A")
+    for _ in range(3):  # three segments full of WAL between the base backup and T
+        cluster.query("registry", "CREATE TABLE IF NOT EXISTS bulk AS SELECT 1 AS x; SELECT pg_switch_wal()")
+    early = protected.now()
+    time.sleep(1.0)
+    insert(cluster, "Mark B")
+    second = protected.base_backup(tmp_path)
+    late = second_between(protected, "Mark C", "Mark D")
+
+    result = recover.restore_database_at(
+        protected.storage, "registry", early, restore_options(protected, "at_early", data_dir, keys), keys["public"]
+    )
+    assert names_in(cluster, "at_early") == {"Mark A"}
+    assert result.base_backup == first["backup_id"]
+    assert result.wal_files >= 4 and result.wal_first == first["start_wal"]
+    result = recover.restore_database_at(
+        protected.storage, "registry", late, restore_options(protected, "at_late", data_dir, keys), keys["public"]
+    )
+    assert names_in(cluster, "at_late") == {"Mark A", "Mark B", "Mark C"}
+    assert result.base_backup == second["backup_id"]
+
+
+def test_a_second_outside_the_window_is_refused_before_anything_is_made(protected, tmp_path, keys):
+    cluster = protected.cluster
+    data_dir = build_registry(cluster, tmp_path)
+    before = protected.now()
+    protected.base_backup(tmp_path)
+    insert(cluster, "Mark A")
+    protected.wait_archived()
+    win = recover.window(recover.open_archive(protected.storage), keys["public"])
+    assert win.start and win.end and not win.gaps
+    for moment in (before, win.end + datetime.timedelta(hours=1)):
+        with pytest.raises(RestoreError, match="is outside the window this archive covers"):
+            recover.restore_database_at(
+                protected.storage,
+                "registry",
+                moment,
+                restore_options(protected, "nowhere", data_dir, keys, tmp_dir=str(tmp_path)),
+                keys["public"],
+            )
+    assert not cluster.query("postgres", "SELECT 1 FROM pg_database WHERE datname LIKE 'nowhere%%'")
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("spp_backup_pitr_")]
+
+
+def stored_wal(protected, name):
+    prefix = os.path.join(protected.dest, ".pitr", protected.receiver.system_id, "wal")
+    return [os.path.join(prefix, f) for f in os.listdir(prefix) if f.startswith(name + ".")]
+
+
+def test_a_changed_segment_is_refused_and_the_scratch_cluster_removed(protected, tmp_path, keys):
+    cluster = protected.cluster
+    data_dir = build_registry(cluster, tmp_path)
+    base = protected.base_backup(tmp_path)
+    moment = second_between(protected, "Mark A", "Mark B")
+    stored = [p for p in stored_wal(protected, base["start_wal"]) if p.endswith(".age")]
+    assert len(stored) == 1
+    with open(stored[0], "r+b") as handle:
+        handle.seek(200)
+        byte = handle.read(1)
+        handle.seek(200)
+        handle.write(bytes([byte[0] ^ 1]))
+    scratch_root = reachable_dir()
+    with pytest.raises(BackupError, match="does not match|damaged|authentic"):
+        recover.restore_database_at(
+            protected.storage,
+            "registry",
+            moment,
+            restore_options(protected, "at_t", data_dir, keys, tmp_dir=scratch_root),
+            keys["public"],
+        )
+    assert not cluster.query("postgres", "SELECT 1 FROM pg_database WHERE datname LIKE 'at\\_t%%'")
+    assert os.listdir(scratch_root) == []
+    # An entry signed by another key is refused the same way.
+    entry = [p for p in stored_wal(protected, base["start_wal"]) if p.endswith(".json")][0]
+    with open(entry, "rb") as handle:
+        doc = archive_mod.open_signed(handle.read(), keys["public"], "entry")
+    pem, _public = crypto.generate_signing_key()
+    (tmp_path / "other.pem").write_text(pem)
+    forged = archive_mod.signed_bytes(doc, crypto.load_signing_key(str(tmp_path / "other.pem")))
+    with pytest.raises(VerifyError, match="signature does not match"):
+        archive_mod.open_signed(forged, keys["public"], "entry")
+
+
+def test_a_missing_segment_is_a_named_gap_and_nothing_after_it_is_offered(protected, tmp_path, keys):
+    cluster = protected.cluster
+    build_registry(cluster, tmp_path)
+    base = protected.base_backup(tmp_path)
+    for _ in range(4):
+        insert(cluster, "Mark A")
+        cluster.query("registry", "SELECT pg_switch_wal()")
+    protected.wait_archived()
+    win = recover.window(recover.open_archive(protected.storage), keys["public"])
+    assert not win.gaps
+    timeline, segno = recover.walnames.parse_segment(base["end_wal"])
+    victim = recover.walnames.segment_name(timeline, segno + 2)
+    for path in stored_wal(protected, victim):
+        os.unlink(path)
+    cut = recover.window(recover.open_archive(protected.storage), keys["public"])
+    assert cut.gaps == [(victim, victim, 1)]
+    assert cut.end < win.end
+    code, data, text = cli_pitr._list(recover.open_archive(protected.storage), keys["public"])
+    assert code == 1 and "GAP: %s to %s (1 segment(s) missing)" % (victim, victim) in text
+
+
+def test_a_killed_receiver_is_started_again_and_the_slot_leaves_no_gap(protected, tmp_path, keys):
+    cluster = protected.cluster
+    build_registry(cluster, tmp_path)
+    protected.base_backup(tmp_path)
+    for round_ in range(2):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+            protected.receiver.process is not None and protected.receiver.process.poll() is None
+        ):
+            time.sleep(0.05)
+        os.kill(protected.receiver.process.pid, signal.SIGKILL)
+        while protected.receiver.restarts <= round_ and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(3):  # WAL written while no receiver runs: the slot keeps it on the server
+            insert(cluster, "Mark %d" % round_)
+            cluster.query("registry", "SELECT pg_switch_wal()")
+    protected.wait_archived()
+    assert protected.receiver.restarts >= 2
+    assert "exit code -9" in protected.receiver.last_error
+    win = recover.window(recover.open_archive(protected.storage), keys["public"])
+    assert win.gaps == [] and win.start is not None
+
+
+def test_not_enough_disk_for_the_scratch_cluster_is_refused_first(protected, tmp_path, keys, monkeypatch):
+    cluster = protected.cluster
+    data_dir = build_registry(cluster, tmp_path)
+    protected.base_backup(tmp_path)
+    moment = protected.now()
+    time.sleep(0.5)
+    insert(cluster, "Mark A")
+    protected.wait_archived()
+    real = shutil.disk_usage
+    monkeypatch.setattr(scratch_mod.shutil, "disk_usage", lambda path: real(path)._replace(free=50 << 20))
+    with pytest.raises(RestoreError, match="Not enough free disk space for the scratch cluster.*Nothing was changed"):
+        recover.restore_database_at(
+            protected.storage,
+            "registry",
+            moment,
+            restore_options(protected, "at_t", data_dir, keys, tmp_dir=str(tmp_path)),
+            keys["public"],
+        )
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("spp_backup_pitr_")]
+
+
+def cli(*args, **kwargs):
+    return subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "engine", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_sigterm_during_a_restore_removes_the_scratch_cluster(protected, tmp_path, keys):
+    cluster = protected.cluster
+    data_dir = build_registry(cluster, tmp_path)
+    protected.base_backup(tmp_path)
+    cluster.query("registry", "CREATE TABLE ballast AS SELECT g, md5(g::text) FROM generate_series(1, 1500000) g")
+    moment = protected.now()
+    time.sleep(1.0)
+    insert(cluster, "Mark B")
+    protected.wait_archived()
+    scratch_root = pathlib.Path(reachable_dir())
+    proc = cli(
+        "restore",
+        "%s/registry" % protected.dest,
+        "--to-time",
+        moment.isoformat(),
+        "-t",
+        "at_t",
+        "--no-filestore",
+        "--tmp-dir",
+        str(scratch_root),
+        "--identity",
+        keys["identity_file"],
+        "--verify-key",
+        keys["public"],
+        "--db-host",
+        "127.0.0.1",
+        "--db-port",
+        str(cluster.port),
+        "--db-user",
+        "postgres",
+        "--data-dir",
+        data_dir,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(scratch_root.glob("spp_backup_pitr_*/postmaster.log")):
+        time.sleep(0.05)
+    assert list(scratch_root.glob("spp_backup_pitr_*/postmaster.log")), proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, (out, err)
+    assert "interrupted" in err
+    assert list(scratch_root.iterdir()) == []
+    leftover = subprocess.run(["pgrep", "-f", str(scratch_root)], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
+
+
+def test_the_whole_cluster_comes_back_to_the_newest_second_and_starts(protected, tmp_path, keys):
+    cluster = protected.cluster
+    build_registry(cluster, tmp_path)
+    protected.base_backup(tmp_path)
+    cluster.query("postgres", "CREATE DATABASE other")
+    cluster.query("other", "CREATE TABLE t AS SELECT 42 AS answer")
+    insert(cluster, "Mark last")
+    protected.wait_archived()
+    into = pathlib.Path(reachable_dir()) / "restored"
+    proc = cli(
+        "--json",
+        "pitr",
+        "restore-cluster",
+        protected.dest,
+        "--into",
+        str(into),
+        "--identity",
+        keys["identity_file"],
+        "--verify-key",
+        keys["public"],
+        "--pg-bin-dir",
+        cluster.bin_dir,
+    )
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result["partial_used"] is True
+    assert not os.path.exists(into / "recovery.signal")
+    restored = Cluster.adopt(cluster.bin_dir, str(into))
+    try:
+        assert restored.query("other", "SELECT answer FROM t") == [(42,)]
+        assert "Mark last" in names_in(restored, "registry")
+    finally:
+        restored.remove()
