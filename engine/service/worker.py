@@ -43,6 +43,7 @@ import psycopg2.extensions
 
 from ..core import states
 from ..core.errors import BackupError, PreflightError
+from ..pitr.service import PitrService, start_in_thread
 from .dispatch import execute
 from .protocol import (
     BUS_CHANNEL,
@@ -285,6 +286,12 @@ class Worker:
 
     def serve(self):
         self.open()
+        pitr = None
+        if not self.once:
+            # Continuous WAL protection of the server, when odoo.conf configures it (engine.pitr.service).
+            service = PitrService.from_settings(self.ctx.settings, self.ctx.pg, self.ctx.data_dir)
+            if service is not None:
+                pitr = start_in_thread(service)
         try:
             idle_since = time.monotonic()
             while not self.stopping.is_set():
@@ -300,6 +307,9 @@ class Worker:
                     return 0
                 self._wait(self.idle_seconds if self.once else self.poll_seconds)
         finally:
+            if pitr is not None:
+                pitr[1].set()
+                pitr[0].join(150)
             self.close()
         return 0
 

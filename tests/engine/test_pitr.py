@@ -23,6 +23,7 @@ from pgcluster import Cluster, debian_bin, reachable_dir, wheel_bin
 sys.path.insert(0, os.path.join(ROOT, "dev"))
 import sampledb  # noqa: E402
 
+from engine.core.config import Settings  # noqa: E402
 from engine.core.errors import BackupError, RestoreError, VerifyError  # noqa: E402
 from engine.io import crypto  # noqa: E402
 from engine.io.storage import LocalStorage  # noqa: E402
@@ -31,6 +32,7 @@ from engine.ops.restore import RestoreOptions  # noqa: E402
 from engine.pitr import archive as archive_mod  # noqa: E402
 from engine.pitr import basebackup, receiver, recover  # noqa: E402
 from engine.pitr import scratch as scratch_mod  # noqa: E402
+from engine.pitr import service as service_mod  # noqa: E402
 from engine.service import cli_pitr  # noqa: E402
 
 
@@ -485,3 +487,51 @@ def test_copies_to_a_folder_and_to_s3_and_a_restore_from_s3(cluster15, tmp_path,
         assert names_in(cluster15, "from_s3") == {"Mark A"}
     finally:
         protected.close()
+
+
+def test_the_worker_service_takes_base_backups_on_schedule_and_keeps_only_the_window(
+    cluster15, tmp_path, keys, monkeypatch
+):
+    monkeypatch.setattr(service_mod, "CHECK_SECONDS", 0.3)
+    build_registry(cluster15, tmp_path)
+    dest = tmp_path / "pitr"
+    dest.mkdir(mode=0o700)
+    settings = Settings(
+        pg=cluster15.pgconfig(),
+        section={
+            "signing_key_file": keys["signing_file"],
+            "pitr_destinations": str(dest),
+            "pitr_recipients": keys["recipient"],
+            "pitr_base_backup_hours": "0.0008",  # about 3 s
+            "pitr_window_days": "0.00003",  # about 2.6 s
+            "pitr_partial_seconds": "0.5",
+            "pitr_spool": str(tmp_path / "spool"),
+            "pitr_tmp_dir": str(tmp_path),
+        },
+    )
+    service = service_mod.PitrService.from_settings(settings, cluster15.pgconfig(), str(tmp_path))
+    assert service_mod.PitrService.from_settings(Settings(), cluster15.pgconfig(), None) is None
+    thread, stop = service_mod.start_in_thread(service)
+    arch = None
+    first = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            insert(cluster15, "Mark")  # the server keeps writing
+            if service.receiver.system_id:
+                arch = archive_mod.Archive(LocalStorage(str(dest)), service.receiver.system_id)
+                ids = sorted(arch.base_ids())
+                first = first or (ids[0] if ids else None)
+                if first and first not in ids and len(ids) >= 2:
+                    break
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(120)
+    ids = sorted(arch.base_ids())
+    assert first and first not in ids, "the base backup older than the window was not removed: %s" % ids
+    win = recover.window(arch, keys["public"])
+    assert win.gaps == [] and win.start is not None and win.problems == []
+    # WAL older than the oldest kept base backup was removed with it.
+    oldest_start = min(doc["start_wal"] for doc in win.bases)
+    assert all(name >= oldest_start for name in arch.wal_names() if recover.walnames.SEGMENT_RE.fullmatch(name))

@@ -1,0 +1,168 @@
+"""Continuous WAL protection as the worker service runs it, configured for the server in odoo.conf::
+
+    [spp_backup]
+    signing_key_file = /etc/odoo/spp_backup_signing.pem
+    pitr_destinations = /srv/backups/pitr, s3://ministry-backups/pitr
+    pitr_recipients = age1...            ; optional: encrypt to these public keys
+    pitr_base_backup_hours = 24          ; a base backup when the newest is older than this
+    pitr_window_days = 14                ; any second of the last 14 days can be restored
+    pitr_partial_seconds = 30            ; the segment in progress is stored this often (the RPO)
+
+The receiver runs in a thread of the worker and is started again when it stops; a base backup is taken when
+the newest is older than its schedule (and at once after a gap), and each destination is then pruned to the
+window. What it does is written to the receiver's state file for ``pitr status`` and the dashboard.
+"""
+
+import datetime
+import logging
+import os
+import threading
+
+from ..core.errors import BackupError, PreflightError
+from ..formats import catalog
+from ..io import crypto
+from ..io.storage import open_storage
+from . import archive, basebackup, receiver, retention
+
+_logger = logging.getLogger("spp_backup.pitr")
+
+CHECK_SECONDS = 60.0
+
+
+def _list(value):
+    return [part.strip() for part in str(value or "").replace("\n", ",").split(",") if part.strip()]
+
+
+def _number(settings, key, default):
+    value = settings.get(key)
+    if value in (None, ""):
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise PreflightError("%s in odoo.conf's [spp_backup] section must be a number, not %r." % (key, value))
+
+
+class PitrService:
+    """The receiver, the base backup schedule and the window's retention of one server."""
+
+    def __init__(self, settings, pgc, data_dir, log=None):
+        self.settings = settings
+        self.pgc = pgc
+        self.log = log or _logger.info
+        signing_file = settings.get("signing_key_file")
+        if not signing_file:
+            raise PreflightError(
+                "pitr_destinations is set but signing_key_file is not: the WAL archive's entries are signed."
+            )
+        self.signing_key = crypto.load_signing_key(signing_file)
+        self.public_key = crypto.public_key_text(self.signing_key.public_key())
+        self.recipients = crypto.parse_recipients(_list(settings.get("pitr_recipients")))
+        self.destinations = {}
+        for location in _list(settings.get("pitr_destinations")):
+            config = catalog.destination_for(location, settings)[0]
+            self.destinations[location] = open_storage(config, settings)
+        self.base_hours = _number(settings, "pitr_base_backup_hours", 24.0)
+        self.window = datetime.timedelta(days=_number(settings, "pitr_window_days", 14.0))
+        self.spool = settings.get("pitr_spool") or os.path.join(data_dir or ".", "spp_backup", "wal-spool")
+        self.tmp_dir = settings.get("pitr_tmp_dir") or None
+        self.receiver = receiver.Receiver(
+            pgc,
+            self.destinations,
+            self.spool,
+            self.signing_key,
+            self.recipients,
+            slot=settings.get("pitr_slot") or receiver.DEFAULT_SLOT,
+            partial_seconds=_number(settings, "pitr_partial_seconds", 30.0),
+            log=self.log,
+        )
+        self.gaps_seen = 0
+        self.last_error = None
+
+    @classmethod
+    def from_settings(cls, settings, pgc, data_dir, log=None):
+        """The service when odoo.conf names pitr_destinations, else None."""
+        if not _list(settings.get("pitr_destinations")):
+            return None
+        return cls(settings, pgc, data_dir, log)
+
+    def newest_base_age(self):
+        """Hours since the newest verified base backup at the first destination that answers (None: none)."""
+        for storage in self.destinations.values():
+            try:
+                arch = archive.Archive(storage, self.receiver.system_id)
+                docs = [doc for _id, doc, _p in arch.bases(self.public_key) if doc is not None]
+            except Exception:  # that destination is down: ask the next
+                continue
+            if not docs:
+                return None
+            newest = max(datetime.datetime.fromisoformat(d["consistent_at"].replace("Z", "+00:00")) for d in docs)
+            return (datetime.datetime.now(datetime.timezone.utc) - newest).total_seconds() / 3600.0
+        return None
+
+    def base_backup_due(self):
+        if len(self.receiver.gaps) > self.gaps_seen:
+            return "the WAL archive has a gap"
+        age = self.newest_base_age()
+        if age is None:
+            return "there is no base backup yet"
+        if age >= self.base_hours:
+            return "the newest base backup is %.1f h old" % age
+        return None
+
+    def take_base_backup(self, why):
+        self.log("Taking a base backup: %s" % why)
+        gaps = len(self.receiver.gaps)
+        basebackup.take_base_backup(
+            self.pgc,
+            self.destinations,
+            self.signing_key,
+            self.recipients,
+            tmp_dir=self.tmp_dir,
+            spool=self.spool,
+            log=self.log,
+        )
+        self.gaps_seen = gaps
+        for storage in self.destinations.values():
+            try:
+                done = retention.prune(archive.Archive(storage, self.receiver.system_id), self.public_key, self.window)
+                if done["failed"]:
+                    self.log("Could not remove everything older than the window: %s" % "; ".join(done["failed"]))
+            except Exception as exc:
+                self.log("Could not prune the archive at %s: %s" % (storage.describe(), exc))
+
+    def run(self, stop):
+        """Until ``stop`` is set: the receiver in its own thread, base backups on schedule, retention."""
+        thread, receiver_stop = receiver.run_in_thread(self.receiver)
+        try:
+            while not stop.is_set():
+                if thread.errors:
+                    raise thread.errors[0]
+                if self.receiver.system_id:
+                    try:
+                        why = self.base_backup_due()
+                        if why:
+                            self.take_base_backup(why)
+                        self.last_error = None
+                    except (BackupError, OSError) as exc:
+                        self.last_error = str(exc)
+                        self.log("Base backup failed: %s" % exc)
+                stop.wait(CHECK_SECONDS if self.receiver.system_id else 1.0)
+        finally:
+            receiver_stop.set()
+            thread.join(120)
+
+
+def start_in_thread(service):
+    """Run ``service`` in a daemon thread: (thread, stop event)."""
+    stop = threading.Event()
+
+    def target():
+        try:
+            service.run(stop)
+        except Exception:
+            _logger.exception("Continuous WAL protection stopped")
+
+    thread = threading.Thread(target=target, name="spp_backup-pitr", daemon=True)
+    thread.start()
+    return thread, stop
