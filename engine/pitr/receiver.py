@@ -394,7 +394,7 @@ class Receiver:
             "slot": self.slot,
             "slot_status": wal_status,
             "slot_retained_bytes": retained,
-            "running": self.process is not None and self.process.poll() is None,
+            "receiving": self.process is not None and self.process.poll() is None,
             "restarts": self.restarts,
             "last_error": self.last_error,
             "server_lsn": server,

@@ -11,6 +11,7 @@ from ..db import replication, walcheck
 from ..formats import catalog
 from ..io import crypto
 from ..pitr import archive, basebackup, receiver, recover
+from . import cli_common as cli
 
 WHEN_HELP = (
     "the second to restore to: 2026-12-07 14:03:12 in this machine's time zone, or with its offset "
@@ -102,12 +103,6 @@ def add_parsers(sub, connection, target_options, keys):
     keys(p, unsigned=False)
 
 
-def _cli():
-    from . import cli
-
-    return cli
-
-
 def _public_keys(args, settings):
     """The verify key: --verify-key, odoo.conf's verify_key, else the public half of signing_key_file."""
     given = getattr(args, "verify_key", None) or settings.get("verify_key")
@@ -145,7 +140,6 @@ def parse_when(text):
 
 
 def cmd_pitr(args):
-    cli = _cli()
     settings, pgc, data_dir = cli.settings_for(args)
     command = args.pitr_command
     if command == "status":
@@ -308,7 +302,6 @@ def _list(arch, public_keys):
 
 def restore_at(args):
     """``spp-backup restore <dest>/<database> --to-time T``."""
-    cli = _cli()
     settings, pgc, data_dir = cli.settings_for(args)
     identities, _ = cli.key_options(args, settings)
     location = args.backup.rstrip("/")
