@@ -152,7 +152,7 @@ def run_drill(
         result.error = "unexpected %s: %s" % (type(exc).__name__, exc)
     finally:
         progress(0.95, "Dropping the scratch database %s" % scratch)
-        result.cleaned_up = _clean_up(pg_config, scratch, fs_root)
+        result.cleaned_up = clean_up_scratch(pg_config, scratch, fs_root)
         log("Scratch database %s %s" % (scratch, "dropped" if result.cleaned_up else "NOT dropped: drop it by hand"))
     result.ok = result.error is None and all(check.ok for check in result.checks) and result.cleaned_up
     result.total_seconds = round(time.monotonic() - started, 3)
@@ -315,7 +315,7 @@ def check_addons(cr, settings):
     )
 
 
-def _clean_up(pg_config, scratch, fs_root):
+def clean_up_scratch(pg_config, scratch, fs_root):
     ok = True
     try:
         pg.drop_database(pg_config, scratch)

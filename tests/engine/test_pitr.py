@@ -535,3 +535,62 @@ def test_the_worker_service_takes_base_backups_on_schedule_and_keeps_only_the_wi
     # WAL older than the oldest kept base backup was removed with it.
     oldest_start = min(doc["start_wal"] for doc in win.bases)
     assert all(name >= oldest_start for name in arch.wal_names() if recover.walnames.SEGMENT_RE.fullmatch(name))
+
+
+def test_a_drill_restores_a_random_second_checks_it_and_drops_it(protected, tmp_path, keys):
+    cluster = protected.cluster
+    data_dir = build_registry(cluster, tmp_path)
+    protected.base_backup(tmp_path)
+    second_between(protected, "Mark A", "Mark B")
+    proc = cli(
+        "--json",
+        "pitr",
+        "drill",
+        protected.dest,
+        "-d",
+        "registry",
+        "--identity",
+        keys["identity_file"],
+        "--verify-key",
+        keys["public"],
+        "--db-host",
+        "127.0.0.1",
+        "--db-port",
+        str(cluster.port),
+        "--db-user",
+        "postgres",
+        "--data-dir",
+        data_dir,
+    )
+    out, err = proc.communicate(timeout=300)
+    result = json.loads(out)
+    assert proc.returncode == 0 and result["ok"], (result, err)
+    assert [check["name"] for check in result["checks"]] == ["window", "restore", "attachments"]
+    assert "12 files present with the right SHA-1" in result["checks"][2]["detail"]
+    assert result["restore_seconds"] > 0 and result["cleaned_up"]
+    assert not cluster.query("postgres", "SELECT 1 FROM pg_database WHERE datname LIKE 'registry\\_drill\\_%%'")
+    assert not os.path.exists(os.path.join(data_dir, "filestore", result["scratch_db"]))
+    # A file the database references but no filestore holds any more fails the drill, which names it.
+    name = cluster.query("registry", "SELECT store_fname FROM ir_attachment ORDER BY id LIMIT 1")[0][0]
+    os.unlink(os.path.join(data_dir, "filestore", "registry", name))
+    proc = cli(
+        "pitr",
+        "drill",
+        protected.dest,
+        "-d",
+        "registry",
+        "--identity",
+        keys["identity_file"],
+        "--verify-key",
+        keys["public"],
+        "--db-host",
+        "127.0.0.1",
+        "--db-port",
+        str(cluster.port),
+        "--db-user",
+        "postgres",
+        "--data-dir",
+        data_dir,
+    )
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "FAILED" in out and name in out, (out, err)
