@@ -115,16 +115,14 @@ def run_drill(
             raise BackupError("the backup failed verification: %s" % report.failure_text())
         progress(0.1, "Restoring into the scratch database %s" % scratch)
         counted = {}
-        options = RestoreOptions(
+        options = drill_options(
+            scratch,
+            pg_config,
+            data_dir,
+            identities,
+            neutralize_sql,
             on_loaded=lambda name, db_pg: counted.update(row_counts(db_pg, name)),
-            target_db=scratch,
-            pg=pg_config,
-            data_dir=data_dir,
-            new_uuid=True,
-            neutralize=True,
-            neutralize_sql=list(neutralize_sql or []),
             jobs=jobs,
-            identities=list(identities or []),
             public_key=public_key,
             settings=settings,
         )
@@ -157,6 +155,20 @@ def run_drill(
     result.ok = result.error is None and all(check.ok for check in result.checks) and result.cleaned_up
     result.total_seconds = round(time.monotonic() - started, 3)
     return result
+
+
+def drill_options(scratch, pg_config, data_dir, identities, neutralize_sql, **more):
+    """The RestoreOptions of a drill's copy: a new scratch database, neutralized, with its own identity."""
+    return RestoreOptions(
+        target_db=scratch,
+        pg=pg_config,
+        data_dir=data_dir,
+        new_uuid=True,
+        neutralize=True,
+        neutralize_sql=list(neutralize_sql or []),
+        identities=list(identities or []),
+        **more,
+    )
 
 
 def row_counts(pg_config, dbname):

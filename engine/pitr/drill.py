@@ -15,8 +15,7 @@ import time
 from ..core.errors import BackupError
 from ..core.human import human_duration
 from ..db import pg
-from ..ops.drill import DrillCheck, DrillResult, check_attachments, clean_up_scratch, drill_name
-from ..ops.restore import RestoreOptions
+from ..ops.drill import DrillCheck, DrillResult, check_attachments, clean_up_scratch, drill_name, drill_options
 from . import recover
 
 
@@ -67,16 +66,7 @@ def run_pitr_drill(
                 ),
             )
         )
-        options = RestoreOptions(
-            target_db=scratch,
-            pg=pg_config,
-            data_dir=data_dir,
-            new_uuid=True,
-            neutralize=True,
-            neutralize_sql=list(neutralize_sql or []),
-            identities=list(identities or []),
-            tmp_dir=tmp_dir,
-        )
+        options = drill_options(scratch, pg_config, data_dir, identities, neutralize_sql, tmp_dir=tmp_dir)
         t0 = time.monotonic()
         try:
             restored = recover.restore_database_at(

@@ -341,6 +341,10 @@ def test_not_enough_disk_for_the_scratch_cluster_is_refused_first(protected, tmp
     assert not [n for n in os.listdir(tmp_path) if n.startswith("spp_backup_pitr_")]
 
 
+def cli_connection(cluster):
+    return ["--db-host", "127.0.0.1", "--db-port", str(cluster.port), "--db-user", "postgres"]
+
+
 def cli(*args, **kwargs):
     return subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "engine", *args],
@@ -542,26 +546,9 @@ def test_a_drill_restores_a_random_second_checks_it_and_drops_it(protected, tmp_
     data_dir = build_registry(cluster, tmp_path)
     protected.base_backup(tmp_path)
     second_between(protected, "Mark A", "Mark B")
-    proc = cli(
-        "--json",
-        "pitr",
-        "drill",
-        protected.dest,
-        "-d",
-        "registry",
-        "--identity",
-        keys["identity_file"],
-        "--verify-key",
-        keys["public"],
-        "--db-host",
-        "127.0.0.1",
-        "--db-port",
-        str(cluster.port),
-        "--db-user",
-        "postgres",
-        "--data-dir",
-        data_dir,
-    )
+    drill = ["pitr", "drill", protected.dest, "-d", "registry", "--identity", keys["identity_file"]]
+    drill += ["--verify-key", keys["public"], "--data-dir", data_dir, *cli_connection(cluster)]
+    proc = cli("--json", *drill)
     out, err = proc.communicate(timeout=300)
     result = json.loads(out)
     assert proc.returncode == 0 and result["ok"], (result, err)
@@ -573,24 +560,6 @@ def test_a_drill_restores_a_random_second_checks_it_and_drops_it(protected, tmp_
     # A file the database references but no filestore holds any more fails the drill, which names it.
     name = cluster.query("registry", "SELECT store_fname FROM ir_attachment ORDER BY id LIMIT 1")[0][0]
     os.unlink(os.path.join(data_dir, "filestore", "registry", name))
-    proc = cli(
-        "pitr",
-        "drill",
-        protected.dest,
-        "-d",
-        "registry",
-        "--identity",
-        keys["identity_file"],
-        "--verify-key",
-        keys["public"],
-        "--db-host",
-        "127.0.0.1",
-        "--db-port",
-        str(cluster.port),
-        "--db-user",
-        "postgres",
-        "--data-dir",
-        data_dir,
-    )
+    proc = cli(*drill)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 2 and "FAILED" in out and name in out, (out, err)
