@@ -133,7 +133,12 @@ def extract_base(reader, folder):
 
 class WalServer(threading.Thread):
     """Serves the scratch postmaster's restore_command from the archive: every file checked against its signed
-    entry before the postmaster sees it; a few segments fetched ahead while it replays."""
+    entry before the postmaster sees it; a few segments fetched ahead while it replays.
+
+    The exchange folder is the engine's (mode 0711); only its ``asked`` and ``ready`` folders belong to the
+    postmaster's OS user. Files are fetched into folders only the engine can write and renamed into ``ready``,
+    which replaces whatever name is there without following it: a link planted there leads nowhere.
+    """
 
     def __init__(self, archive, exchange, identities, public_keys, owner, names):
         super().__init__(name="spp_backup-walserver", daemon=True)
@@ -148,15 +153,13 @@ class WalServer(threading.Thread):
         self.served = []
         self.partial_served = None
         self.ahead = {}
-        for folder in ("asked", "ready", "ahead"):
+        for folder in ("asked", "ready", "ahead", "fetching"):
             os.makedirs(os.path.join(exchange, folder), mode=0o700, exist_ok=True)
-        self._chown(exchange)
-        for folder in ("asked", "ready"):
-            self._chown(os.path.join(exchange, folder))
-
-    def _chown(self, path):
+        os.chmod(exchange, 0o711)
         if os.geteuid() == 0:
-            os.chown(path, *self.owner)
+            for folder in ("asked", "ready"):
+                os.chown(os.path.join(exchange, folder), *self.owner)
+        self.fetching = os.path.join(exchange, "fetching")
 
     def _fetch(self, name, path):
         """Fetch ``name`` (the complete file, else its partial when it is the newest) into ``path``; False when
@@ -187,9 +190,15 @@ class WalServer(threading.Thread):
     def _asked(self):
         return os.listdir(os.path.join(self.exchange, "asked"))
 
+    def _hand_over(self, temp, name):
+        """The engine's file ``temp`` made the postmaster user's and renamed into ready/ as ``name``."""
+        if os.geteuid() == 0:
+            os.chown(temp, *self.owner)
+        os.chmod(temp, 0o600)
+        os.replace(temp, os.path.join(self.exchange, "ready", name))
+
     def serve(self, name):
-        ready = os.path.join(self.exchange, "ready", name)
-        temp = os.path.join(self.exchange, "ready", ".%s.tmp" % name)
+        temp = os.path.join(self.fetching, "file")
         if not walnames.is_wal_file(name):
             found = False
         elif name in self.ahead:
@@ -198,17 +207,19 @@ class WalServer(threading.Thread):
         else:
             found = self._fetch(name, temp)
         if found:
-            self._chown(temp)
-            os.replace(temp, ready)
+            self._hand_over(temp, name)
             self.served.append(name)
         else:
-            path = ready + ".none"
-            with open(path, "wb"):
+            with open(temp, "wb"):
                 pass
-            self._chown(path)
+            self._hand_over(temp, name + ".none")
         os.unlink(os.path.join(self.exchange, "asked", name))
         if found and walnames.SEGMENT_RE.fullmatch(name):
             self._prefetch(name)
+
+    def _close_exchange(self):
+        with contextlib.suppress(OSError), open(os.path.join(self.exchange, "closed"), "wb"):
+            pass
 
     def run(self):
         try:
@@ -220,13 +231,11 @@ class WalServer(threading.Thread):
                     self.stop.wait(0.02)
         except BaseException as exc:  # the restore reports it and stops the postmaster
             self.error = exc
-            with contextlib.suppress(OSError), open(os.path.join(self.exchange, "closed"), "wb"):
-                pass
+            self._close_exchange()
 
     def close(self):
         self.stop.set()
-        with contextlib.suppress(OSError), open(os.path.join(self.exchange, "closed"), "wb"):
-            pass
+        self._close_exchange()
         self.join(timeout=30)
 
 
@@ -246,6 +255,9 @@ class ScratchCluster:
         self.process = None
         self.restarted = False
         self.port = free_port()
+        # The folder stays the engine's: the postmaster's OS user may reach (0711) but not change it; it owns
+        # the data directory, the socket folder and the exchange's asked/ready folders only.
+        os.chmod(self.root, 0o711)
         for folder in (self.sock, self.exchange):
             os.makedirs(folder, mode=0o700)
         for folder in [os.path.dirname(self.root)] + ([os.path.dirname(keep_data)] if keep_data else []):
@@ -272,14 +284,15 @@ class ScratchCluster:
         return demote
 
     def chown_all(self):
+        """The data directory and the socket folder given to the postmaster's OS user (nothing else)."""
         if os.geteuid() != 0:
             return
         uid, gid = self.owner
-        for top in {self.root, self.data}:
-            os.chown(top, uid, gid)
-            for folder, dirs, files in os.walk(top):
-                for name in dirs + files:
-                    os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+        os.chown(self.sock, uid, gid)
+        os.chown(self.data, uid, gid)
+        for folder, dirs, files in os.walk(self.data):
+            for name in dirs + files:
+                os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
 
     def configure(self, target_time=None, fsync=False):
         """Our own configuration: the backed-up cluster's postgresql.conf, pg_hba.conf and
@@ -337,6 +350,8 @@ class ScratchCluster:
         with open(self.conf, "w", encoding="utf-8") as handle:
             for key, value in settings.items():
                 handle.write("%s = %s\n" % (key, _conf_value(value) if isinstance(value, str) else value))
+        for name in ("scratch.conf", "hba.conf", "ident.conf", "walget.py"):
+            os.chmod(os.path.join(self.root, name), 0o644)
         self.chown_all()
 
     def drop_target(self):
@@ -466,16 +481,21 @@ class ScratchCluster:
             self.process.wait()
 
     def restore_settings(self):
-        """Put the backed-up cluster's postgresql.auto.conf back and drop the recovery settings (restore-cluster)."""
+        """Put the backed-up cluster's postgresql.auto.conf back and drop the recovery settings (restore-cluster).
+        Written without following a link someone may have left at its name."""
         saved = os.path.join(self.root, "postgresql.auto.conf.backed-up")
         auto = os.path.join(self.data, "postgresql.auto.conf")
-        if os.path.exists(saved):
-            shutil.copyfile(saved, auto)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(auto)
-        if os.geteuid() == 0 and os.path.exists(auto):
-            os.chown(auto, *self.owner)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(auto)
+        if not os.path.exists(saved):
+            return
+        with open(saved, "rb") as source:
+            content = source.read()
+        fd = os.open(auto, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+            if os.geteuid() == 0:
+                os.fchown(out.fileno(), *self.owner)
 
     def remove(self):
         self.shutdown("immediate")

@@ -121,3 +121,15 @@ def test_the_engine_never_imports_odoo():
             if "odoo" in roots:
                 found.append("%s:%d" % (name, node.lineno))
     assert found == []
+
+
+def test_every_sub_package_is_in_the_installed_command():
+    """pyproject.toml names each engine package, so the installed spp-backup command has all of them."""
+    import tomllib
+
+    with open(ENGINE.parent / "pyproject.toml", "rb") as handle:
+        listed = set(tomllib.load(handle)["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(("spp_backup_engine",) + path.parent.relative_to(ENGINE).parts) for path in ENGINE.rglob("__init__.py")
+    }
+    assert found == listed
