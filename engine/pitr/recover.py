@@ -261,7 +261,11 @@ def replay(
             started = time.monotonic()
             scratch.start()
             line = scratch.wait_open(
-                server, progress=(lambda n: progress(0.2, "Replaying WAL: %d files" % n)) if progress else None
+                server,
+                progress=(lambda n: progress(0.2, "Replaying WAL: %d files" % n)) if progress else None,
+                complete_until=lambda: bool(
+                    moment and server.partial_received_at and parse_time(server.partial_received_at) >= moment
+                ),
             )
         finally:
             server.close()

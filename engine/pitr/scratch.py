@@ -152,6 +152,9 @@ class WalServer(threading.Thread):
         self.error = None
         self.served = []
         self.partial_served = None
+        # When the segment in progress that was served had been stored: the archive held every WAL record the
+        # server had written until then.
+        self.partial_received_at = None
         self.ahead = {}
         for folder in ("asked", "ready", "ahead", "fetching"):
             os.makedirs(os.path.join(exchange, folder), mode=0o700, exist_ok=True)
@@ -167,9 +170,10 @@ class WalServer(threading.Thread):
         partial = self.names.get(name)
         if partial is None:
             return False
-        self.archive.fetch_wal(name, path, self.identities, self.public_keys, partial=partial)
+        doc = self.archive.fetch_wal(name, path, self.identities, self.public_keys, partial=partial)
         if partial:
             self.partial_served = name
+            self.partial_received_at = doc["received_at"]
         return True
 
     def _prefetch(self, name):
@@ -389,7 +393,7 @@ class ScratchCluster:
     def pgconfig(self, user="postgres"):
         return PgConfig(host=self.sock, port=self.port, user=user, bin_dir=self.bin_dir)
 
-    def wait_open(self, server, timeout=None, progress=None):
+    def wait_open(self, server, timeout=None, progress=None, complete_until=None):
         """Wait until recovery is over and the postmaster accepts connections (promoted); the line that says
         where recovery stopped. A RestoreError with the postmaster's words when it stops instead."""
         deadline = time.monotonic() + timeout if timeout else None
@@ -398,7 +402,10 @@ class ScratchCluster:
                 raise server.error
             code = self.process.poll()
             if code is not None:
-                if self.ended_before_target() and not self.restarted:
+                # Recovery replayed every WAL file and met no commit after the target. Only when the archive is
+                # known to hold everything written up to the target (``complete_until()``) is its end the state
+                # at the target; otherwise the WAL after the last stored file is missing, not empty.
+                if self.ended_before_target() and not self.restarted and complete_until and complete_until():
                     self.restarted = True
                     self.drop_target()
                     self.start()
@@ -441,8 +448,10 @@ class ScratchCluster:
         words = lines[-1].split(":", 3)[-1].strip() if lines else "exit code %s" % code
         if "recovery ended before configured recovery target was reached" in words:
             return (
-                "The archive ends before the chosen second: recovery replayed every WAL file it holds and stopped "
-                "short of it. Choose an earlier second (see 'spp-backup pitr list')."
+                "The archive does not reach the chosen second yet: recovery replayed every WAL file stored and met "
+                "no transaction after it, and the newest WAL the server wrote before it is not stored yet. Choose "
+                "an earlier second, or try again once the receiver has stored the segment in progress (see "
+                "'spp-backup pitr list'). Nothing was changed."
             )
         return "The scratch PostgreSQL server stopped during recovery: %s" % words
 

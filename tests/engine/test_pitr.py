@@ -563,3 +563,41 @@ def test_a_drill_restores_a_random_second_checks_it_and_drops_it(protected, tmp_
     proc = cli(*drill)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 2 and "FAILED" in out and name in out, (out, err)
+
+
+def test_the_end_of_the_archive_is_used_only_when_it_is_known_to_reach_the_second(cluster15, tmp_path, keys):
+    """T after the last commit of a completed segment, nothing stored after it: recovery meets no commit after T,
+    and whether the server wrote one is not known, so the restore refuses; once the segment in progress is stored
+    (at a second after T), the end of the archive is the state at T."""
+    protected = Protected(cluster15, tmp_path, keys, partial_seconds=3600)
+    try:
+        data_dir = build_registry(cluster15, tmp_path)
+        protected.base_backup(tmp_path)
+        insert(cluster15, "Mark A")
+        time.sleep(0.5)
+        moment = protected.now()
+        time.sleep(0.5)
+        segment = cluster15.query("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
+        cluster15.query("postgres", "SELECT pg_switch_wal()")
+        # WAL after the switch that commits nothing: the segment in progress has something to store.
+        cluster15.query("postgres", "SELECT pg_logical_emit_message(false, 'spp', 'no commit')")
+        deadline = time.monotonic() + 60
+        while segment not in recover.open_archive(protected.storage).wal_names() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        names = recover.open_archive(protected.storage).wal_names()
+        assert names.get(segment) is False and not any(names.values())  # complete, and no partial stored
+        with pytest.raises(RestoreError, match="does not reach the chosen second yet.*Nothing was changed"):
+            recover.restore_database_at(
+                protected.storage,
+                "registry",
+                moment,
+                restore_options(protected, "at_t", data_dir, keys),
+                keys["public"],
+            )
+        assert not cluster15.query("postgres", "SELECT 1 FROM pg_database WHERE datname LIKE 'at\\_t%%'")
+    finally:
+        protected.close()  # stores the segment in progress
+    result = recover.restore_database_at(
+        protected.storage, "registry", moment, restore_options(protected, "at_t", data_dir, keys), keys["public"]
+    )
+    assert names_in(cluster15, "at_t") == {"Mark A"} and result.partial_used and result.reached is None
