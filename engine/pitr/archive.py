@@ -65,9 +65,11 @@ def open_signed(data, public_keys, where):
         wrapper = json.loads(data.decode("utf-8"))
         body = base64.b64decode(wrapper["doc"], validate=True)
         signature = wrapper["signature"]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise VerifyError("%s is not a signed entry of this engine." % where) from exc
     try:
+        if not isinstance(signature, str):
+            raise VerifyError("its signature is not text")
         crypto.check_signature(body, signature, public_keys)
     except VerifyError as exc:
         raise VerifyError("%s: %s" % (where, str(exc).replace("The manifest's signature", "its signature"))) from exc
@@ -177,8 +179,12 @@ def write_small(storages, key, data):
     return failures
 
 
-def wal_entry(system_id, name, stored, received_at, segment_size, partial=False):
+def wal_entry(system_id, name, stored, received_at, segment_size, partial=False, complete_until=None):
+    """A WAL file's entry. ``complete_until``: the newest moment (the server's clock) before which the server had
+    written nothing this file and the ones before it do not hold (None: not known, the receiver was catching
+    up)."""
     return {
+        "complete_until": complete_until,
         "format": FORMAT,
         "engine": ENGINE_VERSION,
         "kind": "wal",

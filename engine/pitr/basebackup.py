@@ -30,6 +30,7 @@ from .receiver import conninfo
 
 APPLICATION_NAME = "spp_backup_base"
 CHAIN_FILE = "base_chain.json"
+FULL_EVERY = 7
 
 
 def _run(args, env, what):
@@ -109,6 +110,8 @@ def take_base_backup(
         and summarize == "on"
         and chain
         and chain.get("system_id") == system_id
+        # A full backup every FULL_EVERY: a restore combines at most that many, and retention can let old ones go.
+        and int(chain.get("length") or 1) < FULL_EVERY
         and os.path.exists(os.path.join(spool, chain.get("manifest", "")))
     ):
         parent = chain
@@ -193,12 +196,15 @@ def take_base_backup(
                 "The base backup could not be stored anywhere: %s"
                 % "; ".join("%s: %s" % item for item in failures.items())
             )
-        if spool:
+        if spool and not failures:
+            # Only a backup every destination holds is a parent: an incremental after a missing one restores
+            # nowhere it is missing.
             kept = "backup_manifest.%s" % backup_id
             shutil.copyfile(manifest_path, os.path.join(spool, kept))
             previous = _chain(spool)
             with open(os.path.join(spool, CHAIN_FILE + ".new"), "w", encoding="utf-8") as handle:
-                json.dump({"system_id": system_id, "backup_id": backup_id, "manifest": kept}, handle)
+                length = int(parent.get("length") or 1) + 1 if parent else 1
+                json.dump({"system_id": system_id, "backup_id": backup_id, "manifest": kept, "length": length}, handle)
             os.replace(os.path.join(spool, CHAIN_FILE + ".new"), os.path.join(spool, CHAIN_FILE))
             if previous and previous.get("manifest") and previous["manifest"] != kept:
                 with contextlib.suppress(OSError):

@@ -20,10 +20,14 @@ from . import recover
 
 
 def random_second(win, rng=random):
-    """A whole second chosen at random inside the window (its start and end included)."""
-    span = max(0, int((win.end - win.start).total_seconds()))
-    moment = win.start + datetime.timedelta(seconds=rng.randint(0, span))
-    return min(max(moment, win.start), win.end)
+    """A whole second chosen at random among the seconds the window's ranges reach (ends included)."""
+    spans = [(start, max(0, int((end - start).total_seconds()))) for start, end in win.ranges]
+    pick = rng.randint(0, sum(span + 1 for _start, span in spans) - 1)
+    for start, span in spans:
+        if pick <= span:
+            return start + datetime.timedelta(seconds=pick)
+        pick -= span + 1
+    return win.end
 
 
 def run_pitr_drill(
@@ -56,7 +60,7 @@ def run_pitr_drill(
         result.checks.append(
             DrillCheck(
                 "window",
-                win.start <= moment <= win.end and not win.gaps,
+                any(start <= moment <= end for start, end in win.ranges),
                 "restoring to %s, inside %s to %s%s"
                 % (
                     recover.words(moment),

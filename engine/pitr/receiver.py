@@ -41,6 +41,8 @@ from . import archive, walnames
 APPLICATION_NAME = "spp_backup_receiver"
 DEFAULT_SLOT = "spp_backup"
 STATE_FILE = "receiver.json"
+# Samples of the server's position kept (one per pass): a few hours at the default pass of a second.
+SAMPLES_KEPT = 20000
 SLOT_RE = re.compile(r"[a-z0-9_]{1,63}")
 TORN_PARTIAL_RE = re.compile(r'"([0-9A-F]{24}\.partial)" has \d+ bytes, should be 0 or \d+')
 LOST_SLOT_WORDS = ("has already been removed", "can no longer get changes from replication slot", "invalidated")
@@ -112,8 +114,9 @@ class Receiver:
         self.pending = {}  # name -> destinations still to write it to
         self.partial_shipped = {}  # name -> (size, mtime) of the partial last shipped
         self.last_partial = 0.0
-        self.shipped = {"name": None, "at": None, "lsn": None}
-        self.caught_up_at = None
+        self.shipped = {"name": None, "at": None, "lsn": None, "complete_until": None}
+        self.samples = []  # (server time, WAL position), oldest first
+        self.server_lsn = None
         self.failures = {}
         self.system_id = None
         self.segment_size = walnames.DEFAULT_SEGMENT_SIZE
@@ -159,6 +162,8 @@ class Receiver:
 
     def _start(self):
         self._stderr = open(self._stderr_path, "ab")  # noqa: SIM115 - kept while the process runs
+        # What this run writes, and only that, says why it stopped.
+        self._stderr_offset = self._stderr.tell()
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [
                 self.tool,
@@ -184,7 +189,8 @@ class Receiver:
     def _stderr_tail(self):
         try:
             with open(self._stderr_path, "rb") as handle:
-                handle.seek(max(0, os.path.getsize(self._stderr_path) - 4096))
+                size = os.path.getsize(self._stderr_path)
+                handle.seek(max(getattr(self, "_stderr_offset", 0), size - 4096))
                 return handle.read().decode("utf-8", "replace")
         except OSError:
             return ""
@@ -225,6 +231,9 @@ class Receiver:
         self.log("GAP in the WAL archive: %s. Making the slot again; take a base backup now." % why)
         with contextlib.suppress(Exception):
             self._run_tool("--drop-slot")
+        # What was received and not stored yet goes first; then the slot starts afresh.
+        with contextlib.suppress(Exception):
+            self.ship(force_partial=True)
         for name in os.listdir(self.spool):
             if name.endswith(archive.PARTIAL):
                 os.unlink(os.path.join(self.spool, name))
@@ -248,7 +257,7 @@ class Receiver:
         """Ship completed WAL files, then the segment in progress when it is due; True when something was
         shipped."""
         shipped = False
-        server_lsn = self._server_position()
+        self._sample_server()
         for name in sorted(os.listdir(self.spool)):
             if walnames.is_wal_file(name):
                 shipped |= self._ship_complete(name)
@@ -257,8 +266,15 @@ class Receiver:
             self.last_partial = time.monotonic()
             for name in sorted(os.listdir(self.spool)):
                 if name.endswith(archive.PARTIAL) and walnames.SEGMENT_RE.fullmatch(name[: -len(archive.PARTIAL)]):
-                    shipped |= self._ship_partial(name[: -len(archive.PARTIAL)], server_lsn)
+                    shipped |= self._ship_partial(name[: -len(archive.PARTIAL)])
         return shipped
+
+    def complete_until(self, position):
+        """The newest moment (the server's clock) at which the server had written nothing past ``position``:
+        an archive holding everything up to ``position`` holds every WAL record written before it. None when
+        no sample shows it (the receiver is catching up)."""
+        fitting = [moment for moment, lsn in self.samples if lsn <= position]
+        return max(fitting) if fitting else None
 
     def _storages(self, names):
         return {name: self.destinations[name] for name in names}
@@ -266,58 +282,50 @@ class Receiver:
     def _ship_complete(self, name):
         path = os.path.join(self.spool, name)
         remaining = self.pending.setdefault(name, set(self.destinations))
-        received_at = iso_of(os.path.getmtime(path))
-        ok = self._write(name, path, remaining, received_at, partial=False)
+        until = None
+        if walnames.SEGMENT_RE.fullmatch(name):
+            _tli, segno = walnames.parse_segment(name, self.segment_size)
+            until = self.complete_until((segno + 1) * self.segment_size)
+        ok = self._write(name, path, remaining, until, partial=False)
         if remaining:
             return ok
         del self.pending[name]
         os.unlink(path)
         self.partial_shipped.pop(name, None)
         for storage in self.destinations.values():
-            for suffix in (archive.ENTRY_SUFFIX, ""):
-                # The partial of a completed segment is no longer needed; what cannot be removed now is harmless.
-                for file in self._partial_files(storage, name, suffix):
-                    with contextlib.suppress(Exception):
-                        storage.delete("%s/%s" % (archive.wal_prefix(self.system_id), file))
+            # The partial of a completed segment is no longer needed; what cannot be removed now is harmless.
+            prefix = archive.wal_prefix(self.system_id)
+            with contextlib.suppress(Exception):
+                for file in storage.list_dir(prefix):
+                    if file.startswith(name + archive.PARTIAL + "."):
+                        storage.delete("%s/%s" % (prefix, file))
         if walnames.SEGMENT_RE.fullmatch(name):
-            self.shipped.update(name=name, at=received_at)
+            self.shipped.update(name=name, at=now_iso(), complete_until=until)
         self.log("Archived WAL %s" % name)
         return True
 
-    @staticmethod
-    def _partial_files(storage, name, suffix):
-        stem = name + archive.PARTIAL
-        if suffix:
-            return [stem + suffix]
-        return [f for f in ("%s.zst" % stem, "%s.zst.age" % stem, stem)]
-
-    def _ship_partial(self, name, server_lsn):
+    def _ship_partial(self, name):
         path = os.path.join(self.spool, name + archive.PARTIAL)
         try:
             stat = os.stat(path)
         except FileNotFoundError:
             return False
+        # What pg_receivewal reported written before the file is read is in what is stored.
+        received = self._received_position()
+        until = self.complete_until(walnames.parse_lsn(received)) if received else None
         signature = (stat.st_size, stat.st_mtime_ns)
         if self.partial_shipped.get(name) == signature:
-            if server_lsn is not None and self._received_position() is not None:
-                self._mark_caught_up(server_lsn)
+            if until is not None:
+                self.shipped["complete_until"] = until
             return False
-        received_lsn = self._received_position()
         remaining = set(self.destinations)
-        self._write(name, path, remaining, now_iso(), partial=True)
+        self._write(name, path, remaining, until, partial=True)
         if not remaining:
             self.partial_shipped[name] = signature
-            self.shipped.update(name=name + archive.PARTIAL, at=now_iso(), lsn=received_lsn)
-            if server_lsn is not None and received_lsn is not None:
-                self._mark_caught_up(server_lsn, received_lsn)
+            self.shipped.update(name=name + archive.PARTIAL, at=now_iso(), lsn=received, complete_until=until)
         return not remaining
 
-    def _mark_caught_up(self, server_lsn, received_lsn=None):
-        received = received_lsn if received_lsn is not None else self.shipped.get("lsn")
-        if received is not None and walnames.parse_lsn(received) >= walnames.parse_lsn(server_lsn):
-            self.caught_up_at = time.time()
-
-    def _write(self, name, path, remaining, received_at, partial):
+    def _write(self, name, path, remaining, complete_until, partial):
         """Write one WAL file to the destinations in ``remaining`` (removed from it as each succeeds)."""
         stem = name + (archive.PARTIAL if partial else "")
         prefix = archive.wal_prefix(self.system_id)
@@ -330,7 +338,7 @@ class Receiver:
             for dest in remaining:
                 self.failures[dest] = "cannot write WAL %s: %s" % (stem, exc)
             return False
-        entry = archive.wal_entry(self.system_id, name, stored, received_at, self.segment_size, partial)
+        entry = archive.wal_entry(self.system_id, name, stored, now_iso(), self.segment_size, partial, complete_until)
         data = archive.signed_bytes(entry, self.signing_key)
         written = set(remaining) - set(stored.failures)
         failures = archive.write_small(self._storages(written), "%s/%s%s" % (prefix, stem, archive.ENTRY_SUFFIX), data)
@@ -343,15 +351,21 @@ class Receiver:
 
     # ------------------------------------------------------------ positions and state
 
-    def _server_position(self):
+    def _sample_server(self):
+        """(the server's clock, its WAL write position) kept for complete_until, a few hours' worth."""
         try:
             with pg.cursor(self.pgc, self.pgc.maintenance_db) as cr:
-                cr.execute("SELECT pg_current_wal_lsn()::text")
-                self.server_lsn = cr.fetchone()[0]
-                return self.server_lsn
+                cr.execute(
+                    "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+                    "pg_current_wal_lsn()::text"
+                )
+                moment, self.server_lsn = cr.fetchone()
         except (PreflightError, psycopg2.Error):
             self.server_lsn = None
-            return None
+            return
+        self.samples.append((moment, walnames.parse_lsn(self.server_lsn)))
+        if len(self.samples) > SAMPLES_KEPT:
+            del self.samples[: len(self.samples) - SAMPLES_KEPT]
 
     def _received_position(self):
         """Where pg_receivewal has written to, as the server saw it last (pg_stat_replication)."""
@@ -401,12 +415,21 @@ class Receiver:
             "received_lsn": received,
             "receive_lag_bytes": lag,
             "newest_archived": self.shipped,
-            "archive_behind_seconds": None if self.caught_up_at is None else round(time.time() - self.caught_up_at, 1),
+            "archive_behind_seconds": self._behind_seconds(),
             "waiting_in_spool": sorted(self.pending),
             "destination_errors": dict(self.failures),
             "gaps": self.gaps,
             "updated_at": now_iso(),
         }
+
+    def _behind_seconds(self):
+        until = self.shipped.get("complete_until")
+        if not until or not self.samples:
+            return None
+        newest = datetime.datetime.fromisoformat(self.samples[-1][0].replace("Z", "+00:00"))
+        return round(
+            max(0.0, (newest - datetime.datetime.fromisoformat(until.replace("Z", "+00:00"))).total_seconds()), 1
+        )
 
     def write_state(self):
         data = json.dumps(self.state(), indent=1, sort_keys=True).encode()

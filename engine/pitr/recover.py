@@ -18,7 +18,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 
-from ..core.errors import PreflightError, RestoreError
+from ..core.errors import PreflightError, RestoreError, VerifyError
 from ..core.human import count, human_bytes, human_duration
 from ..db import pg
 from ..ops import restore as restore_ops
@@ -35,7 +35,10 @@ def parse_time(value):
     if isinstance(value, datetime.datetime):
         moment = value
     else:
-        text = str(value or "").strip().replace("Z", "+00:00")
+        text = str(value or "").strip()
+        if text.upper().endswith(" UTC"):  # as this engine prints times
+            text = text[:-4] + "+00:00"
+        text = text.replace("Z", "+00:00")
         try:
             moment = datetime.datetime.fromisoformat(text)
         except ValueError as exc:
@@ -70,6 +73,7 @@ class Window:
     newest_partial: bool = False
     wal_count: int = 0
     reach: dict = field(default_factory=dict)  # base id -> (last segment it reaches, its time)
+    ranges: list = field(default_factory=list)  # [(first second, last second)] reachable without a gap
 
     def as_dict(self):
         data = asdict(self)
@@ -80,15 +84,39 @@ class Window:
             for b in self.bases
         ]
         data["reach"] = {k: [v[0], words(v[1]) if v[1] else None] for k, v in self.reach.items()}
+        data["ranges"] = [[words(a), words(b)] for a, b in self.ranges]
         return data
 
 
-def _segments(names, timeline):
-    return sorted(n for n in names if walnames.SEGMENT_RE.fullmatch(n) and int(n[:8], 16) == timeline)
+def _segments(names, timeline, newest):
+    """The segments of ``timeline`` a restore may use: complete ones, and a partial one only as the newest of all
+    (a partial kept in the middle, where a complete segment failed to be stored, is a gap)."""
+    return sorted(
+        n
+        for n, partial in names.items()
+        if walnames.SEGMENT_RE.fullmatch(n) and int(n[:8], 16) == timeline and (not partial or n == newest)
+    )
+
+
+def _reached(archive, public_keys, names, segments, last, floor):
+    """(segment, the second the archive is known complete until) walking back from ``last`` to ``floor`` over
+    entries that verify and say it (one the receiver stored while catching up says nothing); (None, None)."""
+    index = segments.index(last)
+    while index >= 0 and segments[index] >= floor:
+        name = segments[index]
+        try:
+            entry = archive.entry(name, public_keys, partial=names.get(name, False))
+        except VerifyError:
+            return None, None  # a file that does not verify ends what can be used
+        if entry.get("complete_until"):
+            return name, parse_time(entry["complete_until"])
+        index -= 1
+    return None, None
 
 
 def window(archive, public_keys):
-    """The Window of ``archive`` (an archive.Archive); entries are verified for the times it states."""
+    """The Window of ``archive`` (an archive.Archive); entries are verified for the times it states. ``ranges``
+    are the stretches of seconds reachable without a gap; ``start`` and ``end`` their outer bounds."""
     names = archive.wal_names()
     result = Window(system_id=archive.system_id, start=None, end=None, wal_count=len(names))
     for _backup_id, doc, problem in archive.bases(public_keys):
@@ -96,16 +124,15 @@ def window(archive, public_keys):
             result.problems.append(problem)
         else:
             result.bases.append(doc)
-    if names:
-        newest = max((n for n in names if walnames.SEGMENT_RE.fullmatch(n)), default=None)
-        result.newest_wal, result.newest_partial = newest, bool(newest and names[newest])
-    gaps = set()
+    newest = max((n for n in names if walnames.SEGMENT_RE.fullmatch(n)), default=None)
+    result.newest_wal, result.newest_partial = newest, bool(newest and names[newest])
+    gaps, spans = set(), []
     for doc in result.bases:
         if doc.get("parent") and not _chain(result.bases, doc):
             result.problems.append("base backup %s: a backup of its chain is missing" % doc["backup_id"])
             continue
         size = doc.get("segment_size") or walnames.DEFAULT_SEGMENT_SIZE
-        segments = _segments(names, doc["timeline"])
+        segments = _segments(names, doc["timeline"], newest)
         later = [n for n in segments if n >= doc["start_wal"]]
         if not later:
             continue
@@ -118,14 +145,20 @@ def window(archive, public_keys):
         )
         if last < doc["end_wal"]:
             continue  # the WAL that makes it consistent is not all there
-        entry = archive.entry(last, public_keys, partial=names.get(last, False))
-        reached = parse_time(entry["received_at"])
-        result.reach[doc["backup_id"]] = (last, reached)
+        name, reached = _reached(archive, public_keys, names, segments, last, doc["end_wal"])
         consistent = parse_time(doc["consistent_at"])
-        if reached >= consistent:
-            result.start = min(result.start or consistent, consistent)
-            result.end = max(result.end or reached, reached)
+        if reached is None or reached < consistent:
+            continue
+        result.reach[doc["backup_id"]] = (name, reached)
+        spans.append((consistent, reached))
     result.gaps = sorted(gaps)
+    for start, end in sorted(spans):
+        if result.ranges and start <= result.ranges[-1][1]:
+            result.ranges[-1] = (result.ranges[-1][0], max(end, result.ranges[-1][1]))
+        else:
+            result.ranges.append((start, end))
+    if result.ranges:
+        result.start, result.end = result.ranges[0][0], result.ranges[-1][1]
     return result
 
 
@@ -148,10 +181,10 @@ def choose_base(win, moment):
             "The archive of server %s has no base backup with the WAL after it: no second can be restored yet."
             % win.system_id
         )
-    if not (win.start <= moment <= win.end):
+    if not any(start <= moment <= end for start, end in win.ranges):
         raise RestoreError(
-            "%s is outside the window this archive covers (%s to %s): choose a second inside it."
-            % (words(moment), words(win.start), words(win.end))
+            "%s is outside the window this archive covers (%s): choose a second inside it."
+            % (words(moment), "; ".join("%s to %s" % (words(a), words(b)) for a, b in win.ranges))
         )
     fitting = [
         doc
@@ -264,7 +297,7 @@ def replay(
                 server,
                 progress=(lambda n: progress(0.2, "Replaying WAL: %d files" % n)) if progress else None,
                 complete_until=lambda: bool(
-                    moment and server.partial_received_at and parse_time(server.partial_received_at) >= moment
+                    moment and server.complete_until and parse_time(server.complete_until) >= moment
                 ),
             )
         finally:
@@ -491,6 +524,18 @@ def restore_cluster(
     if target is None:
         raise RestoreError("The archive of server %s has nothing to restore yet." % archive.system_id)
     chain = choose_base(win, target)
+    parent = os.path.dirname(data_dir)
+    if not os.path.isdir(parent):
+        raise RestoreError("The folder %s does not exist: create it first. Nothing was changed." % parent)
+    owner = scratch_mod.owner_ids()
+    if os.geteuid() == 0 and scratch_mod.writable_by(parent, *owner):
+        # Root writes the new cluster before giving it to that user: a folder that user may change could
+        # redirect those writes (a link swapped in on the way) anywhere on this host.
+        raise RestoreError(
+            "As root, restore the cluster into a folder the database server's OS user cannot change (%s can): for "
+            "example --into /srv/restore/%s, then move it into place. Nothing was changed."
+            % (parent, os.path.basename(data_dir))
+        )
     created = not os.path.exists(data_dir)
     if created:
         os.makedirs(data_dir, mode=0o700)
@@ -502,7 +547,8 @@ def restore_cluster(
             identities,
             public_keys,
             pgc,
-            tmp_dir,
+            # Beside the data directory: the postmaster's restore_command moves each WAL file into it by rename.
+            tmp_dir or parent,
             keep_data=data_dir,
             log=log,
             progress=progress,

@@ -82,7 +82,14 @@ def prune(arch, public_keys, window, now=None, log=None):
     now = now or datetime.datetime.now(datetime.timezone.utc)
     found = arch.bases(public_keys)
     bases = [doc for _id, doc, _problem in found if doc is not None]
-    incomplete = [backup_id for backup_id, doc, _problem in found if doc is None]
+    # Only a folder without base.json is a killed backup; one whose base.json does not verify with the keys
+    # given (signed with a key no longer listed, or changed) is left alone and named.
+    incomplete, unverified = [], []
+    for backup_id, doc, problem in found:
+        if doc is None:
+            key = "%s/base.json" % archive.base_prefix(arch.system_id, backup_id)
+            (unverified if arch.storage.exists(key) else incomplete).append((backup_id, problem))
+    incomplete = [backup_id for backup_id, _problem in incomplete]
     names = arch.wal_names()
     plan = plan_prune(bases, names, window, now, incomplete)
     failed = []
@@ -92,15 +99,13 @@ def prune(arch, public_keys, window, now=None, log=None):
         except Exception as exc:
             failed.append("base backup %s: %s" % (backup_id, exc))
     prefix = archive.wal_prefix(arch.system_id)
-    for name in plan.drop_wal:
-        # The entry first: a segment without its entry is never used, an entry without its segment is a gap.
-        files = [name + archive.ENTRY_SUFFIX] + [
-            archive.stored_file(name, "zstd", encrypted) for encrypted in (True, False)
-        ]
-        for file in files:
+    dropped = set(plan.drop_wal)
+    stored = arch.storage.list_dir(prefix) if dropped else []
+    # The entries first: a segment without its entry is never used, an entry without its segment is a gap.
+    for file in sorted(stored, key=lambda f: (not f.endswith(archive.ENTRY_SUFFIX), f)):
+        if file[:24] in dropped and file[24:25] == ".":
             try:
-                if arch.storage.exists("%s/%s" % (prefix, file)):
-                    arch.storage.delete("%s/%s" % (prefix, file))
+                arch.storage.delete("%s/%s" % (prefix, file))
             except Exception as exc:
                 failed.append("WAL %s: %s" % (file, exc))
     if plan.drop_bases or plan.drop_wal:
@@ -113,6 +118,7 @@ def prune(arch, public_keys, window, now=None, log=None):
         "removed_bases": plan.drop_bases,
         "removed_wal": len(plan.drop_wal),
         "covers_from": plan.covers_from.strftime("%Y-%m-%d %H:%M:%S UTC") if plan.covers_from else None,
-        "notes": plan.notes,
+        "notes": plan.notes
+        + ["base backup %s is kept: %s" % (backup_id, problem) for backup_id, problem in unverified],
         "failed": failed,
     }

@@ -80,6 +80,15 @@ def _allowed(path, uid, gid, bit):
         return False
 
 
+def writable_by(path, uid, gid):
+    """Whether user ``uid`` may add, remove or rename entries of folder ``path`` (write permission on it, and no
+    sticky bit protecting others' entries)."""
+    stat = os.stat(path)
+    if stat.st_mode & 0o1000 and stat.st_uid != uid:
+        return False  # sticky, like /tmp: it may not touch what it does not own
+    return _allowed(path, uid, gid, 2)
+
+
 def interpreter(owner):
     """A Python the scratch postmaster's OS user may run (walget.py needs only the standard library)."""
     candidates = [os.path.realpath(sys.executable), shutil.which("python3"), "/usr/bin/python3"]
@@ -148,13 +157,14 @@ class WalServer(threading.Thread):
         self.public_keys = public_keys
         self.owner = owner
         self.names = names  # {name: partial only}
+        self.newest = max((n for n in names if walnames.SEGMENT_RE.fullmatch(n)), default=None)
         self.stop = threading.Event()
         self.error = None
         self.served = []
         self.partial_served = None
-        # When the segment in progress that was served had been stored: the archive held every WAL record the
-        # server had written until then.
-        self.partial_received_at = None
+        # The newest segment served, and until when its entry says the archive held everything the server wrote.
+        self.newest_served = None
+        self.complete_until = None
         self.ahead = {}
         for folder in ("asked", "ready", "ahead", "fetching"):
             os.makedirs(os.path.join(exchange, folder), mode=0o700, exist_ok=True)
@@ -168,13 +178,20 @@ class WalServer(threading.Thread):
         """Fetch ``name`` (the complete file, else its partial when it is the newest) into ``path``; False when
         the archive has neither."""
         partial = self.names.get(name)
-        if partial is None:
-            return False
+        if partial is None or (partial and name != self.newest):
+            return False  # a partial kept in the middle of the archive is never used
         doc = self.archive.fetch_wal(name, path, self.identities, self.public_keys, partial=partial)
-        if partial:
-            self.partial_served = name
-            self.partial_received_at = doc["received_at"]
+        self._note(name, doc)
         return True
+
+    def _note(self, name, doc):
+        """Remember what the newest segment served says about the archive's completeness."""
+        if not walnames.SEGMENT_RE.fullmatch(name) or (self.newest_served and name < self.newest_served):
+            return
+        self.newest_served = name
+        self.complete_until = doc.get("complete_until")
+        if doc.get("partial"):
+            self.partial_served = name
 
     def _prefetch(self, name):
         try:
@@ -188,8 +205,11 @@ class WalServer(threading.Thread):
             if following in self.ahead or self.names.get(following) is not False:
                 continue
             path = os.path.join(self.exchange, "ahead", following)
-            self.archive.fetch_wal(following, path, self.identities, self.public_keys)
-            self.ahead[following] = path
+            try:
+                doc = self.archive.fetch_wal(following, path, self.identities, self.public_keys)
+            except Exception:  # fetched again when asked for, and its error told then
+                return
+            self.ahead[following] = (path, doc)
 
     def _asked(self):
         return os.listdir(os.path.join(self.exchange, "asked"))
@@ -206,7 +226,9 @@ class WalServer(threading.Thread):
         if not walnames.is_wal_file(name):
             found = False
         elif name in self.ahead:
-            os.replace(self.ahead.pop(name), temp)
+            path, doc = self.ahead.pop(name)
+            os.replace(path, temp)
+            self._note(name, doc)
             found = True
         else:
             found = self._fetch(name, temp)
@@ -293,10 +315,12 @@ class ScratchCluster:
             return
         uid, gid = self.owner
         os.chown(self.sock, uid, gid)
-        os.chown(self.data, uid, gid)
-        for folder, dirs, files in os.walk(self.data):
+        # From the leaves up, the data directory itself last: until then no folder on the way is that user's,
+        # so nothing can be swapped under the walk.
+        for folder, dirs, files in os.walk(self.data, topdown=False):
             for name in dirs + files:
                 os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+        os.chown(self.data, uid, gid, follow_symlinks=False)
 
     def configure(self, target_time=None, fsync=False):
         """Our own configuration: the backed-up cluster's postgresql.conf, pg_hba.conf and
@@ -366,10 +390,9 @@ class ScratchCluster:
             lines = [line for line in handle if not line.startswith("recovery_target_time")]
         with open(self.conf, "w", encoding="utf-8") as handle:
             handle.writelines(lines)
-        self.chown_all()
 
     def start(self):
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the postmaster's own
+        log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         try:
             self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 [self.binary("postgres"), "-D", self.data, "-c", "config_file=%s" % self.conf],
@@ -507,8 +530,19 @@ class ScratchCluster:
                 os.fchown(out.fileno(), *self.owner)
 
     def remove(self):
+        """Stop the postmaster and every process of its session (restore_command's included), then remove the
+        folder."""
+        with contextlib.suppress(OSError), open(os.path.join(self.exchange, "closed"), "wb"):
+            pass
         self.shutdown("immediate")
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        for _attempt in range(5):
+            shutil.rmtree(self.root, ignore_errors=True)
+            if not os.path.exists(self.root):
+                break
+            time.sleep(0.2)
 
     def __enter__(self):
         return self

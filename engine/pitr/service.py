@@ -17,8 +17,9 @@ import datetime
 import logging
 import os
 import threading
+import time
 
-from ..core.errors import BackupError, PreflightError
+from ..core.errors import PreflightError
 from ..formats import catalog
 from ..io import crypto
 from ..io.storage import open_storage
@@ -27,6 +28,9 @@ from . import archive, basebackup, receiver, retention
 _logger = logging.getLogger("spp_backup.pitr")
 
 CHECK_SECONDS = 60.0
+# After a failed base backup, the next try waits this long (it copies the whole cluster each time).
+BASE_RETRY_SECONDS = 900
+RECEIVER_PAUSE, RECEIVER_PAUSE_MAX = 5, 300
 
 
 def _list(value):
@@ -56,7 +60,11 @@ class PitrService:
                 "pitr_destinations is set but signing_key_file is not: the WAL archive's entries are signed."
             )
         self.signing_key = crypto.load_signing_key(signing_file)
-        self.public_key = crypto.public_key_text(self.signing_key.public_key())
+        # Every key the server trusts (a key replaced since still verifies what it signed): retention never
+        # takes a backup signed by an older key for a killed one.
+        self.public_key = [crypto.public_key_text(self.signing_key.public_key())] + crypto.public_key_list(
+            settings.get("verify_key")
+        )
         self.recipients = crypto.parse_recipients(_list(settings.get("pitr_recipients")))
         self.destinations = {}
         for location in _list(settings.get("pitr_destinations")):
@@ -78,6 +86,7 @@ class PitrService:
         )
         self.gaps_seen = 0
         self.last_error = None
+        self.retry_after = 0.0
 
     @classmethod
     def from_settings(cls, settings, pgc, data_dir, log=None):
@@ -87,20 +96,24 @@ class PitrService:
         return cls(settings, pgc, data_dir, log)
 
     def newest_base_age(self):
-        """Hours since the newest verified base backup at the first destination that answers (None: none)."""
+        """Hours since the newest verified base backup at any destination that answers (None: none anywhere)."""
+        newest = None
         for storage in self.destinations.values():
             try:
                 arch = archive.Archive(storage, self.receiver.system_id)
                 docs = [doc for _id, doc, _p in arch.bases(self.public_key) if doc is not None]
-            except Exception:  # that destination is down: ask the next
+            except Exception:  # that destination is down: the others say
                 continue
-            if not docs:
-                return None
-            newest = max(datetime.datetime.fromisoformat(d["consistent_at"].replace("Z", "+00:00")) for d in docs)
-            return (datetime.datetime.now(datetime.timezone.utc) - newest).total_seconds() / 3600.0
-        return None
+            for doc in docs:
+                moment = datetime.datetime.fromisoformat(doc["consistent_at"].replace("Z", "+00:00"))
+                newest = max(newest or moment, moment)
+        if newest is None:
+            return None
+        return (datetime.datetime.now(datetime.timezone.utc) - newest).total_seconds() / 3600.0
 
     def base_backup_due(self):
+        if time.monotonic() < self.retry_after:
+            return None
         if len(self.receiver.gaps) > self.gaps_seen:
             return "the WAL archive has a gap"
         age = self.newest_base_age()
@@ -132,21 +145,32 @@ class PitrService:
                 self.log("Could not prune the archive at %s: %s" % (storage.describe(), exc))
 
     def run(self, stop):
-        """Until ``stop`` is set: the receiver in its own thread, base backups on schedule, retention."""
+        """Until ``stop`` is set: the receiver in its own thread (started again, after a pause, when it fails),
+        base backups on schedule, retention."""
         thread, receiver_stop = receiver.run_in_thread(self.receiver)
+        pause = RECEIVER_PAUSE
         try:
             while not stop.is_set():
-                if thread.errors:
-                    raise thread.errors[0]
+                if not thread.is_alive():
+                    error = thread.errors[0] if thread.errors else None
+                    self.last_error = "the WAL receiver stopped: %s" % (error or "no detail")
+                    self.log("%s; starting it again in %d s" % (self.last_error, pause))
+                    if stop.wait(pause):
+                        break
+                    pause = min(RECEIVER_PAUSE_MAX, pause * 2)
+                    self.receiver.process = None
+                    thread, receiver_stop = receiver.run_in_thread(self.receiver)
+                    continue
                 if self.receiver.system_id:
                     try:
                         why = self.base_backup_due()
                         if why:
                             self.take_base_backup(why)
                         self.last_error = None
-                    except (BackupError, OSError) as exc:
-                        self.last_error = str(exc)
-                        self.log("Base backup failed: %s" % exc)
+                    except Exception as exc:  # told and tried again later; the receiver goes on
+                        self.last_error = "base backup failed: %s" % exc
+                        self.retry_after = time.monotonic() + BASE_RETRY_SECONDS
+                        self.log("Base backup failed (tried again in %d min): %s" % (BASE_RETRY_SECONDS // 60, exc))
                 stop.wait(CHECK_SECONDS if self.receiver.system_id else 1.0)
         finally:
             receiver_stop.set()

@@ -6,8 +6,9 @@ Run by the scratch postmaster (as its OS user) with only Python's standard libra
 
 It asks by creating ``<exchange>/asked/<file>``; the engine fetches the file from the archive, checks it
 against its signed entry and puts it at ``<exchange>/ready/<file>`` (or ``<file>.none`` when the archive has no
-such file). The file is then moved to ``%p``. Exit 0 when served, 1 otherwise (the postmaster then ends
-recovery at what it has).
+such file). The file is then moved to ``%p``. Exit 0 when served, 1 when the archive has no such file (the
+postmaster then ends recovery at what it has), 200 when the engine stopped serving or did not answer in time
+(a fatal error for the postmaster, never taken as the end of the WAL).
 """
 
 import contextlib
@@ -15,7 +16,9 @@ import os
 import sys
 import time
 
-WAIT_SECONDS = 900
+WAIT_SECONDS = 3600
+# Above 125: PostgreSQL stops recovery with an error instead of taking the file as missing (the end of the WAL).
+FATAL = 200
 
 
 def main(argv):
@@ -32,12 +35,14 @@ def main(argv):
         if os.path.exists(ready):
             os.replace(ready, dest)
             return 0
-        if os.path.exists(none) or os.path.exists(os.path.join(exchange, "closed")):
+        if os.path.exists(none):
             with contextlib.suppress(OSError):
                 os.unlink(none)
-            return 1
+            return 1  # not in the archive: the end of what recovery can replay
+        if os.path.exists(os.path.join(exchange, "closed")):
+            return FATAL
         time.sleep(0.02)
-    return 1
+    return FATAL
 
 
 if __name__ == "__main__":

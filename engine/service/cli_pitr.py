@@ -147,8 +147,11 @@ def _spool(args, data_dir):
 
 def parse_when(text):
     """``--to-time``: a time without an offset is this machine's local time."""
+    text = str(text).strip()
+    if text.upper().endswith(" UTC") or text.endswith("Z"):
+        return recover.parse_time(text)
     try:
-        moment = datetime.datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+        moment = datetime.datetime.fromisoformat(text)
     except ValueError:
         return recover.parse_time(text)  # says how to write it
     if moment.tzinfo is None:
@@ -289,7 +292,9 @@ def _receive(args, pgc, destinations, spool, signing_key, recipients, log):
     stop = threading.Event()
     try:
         if args.duration:
-            threading.Timer(args.duration, stop.set).start()
+            timer = threading.Timer(args.duration, stop.set)
+            timer.daemon = True
+            timer.start()
         worker.run(stop)
     except KeyboardInterrupt:
         pass  # run() stored what was received before it returned
@@ -307,9 +312,9 @@ def _receive(args, pgc, destinations, spool, signing_key, recipients, log):
 def _list(arch, public_keys):
     win = recover.window(arch, public_keys)
     lines = ["WAL archive of server %s at %s" % (arch.system_id, arch.describe())]
-    if win.start:
-        lines.append("  restorable to any second from %s to %s" % (recover.words(win.start), recover.words(win.end)))
-    else:
+    for start, end in win.ranges:
+        lines.append("  restorable to any second from %s to %s" % (recover.words(start), recover.words(end)))
+    if not win.ranges:
         lines.append("  no second can be restored yet (a base backup and the WAL after it are needed)")
     lines.append(
         "  %d WAL file(s), newest %s%s"
