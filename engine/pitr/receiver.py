@@ -457,6 +457,39 @@ class Receiver:
                 self.write_state()
 
 
+# The worker writes its state every pass: older than this, it is not running.
+STATE_STALE_SECONDS = 120
+
+
+def state_problems(state, now, max_behind_seconds=300.0):
+    """What is wrong with continuous protection, from the receiver's state (``read_state``), in words. Pure."""
+    if state is None:
+        return ["the receiver has written no state: it has never run with this spool folder"]
+    problems = []
+    updated = datetime.datetime.fromisoformat(state["updated_at"].replace("Z", "+00:00"))
+    age = (now - updated).total_seconds()
+    if age > STATE_STALE_SECONDS:
+        problems.append("the receiver has not written its state for %d s: is the worker running?" % age)
+    elif not state.get("receiving"):
+        problems.append("pg_receivewal is not running: %s" % (state.get("last_error") or "no detail"))
+    behind = state.get("archive_behind_seconds")
+    if behind is None:
+        problems.append("the archive does not yet vouch for any recent second (catching up, or nothing stored)")
+    elif behind > max_behind_seconds:
+        problems.append("the archive is %.0f s behind the server (limit %.0f s)" % (behind, max_behind_seconds))
+    slot = state.get("slot_status")
+    if slot in ("lost", "unreserved", "missing"):
+        problems.append("the replication slot is %s: WAL the archive lacks may be gone (a gap)" % slot)
+    elif slot == "extended":
+        problems.append(
+            "the slot holds %s of WAL on the database server beyond max_wal_size: set max_slot_wal_keep_size "
+            "so that a stuck receiver cannot fill its disk" % state.get("slot_retained_bytes")
+        )
+    problems += ["a gap in the WAL archive since %s: %s" % (gap["at"], gap["why"]) for gap in state.get("gaps") or []]
+    problems += ["destination %s: %s" % item for item in sorted((state.get("destination_errors") or {}).items())]
+    return problems
+
+
 def read_state(spool):
     """The receiver's last written state, or None."""
     try:

@@ -41,10 +41,16 @@ def add_parsers(sub, connection, target_options, keys):
         "status",
         help="the streaming standbys of the PostgreSQL server: state and lag",
         description="Lists the server's streaming standbys (pg_stat_replication): state, WAL not yet sent and "
-        "not yet replayed (bytes), replay lag (seconds). Exit code 1 when one is not streaming, lags past a limit "
-        "or its position is hidden from the connecting role (grant it pg_monitor).",
+        "not yet replayed (bytes), replay lag (seconds), and the WAL receiver's state when its spool folder is "
+        "here. Exit code 1 when a standby is not streaming, lags past a limit or its position is hidden from the "
+        "connecting role (grant it pg_monitor), or when the receiver is stopped, behind, or its slot is in trouble.",
     )
     connection(p)
+    p.add_argument(
+        "--spool",
+        help="the WAL receiver's folder, whose state is told too (default: odoo.conf's pitr_spool, else "
+        "spp_backup/wal-spool in the data directory, when it exists)",
+    )
     p.add_argument("--max-lag-seconds", type=float, default=60.0, help="replay lag allowed (default 60)")
     p.add_argument("--max-lag-bytes", type=int, default=64 << 20, help="WAL not yet replayed allowed (default 64 MiB)")
 
@@ -163,7 +169,7 @@ def cmd_pitr(args):
     settings, pgc, data_dir = cli.settings_for(args)
     command = args.pitr_command
     if command == "status":
-        return _status(args, pgc)
+        return _status(args, pgc, args.spool or settings.get("pitr_spool") or _spool(args, data_dir))
     if command == "check":
         findings = walcheck.evaluate(walcheck.gather(pgc))
         code = walcheck.exit_code(findings)
@@ -254,9 +260,11 @@ def cmd_pitr(args):
     raise PreflightError("Unknown pitr command %r." % command)
 
 
-def _status(args, pgc):
+def _status(args, pgc, spool=None):
     found = replication.standbys(pgc)
-    late = replication.lagging(found, args.max_lag_seconds, args.max_lag_bytes)
+    # The WAL receiver and a base backup stream too; they replay nothing, and the receiver's state says its lag.
+    ours = (receiver.APPLICATION_NAME, basebackup.APPLICATION_NAME)
+    late = replication.lagging([s for s in found if s.name not in ours], args.max_lag_seconds, args.max_lag_bytes)
     lines = ["Streaming standbys of %s:" % pgc.describe()]
     for standby in found:
         lines.append(
@@ -273,7 +281,31 @@ def _status(args, pgc):
         lines.append("  (no standby streams from this server)")
     lines.extend("Late: %s: %s" % (standby.name or standby.client, why) for standby, why in late)
     data = {"server": pgc.describe(), "standbys": [standby.as_dict() for standby in found], "ok": not late}
-    return (1 if late else 0), data, "\n".join(lines)
+    problems = []
+    if spool and os.path.isdir(spool):
+        state = receiver.read_state(spool)
+        problems = receiver.state_problems(
+            state, datetime.datetime.now(datetime.timezone.utc), max(args.max_lag_seconds, 300.0)
+        )
+        lines.append("WAL receiver (%s):" % spool)
+        if state:
+            lines.append(
+                "  %s, %d restart(s), archive %s behind, slot %s (%s held on the server)"
+                % (
+                    "receiving" if state.get("receiving") else "NOT receiving",
+                    state.get("restarts", 0),
+                    "%.1f s" % state["archive_behind_seconds"]
+                    if state.get("archive_behind_seconds") is not None
+                    else "? s",
+                    state.get("slot_status"),
+                    human_bytes(state.get("slot_retained_bytes") or 0),
+                )
+            )
+        lines.extend("  PROBLEM: %s" % problem for problem in problems)
+        data["receiver"] = state
+        data["receiver_problems"] = problems
+        data["ok"] = data["ok"] and not problems
+    return (1 if late or problems else 0), data, "\n".join(lines)
 
 
 def standby_position(standby):

@@ -531,6 +531,12 @@ def test_the_worker_service_takes_base_backups_on_schedule_and_keeps_only_the_wi
     finally:
         stop.set()
         thread.join(120)
+    # pitr status tells the receiver's state from its spool folder (stopped now: it is not receiving).
+    proc = cli("--json", "pitr", "status", "--spool", str(tmp_path / "spool"), *cli_connection(cluster15))
+    out, err = proc.communicate(timeout=60)
+    status = json.loads(out)
+    assert status["receiver"]["system_id"] == service.receiver.system_id and status["receiver"]["restarts"] == 0
+    assert proc.returncode == 1 and status["receiver_problems"][0].startswith("pg_receivewal is not running"), err
     ids = sorted(arch.base_ids())
     assert first and first not in ids, "the base backup older than the window was not removed: %s" % ids
     win = recover.window(arch, keys["public"])

@@ -62,3 +62,44 @@ def test_a_killed_base_backup_is_removed_once_it_is_old_and_never_while_it_may_b
     recent = (NOW - datetime.timedelta(hours=1)).strftime("%Y%m%dT%H%M%SZ") + "-123456"
     plan = plan_prune(bases, segments(10, 20), WINDOW, NOW, incomplete=[old, recent, "not-an-id"])
     assert plan.drop_bases == [old]
+
+
+def receiver_state(**changes):
+    state = {
+        "updated_at": "2026-12-07T11:59:30.000000Z",
+        "receiving": True,
+        "last_error": None,
+        "archive_behind_seconds": 4.0,
+        "slot_status": "reserved",
+        "slot_retained_bytes": 1 << 20,
+        "gaps": [],
+        "destination_errors": {},
+    }
+    state.update(changes)
+    return state
+
+
+def test_the_receivers_state_says_what_is_wrong_in_words():
+    from engine.pitr.receiver import state_problems
+
+    assert state_problems(receiver_state(), NOW) == []
+    assert state_problems(None, NOW) == ["the receiver has written no state: it has never run with this spool folder"]
+    assert state_problems(receiver_state(updated_at="2026-12-07T11:50:00.000000Z"), NOW) == [
+        "the receiver has not written its state for 600 s: is the worker running?"
+    ]
+    assert state_problems(
+        receiver_state(receiving=False, last_error="pg_receivewal stopped (exit code 1): x"), NOW
+    ) == ["pg_receivewal is not running: pg_receivewal stopped (exit code 1): x"]
+    assert state_problems(receiver_state(archive_behind_seconds=900.0), NOW) == [
+        "the archive is 900 s behind the server (limit 300 s)"
+    ]
+    assert state_problems(receiver_state(archive_behind_seconds=None), NOW) == [
+        "the archive does not yet vouch for any recent second (catching up, or nothing stored)"
+    ]
+    assert "a gap" in state_problems(receiver_state(slot_status="lost"), NOW)[0]
+    assert "set max_slot_wal_keep_size" in state_problems(receiver_state(slot_status="extended"), NOW)[0]
+    gap = {"at": "2026-12-07T10:00:00Z", "why": "requested WAL segment has already been removed"}
+    assert state_problems(receiver_state(gaps=[gap], destination_errors={"s3": "timeout"}), NOW) == [
+        "a gap in the WAL archive since 2026-12-07T10:00:00Z: requested WAL segment has already been removed",
+        "destination s3: timeout",
+    ]
