@@ -37,6 +37,20 @@ from engine.service import cli_pitr  # noqa: E402
 
 
 @pytest.fixture
+def reachable():
+    """Makes folders the postgres OS user can reach; removes them afterwards."""
+    made = []
+
+    def make():
+        made.append(reachable_dir())
+        return made[-1]
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
 def cluster15():
     cluster = Cluster(debian_bin(15))
     try:
@@ -242,7 +256,7 @@ def stored_wal(protected, name):
     return [os.path.join(prefix, f) for f in os.listdir(prefix) if f.startswith(name + ".")]
 
 
-def test_a_changed_segment_is_refused_and_the_scratch_cluster_removed(protected, tmp_path, keys):
+def test_a_changed_segment_is_refused_and_the_scratch_cluster_removed(protected, tmp_path, keys, reachable):
     cluster = protected.cluster
     data_dir = build_registry(cluster, tmp_path)
     base = protected.base_backup(tmp_path)
@@ -254,7 +268,7 @@ def test_a_changed_segment_is_refused_and_the_scratch_cluster_removed(protected,
         byte = handle.read(1)
         handle.seek(200)
         handle.write(bytes([byte[0] ^ 1]))
-    scratch_root = reachable_dir()
+    scratch_root = reachable()
     with pytest.raises(BackupError, match="does not match|damaged|authentic"):
         recover.restore_database_at(
             protected.storage,
@@ -356,7 +370,7 @@ def cli(*args, **kwargs):
     )
 
 
-def test_sigterm_during_a_restore_removes_the_scratch_cluster(protected, tmp_path, keys):
+def test_sigterm_during_a_restore_removes_the_scratch_cluster(protected, tmp_path, keys, reachable):
     cluster = protected.cluster
     data_dir = build_registry(cluster, tmp_path)
     protected.base_backup(tmp_path)
@@ -365,7 +379,7 @@ def test_sigterm_during_a_restore_removes_the_scratch_cluster(protected, tmp_pat
     time.sleep(1.0)
     insert(cluster, "Mark B")
     protected.wait_archived()
-    scratch_root = pathlib.Path(reachable_dir())
+    scratch_root = pathlib.Path(reachable())
     proc = cli(
         "restore",
         "%s/registry" % protected.dest,
@@ -402,7 +416,7 @@ def test_sigterm_during_a_restore_removes_the_scratch_cluster(protected, tmp_pat
     assert leftover.stdout.strip() == ""
 
 
-def test_the_whole_cluster_comes_back_to_the_newest_second_and_starts(protected, tmp_path, keys):
+def test_the_whole_cluster_comes_back_to_the_newest_second_and_starts(protected, tmp_path, keys, reachable):
     cluster = protected.cluster
     build_registry(cluster, tmp_path)
     protected.base_backup(tmp_path)
@@ -417,12 +431,12 @@ def test_the_whole_cluster_comes_back_to_the_newest_second_and_starts(protected,
 
     if os.geteuid() == 0:
         # As root, never into a folder the database server's OS user could change under the restore.
-        theirs = reachable_dir()
+        theirs = reachable()
         shutil.chown(theirs, "postgres")
         proc = cli(*restore_cluster(os.path.join(theirs, "restored")))
         _out, err = proc.communicate(timeout=120)
         assert proc.returncode == 2 and "cannot change" in err and os.listdir(theirs) == [], err
-    into = pathlib.Path(reachable_dir()) / "restored"
+    into = pathlib.Path(reachable()) / "restored"
     proc = cli("--json", *restore_cluster(str(into)))
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
