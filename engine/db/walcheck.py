@@ -26,6 +26,7 @@ CLIENT_TOOLS = "the host that runs the worker"
 PLACES = (POSTGRESQL_CONF_RESTART, POSTGRESQL_CONF_RELOAD, SQL_AS_SUPERUSER, PG_HBA, CLIENT_TOOLS)
 
 REPLICATION_TOOLS = ("pg_receivewal", "pg_basebackup", "pg_verifybackup")
+MIN_MAJOR = 15
 # A stopped receiver keeps its slot's WAL on the database server until this much: then the slot is lost (a gap
 # healed by a new base backup) instead of the server's disk filling up.
 SLOT_KEEP_SUGGESTED = "50GB"
@@ -134,6 +135,17 @@ def evaluate(facts):
     settings = facts["settings"]
     major = facts["server_version_num"] // 10000
     findings = []
+    # pg_receivewal resumes from its slot's position only from PostgreSQL 15 on (READ_REPLICATION_SLOT); an older
+    # one, with an empty folder, starts at the server's current position and would leave a gap unseen.
+    findings.append(
+        Finding(
+            "postgresql version",
+            major >= MIN_MAJOR,
+            True,
+            "%d" % major if major >= MIN_MAJOR else "%d: upgrade the server (nightly dumps are not affected)" % major,
+            "%d or later" % MIN_MAJOR,
+        )
+    )
 
     wal_level = settings.get("wal_level", "")
     findings.append(

@@ -34,7 +34,7 @@ import psycopg2
 
 from ..core.errors import BackupError, PreflightError
 from ..db import pg
-from ..db.walcheck import identify_system
+from ..db.walcheck import MIN_MAJOR, identify_system
 from ..io.storage.local import make_private_dirs
 from . import archive, walnames
 
@@ -130,6 +130,13 @@ class Receiver:
         with pg.cursor(self.pgc, self.pgc.maintenance_db) as cr:
             cr.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'")
             self.segment_size = int(cr.fetchone()[0])
+            major = cr.connection.server_version // 10000
+        if major < MIN_MAJOR:
+            raise PreflightError(
+                "Continuous WAL protection needs PostgreSQL %d or later (its pg_receivewal resumes from the slot's "
+                "position); the server at %s runs %d. Nightly backups are not affected."
+                % (MIN_MAJOR, self.pgc.describe(), major)
+            )
         for name, storage in self.destinations.items():
             try:
                 storage.probe()

@@ -128,6 +128,13 @@ def test_what_a_server_lacks_is_said_with_the_lines_to_add_where():
     assert named["client tools"].fix.startswith("apt-get install postgresql-client-18")
 
 
+def test_a_server_older_than_15_is_refused_in_words():
+    named = by_name(walcheck.evaluate(hostile_facts(server_version_num=140010)))
+    assert not named["postgresql version"].ok and named["postgresql version"].required
+    assert named["postgresql version"].have == "14: upgrade the server (nightly dumps are not affected)"
+    assert by_name(walcheck.evaluate(hostile_facts(server_version_num=150018)))["postgresql version"].ok
+
+
 def test_senders_and_slots_in_use_count_and_the_address_decides_the_pg_hba_line():
     busy = hostile_facts(
         settings={"wal_level": "replica", "max_wal_senders": "10", "max_replication_slots": "3"},
