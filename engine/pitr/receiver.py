@@ -358,54 +358,54 @@ class Receiver:
 
     # ------------------------------------------------------------ positions and state
 
-    def _sample_server(self):
-        """(the server's clock, its WAL write position) kept for complete_until, a few hours' worth."""
+    def _rows(self, statement, params=()):
+        """The rows of one query on the server, or None when it does not answer (the receiver goes on)."""
         try:
             with pg.cursor(self.pgc, self.pgc.maintenance_db) as cr:
-                cr.execute(
-                    "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-                    "pg_current_wal_lsn()::text"
-                )
-                moment, self.server_lsn = cr.fetchone()
+                cr.execute(statement, params)
+                return cr.fetchall()
         except (PreflightError, psycopg2.Error):
+            return None
+
+    def _sample_server(self):
+        """(the server's clock, its WAL write position) kept for complete_until, a few hours' worth."""
+        rows = self._rows(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+            "pg_current_wal_lsn()::text"
+        )
+        if not rows:
             self.server_lsn = None
             return
+        moment, self.server_lsn = rows[0]
         self.samples.append((moment, walnames.parse_lsn(self.server_lsn)))
         if len(self.samples) > SAMPLES_KEPT:
             del self.samples[: len(self.samples) - SAMPLES_KEPT]
 
     def _received_position(self):
         """Where pg_receivewal has written to, as the server saw it last (pg_stat_replication)."""
-        try:
-            with pg.cursor(self.pgc, self.pgc.maintenance_db) as cr:
-                cr.execute(
-                    "SELECT write_lsn::text FROM pg_stat_replication WHERE application_name = %s "
-                    "ORDER BY backend_start DESC LIMIT 1",
-                    (APPLICATION_NAME,),
-                )
-                row = cr.fetchone()
-                return row[0] if row else None
-        except (PreflightError, psycopg2.Error):
-            return None
+        rows = self._rows(
+            "SELECT write_lsn::text FROM pg_stat_replication WHERE application_name = %s "
+            "ORDER BY backend_start DESC LIMIT 1",
+            (APPLICATION_NAME,),
+        )
+        return rows[0][0] if rows else None
 
     def slot_state(self):
-        """(wal_status, bytes of WAL the slot holds back on the server) or (None, None)."""
-        try:
-            with pg.cursor(self.pgc, self.pgc.maintenance_db) as cr:
-                cr.execute(
-                    "SELECT wal_status, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
-                    "FROM pg_replication_slots WHERE slot_name = %s",
-                    (self.slot,),
-                )
-                row = cr.fetchone()
-                return (row[0], row[1]) if row else ("missing", None)
-        except (PreflightError, psycopg2.Error):
+        """(wal_status, bytes of WAL the slot holds back on the server), ("missing", None) without the slot, or
+        (None, None) when the server does not answer."""
+        rows = self._rows(
+            "SELECT wal_status, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (self.slot,),
+        )
+        if rows is None:
             return None, None
+        return tuple(rows[0]) if rows else ("missing", None)
 
     def state(self):
         wal_status, retained = self.slot_state()
         received = self._received_position()
-        server = getattr(self, "server_lsn", None)
+        server = self.server_lsn
         lag = None
         if received and server:
             lag = max(0, walnames.parse_lsn(server) - walnames.parse_lsn(received))

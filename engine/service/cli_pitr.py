@@ -10,7 +10,7 @@ from ..core.human import human_bytes, human_duration
 from ..db import replication, walcheck
 from ..formats import catalog
 from ..io import crypto
-from ..pitr import archive, basebackup, receiver, recover
+from ..pitr import basebackup, receiver, recover
 from ..pitr import drill as pitr_drill
 from . import cli_common as cli
 
@@ -407,6 +407,3 @@ def restore_at(args):
         lines.append("  the previous %s was kept as %s" % (what, name))
     lines += ["  warning: %s" % w for w in result.warnings]
     return (1 if result.warnings else 0), result.to_dict(), "\n".join(lines)
-
-
-__all__ = ["add_parsers", "archive", "cmd_pitr", "restore_at"]
