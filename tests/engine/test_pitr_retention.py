@@ -103,3 +103,37 @@ def test_the_receivers_state_says_what_is_wrong_in_words():
         "a gap in the WAL archive since 2026-12-07T10:00:00Z: requested WAL segment has already been removed",
         "destination s3: timeout",
     ]
+
+
+def test_malformed_signed_files_from_someone_else_are_refused_in_words(tmp_path):
+    """A destination's writer without the signing key plants entries of every wrong shape: each is a VerifyError
+    (a sentence), never a crash, and the window built on them offers nothing."""
+    import json as json_
+
+    import pytest
+
+    from engine.core.errors import VerifyError
+    from engine.io.storage import LocalStorage
+    from engine.pitr import archive, recover
+
+    storage = LocalStorage(str(tmp_path))
+    arch = archive.Archive(storage, "7716000000000000001")
+    base = "%s/20261207T100000Z-abcdef/base.json" % archive.base_prefix(arch.system_id)
+    wal = "%s/%s.json" % (archive.wal_prefix(arch.system_id), walnames.segment_name(1, 5))
+    public = "vqpaIJILphibPPOj2c+L8wkXkSKiYp5uVfL40csJj1s="
+    for body in (
+        b"not json",
+        b"[]",
+        json_.dumps({"doc": "!!", "signature": "x"}).encode(),
+        json_.dumps({"doc": "e30=", "signature": 1}).encode(),
+        json_.dumps({"doc": "e30=", "signature": "AAAA"}).encode(),
+    ):
+        for key in (base, wal):
+            with storage.open_writer(key) as writer:
+                writer.write(body)
+        with pytest.raises(VerifyError):
+            arch.entry(walnames.segment_name(1, 5), public)
+        with pytest.raises(VerifyError):
+            arch.base("20261207T100000Z-abcdef", public)
+        win = recover.window(arch, public)
+        assert win.ranges == [] and win.bases == [] and win.problems
