@@ -286,6 +286,14 @@ class ScratchCluster:
         os.chmod(self.root, 0o711)
         for folder in (self.sock, self.exchange):
             os.makedirs(folder, mode=0o700)
+        server = self.binary("postgres")
+        if not _allowed(os.path.realpath(server), self.owner[0], self.owner[1], 1):
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise RestoreError(
+                "PostgreSQL's server %s cannot be run by the scratch cluster's OS user (uid %d): install it where "
+                "that user can reach it (pg_bin_dir in odoo.conf's [spp_backup] section). Nothing was changed."
+                % (server, self.owner[0])
+            )
         for folder in [os.path.dirname(self.root)] + ([os.path.dirname(keep_data)] if keep_data else []):
             if not _allowed(folder, self.owner[0], self.owner[1], 1):
                 shutil.rmtree(self.root, ignore_errors=True)

