@@ -23,15 +23,11 @@ if [ "${SPP_PG_MAJOR:-}" = 18 ]; then
   fi
 fi
 PG_DIR=${SPP_PG_DIR:-/tmp/spp_backup_pg_$key}
-if [ -n "${SPP_PG_PORT:-}" ]; then
-  PG_PORT=$SPP_PG_PORT
-elif [ -s "$PG_DIR/port" ]; then
-  PG_PORT=$(cat "$PG_DIR/port")
-else
-  # The first free port from 55432 (55532 for 18) on; remembered beside the cluster.
-  PG_PORT=$(python3 -c "
+free_port() {
+  # The first port from $1 on that nothing listens on.
+  python3 -c "
 import socket
-for port in range($first_port, $first_port + 100):
+for port in range($1, $1 + 100):
     s = socket.socket()
     try:
         s.bind(('127.0.0.1', port))
@@ -41,7 +37,15 @@ for port in range($first_port, $first_port + 100):
         s.close()
     print(port)
     break
-")
+"
+}
+if [ -n "${SPP_PG_PORT:-}" ]; then
+  PG_PORT=$SPP_PG_PORT
+elif [ -s "$PG_DIR/port" ]; then
+  PG_PORT=$(cat "$PG_DIR/port")
+else
+  # The first free port from 55432 (55532 for 18) on; remembered beside the cluster.
+  PG_PORT=$(free_port $first_port)
 fi
 PG_BIN=${SPP_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}
 [ -x "$PG_BIN/initdb" ] || { echo "PostgreSQL server binaries not found (set SPP_PG_BIN)" >&2; exit 2; }
@@ -79,6 +83,11 @@ case "${1:-}" in
         || { cat "$PG_DIR/initdb.log" >&2; exit 2; }
     fi
     if ! as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
+      if [ -z "${SPP_PG_PORT:-}" ] && [ "$(free_port "$PG_PORT")" != "$PG_PORT" ]; then
+        # Another server took the remembered port while this cluster was down: move to a free one.
+        PG_PORT=$(free_port $first_port)
+        echo "$PG_PORT" >"$PG_DIR/port"
+      fi
       as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 start \
         -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c max_connections=100 -c shared_buffers=256MB" >/dev/null \
         || { tail -n 20 "$PG_DIR/server.log" >&2; exit 2; }
