@@ -17,7 +17,8 @@ from .config import BackupPlan
 from .errors import PreflightError
 
 BACKUP, RESTORE, DRILL, VERIFY = "backup", "restore", "drill", "verify"
-ACTIONS = (BACKUP, RESTORE, DRILL, VERIFY)
+PITR_RESTORE, PITR_DRILL = "pitr_restore", "pitr_drill"
+ACTIONS = (BACKUP, RESTORE, DRILL, VERIFY, PITR_RESTORE, PITR_DRILL)
 
 
 def checked_keys(cls, data, what):
@@ -167,7 +168,57 @@ class VerifyPlan:
         return cls(**dict(data, sources=[Source.from_dict(source) for source in data.get("sources") or []]))
 
 
-PLAN_TYPES = {BACKUP: BackupPlan, RESTORE: RestorePlan, DRILL: DrillPlan, VERIFY: VerifyPlan}
+@dataclass
+class PitrRestorePlan:
+    """Restore one database as it was at one second (``to_time``, ISO 8601 UTC) from the WAL archive at
+    ``location``, one of the worker's own ``pitr_destinations``; the options as a restore's."""
+
+    location: str
+    db_name: str
+    to_time: str
+    options: RestoreRequest
+    # The server whose archive it is (a destination may hold the archives of several).
+    system_id: str | None = None
+    # {module: [SQL]}: each module's neutralization; those installed in the copy at that second are run.
+    neutralize_modules: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        return dict(dataclasses.asdict(self), options=self.options.to_dict())
+
+    @classmethod
+    def from_dict(cls, data):
+        data = checked_keys(cls, data, "point-in-time restore plan")
+        return cls(**dict(data, options=RestoreRequest.from_dict(data["options"])))
+
+
+@dataclass
+class PitrDrillPlan:
+    """Restore one database to a second of the window (``to_time``, ISO 8601 UTC; None: a random one) from the WAL
+    archive at ``location`` (one of the worker's ``pitr_destinations``) into a scratch database, check it, drop
+    it."""
+
+    location: str
+    db_name: str
+    to_time: str | None = None
+    system_id: str | None = None
+    neutralize_modules: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(**checked_keys(cls, data, "point-in-time drill plan"))
+
+
+PLAN_TYPES = {
+    BACKUP: BackupPlan,
+    RESTORE: RestorePlan,
+    DRILL: DrillPlan,
+    VERIFY: VerifyPlan,
+    PITR_RESTORE: PitrRestorePlan,
+    PITR_DRILL: PitrDrillPlan,
+}
 
 
 def plan_type(action):

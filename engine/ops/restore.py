@@ -616,6 +616,25 @@ def neutralize(pg_config, dbname, extra_sql=()):
         conn.close()
 
 
+# The modules Odoo's own neutralization counts as installed.
+NEUTRALIZE_STATES = ("installed", "to upgrade", "to remove")
+
+
+def neutralization_for(pg_config, dbname, by_module):
+    """The statements of ``by_module`` ({module: [SQL]}) of the modules installed in database ``dbname``, in the
+    order they were installed: a copy whose modules no manifest lists (a database as it was at some second)."""
+    conn = pg.connect(pg_config, dbname)
+    try:
+        with conn.cursor() as cr:
+            if not pg.table_exists(cr, "ir_module_module"):
+                return []
+            cr.execute("SELECT name FROM ir_module_module WHERE state IN %s ORDER BY id", (NEUTRALIZE_STATES,))
+            names = [row[0] for row in cr.fetchall()]
+    finally:
+        conn.close()
+    return [statement for name in names for statement in by_module.get(name) or ()]
+
+
 def new_database_identity(pg_config, dbname):
     """A copy gets its own database.uuid and database.secret, as Odoo's manager does."""
     conn = pg.connect(pg_config, dbname)

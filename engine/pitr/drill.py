@@ -44,6 +44,7 @@ def run_pitr_drill(
     rng=random,
     progress=None,
     log=None,
+    neutralize_modules=None,
 ):
     """A DrillResult (never raises): the restore to ``moment`` (None: a random second of the window) checked."""
     progress = progress or (lambda fraction, message: None)
@@ -74,7 +75,7 @@ def run_pitr_drill(
         t0 = time.monotonic()
         try:
             restored = recover.restore_database_at(
-                storage, db_name, moment, options, public_keys, system_id, data_dir, progress, log
+                storage, db_name, moment, options, public_keys, system_id, data_dir, progress, log, neutralize_modules
             )
         except BackupError as exc:
             result.checks.append(DrillCheck("restore", False, str(exc)))

@@ -337,16 +337,29 @@ class PitrRestoreResult:
     seconds: dict
     duration: float
     warnings: list = field(default_factory=list)
+    in_flight_closed: dict = field(default_factory=dict)
 
     def to_dict(self):
         return asdict(self)
 
 
 def restore_database_at(
-    storage, db_name, moment, options, public_keys, system_id=None, source_data_dir=None, progress=None, log=None
+    storage,
+    db_name,
+    moment,
+    options,
+    public_keys,
+    system_id=None,
+    source_data_dir=None,
+    progress=None,
+    log=None,
+    neutralize_modules=None,
 ):
     """Restore database ``db_name`` as it was at ``moment`` into ``options.target_db`` (a RestoreOptions:
-    target, replace/confirm, neutralize, new identity, data_dir for the filestore); a PitrRestoreResult."""
+    target, replace/confirm, neutralize, new identity, data_dir for the filestore); a PitrRestoreResult.
+
+    ``neutralize_modules`` ({module: [SQL]}): the neutralization of each module, of which those installed in the
+    copy at that second are run (instead of ``options.neutralize_sql``)."""
     progress = progress or (lambda fraction, message: None)
     log = log or (lambda message: None)
     pg.check_db_name(db_name, error=RestoreError)
@@ -398,6 +411,8 @@ def restore_database_at(
             progress(0.5, "Copying %s out of the scratch cluster into %s" % (db_name, target.scratch))
             target.create_scratch(*row)
             _dump_into(source, db_name, options.pg, target.scratch)
+            if options.neutralize and neutralize_modules is not None:
+                options.neutralize_sql = restore_ops.neutralization_for(options.pg, target.scratch, neutralize_modules)
             seconds["database"] = round(time.monotonic() - t1, 3)
             log("Database copied out of the scratch cluster in %s" % human_duration(seconds["database"]))
             target.prepare_copy(log)
@@ -446,6 +461,7 @@ def restore_database_at(
         filestore_files=files["count"],
         missing_files=files["missing"],
         renamed_aside=target.renamed,
+        in_flight_closed=target.in_flight_closed,
         seconds=seconds,
         duration=duration,
         warnings=warnings,

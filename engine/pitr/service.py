@@ -23,11 +23,14 @@ from ..core.errors import PreflightError
 from ..formats import catalog
 from ..io import crypto
 from ..io.storage import open_storage
-from . import archive, basebackup, receiver, retention
+from . import archive, basebackup, receiver, recover, retention
 
 _logger = logging.getLogger("spp_backup.pitr")
 
 CHECK_SECONDS = 60.0
+# What each destination can restore to is read again this often (a listing and a few signed entries), and at
+# once after a base backup.
+WINDOW_SECONDS = 300.0
 # After a failed base backup, the next try waits this long (it copies the whole cluster each time).
 BASE_RETRY_SECONDS = 900
 RECEIVER_PAUSE, RECEIVER_PAUSE_MAX = 5, 300
@@ -47,6 +50,22 @@ def _number(settings, key, default):
         raise PreflightError("%s in odoo.conf's [spp_backup] section must be a number, not %r." % (key, value))
 
 
+def configured_locations(settings):
+    """The destinations odoo.conf's ``pitr_destinations`` names, as written there."""
+    return _list(settings.get("pitr_destinations"))
+
+
+def server_keys(settings, signing_key=None):
+    """Every public key this server trusts for its WAL archive: its signing key's, then ``verify_key``'s (a key
+    replaced since still verifies what it signed)."""
+    keys = []
+    if signing_key is None and settings.get("signing_key_file"):
+        signing_key = crypto.load_signing_key(settings.get("signing_key_file"))
+    if signing_key is not None:
+        keys.append(crypto.public_key_text(signing_key.public_key()))
+    return keys + crypto.public_key_list(settings.get("verify_key"))
+
+
 class PitrService:
     """The receiver, the base backup schedule and the window's retention of one server."""
 
@@ -62,12 +81,10 @@ class PitrService:
         self.signing_key = crypto.load_signing_key(signing_file)
         # Every key the server trusts (a key replaced since still verifies what it signed): retention never
         # takes a backup signed by an older key for a killed one.
-        self.public_key = [crypto.public_key_text(self.signing_key.public_key())] + crypto.public_key_list(
-            settings.get("verify_key")
-        )
+        self.public_key = server_keys(settings, self.signing_key)
         self.recipients = crypto.parse_recipients(_list(settings.get("pitr_recipients")))
         self.destinations = {}
-        for location in _list(settings.get("pitr_destinations")):
+        for location in configured_locations(settings):
             config = catalog.destination_for(location, settings)[0]
             self.destinations[location] = open_storage(config, settings)
         self.base_hours = _number(settings, "pitr_base_backup_hours", 24.0)
@@ -85,13 +102,19 @@ class PitrService:
             log=self.log,
         )
         self.gaps_seen = 0
-        self.last_error = None
+        # Why the receiver's thread last stopped (until it runs again), why the last base backup failed (until one
+        # succeeds).
+        self.receiver_error = None
+        self.base_error = None
         self.retry_after = 0.0
+        # Called with status() after every pass (the worker writes it into the databases it serves).
+        self.report = None
+        self._windows, self._windows_due = {}, 0.0
 
     @classmethod
     def from_settings(cls, settings, pgc, data_dir, log=None):
         """The service when odoo.conf names pitr_destinations, else None."""
-        if not _list(settings.get("pitr_destinations")):
+        if not configured_locations(settings):
             return None
         return cls(settings, pgc, data_dir, log)
 
@@ -144,37 +167,120 @@ class PitrService:
             except Exception as exc:
                 self.log("Could not prune the archive at %s: %s" % (storage.describe(), exc))
 
+    def windows(self, force=False):
+        """What each destination can restore to: {location: {ranges, gaps, problems, bases, newest_base,
+        databases, error}}, times as ISO 8601 UTC; read again every WINDOW_SECONDS."""
+        if not force and time.monotonic() < self._windows_due:
+            return self._windows
+        found = {}
+        for location, storage in self.destinations.items():
+            try:
+                win = recover.window(archive.Archive(storage, self.receiver.system_id), self.public_key)
+            except Exception as exc:  # that destination is down or refuses: said, the others still count
+                found[location] = {"ranges": [], "error": str(exc) or type(exc).__name__}
+                continue
+            newest = win.bases[-1] if win.bases else {}
+            # Every database a kept base backup holds: one dropped since the newest can still be restored to a
+            # second before it was dropped.
+            databases = sorted({name for doc in win.bases for name in doc.get("databases") or []})
+            found[location] = {
+                "ranges": [[_utc(a), _utc(b)] for a, b in win.ranges],
+                "gaps": ["%s to %s (%d segment(s) missing)" % gap for gap in win.gaps],
+                "problems": list(win.problems),
+                "bases": len(win.bases),
+                "newest_base": newest.get("consistent_at"),
+                "databases": databases,
+                "error": None,
+            }
+        # A destination that cannot restore anything yet (a base backup's WAL on its way) is read again soon.
+        settled = all(win.get("ranges") for win in found.values())
+        self._windows, self._windows_due = found, time.monotonic() + (WINDOW_SECONDS if settled else CHECK_SECONDS)
+        return found
+
+    def status(self):
+        """What the dashboard shows and the alerts read: the receiver's state, each destination's window and
+        every problem in words."""
+        state = receiver.read_state(self.receiver.spool)
+        problems = receiver.state_problems(state, datetime.datetime.now(datetime.timezone.utc))
+        problems += [error for error in (self.receiver_error, self.base_error) if error]
+        windows = self.windows()
+        for location, win in sorted(windows.items()):
+            if win.get("error"):
+                problems.append("destination %s cannot be read: %s" % (location, win["error"]))
+                continue
+            if not win["ranges"]:
+                problems.append("destination %s: no second can be restored from it yet" % location)
+            problems += ["destination %s: %s" % (location, text) for text in win["problems"]]
+            problems += ["destination %s: WAL missing from %s" % (location, text) for text in win["gaps"]]
+        databases = sorted({name for win in windows.values() for name in win.get("databases") or []})
+        return {
+            "system_id": self.receiver.system_id,
+            "server": self.pgc.describe(),
+            "receiver": state,
+            "destinations": windows,
+            "databases": databases,
+            "problems": problems,
+            "window_days": self.window.total_seconds() / 86400.0,
+            "base_backup_hours": self.base_hours,
+            "partial_seconds": self.receiver.partial_seconds,
+        }
+
+    def _report(self):
+        if self.report is None or not self.receiver.system_id:
+            return
+        try:
+            self.report(self.status())
+        except Exception as exc:  # the dashboard misses one pass; protection goes on
+            self.log("Could not report the state of continuous protection: %s" % exc)
+
+    def _report_every(self, stop):
+        """Report every CHECK_SECONDS from a thread of its own: a base backup that takes an hour is no silence."""
+        while not stop.wait(CHECK_SECONDS):
+            self._report()
+
     def run(self, stop):
         """Until ``stop`` is set: the receiver in its own thread (started again, after a pause, when it fails),
         base backups on schedule, retention."""
         thread, receiver_stop = receiver.run_in_thread(self.receiver)
+        reporter = threading.Thread(target=self._report_every, args=(stop,), name="spp_backup-pitr-report", daemon=True)
+        reporter.start()
         pause = RECEIVER_PAUSE
         try:
             while not stop.is_set():
                 if not thread.is_alive():
                     error = thread.errors[0] if thread.errors else None
-                    self.last_error = "the WAL receiver stopped: %s" % (error or "no detail")
-                    self.log("%s; starting it again in %d s" % (self.last_error, pause))
+                    self.receiver_error = "the WAL receiver stopped: %s" % (error or "no detail")
+                    self.log("%s; starting it again in %d s" % (self.receiver_error, pause))
+                    self._report()
                     if stop.wait(pause):
                         break
                     pause = min(RECEIVER_PAUSE_MAX, pause * 2)
                     self.receiver.process = None
                     thread, receiver_stop = receiver.run_in_thread(self.receiver)
                     continue
+                self.receiver_error = None
                 if self.receiver.system_id:
                     try:
                         why = self.base_backup_due()
                         if why:
                             self.take_base_backup(why)
-                        self.last_error = None
+                            self.base_error = None
+                            self.windows(force=True)
+                            self._report()
                     except Exception as exc:  # told and tried again later; the receiver goes on
-                        self.last_error = "base backup failed: %s" % exc
+                        self.base_error = "base backup failed: %s" % exc
                         self.retry_after = time.monotonic() + BASE_RETRY_SECONDS
                         self.log("Base backup failed (tried again in %d min): %s" % (BASE_RETRY_SECONDS // 60, exc))
+                        self._report()
                 stop.wait(CHECK_SECONDS if self.receiver.system_id else 1.0)
         finally:
             receiver_stop.set()
             thread.join(120)
+            reporter.join(5)
+
+
+def _utc(moment):
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def start_in_thread(service):

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 from ..core import scope
 from ..core.config import DestinationConfig, PgConfig, Settings
 from ..core.errors import BackupError, PreflightError
-from ..core.plans import BACKUP, DRILL, RESTORE, VERIFY, plan_from_dict
+from ..core.plans import BACKUP, DRILL, PITR_DRILL, PITR_RESTORE, RESTORE, VERIFY, plan_from_dict
+from ..formats import catalog
 from ..formats.catalog import BackupRef, latest
 from ..io.crypto import load_identities
 from ..io.storage import open_storage
@@ -21,6 +22,9 @@ from ..ops.drill import run_drill
 from ..ops.prune import apply_retention
 from ..ops.restore import RestoreOptions, restore
 from ..ops.verify import verify
+from ..pitr import recover
+from ..pitr.drill import run_pitr_drill
+from ..pitr.service import configured_locations, server_keys
 
 _logger = logging.getLogger("spp_backup.worker")
 
@@ -61,9 +65,14 @@ def execute(action, plan, ctx, serving_db, progress, log=None, approved=()):
     """
     plan = plan_from_dict(action, plan)
     ctx = replace(ctx, approved=tuple(approved or ()))
-    return {BACKUP: _backup, RESTORE: _restore, DRILL: _drill, VERIFY: _verify}[action](
-        plan, ctx, serving_db, progress, log or (lambda message: None)
-    )
+    return {
+        BACKUP: _backup,
+        RESTORE: _restore,
+        DRILL: _drill,
+        VERIFY: _verify,
+        PITR_RESTORE: _pitr_restore,
+        PITR_DRILL: _pitr_drill,
+    }[action](plan, ctx, serving_db, progress, log or (lambda message: None))
 
 
 def _destination(data, ctx):
@@ -137,6 +146,72 @@ def _restore(plan, ctx, serving_db, progress, log):
     )
     result = restore(ref, restore_options, progress=progress, log=log)
     return result.to_dict(), None, result.warnings
+
+
+def _pitr_archive(location, ctx):
+    """(storage, trusted keys) of the WAL archive at ``location``: only one this worker's odoo.conf names
+    (pitr_destinations), with the worker's own keys; a location a plan names and the worker does not know is
+    refused."""
+    if location not in configured_locations(ctx.settings):
+        raise PreflightError(
+            "%s is not a WAL archive of this server: its odoo.conf names %s in pitr_destinations."
+            % (location, ", ".join(configured_locations(ctx.settings)) or "none")
+        )
+    keys = server_keys(ctx.settings)
+    if not keys:
+        raise PreflightError(
+            "This worker's odoo.conf names no signing_key_file nor verify_key: the WAL archive cannot be trusted."
+        )
+    return open_storage(catalog.destination_for(location, ctx.settings)[0], ctx.settings), keys
+
+
+def _pitr_restore(plan, ctx, serving_db, progress, log):
+    """One database as it was at one second, from a WAL archive of this worker's (``_pitr_archive``)."""
+    scope.check_database(plan.db_name, serving_db, ctx.settings, what="read the backups of")
+    options = plan.options.to_dict()
+    scope.check_target_database(
+        options.get("target_db"), serving_db, ctx.settings, replace=bool(options.get("replace"))
+    )
+    storage, keys = _pitr_archive(plan.location, ctx)
+    restore_options = RestoreOptions(
+        pg=ctx.pg, identities=ctx.identities, data_dir=ctx.data_dir, settings=ctx.settings, **options
+    )
+    result = recover.restore_database_at(
+        storage,
+        plan.db_name,
+        plan.to_time,
+        restore_options,
+        keys,
+        system_id=plan.system_id,
+        progress=progress,
+        log=log,
+        neutralize_modules=plan.neutralize_modules,
+    )
+    return result.to_dict(), None, result.warnings
+
+
+def _pitr_drill(plan, ctx, serving_db, progress, log):
+    """A drill to a second (random when the plan names none) from a WAL archive of this worker's."""
+    scope.check_database(plan.db_name, serving_db, ctx.settings, what="read the backups of")
+    storage, keys = _pitr_archive(plan.location, ctx)
+    result = run_pitr_drill(
+        storage,
+        plan.db_name,
+        ctx.pg,
+        ctx.data_dir,
+        ctx.identities,
+        keys,
+        moment=plan.to_time,
+        system_id=plan.system_id,
+        neutralize_modules=plan.neutralize_modules,
+        progress=progress,
+        log=log,
+    )
+    error = None
+    if not result.ok:
+        failed = [check.name for check in result.checks if not check.ok]
+        error = "The drill to a second failed: %s" % (result.error or ", ".join(failed) or "see the checks")
+    return result.to_dict(), error, result.warnings
 
 
 def _drill(plan, ctx, serving_db, progress, log):

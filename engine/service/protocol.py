@@ -8,6 +8,8 @@ sides import these names and queries from here, never their own copies;
 the states a run goes through are core/states.py's, its plans core/plans.py's.
 """
 
+import json
+
 from ..core.states import FAILED, RUNNING
 
 RUN_LOCK_CLASS = 0x5350  # pg_advisory_lock(RUN_LOCK_CLASS, run_id) while a run is worked on
@@ -85,3 +87,50 @@ def live_worker_modes(cr):
     """The modes (MODE_SERVICE, MODE_ONESHOT) of the workers serving this database now."""
     cr.execute("SELECT DISTINCT l.objid FROM pg_locks l WHERE " + LIVE_LOCK_WHERE, (WORKER_LOCK_CLASS,))
     return {int(row[0]) for row in cr.fetchall()}
+
+
+# The state of continuous WAL protection (engine.pitr.service.PitrService.status), one row per PostgreSQL server,
+# written by the worker that runs it into every database it serves; Odoo reads it (spp.backup.pitr.server).
+PITR_TABLE = "spp_backup_pitr_server"
+
+
+def _window_bounds(status):
+    starts, ends = [], []
+    for win in (status.get("destinations") or {}).values():
+        for start, end in win.get("ranges") or []:
+            starts.append(start)
+            ends.append(end)
+    return (min(starts) if starts else None), (max(ends) if ends else None)
+
+
+def write_pitr_status(cr, status):
+    """Record ``status`` in this database's table of continuous protection (upsert by system id, reported at the
+    database server's clock); False when the table does not exist (spp_backup not installed or too old)."""
+    cr.execute("SELECT to_regclass(%s) IS NOT NULL", ("public." + PITR_TABLE,))
+    if not cr.fetchone()[0]:
+        return False
+    receiver = status.get("receiver") or {}
+    start, end = _window_bounds(status)
+    values = {
+        "system_id": str(status["system_id"]),
+        "name": status.get("server") or str(status["system_id"]),
+        "receiving": bool(receiver.get("receiving")),
+        "behind_seconds": receiver.get("archive_behind_seconds"),
+        "receive_lag_bytes": receiver.get("receive_lag_bytes"),
+        "slot_status": receiver.get("slot_status"),
+        "slot_retained_bytes": receiver.get("slot_retained_bytes"),
+        "window_start": start,
+        "window_end": end,
+        "problems": "\n".join(status.get("problems") or []) or None,
+        "status_json": json.dumps(status, sort_keys=True, default=str),
+    }
+    columns = list(values)
+    cr.execute(
+        "INSERT INTO " + PITR_TABLE + " (" + ", ".join(columns) + ", reported_at, create_date, write_date) "
+        "VALUES (" + ", ".join(["%s"] * len(columns)) + ", now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC', "
+        "now() AT TIME ZONE 'UTC') ON CONFLICT (system_id) DO UPDATE SET "
+        + ", ".join("%s = EXCLUDED.%s" % (c, c) for c in columns[1:])
+        + ", reported_at = EXCLUDED.reported_at, write_date = EXCLUDED.write_date",
+        [values[c] for c in columns],
+    )
+    return True

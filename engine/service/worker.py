@@ -41,7 +41,7 @@ import traceback
 import psycopg2
 import psycopg2.extensions
 
-from ..core import states
+from ..core import scope, states
 from ..core.errors import BackupError, PreflightError
 from ..pitr.service import PitrService, start_in_thread
 from .dispatch import execute
@@ -56,6 +56,7 @@ from .protocol import (
     WORKER_LOCK_CLASS,
     approved_folders,
     reap_dead_runs,
+    write_pitr_status,
 )
 
 _logger = logging.getLogger("spp_backup.worker")
@@ -291,6 +292,7 @@ class Worker:
             # Continuous WAL protection of the server, when odoo.conf configures it (engine.pitr.service).
             service = PitrService.from_settings(self.ctx.settings, self.ctx.pg, self.ctx.data_dir)
             if service is not None:
+                service.report = self.report_pitr
                 pitr = start_in_thread(service)
         try:
             idle_since = time.monotonic()
@@ -312,6 +314,28 @@ class Worker:
                 pitr[0].join(150)
             self.close()
         return 0
+
+    def report_pitr(self, status):
+        """Write the state of continuous protection into every database served (its own short session: this
+        runs in the protection's thread)."""
+        for name in list(self.conns):
+            # Each database hears of the databases its scope allows only (its own, odoo.conf's databases).
+            def allowed(names, served=name):
+                return [n for n in names or [] if scope.database_allowed(n, served, self.ctx.settings)]
+
+            seen = dict(
+                status,
+                databases=allowed(status.get("databases")),
+                destinations={
+                    where: dict(win, databases=allowed(win.get("databases")))
+                    for where, win in (status.get("destinations") or {}).items()
+                },
+            )
+            try:
+                with contextlib.closing(connect(self.ctx.pg, name)) as conn, conn.cursor() as cr:
+                    write_pitr_status(cr, seen)
+            except (psycopg2.Error, PreflightError) as exc:
+                _logger.warning("Cannot record the state of continuous protection in %s: %s", name, exc)
 
     def _wait(self, seconds):
         conn = self.listen_conn

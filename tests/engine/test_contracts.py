@@ -45,6 +45,17 @@ def every_plan():
         ),
         plans.DRILL: plans.DrillPlan(source=a_source(), public_key=["ed25519:abc"], neutralize_sql=["SELECT 1"]),
         plans.VERIFY: plans.VerifyPlan(sources=[a_source(label="/srv/backups/prod/x")], public_key=None, deep=True),
+        plans.PITR_RESTORE: plans.PitrRestorePlan(
+            location="s3://ministry/pitr",
+            db_name="prod",
+            to_time="2026-12-07T14:03:12Z",
+            options=plans.RestoreRequest(target_db="prod_before", neutralize=True),
+            system_id="7400000000000000001",
+            neutralize_modules={"base": [], "mail": ["UPDATE ir_mail_server SET active = false"]},
+        ),
+        plans.PITR_DRILL: plans.PitrDrillPlan(
+            location="/srv/pitr", db_name="prod", system_id="7400", neutralize_modules={"mail": ["SELECT 1"]}
+        ),
     }
 
 
@@ -76,6 +87,9 @@ def test_a_plan_of_another_action_is_not_queued():
         (plans.DRILL, lambda data: data),
         (plans.VERIFY, lambda data: data),
         (plans.VERIFY, lambda data: data["sources"][0]),
+        (plans.PITR_RESTORE, lambda data: data),
+        (plans.PITR_RESTORE, lambda data: data["options"]),
+        (plans.PITR_DRILL, lambda data: data),
     ],
 )
 def test_unknown_keys_are_refused_in_words(action, where):
@@ -89,12 +103,13 @@ def test_unknown_keys_are_refused_in_words(action, where):
 def test_what_is_the_workers_own_is_never_taken_from_a_plan():
     """Accepted code, allow_unsigned, data_dir, connection and identities in a restore plan's options are refused
     in words: they are the worker's (and a person's at the command line), never a plan's."""
-    for key in plans.RestoreRequest.WORKER_OWN:
-        data = plans.plan_to_dict(plans.RESTORE, every_plan()[plans.RESTORE])
-        data["options"][key] = ["a" * 64] if key == "accepted_code" else True
-        with pytest.raises(PreflightError, match="worker's own") as refused:
-            plans.plan_from_dict(plans.RESTORE, data)
-        assert key in str(refused.value)
+    for action in (plans.RESTORE, plans.PITR_RESTORE):
+        for key in plans.RestoreRequest.WORKER_OWN:
+            data = plans.plan_to_dict(action, every_plan()[action])
+            data["options"][key] = ["a" * 64] if key == "accepted_code" else True
+            with pytest.raises(PreflightError, match="worker's own") as refused:
+                plans.plan_from_dict(action, data)
+            assert key in str(refused.value)
     with pytest.raises(PreflightError, match="lacks source"):
         plans.plan_from_dict(plans.DRILL, {"public_key": None})
     with pytest.raises(PreflightError, match="not a set of settings"):

@@ -23,6 +23,7 @@ from pgcluster import Cluster, debian_bin, reachable_dir, wheel_bin
 sys.path.insert(0, os.path.join(ROOT, "dev"))
 import sampledb  # noqa: E402
 
+from engine.core import plans  # noqa: E402
 from engine.core.config import Settings  # noqa: E402
 from engine.core.errors import BackupError, RestoreError, VerifyError  # noqa: E402
 from engine.io import crypto  # noqa: E402
@@ -33,7 +34,7 @@ from engine.pitr import archive as archive_mod  # noqa: E402
 from engine.pitr import basebackup, receiver, recover  # noqa: E402
 from engine.pitr import scratch as scratch_mod  # noqa: E402
 from engine.pitr import service as service_mod  # noqa: E402
-from engine.service import cli_pitr  # noqa: E402
+from engine.service import cli_pitr, dispatch  # noqa: E402
 
 
 @pytest.fixture
@@ -382,41 +383,51 @@ def test_sigterm_during_a_restore_removes_the_scratch_cluster(protected, tmp_pat
     time.sleep(1.0)
     insert(cluster, "Mark B")
     protected.wait_archived()
-    scratch_root = pathlib.Path(reachable())
-    proc = cli(
-        "restore",
-        "%s/registry" % protected.dest,
-        "--to-time",
-        moment.isoformat(),
-        "-t",
-        "at_t",
-        "--no-filestore",
-        "--tmp-dir",
-        str(scratch_root),
-        "--identity",
-        keys["identity_file"],
-        "--verify-key",
-        keys["public"],
-        "--db-host",
-        "127.0.0.1",
-        "--db-port",
-        str(cluster.port),
-        "--db-user",
-        "postgres",
-        "--data-dir",
-        data_dir,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(scratch_root.glob("spp_backup_pitr_*/postmaster.log")):
-        time.sleep(0.05)
-    assert list(scratch_root.glob("spp_backup_pitr_*/postmaster.log")), proc.communicate()
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2, (out, err)
-    assert "interrupted" in err
-    assert list(scratch_root.iterdir()) == []
-    leftover = subprocess.run(["pgrep", "-f", str(scratch_root)], capture_output=True, text=True)
-    assert leftover.stdout.strip() == ""
+    outcomes = []
+    for _attempt in range(3):
+        scratch_root = pathlib.Path(reachable())
+        proc = cli(
+            "restore",
+            "%s/registry" % protected.dest,
+            "--to-time",
+            moment.isoformat(),
+            "-t",
+            "at_t",
+            "--no-filestore",
+            "--tmp-dir",
+            str(scratch_root),
+            "--identity",
+            keys["identity_file"],
+            "--verify-key",
+            keys["public"],
+            "--db-host",
+            "127.0.0.1",
+            "--db-port",
+            str(cluster.port),
+            "--db-user",
+            "postgres",
+            "--data-dir",
+            data_dir,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(scratch_root.glob("spp_backup_pitr_*/postmaster.log")):
+            time.sleep(0.05)
+        assert list(scratch_root.glob("spp_backup_pitr_*/postmaster.log")), proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        # Whatever the outcome, nothing of the scratch cluster is left: no folder, no process.
+        assert list(scratch_root.iterdir()) == []
+        leftover = subprocess.run(["pgrep", "-f", str(scratch_root)], capture_output=True, text=True)
+        assert leftover.stdout.strip() == ""
+        outcomes.append(proc.returncode)
+        if proc.returncode == 2:
+            assert "interrupted" in err
+            break
+        # Seen once: the restore completed despite the signal (exit 0, the database restored as asked; a signal's
+        # exception raised while a finalizer runs is dropped by Python). Not what is tested here: again.
+        assert proc.returncode == 0, (out, err)
+        cluster.query("postgres", "DROP DATABASE at_t")
+    assert outcomes[-1] == 2, "SIGTERM never interrupted the restore: %s" % outcomes
 
 
 def test_the_whole_cluster_comes_back_to_the_newest_second_and_starts(protected, tmp_path, keys, reachable):
@@ -513,6 +524,7 @@ def test_the_worker_service_takes_base_backups_on_schedule_and_keeps_only_the_wi
     cluster15, tmp_path, keys, monkeypatch
 ):
     monkeypatch.setattr(service_mod, "CHECK_SECONDS", 0.3)
+    monkeypatch.setattr(service_mod, "WINDOW_SECONDS", 0.6)
     build_registry(cluster15, tmp_path)
     dest = tmp_path / "pitr"
     dest.mkdir(mode=0o700)
@@ -531,6 +543,8 @@ def test_the_worker_service_takes_base_backups_on_schedule_and_keeps_only_the_wi
     )
     service = service_mod.PitrService.from_settings(settings, cluster15.pgconfig(), str(tmp_path))
     assert service_mod.PitrService.from_settings(Settings(), cluster15.pgconfig(), None) is None
+    reports = []
+    service.report = reports.append  # the worker writes each into the databases it serves
     thread, stop = service_mod.start_in_thread(service)
     arch = None
     first = None
@@ -561,6 +575,49 @@ def test_the_worker_service_takes_base_backups_on_schedule_and_keeps_only_the_wi
     # WAL older than the oldest kept base backup was removed with it.
     oldest_start = min(doc["start_wal"] for doc in win.bases)
     assert all(name >= oldest_start for name in arch.wal_names() if recover.walnames.SEGMENT_RE.fullmatch(name))
+
+    # What the worker reported: the window of the destination, the databases, the receiver's state.
+    report = [r for r in reports if r["destinations"][str(dest)]["ranges"]][-1]
+    assert report["system_id"] == service.receiver.system_id and "registry" in report["databases"]
+    assert report["receiver"]["receiving"] and report["destinations"][str(dest)]["error"] is None
+    # (the window slides by seconds here: the newest second the archive reaches now)
+    end = recover.window(arch, keys["public"]).end.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    # The worker's restore to a second, as Odoo's wizard queues it: a location the worker's odoo.conf does not
+    # name is refused; the one it names restores, with the worker's own keys.
+    ctx = dispatch.WorkerContext(
+        settings=settings, pg=cluster15.pgconfig(), data_dir=str(tmp_path / "odoo"), identities=keys["identities"]
+    )
+    # The neutralization of the modules installed in the copy at that second runs; website's (not installed
+    # there: its table does not exist) does not.
+    plan = plans.PitrRestorePlan(
+        location=str(tmp_path),
+        db_name="registry",
+        to_time=end,
+        options=plans.RestoreRequest(target_db="at_end", neutralize=True),
+        system_id=str(service.receiver.system_id),
+        neutralize_modules={
+            "mail": ["UPDATE res_partner SET name = 'neutralized by mail' WHERE id = 1"],
+            "website": ["UPDATE website SET domain = NULL"],
+        },
+    ).to_dict()
+    with pytest.raises(BackupError, match="is not a WAL archive of this server"):
+        dispatch.execute(plans.PITR_RESTORE, plan, ctx, "registry", lambda *a: None)
+    plan["location"] = str(dest)
+    result, error, _warnings = dispatch.execute(plans.PITR_RESTORE, plan, ctx, "registry", lambda *a: None)
+    assert error is None and result["target_db"] == "at_end" and result["wal_files"] >= 1
+    assert cluster15.query("at_end", "SELECT count(*) FROM res_partner")[0][0] >= 300
+    assert cluster15.query("at_end", "SELECT name FROM res_partner WHERE id = 1")[0][0] == "neutralized by mail"
+    plan["system_id"] = "1234"
+    with pytest.raises(BackupError, match="1234"):
+        dispatch.execute(plans.PITR_RESTORE, dict(plan, options={"target_db": "at_end2"}), ctx, "registry", print)
+    # The drill to a second as Odoo queues it: restored into a scratch database, checked, dropped.
+    drill = plans.PitrDrillPlan(
+        location=str(dest), db_name="registry", to_time=end, system_id=str(service.receiver.system_id)
+    ).to_dict()
+    result, error, _warnings = dispatch.execute(plans.PITR_DRILL, drill, ctx, "registry", lambda *a: None)
+    assert error is None and result["ok"] and result["cleaned_up"], result
+    assert [check["name"] for check in result["checks"]] == ["window", "restore", "attachments"]
 
 
 def test_a_drill_restores_a_random_second_checks_it_and_drops_it(protected, tmp_path, keys):
