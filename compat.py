@@ -59,6 +59,15 @@ def check_model_access(records, operation):
         records.browse().check_access(operation)
 
 
+def check_record_access(records, operation):
+    """Raise AccessError unless the user may ``operation`` these records (access rights and record rules)."""
+    if SERIES == 17:
+        records.check_access_rights(operation)
+        records.check_access_rule(operation)
+    else:
+        records.check_access(operation)
+
+
 def field_aggregator(field):
     """How a field is aggregated in grouped lists (see ``aggregator``)."""
     return field.group_operator if SERIES == 17 else field.aggregator

@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     backup_drill_check,
     backup_job,
     backup_job_copy,
+    backup_pitr,
     backup_policy,
     backup_policy_drill,
     backup_policy_keys,

@@ -16,6 +16,7 @@ ALERT_KINDS = [
     ("rpo_breach", "RPO breached"),
     ("rto_breach", "RTO breached"),
     ("no_worker", "No backup worker"),
+    ("pitr", "Continuous protection"),
 ]
 
 # Queued work older than this with no live worker raises an alert.

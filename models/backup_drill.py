@@ -6,7 +6,8 @@ from ..engine.core.human import human_duration
 
 
 class SppBackupDrill(models.Model):
-    """A restore drill: a backup restored into a scratch database, checked, measured and dropped."""
+    """A restore drill: a backup restored into a scratch database, checked, measured and dropped; or, with
+    ``pitr_server_id``, the policy's database restored to a second of the WAL archive's window."""
 
     _name = "spp.backup.drill"
     _description = "Restore Drill"
@@ -44,6 +45,9 @@ class SppBackupDrill(models.Model):
         string="Cleaned up", readonly=True, help="The scratch database and its filestore were dropped."
     )
     report = fields.Text(string="Drill report", readonly=True)
+    pitr_server_id = fields.Many2one(
+        "spp.backup.pitr.server", string="Protected server", readonly=True, ondelete="set null"
+    )
     verdict = fields.Selection(
         [("passed", "Passed"), ("failed", "Failed"), ("pending", "Not finished")],
         compute="_compute_verdict",
@@ -69,18 +73,45 @@ class SppBackupDrill(models.Model):
             drill.restore_time = human_duration(drill.restore_seconds) if drill.is_rto_measured else False
             drill.total_time = human_duration(drill.total_seconds) if drill.state in states.FINISHED else False
 
-    @api.depends("policy_id.name", "backup_id")
+    @api.depends("policy_id.name", "backup_id", "pitr_server_id")
     def _compute_name(self):
         for drill in self:
-            drill.name = _(
-                "Drill of %(policy)s / %(backup)s", policy=drill.policy_id.name or "", backup=drill.backup_id or "?"
-            )
+            if drill.pitr_server_id:
+                drill.name = _("Drill of %s to a second", drill.policy_id.name or "")
+            else:
+                drill.name = _(
+                    "Drill of %(policy)s / %(backup)s",
+                    policy=drill.policy_id.name or "",
+                    backup=drill.backup_id or "?",
+                )
+
+    def _form_action(self):
+        """The action that opens this drill's form."""
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "name": _("Restore drill"),
+            "res_model": "spp.backup.drill",
+            "res_id": self.id,
+            "view_mode": "form",
+            "target": "current",
+        }
 
     # ------------------------------------------------------------------ run
+
+    def _run_action_of(self):
+        return plans.PITR_DRILL if self.pitr_server_id else plans.DRILL
 
     def _run_plan(self):
         self.ensure_one()
         Engine = self.env["spp.backup.engine"]
+        if self.pitr_server_id:
+            return plans.PitrDrillPlan(
+                location=self.source_location,
+                db_name=self.policy_id.database,
+                system_id=self.pitr_server_id.sudo().system_id,
+                neutralize_modules=Engine._neutralize_by_module(),
+            )
         source = self.env["spp.backup.destination"]._source_of(copy=self.copy_id)
         manifest = self._read_manifest(self._source_ref(source))
         return plans.DrillPlan(
@@ -95,6 +126,8 @@ class SppBackupDrill(models.Model):
         self.ensure_one()
         checks = result.get("checks") or []
         self.check_ids.unlink()
+        if self.pitr_server_id and result.get("backup_id"):
+            self.backup_id = result["backup_id"]  # the base backup the drill started from
         self.write(
             {
                 "scratch_db": result.get("scratch_db") or False,

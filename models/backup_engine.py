@@ -101,6 +101,18 @@ class SppBackupEngine(models.AbstractModel):
             _logger.warning("Cannot read the neutralization queries: %s", exc)
             return []
 
+    @api.model
+    def _neutralize_by_module(self):
+        """{module: its neutralization statements} of every module this server knows that has some: a copy of a
+        database as it was at some second runs those of the modules installed in it then (no manifest lists them)."""
+        names = self.env["ir.module.module"].sudo().search([]).mapped("name")
+        found = {}
+        for name in names:
+            queries = self._neutralize_queries([name])
+            if queries:
+                found[name] = queries
+        return found
+
     # -------------------------------------------------------------- rights
 
     @api.model

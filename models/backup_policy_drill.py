@@ -219,14 +219,7 @@ class SppBackupPolicyDrill(models.Model):
                     self.name,
                 )
             )
-        return {
-            "type": "ir.actions.act_window",
-            "name": _("Restore drill"),
-            "res_model": "spp.backup.drill",
-            "res_id": drill.id,
-            "view_mode": "form",
-            "target": "current",
-        }
+        return drill._form_action()
 
     def action_view_drills(self):
         self.ensure_one()

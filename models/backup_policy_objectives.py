@@ -127,8 +127,10 @@ class SppBackupPolicyObjectives(models.Model):
 
     @api.model
     def _cron_check_objectives(self, now=None):
-        """Check the RPO and RTO of every active policy, also when no backup runs at all."""
+        """Check the RPO and RTO of every active policy, also when no backup runs at all, and the continuous
+        protection of the server."""
         self.search([("active", "=", True)])._check_objective_alerts(now)
+        self.env["spp.backup.pitr.server"]._check_alerts(now)
 
     def _on_job_finished(self, job):
         """Alerts after a job ended: a failure opens one, a success resolves it and may clear the RPO."""

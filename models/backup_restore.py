@@ -1,3 +1,5 @@
+import datetime
+
 from markupsafe import Markup
 from odoo import _, api, fields, models, release
 
@@ -7,7 +9,8 @@ from ..engine.ops import inflight
 
 
 class SppBackupRestore(models.Model):
-    """One restore of a backup set, started from the restore wizard and run by the worker."""
+    """One restore of a backup set, or of a database as it was at one second (``to_time``: from the WAL archive of
+    continuous protection), started from a restore wizard and run by the worker."""
 
     _name = "spp.backup.restore"
     _description = "Backup Restore"
@@ -65,18 +68,60 @@ class SppBackupRestore(models.Model):
     restore_seconds = fields.Float(string="Restore time (s)", readonly=True, digits=(16, 1))
     warnings = fields.Text(readonly=True)
     check_report = fields.Text(string="Pre-checks", readonly=True, help="The checks shown before the restore ran.")
+    # A restore to a second (point-in-time recovery).
+    pitr_server_id = fields.Many2one(
+        "spp.backup.pitr.server", string="Protected server", readonly=True, ondelete="set null"
+    )
+    to_time = fields.Datetime(string="As it was at", readonly=True, tracking=True)
+    pitr_base_backup = fields.Char(string="Base backup", readonly=True)
+    pitr_wal = fields.Char(string="WAL replayed", readonly=True)
+    pitr_reached = fields.Text(
+        string="Recovery stopped",
+        readonly=True,
+        help="PostgreSQL's own words on where recovery stopped (the first transaction after the chosen second).",
+    )
 
-    @api.depends("backup_id", "target_db")
+    @api.depends("backup_id", "target_db", "to_time", "source_db_name")
     def _compute_name(self):
         for restore in self:
-            restore.name = _("%(backup)s into %(db)s", backup=restore.backup_id or "?", db=restore.target_db or "?")
+            if restore.to_time:
+                restore.name = _(
+                    "%(origin)s at %(when)s UTC into %(db)s",
+                    origin=restore.source_db_name or "?",
+                    when=restore.to_time,
+                    db=restore.target_db or "?",
+                )
+            else:
+                restore.name = _("%(backup)s into %(db)s", backup=restore.backup_id or "?", db=restore.target_db or "?")
 
     # ------------------------------------------------------------------ run
+
+    def _run_action_of(self):
+        return plans.PITR_RESTORE if self.to_time else plans.RESTORE
 
     def _run_plan(self):
         """The restore as the worker runs it; the source and the neutralization SQL are the server's own."""
         self.ensure_one()
         Engine = self.env["spp.backup.engine"]
+        if self.to_time:
+            options = plans.RestoreRequest(
+                target_db=self.target_db,
+                replace=self.is_replace,
+                include_filestore=self.include_filestore,
+                new_uuid=self.new_uuid,
+                neutralize=self.neutralize,
+                confirm_name=self.target_db if self.is_replace else None,
+            )
+            moment = self.to_time.replace(tzinfo=datetime.timezone.utc)
+            return plans.PitrRestorePlan(
+                location=self.source_location,
+                db_name=self.source_db_name,
+                to_time=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                options=options,
+                system_id=self.pitr_server_id.sudo().system_id or None,
+                # The modules installed in the copy at that second decide which of these run.
+                neutralize_modules=Engine._neutralize_by_module() if self.neutralize else {},
+            )
         source = self.env["spp.backup.destination"]._source_of(
             copy=self.copy_id, destination=self.destination_id, db_name=self.source_db_name, backup_id=self.backup_id
         )
@@ -103,6 +148,23 @@ class SppBackupRestore(models.Model):
         result = status.get("result") or {}
         seconds = result.get("seconds") or {}
         aside = result.get("renamed_aside") or {}
+        if self.to_time:
+            self.write(
+                {
+                    "pitr_base_backup": " + ".join(result.get("base_chain") or [])
+                    or result.get("base_backup")
+                    or False,
+                    "pitr_wal": "%s to %s (%d files%s)"
+                    % (
+                        result.get("wal_first") or "-",
+                        result.get("wal_last") or "-",
+                        int(result.get("wal_files") or 0),
+                        ", the newest in progress" if result.get("partial_used") else "",
+                    ),
+                    "pitr_reached": result.get("reached")
+                    or _("Replayed everything received: nothing was committed after that second."),
+                }
+            )
         self.write(
             {
                 "replaced_db_aside": aside.get("database") or False,
@@ -117,13 +179,26 @@ class SppBackupRestore(models.Model):
                 "warnings": "\n".join(result.get("warnings") or []) or False,
             }
         )
-        body = Markup("<p>%s</p>") % _(
-            "Backup %(backup)s was restored into database %(db)s in %(took)s (signature: %(signature)s).",
-            backup=self.backup_id,
-            db=self.target_db,
-            took=human_duration(self.restore_seconds),
-            signature=self.signature or _("not checked"),
-        )
+        if self.to_time:
+            body = Markup("<p>%s</p>") % _(
+                "Database %(origin)s as it was at %(when)s UTC was restored into %(db)s in %(took)s, from base "
+                "backup %(base)s and WAL %(wal)s. %(reached)s",
+                origin=self.source_db_name,
+                when=self.to_time,
+                db=self.target_db,
+                took=human_duration(self.restore_seconds),
+                base=self.pitr_base_backup,
+                wal=self.pitr_wal,
+                reached=self.pitr_reached,
+            )
+        else:
+            body = Markup("<p>%s</p>") % _(
+                "Backup %(backup)s was restored into database %(db)s in %(took)s (signature: %(signature)s).",
+                backup=self.backup_id,
+                db=self.target_db,
+                took=human_duration(self.restore_seconds),
+                signature=self.signature or _("not checked"),
+            )
         closed = inflight.closed_text(result.get("in_flight_closed"))
         if closed:
             body += Markup("<p>%s</p>") % _("In the restored database: %s.", closed)

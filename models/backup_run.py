@@ -18,6 +18,8 @@ RUN_ACTIONS = [
     (plans.RESTORE, "Restore"),
     (plans.DRILL, "Restore drill"),
     (plans.VERIFY, "Verification"),
+    (plans.PITR_RESTORE, "Restore to a second"),
+    (plans.PITR_DRILL, "Drill to a second"),
 ]
 # How many times the collector looks for dead runs on a new snapshot when a run changed under the previous one.
 REAP_ATTEMPTS = 5

@@ -80,6 +80,10 @@ class SppBackupRunMixin(models.AbstractModel):
         """The typed plan (engine.core.plans, without secrets) of this record's run."""
         raise NotImplementedError
 
+    def _run_action_of(self):
+        """The worker action of this record's run."""
+        return self._run_action
+
     def _run_policy(self):
         """The policy this record's run belongs to, if any."""
         return self["policy_id"] if "policy_id" in self._fields else None
@@ -144,7 +148,7 @@ class SppBackupRunMixin(models.AbstractModel):
                 Engine = self.env["spp.backup.engine"]
                 Engine._as_server(record)._mark_run_failed(record._run_text("cannot_start", reason=reason))
                 continue
-            record.run_id = Run._queue(record._run_action, plan, record, policy=record._run_policy())
+            record.run_id = Run._queue(record._run_action_of(), plan, record, policy=record._run_policy())
 
     # --------------------------------------------------------------- results
 

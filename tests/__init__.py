@@ -16,6 +16,7 @@ if __name__.startswith("odoo.addons."):
         test_backup_metrics,
         test_backup_no_email,
         test_backup_offsite,
+        test_backup_pitr,
         test_backup_policy,
         test_backup_restore,
         test_backup_retention,

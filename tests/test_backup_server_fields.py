@@ -9,6 +9,7 @@ from odoo.tests import HttpCase, new_test_user, tagged
 from ..controllers.metrics import policy_samples
 from ..engine.core import states
 from ..engine.io import crypto
+from ..engine.service.protocol import write_pitr_status
 from .common import RealBackupCase
 
 # A date and a number nobody would record.
@@ -47,6 +48,19 @@ class TestServerFieldsOverRpc(RealBackupCase, HttpCase):
             cls.destination.with_user(cls.restorer).action_browse_backups()["res_id"]
         )
         preview = cls.policy.with_user(cls.manager).action_preview_retention()["res_id"]
+        cls.env.flush_all()
+        window = [["2026-12-01T00:00:00Z", "2026-12-07T00:00:00Z"]]
+        write_pitr_status(
+            cls.env.cr,
+            {
+                "system_id": 7400000000000000002,
+                "receiver": {"receiving": True},
+                "destinations": {"/srv/pitr": {"ranges": window}},
+                "databases": [cls.env.cr.dbname],
+            },
+        )
+        server = cls.env["spp.backup.pitr.server"].search([])
+        pitr_wizard = server.with_user(cls.restorer).action_restore_to_second()["res_id"]
         cls.records = {
             "spp.backup.policy": cls.policy,
             "spp.backup.destination": cls.destination,
@@ -68,6 +82,8 @@ class TestServerFieldsOverRpc(RealBackupCase, HttpCase):
             "spp.backup.restore.wizard": cls.wizard,
             "spp.backup.browse": browse,
             "spp.backup.browse.line": browse.line_ids[:1],
+            "spp.backup.pitr.server": server,
+            "spp.backup.pitr.restore.wizard": cls.env["spp.backup.pitr.restore.wizard"].browse(pitr_wizard),
         }
         # What a person may give when creating a record of a model they may create.
         cls.create_values = {

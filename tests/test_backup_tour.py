@@ -1,5 +1,6 @@
 import base64
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from .. import compat
 from ..engine.core import states
 from ..engine.db import pg
 from ..engine.io import crypto
+from ..engine.service.protocol import write_pitr_status
 from .common import ADDON_DIR, work_queued
 
 _logger = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ TOUR = "spp_backup_first_week"
 # What the tour logs on the console to ask the test for something (static/tests/tours/first_week.js).
 SIGNAL = "spp_backup_tour:"
 SCREENSHOTS = (
+    "00_pitr_server",
+    "00_pitr_restore_to_a_second",
     "01_destination_tested",
     "02_policy_encryption",
     "03_signing_key_made",
@@ -251,8 +255,32 @@ class TestBackupTour(HttpCase):
         self.addCleanup(shutil.rmtree, os.path.join(engine._data_dir(), "filestore", restore_db), True)
         self.addCleanup(pg.drop_database, engine._pg(), restore_db)
 
+        # The worker's report of the server it protects continuously (engine.pitr.service.PitrService.status).
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.env.flush_all()
+        write_pitr_status(
+            self.env.cr,
+            {
+                "system_id": 7400000000000000003,
+                "server": "registry-db:5432",
+                "receiver": {"receiving": True, "archive_behind_seconds": 2.0, "slot_status": "reserved"},
+                "destinations": {
+                    "/srv/backups/pitr": {
+                        "ranges": [
+                            [
+                                (now - datetime.timedelta(days=6)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                (now - datetime.timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            ]
+                        ],
+                        "error": None,
+                    }
+                },
+                "databases": [db],
+            },
+        )
         self.run_tour(
             {
+                "pitrServer": "registry-db:5432",
                 "destination": "Backup disk",
                 "path": self.folder,
                 "policy": "First policy",

@@ -35,30 +35,14 @@ def _free_space(path):
     return path, shutil.disk_usage(path).free
 
 
-class SppBackupRestoreWizard(models.TransientModel):
-    """Restore one backup set: choose the target and options, check, then run by the worker."""
+class SppBackupRestoreTarget(models.AbstractModel):
+    """Where a restore goes and how (a new name or the typed replace, neutralize, new identity, the filestore):
+    the options and the checks the restore wizard and the point-in-time restore wizard share."""
 
-    _name = "spp.backup.restore.wizard"
-    _inherit = "spp.backup.server.wizard"
-    _description = "Restore a backup"
-    _order = "id desc"
+    _name = "spp.backup.restore.target"
+    _inherit = ["spp.backup.server.fields"]
+    _description = "Restore target"
 
-    step = fields.Selection(
-        [("options", "Options"), ("checking", "Checking"), ("checked", "Checked")],
-        default="options",
-        required=True,
-        readonly=True,
-    )
-    check_run_id = fields.Many2one("spp.backup.run", string="Check run", readonly=True, ondelete="set null")
-    copy_id = fields.Many2one("spp.backup.job.copy", string="Copy", readonly=True, ondelete="cascade")
-    job_id = fields.Many2one("spp.backup.job", string="Backup job", readonly=True, ondelete="cascade")
-    policy_id = fields.Many2one("spp.backup.policy", string="Policy", readonly=True, ondelete="cascade")
-    destination_id = fields.Many2one("spp.backup.destination", string="Destination", readonly=True, ondelete="cascade")
-    source_location = fields.Char(string="Backup", readonly=True)
-    source_db_name = fields.Char(string="Backed-up database", readonly=True)
-    backup_id = fields.Char(string="Backup ID", readonly=True)
-    manifest_summary = fields.Text(string="What the backup holds", readonly=True)
-    has_filestore = fields.Boolean(readonly=True)
     target_mode = fields.Selection(
         [("new", "Restore into a new database"), ("replace", "Replace an existing database")],
         string="Target",
@@ -101,6 +85,180 @@ class SppBackupRestoreWizard(models.TransientModel):
         "a copy. Leave it off when the restored database takes the place of the original: choosing to replace a "
         "database unticks it.",
     )
+
+    @api.depends("target_db", "target_mode")
+    def _compute_is_current_db(self):
+        for wizard in self:
+            wizard.current_db = self.env.cr.dbname
+            wizard.is_current_db = wizard.target_mode == "replace" and wizard.target_db == self.env.cr.dbname
+
+    @api.onchange("target_mode")
+    def _onchange_target_mode(self):
+        if self.target_mode == "replace":
+            # The restored database takes the place of the original: no neutralization, same UUID (the form
+            # says so). The database to replace is left for the user to name, never guessed.
+            self.new_uuid = False
+            self.neutralize = False
+            self.target_db = False
+        else:
+            self.new_uuid = True
+            self.neutralize = True
+            self.target_db = self._suggest_name(self.source_db_name)
+        self.confirm_db_name = False
+
+    @api.model
+    def _database_exists(self, name):
+        """Whether database ``name`` exists now (asked on a connection of its own, outside this transaction)."""
+        if not name:
+            return False
+        try:
+            return pg.database_exists(self.env["spp.backup.engine"]._pg(), name)
+        except BackupError as exc:
+            raise UserError(_("The database server cannot be asked which databases exist: %s", exc)) from exc
+
+    @api.model
+    def _suggest_name(self, db_name):
+        """``<db>_restored_<date>``, with a counter when that database exists already."""
+        base = "%s_restored_%s" % (db_name or "database", fields.Date.context_today(self).strftime("%Y%m%d"))
+        base = base[:60]
+        name, counter = base, 2
+        while self._database_exists(name):
+            name, counter = "%s_%d" % (base, counter), counter + 1
+        return name
+
+    def _target_check(self):
+        name = (self.target_db or "").strip()
+        try:
+            pg.check_db_name(name)
+        except BackupError as exc:
+            return Check(_("target"), False, str(exc))
+        if name in scope.SYSTEM_DATABASES:
+            return Check(_("target"), False, _("%s is a PostgreSQL system database: choose another name.", name))
+        try:
+            self.env["spp.backup.engine"]._check_target_scope(name, replace=self.target_mode == "replace")
+        except UserError as exc:
+            return Check(_("target"), False, exc.args[0])
+        exists = self._database_exists(name)
+        if self.target_mode == "new":
+            if exists:
+                return Check(
+                    _("target"),
+                    False,
+                    _("Database %s exists already: choose a new name, or choose to replace it.", name),
+                )
+            folder = os.path.join(self.env["spp.backup.engine"]._data_dir(), "filestore", name)
+            if self.include_filestore and os.path.lexists(folder):
+                return Check(
+                    _("target"),
+                    False,
+                    _("A filestore folder for %s exists already: choose another name.", name),
+                )
+            return Check(_("target"), True, _("new database %s", name))
+        if not exists:
+            return Check(
+                _("target"), False, _("There is no database %s to replace: choose a new database instead.", name)
+            )
+        if name == self.env.cr.dbname:
+            return Check(
+                _("target"),
+                True,
+                _(
+                    "replaces %s, the database of this Odoo: it is renamed aside and every user is disconnected",
+                    name,
+                ),
+            )
+        return Check(_("target"), True, _("replaces %s, which is renamed aside (kept, not dropped)", name))
+
+    def _check_confirmation(self):
+        self.ensure_one()
+        if self.target_mode != "replace":
+            return
+        if (self.confirm_db_name or "") != (self.target_db or ""):
+            raise UserError(
+                _(
+                    "To replace database %s, type its name exactly in the confirmation field. Nothing was changed.",
+                    self.target_db,
+                )
+            )
+
+    def _free_target(self):
+        """The target's name, once no restore into it is in progress."""
+        target = (self.target_db or "").strip()
+        busy = (
+            self.env["spp.backup.restore"]
+            .sudo()
+            .search([("target_db", "=", target), ("state", "in", states.IN_FLIGHT)], limit=1)
+        )
+        if busy:
+            raise UserError(_("A restore into %s is already in progress: wait for it to finish.", target))
+        return target
+
+    def _start_restore(self, values, started):
+        """The restore record (the server's) of ``values`` and this target's options, ``started`` (what was
+        started, in words) posted on it, its run queued; the action that opens it."""
+        target = self._free_target()
+        replace = self.target_mode == "replace"
+        restore = (
+            self.env["spp.backup.restore"]
+            ._server_mode()
+            .create(
+                dict(
+                    {
+                        "target_db": target,
+                        "is_replace": replace,
+                        "is_current_db": replace and target == self.env.cr.dbname,
+                        "neutralize": self.neutralize,
+                        "new_uuid": self.new_uuid,
+                        "user_id": self.env.user.id,
+                    },
+                    **values,
+                )
+            )
+        )
+        self.env["spp.backup.engine"]._as_server(restore).message_post(
+            body=_(
+                "%(user)s started restoring %(what)s into %(db)s%(mode)s.",
+                user=self.env.user.name,
+                what=started,
+                db=target,
+                mode=_(" (replacing it)") if replace else "",
+            )
+        )
+        restore._queue_run()
+        return {
+            "type": "ir.actions.act_window",
+            "name": _("Restore"),
+            "res_model": "spp.backup.restore",
+            "res_id": restore.id,
+            "view_mode": "form",
+            "target": "current",
+        }
+
+
+class SppBackupRestoreWizard(models.TransientModel):
+    """Restore one backup set: choose the target and options, check, then run by the worker."""
+
+    _name = "spp.backup.restore.wizard"
+    _inherit = ["spp.backup.server.wizard", "spp.backup.restore.target"]
+    _description = "Restore a backup"
+    _order = "id desc"
+
+    step = fields.Selection(
+        [("options", "Options"), ("checking", "Checking"), ("checked", "Checked")],
+        default="options",
+        required=True,
+        readonly=True,
+    )
+    check_run_id = fields.Many2one("spp.backup.run", string="Check run", readonly=True, ondelete="set null")
+    copy_id = fields.Many2one("spp.backup.job.copy", string="Copy", readonly=True, ondelete="cascade")
+    job_id = fields.Many2one("spp.backup.job", string="Backup job", readonly=True, ondelete="cascade")
+    policy_id = fields.Many2one("spp.backup.policy", string="Policy", readonly=True, ondelete="cascade")
+    destination_id = fields.Many2one("spp.backup.destination", string="Destination", readonly=True, ondelete="cascade")
+    source_location = fields.Char(string="Backup", readonly=True)
+    source_db_name = fields.Char(string="Backed-up database", readonly=True)
+    backup_id = fields.Char(string="Backup ID", readonly=True)
+    manifest_summary = fields.Text(string="What the backup holds", readonly=True)
+    has_filestore = fields.Boolean(readonly=True)
     public_key = fields.Char(
         string="Signing public key",
         help="Ed25519 public key (base64) the backup's signature is checked against when this server knows none "
@@ -124,26 +282,6 @@ class SppBackupRestoreWizard(models.TransientModel):
             super().write(vals)
             return self._server_mode().write({"step": "options", "is_check_ok": False, "check_report": False})
         return super().write(vals)
-
-    @api.depends("target_db", "target_mode")
-    def _compute_is_current_db(self):
-        for wizard in self:
-            wizard.current_db = self.env.cr.dbname
-            wizard.is_current_db = wizard.target_mode == "replace" and wizard.target_db == self.env.cr.dbname
-
-    @api.onchange("target_mode")
-    def _onchange_target_mode(self):
-        if self.target_mode == "replace":
-            # The restored database takes the place of the original: no neutralization, same UUID (the form
-            # says so). The database to replace is left for the user to name, never guessed.
-            self.new_uuid = False
-            self.neutralize = False
-            self.target_db = False
-        else:
-            self.new_uuid = True
-            self.neutralize = True
-            self.target_db = self._suggest_name(self.source_db_name)
-        self.confirm_db_name = False
 
     @api.onchange("target_mode", "target_db", "include_filestore", "neutralize", "new_uuid", "public_key")
     def _onchange_reset_checks(self):
@@ -190,16 +328,8 @@ class SppBackupRestoreWizard(models.TransientModel):
         wizard = self._server_create(values)
         return wizard._reopen()
 
-    def _reopen(self):
-        self.ensure_one()
-        return {
-            "type": "ir.actions.act_window",
-            "name": _("Restore backup %s", self.backup_id),
-            "res_model": self._name,
-            "res_id": self.id,
-            "view_mode": "form",
-            "target": "new",
-        }
+    def _window_title(self):
+        return _("Restore backup %s", self.backup_id)
 
     @api.model
     def _manifest_summary(self, manifest):
@@ -234,26 +364,6 @@ class SppBackupRestoreWizard(models.TransientModel):
             else:
                 lines.append("%s: %s%s" % (name, human_bytes(art.get("size") or 0), encrypted))
         return "\n".join(lines)
-
-    @api.model
-    def _database_exists(self, name):
-        """Whether database ``name`` exists now (asked on a connection of its own, outside this transaction)."""
-        if not name:
-            return False
-        try:
-            return pg.database_exists(self.env["spp.backup.engine"]._pg(), name)
-        except BackupError as exc:
-            raise UserError(_("The database server cannot be asked which databases exist: %s", exc)) from exc
-
-    @api.model
-    def _suggest_name(self, db_name):
-        """``<db>_restored_<date>``, with a counter when that database exists already."""
-        base = "%s_restored_%s" % (db_name or "database", fields.Date.context_today(self).strftime("%Y%m%d"))
-        base = base[:60]
-        name, counter = base, 2
-        while self._database_exists(name):
-            name, counter = "%s_%d" % (base, counter), counter + 1
-        return name
 
     # ---------------------------------------------------------------- checks
 
@@ -425,49 +535,6 @@ class SppBackupRestoreWizard(models.TransientModel):
             return Check(_("decryption"), False, _("The identity file configured in odoo.conf cannot be read."))
         return Check(_("decryption"), True, _("encrypted; the identity file configured on this server is readable"))
 
-    def _target_check(self):
-        name = (self.target_db or "").strip()
-        try:
-            pg.check_db_name(name)
-        except BackupError as exc:
-            return Check(_("target"), False, str(exc))
-        if name in scope.SYSTEM_DATABASES:
-            return Check(_("target"), False, _("%s is a PostgreSQL system database: choose another name.", name))
-        try:
-            self.env["spp.backup.engine"]._check_target_scope(name, replace=self.target_mode == "replace")
-        except UserError as exc:
-            return Check(_("target"), False, exc.args[0])
-        exists = self._database_exists(name)
-        if self.target_mode == "new":
-            if exists:
-                return Check(
-                    _("target"),
-                    False,
-                    _("Database %s exists already: choose a new name, or choose to replace it.", name),
-                )
-            folder = os.path.join(self.env["spp.backup.engine"]._data_dir(), "filestore", name)
-            if self.include_filestore and os.path.lexists(folder):
-                return Check(
-                    _("target"),
-                    False,
-                    _("A filestore folder for %s exists already: choose another name.", name),
-                )
-            return Check(_("target"), True, _("new database %s", name))
-        if not exists:
-            return Check(
-                _("target"), False, _("There is no database %s to replace: choose a new database instead.", name)
-            )
-        if name == self.env.cr.dbname:
-            return Check(
-                _("target"),
-                True,
-                _(
-                    "replaces %s, the database of this Odoo: it is renamed aside and every user is disconnected",
-                    name,
-                ),
-            )
-        return Check(_("target"), True, _("replaces %s, which is renamed aside (kept, not dropped)", name))
-
     @api.model
     def _checks_text(self, checks):
         return "\n".join(
@@ -556,18 +623,6 @@ class SppBackupRestoreWizard(models.TransientModel):
 
     # ------------------------------------------------------------------- run
 
-    def _check_confirmation(self):
-        self.ensure_one()
-        if self.target_mode != "replace":
-            return
-        if (self.confirm_db_name or "") != (self.target_db or ""):
-            raise UserError(
-                _(
-                    "To replace database %s, type its name exactly in the confirmation field. Nothing was changed.",
-                    self.target_db,
-                )
-            )
-
     def action_run(self):
         """Start the restore by the worker, after the server-side checks; opens the restore record.
 
@@ -602,55 +657,20 @@ class SppBackupRestoreWizard(models.TransientModel):
             raise UserError(
                 _("The restore cannot start:\n%s", "\n".join("%s: %s" % (c.name, c.detail) for c in failed))
             )
-        target = self.target_db.strip()
-        Engine._check_target_scope(target, replace=self.target_mode == "replace")
-        busy = (
-            self.env["spp.backup.restore"]
-            .sudo()
-            .search([("target_db", "=", target), ("state", "in", states.IN_FLIGHT)], limit=1)
+        Engine._check_target_scope(self.target_db.strip(), replace=self.target_mode == "replace")
+        return self._start_restore(
+            {
+                "policy_id": self.policy_id.id,
+                "job_id": self.job_id.id,
+                "copy_id": self.copy_id.id,
+                "destination_id": self.destination_id.id,
+                "source_db_name": source.db_name,
+                "backup_id": self.backup_id,
+                "source_location": self.source_location,
+                "include_filestore": self.include_filestore and self.has_filestore,
+                "public_key": "\n".join(key or []) or False,
+                "unsigned_ok": self._unsigned_ok(),
+                "check_report": self.check_report,
+            },
+            _("backup %s", self.backup_id),
         )
-        if busy:
-            raise UserError(_("A restore into %s is already in progress: wait for it to finish.", target))
-        restore = (
-            self.env["spp.backup.restore"]
-            ._server_mode()
-            .create(
-                {
-                    "policy_id": self.policy_id.id,
-                    "job_id": self.job_id.id,
-                    "copy_id": self.copy_id.id,
-                    "destination_id": self.destination_id.id,
-                    "source_db_name": source.db_name,
-                    "backup_id": self.backup_id,
-                    "source_location": self.source_location,
-                    "target_db": target,
-                    "is_replace": self.target_mode == "replace",
-                    "is_current_db": self.target_mode == "replace" and target == self.env.cr.dbname,
-                    "include_filestore": self.include_filestore and self.has_filestore,
-                    "neutralize": self.neutralize,
-                    "new_uuid": self.new_uuid,
-                    "public_key": "\n".join(key or []) or False,
-                    "unsigned_ok": self._unsigned_ok(),
-                    "check_report": self.check_report,
-                    "user_id": self.env.user.id,
-                }
-            )
-        )
-        Engine._as_server(restore).message_post(
-            body=_(
-                "%(user)s started restoring backup %(backup)s into %(db)s%(mode)s.",
-                user=self.env.user.name,
-                backup=self.backup_id,
-                db=target,
-                mode=_(" (replacing it)") if restore.is_replace else "",
-            )
-        )
-        restore._queue_run()
-        return {
-            "type": "ir.actions.act_window",
-            "name": _("Restore"),
-            "res_model": "spp.backup.restore",
-            "res_id": restore.id,
-            "view_mode": "form",
-            "target": "current",
-        }

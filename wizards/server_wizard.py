@@ -2,6 +2,7 @@ from odoo import _, api, models
 from odoo.exceptions import AccessError
 from odoo.tools import clean_context
 
+from .. import compat
 from ..models.server_fields import EVERY_FIELD
 
 
@@ -34,8 +35,23 @@ class SppBackupServerWizard(models.AbstractModel):
             raise AccessError(_("This window is opened from a backup or a destination, not created directly."))
         return super().create(vals_list)
 
+    def _window_title(self):
+        """The title of this wizard's window."""
+        return self._description
+
+    def _reopen(self):
+        """The action that shows this wizard again, in its window."""
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "name": self._window_title(),
+            "res_model": self._name,
+            "res_id": self.id,
+            "view_mode": "form",
+            "target": "new",
+        }
+
     def _check_own(self):
         """The wizard is the caller's (record rule on create_uid): its actions, even those writing as the
         server, start here."""
-        self.check_access_rights("write")
-        self.check_access_rule("write")
+        compat.check_record_access(self, "write")

@@ -118,6 +118,32 @@ registry.category("web_tour.tours").add("spp_backup_first_week", {
                 content: "Open Backup & Recovery",
                 trigger: '.o_app[data-menu-xmlid="spp_backup.menu_spp_backup_root"]',
             },
+            // 0. Point-in-time recovery: the server the worker protects (its report is written by the test), and
+            // the window that restores a database to a second (opened and closed: no archive here to restore from).
+            {
+                content: "Point-in-time recovery",
+                trigger: menu("menu_spp_backup_pitr"),
+            },
+            {
+                content: "Open the protected server",
+                trigger: `.o_list_view .o_data_row .o_data_cell:contains(${params().pitrServer})`,
+            },
+            screenshot("00_pitr_server", '.o_form_view div[name="window_text"]:contains(any second from)'),
+            {
+                content: "Restore a database to a second",
+                trigger: '.o_statusbar_buttons button[name="action_restore_to_second"]',
+            },
+            dialogShows("The window shows the restorable seconds", 'div[name="window_text"]:contains(any second from)'),
+            screenshot("00_pitr_restore_to_a_second", '.modal-content div[name="to_time"]'),
+            {
+                content: "Close it",
+                trigger: ".modal-footer button:contains(Cancel)",
+            },
+            {
+                content: "Closed",
+                trigger: "body:not(:has(.modal-content))",
+                isCheck: true,
+            },
             {
                 content: "Configuration",
                 trigger: menu("menu_spp_backup_config"),

@@ -138,6 +138,16 @@ registry.category("web_tour.tours").add("spp_backup_first_week", {
             // 1. A destination, tested.
             click("Open the apps menu", ".o_navbar_apps_menu button"),
             click("Open Backup & Recovery", '.o_app[data-menu-xmlid="spp_backup.menu_spp_backup_root"]'),
+            // 0. Point-in-time recovery: the server the worker protects (its report is written by the test), and
+            // the window that restores a database to a second (opened and closed: no archive here to restore from).
+            click("Point-in-time recovery", menu("menu_spp_backup_pitr")),
+            click("Open the protected server", `.o_list_view .o_data_row .o_data_cell:contains(${params().pitrServer})`),
+            screenshot("00_pitr_server", '.o_form_view div[name="window_text"]:contains(any second from)'),
+            click("Restore a database to a second", '.o_statusbar_buttons button[name="action_restore_to_second"]'),
+            dialogShows("The window shows the restorable seconds", 'div[name="window_text"]:contains(any second from)'),
+            screenshot("00_pitr_restore_to_a_second", '.modal-content div[name="to_time"]'),
+            click("Close it", ".modal-footer button:contains(Cancel)"),
+            check("Closed", "body:not(:has(.modal-content))"),
             click("Configuration", menu("menu_spp_backup_config")),
             click("Destinations", menu("menu_spp_backup_destination")),
             check("The destinations are listed", ".o_breadcrumb:contains(Destinations)"),
