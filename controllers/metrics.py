@@ -13,7 +13,7 @@ import hmac
 import logging
 import os
 
-from odoo import http
+from odoo import fields, http
 from odoo.http import request
 from odoo.tools import config as odoo_config
 from werkzeug.exceptions import NotFound
@@ -84,18 +84,88 @@ def policy_samples(policy):
     }
 
 
-def render(policies):
-    """The Prometheus text exposition (format 0.0.4) of ``policies``."""
+PITR_METRICS = (
+    ("spp_backup_pitr_receiving", "1 while the worker's pg_receivewal streams the server's WAL, else 0."),
+    ("spp_backup_pitr_archive_behind_seconds", "Seconds of the server's newest changes the WAL archive lacks."),
+    ("spp_backup_pitr_window_start_timestamp_seconds", "Unix time of the oldest second that can be restored."),
+    ("spp_backup_pitr_window_end_timestamp_seconds", "Unix time of the newest second that can be restored."),
+    ("spp_backup_pitr_slot_retained_bytes", "WAL the replication slot keeps on the database server, in bytes."),
+    ("spp_backup_pitr_report_age_seconds", "Seconds since the worker last reported on continuous protection."),
+    ("spp_backup_pitr_problems", "Number of problems the worker reports (or 1 when it is silent)."),
+)
+STANDBY_METRICS = (
+    ("spp_backup_standby_streaming", "1 when the standby is streaming, else 0."),
+    ("spp_backup_standby_replay_lag_bytes", "WAL the standby has not replayed yet, in bytes (-1: not visible)."),
+    ("spp_backup_standby_replay_lag_seconds", "How far behind the standby replays, in seconds (-1: not visible)."),
+)
+
+
+def timestamp(moment):
+    return calendar.timegm(moment.timetuple()) if moment else 0
+
+
+def pitr_rows(servers, now):
+    """[(labels, {metric: value})] of the protected servers, and of their streaming standbys."""
+    rows, standby_rows = [], []
+    for server in servers:
+        labels = 'server="%s",system_id="%s"' % (label_value(server.name), label_value(server.system_id))
+        rows.append(
+            (
+                labels,
+                {
+                    "spp_backup_pitr_receiving": 1 if server.receiving else 0,
+                    "spp_backup_pitr_archive_behind_seconds": float(server.behind_seconds or 0.0),
+                    "spp_backup_pitr_window_start_timestamp_seconds": timestamp(server.window_start),
+                    "spp_backup_pitr_window_end_timestamp_seconds": timestamp(server.window_end),
+                    "spp_backup_pitr_slot_retained_bytes": float(server.slot_retained_bytes or 0.0),
+                    "spp_backup_pitr_report_age_seconds": (now - server.reported_at).total_seconds()
+                    if server.reported_at
+                    else -1.0,
+                    "spp_backup_pitr_problems": len(server._problems_now(now)),
+                },
+            )
+        )
+        for standby in server._standbys():
+            visible = bool(standby.get("visible"))
+            standby_rows.append(
+                (
+                    '%s,standby="%s",client="%s"'
+                    % (labels, label_value(standby.get("name")), label_value(standby.get("client"))),
+                    {
+                        "spp_backup_standby_streaming": 1 if standby.get("state") == "streaming" else 0,
+                        "spp_backup_standby_replay_lag_bytes": int(standby.get("replay_lag_bytes") or 0)
+                        if visible
+                        else -1,
+                        "spp_backup_standby_replay_lag_seconds": float(standby.get("replay_lag_seconds") or 0.0)
+                        if visible
+                        else -1.0,
+                    },
+                )
+            )
+    return rows, standby_rows
+
+
+def _family(lines, metrics, rows):
+    for name, help_text in metrics:
+        lines.append("# HELP %s %s" % (name, help_text))
+        lines.append("# TYPE %s gauge" % name)
+        for labels, samples in rows:
+            lines.append("%s{%s} %s" % (name, labels, number(samples[name])))
+
+
+def render(policies, servers=None, now=None):
+    """The Prometheus text exposition (format 0.0.4) of ``policies`` and of the protected ``servers``
+    (spp.backup.pitr.server) with their standbys."""
     rows = [
         ('policy="%s",database="%s"' % (label_value(policy.name), label_value(policy.database)), policy_samples(policy))
         for policy in policies
     ]
     lines = []
-    for name, help_text in METRICS:
-        lines.append("# HELP %s %s" % (name, help_text))
-        lines.append("# TYPE %s gauge" % name)
-        for labels, samples in rows:
-            lines.append("%s{%s} %s" % (name, labels, number(samples[name])))
+    _family(lines, METRICS, rows)
+    if servers:
+        server_rows, standby_rows = pitr_rows(servers, now)
+        _family(lines, PITR_METRICS, server_rows)
+        _family(lines, STANDBY_METRICS, standby_rows)
     return "\n".join(lines) + "\n"
 
 
@@ -115,4 +185,6 @@ class BackupMetrics(http.Controller):
         if not hmac.compare_digest(given_token(request.httprequest).encode(), token.encode()):
             return request.make_response("Forbidden\n", headers=[("Content-Type", "text/plain")], status=403)
         policies = request.env["spp.backup.policy"].sudo().search([("active", "=", True)])
-        return request.make_response(render(policies), headers=[("Content-Type", CONTENT_TYPE)])
+        servers = request.env["spp.backup.pitr.server"].sudo().search([])
+        body = render(policies, servers, fields.Datetime.now())
+        return request.make_response(body, headers=[("Content-Type", CONTENT_TYPE)])

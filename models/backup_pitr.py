@@ -73,6 +73,9 @@ class SppBackupPitrServer(models.Model):
     databases_text = fields.Char(compute="_compute_texts", string="Databases")
     behind_text = fields.Char(compute="_compute_texts", string="Archive behind the server")
     slot_text = fields.Char(compute="_compute_texts", string="Slot")
+    standbys_text = fields.Text(compute="_compute_texts", string="Streaming standbys")
+    last_drill_id = fields.Many2one("spp.backup.drill", compute="_compute_last_drill", string="Last drill to a second")
+    last_drill_verdict = fields.Selection(related="last_drill_id.verdict", string="Last drill")
 
     compat.sql_constraints(locals(), [("system_id_unique", "UNIQUE (system_id)", "One record per PostgreSQL server.")])
 
@@ -155,6 +158,7 @@ class SppBackupPitrServer(models.Model):
             server.databases_text = ", ".join(server._databases()) or False
             behind = server.behind_seconds
             server.behind_text = _("%s behind", human_duration(behind)) if server.receiving or behind else False
+            server.standbys_text = "\n".join(server._standby_lines()) or _("none streams from this server")
             if server.slot_status and server.slot_retained_bytes:
                 server.slot_text = _(
                     "%(status)s, keeps %(size)s of WAL on the server",
@@ -163,6 +167,39 @@ class SppBackupPitrServer(models.Model):
                 )
             else:
                 server.slot_text = server.slot_status or False
+
+    def _standbys(self):
+        return [item for item in self._report().get("standbys") or [] if isinstance(item, dict)]
+
+    def _standby_lines(self):
+        lines = []
+        for standby in self._standbys():
+            if not standby.get("visible"):
+                where = _("position hidden from the worker's role (grant it pg_monitor)")
+            elif standby.get("replay_lag_bytes") is None:
+                where = _("has not reported what it replayed yet")
+            else:
+                where = _(
+                    "replays %(size)s behind, %(seconds).1f s",
+                    size=human_bytes(standby["replay_lag_bytes"]),
+                    seconds=float(standby.get("replay_lag_seconds") or 0.0),
+                )
+            lines.append(
+                "%s (%s): %s, %s, %s"
+                % (
+                    standby.get("name") or "?",
+                    standby.get("client") or "?",
+                    standby.get("state") or "?",
+                    standby.get("sync_state") or "?",
+                    where,
+                )
+            )
+        return lines
+
+    def _compute_last_drill(self):
+        Drill = self.env["spp.backup.drill"]
+        for server in self:
+            server.last_drill_id = Drill.search([("pitr_server_id", "=", server.id)], order="id desc", limit=1)
 
     # ---------------------------------------------------------------- alerts
 

@@ -1,3 +1,4 @@
+import calendar
 import datetime
 import json
 import os
@@ -9,6 +10,7 @@ from odoo.exceptions import AccessError, UserError
 from odoo.tests import HttpCase, tagged
 from odoo.tests.common import new_test_user
 
+from ..controllers.metrics import render
 from ..engine.core import plans, states
 from ..engine.service.protocol import write_pitr_status
 from .common import BackupCase
@@ -55,6 +57,18 @@ class PitrCase(BackupCase):
                 OFFSITE: {"ranges": [], "error": "the endpoint does not answer"},
             },
             "databases": [cls.env.cr.dbname, "postgres"] if databases is None else databases,
+            "standbys": [
+                {
+                    "name": "replica1",
+                    "client": "10.0.0.7",
+                    "state": "streaming",
+                    "sync_state": "async",
+                    "sent_lag_bytes": 0,
+                    "replay_lag_bytes": 8192,
+                    "replay_lag_seconds": 0.4,
+                    "visible": True,
+                }
+            ],
             "problems": list(problems),
         }
 
@@ -85,6 +99,24 @@ class TestPitrServer(PitrCase):
         self.assertEqual(self.env["spp.backup.pitr.server"].search_count([]), 1)
         self.assertEqual(self.server.state, "problem")
         self.assertIn("400 s behind", self.server.problem_text)
+
+    def test_standbys_and_the_last_drill_are_on_the_record_and_everything_in_the_metrics(self):
+        self.assertIn("replica1 (10.0.0.7): streaming, async, replays 8.0 KiB behind, 0.4 s", self.server.standbys_text)
+        self.report({"standbys": []})
+        self.assertEqual(self.server.standbys_text, "none streams from this server")
+        self.report({"problems": ["standby replica1: it replays 90.0 s behind"]})
+        text = render(self.env["spp.backup.policy"], self.server, fields.Datetime.now())
+        samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+        labels = 'server="127.0.0.1:5432",system_id="7400000000000000001"'
+        self.assertEqual(samples["spp_backup_pitr_receiving{%s}" % labels], "1")
+        self.assertEqual(samples["spp_backup_pitr_archive_behind_seconds{%s}" % labels], "1.5")
+        self.assertEqual(samples["spp_backup_pitr_problems{%s}" % labels], "1")
+        end = calendar.timegm(self.end.timetuple())
+        self.assertEqual(samples["spp_backup_pitr_window_end_timestamp_seconds{%s}" % labels], str(end))
+        standby = '%s,standby="replica1",client="10.0.0.7"' % labels
+        self.assertEqual(samples["spp_backup_standby_replay_lag_bytes{%s}" % standby], "8192")
+        self.assertEqual(samples["spp_backup_standby_streaming{%s}" % standby], "1")
+        self.assertFalse(self.server.last_drill_id)
 
     def test_times_are_shown_in_the_users_time_zone(self):
         shown = self.server.with_context(tz="Asia/Manila")
@@ -322,6 +354,8 @@ class TestPitrDrill(PitrCase):
         )
         self.assertEqual(self.policy.last_drill_id, drill)
         self.assertEqual(len(drill.check_ids), 3)
+        self.server.invalidate_recordset()
+        self.assertEqual((self.server.last_drill_id, self.server.last_drill_verdict), (drill, "passed"))
 
     def test_only_managers_drill_and_only_a_policy_of_a_protected_database(self):
         for user in (self.internal, self.auditor, self.restorer):

@@ -7,6 +7,8 @@
     pitr_base_backup_hours = 24          ; a base backup when the newest is older than this
     pitr_window_days = 14                ; any second of the last 14 days can be restored
     pitr_partial_seconds = 30            ; the segment in progress is stored this often (the RPO)
+    pitr_standby_max_lag_seconds = 60    ; a streaming standby further behind is a problem
+    pitr_standby_max_lag_bytes = 67108864
 
 The receiver runs in a thread of the worker and is started again when it stops; a base backup is taken when
 the newest is older than its schedule (and at once after a gap), and each destination is then pruned to the
@@ -20,6 +22,7 @@ import threading
 import time
 
 from ..core.errors import PreflightError
+from ..db import replication
 from ..formats import catalog
 from ..io import crypto
 from ..io.storage import open_storage
@@ -34,6 +37,8 @@ WINDOW_SECONDS = 300.0
 # After a failed base backup, the next try waits this long (it copies the whole cluster each time).
 BASE_RETRY_SECONDS = 900
 RECEIVER_PAUSE, RECEIVER_PAUSE_MAX = 5, 300
+# A base backup older than its schedule by more than this (the time to take the one due) is a problem.
+BASE_GRACE_HOURS = 1.0
 
 
 def _list(value):
@@ -91,6 +96,8 @@ class PitrService:
         self.window = datetime.timedelta(days=_number(settings, "pitr_window_days", 14.0))
         self.spool = settings.get("pitr_spool") or os.path.join(data_dir or ".", "spp_backup", "wal-spool")
         self.tmp_dir = settings.get("pitr_tmp_dir") or None
+        self.standby_max_seconds = _number(settings, "pitr_standby_max_lag_seconds", 60.0)
+        self.standby_max_bytes = _number(settings, "pitr_standby_max_lag_bytes", 64 * 1024 * 1024)
         self.receiver = receiver.Receiver(
             pgc,
             self.destinations,
@@ -213,17 +220,38 @@ class PitrService:
             problems += ["destination %s: %s" % (location, text) for text in win["problems"]]
             problems += ["destination %s: WAL missing from %s" % (location, text) for text in win["gaps"]]
         databases = sorted({name for win in windows.values() for name in win.get("databases") or []})
+        newest = [win["newest_base"] for win in windows.values() if win.get("newest_base")]
+        if newest:
+            moment = datetime.datetime.fromisoformat(max(newest).replace("Z", "+00:00"))
+            age = (datetime.datetime.now(datetime.timezone.utc) - moment).total_seconds() / 3600.0
+            if age > self.base_hours + BASE_GRACE_HOURS:
+                problems.append("the newest base backup is %.1f h old; one is due every %g h" % (age, self.base_hours))
+        standbys = self.standbys(problems)
         return {
             "system_id": self.receiver.system_id,
             "server": self.pgc.describe(),
             "receiver": state,
             "destinations": windows,
             "databases": databases,
+            "standbys": standbys,
             "problems": problems,
             "window_days": self.window.total_seconds() / 86400.0,
             "base_backup_hours": self.base_hours,
             "partial_seconds": self.receiver.partial_seconds,
         }
+
+    def standbys(self, problems):
+        """The server's streaming standbys (but this receiver and base backups) as dicts; those past the limits
+        or not streaming added to ``problems``."""
+        try:
+            found = replication.standbys(self.pgc)
+        except Exception as exc:  # said, not fatal: the report goes on
+            problems.append("the server's standbys cannot be read: %s" % exc)
+            return []
+        found = [s for s in found if s.name not in (receiver.APPLICATION_NAME, basebackup.APPLICATION_NAME)]
+        for standby, why in replication.lagging(found, self.standby_max_seconds, self.standby_max_bytes):
+            problems.append("standby %s: %s" % (standby.name or standby.client, why))
+        return [standby.as_dict() for standby in found]
 
     def _report(self):
         if self.report is None or not self.receiver.system_id:

@@ -618,6 +618,11 @@ def test_the_worker_service_takes_base_backups_on_schedule_and_keeps_only_the_wi
     result, error, _warnings = dispatch.execute(plans.PITR_DRILL, drill, ctx, "registry", lambda *a: None)
     assert error is None and result["ok"] and result["cleaned_up"], result
     assert [check["name"] for check in result["checks"]] == ["window", "restore", "attachments"]
+    # The service stopped: its newest base backup grows older than its schedule, which the report says.
+    monkeypatch.setattr(service_mod, "BASE_GRACE_HOURS", 0.0)
+    time.sleep(3.0)
+    late = [p for p in service.status()["problems"] if p.startswith("the newest base backup is")]
+    assert late and late[0].endswith("one is due every 0.0008 h"), late
 
 
 def test_a_drill_restores_a_random_second_checks_it_and_drops_it(protected, tmp_path, keys):

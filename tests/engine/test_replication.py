@@ -8,6 +8,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,9 @@ import psycopg2
 import pytest
 from conftest import ROOT, conn_kwargs
 
+from engine.core.config import Settings
 from engine.db import replication
+from engine.pitr.service import PitrService
 
 
 def server_bin(pgconf):
@@ -159,3 +162,24 @@ def test_a_standby_not_streaming_or_behind_or_hidden_is_late():
     assert why(standby(replay_lag_bytes=None, sent_lag_bytes=None, replay_lag_seconds=None)) == [
         "its position is hidden from this role (grant it pg_monitor)"
     ]
+
+
+def test_the_workers_report_names_the_standby_and_the_limit_it_passes(pgconf, standby, keys, tmp_path):
+    """Continuous protection's report (what Odoo shows and alerts on) lists the standby, not the receiver or a
+    base backup, and says in words when it is past odoo.conf's limit."""
+    wait_streaming(pgconf)
+    section = {
+        "signing_key_file": str(keys["signing_file"]),
+        "pitr_destinations": str(tmp_path / "pitr"),
+        "pitr_spool": str(tmp_path / "spool"),
+    }
+    service = PitrService.from_settings(Settings(pg=pgconf, section=section), pgconf, str(tmp_path))
+    problems = []
+    found = service.standbys(problems)
+    assert [(s["name"], s["state"], s["visible"]) for s in found] == [("spp_test_standby", "streaming", True)]
+    assert problems == []
+    strict = PitrService.from_settings(
+        Settings(pg=pgconf, section=dict(section, pitr_standby_max_lag_bytes="-1")), pgconf, str(tmp_path)
+    )
+    strict.standbys(problems)
+    assert len(problems) == 1 and re.fullmatch(r"standby spp_test_standby: it replays \d+ bytes behind", problems[0])
