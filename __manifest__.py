@@ -18,6 +18,7 @@
         "wizards/backup_run_now_views.xml",
         "wizards/backup_restore_views.xml",
         "wizards/backup_pitr_restore_views.xml",
+        "wizards/backup_pitr_check_views.xml",
         "wizards/backup_browse_views.xml",
         "wizards/backup_retention_preview_views.xml",
         "views/backup_destination_views.xml",

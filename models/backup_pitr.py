@@ -301,6 +301,11 @@ class SppBackupPitrServer(models.Model):
         drill._queue_run()
         return drill._form_action()
 
+    def action_check_settings(self):
+        """What the database server lacks for continuous protection (Backup Managers; the list's button, with no
+        record selected or some: the same check)."""
+        return self.env["spp.backup.pitr.check"].action_check()
+
     def unlink(self):
         if not (self.env.su or self.env.user.has_group("base.group_system")):
             raise AccessError(_("Only a Settings administrator forgets a server that is no longer protected."))

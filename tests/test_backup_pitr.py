@@ -316,6 +316,24 @@ class TestPitrRestoreWizard(PitrCase):
         self.assertTrue(any("before commit of transaction 812" in (m.body or "") for m in restore.message_ids))
 
 
+class TestPitrCheck(PitrCase):
+    def test_a_manager_reads_what_the_server_lacks_and_nothing_changes(self):
+        before = self.query("postgres", "SELECT count(*) FROM pg_replication_slots")
+        action = self.env["spp.backup.pitr.server"].with_user(self.manager).action_check_settings()
+        check = self.env["spp.backup.pitr.check"].browse(action["res_id"])
+        self.assertEqual(check.create_uid, self.manager)
+        self.assertIn(check.verdict, ("ok", "advice", "missing"))
+        # The tests' server: what the check reads of it, by name.
+        for name in ("wal_level", "max_wal_senders", "replication role", "client tools"):
+            self.assertIn(name, check.report)
+        self.assertEqual(self.query("postgres", "SELECT count(*) FROM pg_replication_slots"), before)
+        for user in (self.internal, self.auditor, self.restorer):
+            with self.subTest(user=user.login), self.assertRaises(AccessError):
+                self.env["spp.backup.pitr.server"].with_user(user).action_check_settings()
+        with self.assertRaises(AccessError):
+            check.with_user(self.manager).write({"report": "all is well", "verdict": "ok"})
+
+
 class TestPitrDrill(PitrCase):
     def test_a_manager_drills_this_databases_policy_to_a_random_second(self):
         self.policy.database = self.env.cr.dbname
@@ -410,6 +428,13 @@ class TestPitrOverRpc(PitrCase, HttpCase):
         for login in ("sppb_internal", "sppb_auditor", "sppb_restorer"):
             with self.subTest(user=login, op="drill"):
                 self.assert_refused(login, "spp.backup.pitr.server", "action_drill_now", self.server.ids)
+            with self.subTest(user=login, op="check"):
+                self.assert_refused(login, "spp.backup.pitr.server", "action_check_settings", [])
+                self.assert_refused(login, "spp.backup.pitr.check", "action_check", [])
+        # A manager's: from the list's button (no record) and from a report's "Check again".
+        first = self.rpc("sppb_manager", "spp.backup.pitr.server", "action_check_settings", [])["res_id"]
+        again = self.rpc("sppb_manager", "spp.backup.pitr.check", "action_check", [first])["res_id"]
+        self.assertNotEqual(first, again)
         self.assertEqual(self.env["spp.backup.pitr.server"].search_count([]), 1)
         self.assertEqual(self.server.window_end, self.end)
         self.assertFalse(self.env["spp.backup.drill"].search([]))

@@ -84,6 +84,9 @@ class TestServerFieldsOverRpc(RealBackupCase, HttpCase):
             "spp.backup.browse.line": browse.line_ids[:1],
             "spp.backup.pitr.server": server,
             "spp.backup.pitr.restore.wizard": cls.env["spp.backup.pitr.restore.wizard"].browse(pitr_wizard),
+            "spp.backup.pitr.check": cls.env["spp.backup.pitr.check"].browse(
+                server.with_user(cls.manager).action_check_settings()["res_id"]
+            ),
         }
         # What a person may give when creating a record of a model they may create.
         cls.create_values = {

@@ -18,6 +18,7 @@
         "views/wizard_backup_run_now_views.xml",
         "views/wizard_backup_restore_views.xml",
         "views/wizard_backup_pitr_restore_views.xml",
+        "views/wizard_backup_pitr_check_views.xml",
         "views/wizard_backup_browse_views.xml",
         "views/wizard_backup_retention_preview_views.xml",
         "views/backup_destination_views.xml",
