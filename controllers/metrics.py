@@ -86,7 +86,10 @@ def policy_samples(policy):
 
 PITR_METRICS = (
     ("spp_backup_pitr_receiving", "1 while the worker's pg_receivewal streams the server's WAL, else 0."),
-    ("spp_backup_pitr_archive_behind_seconds", "Seconds of the server's newest changes the WAL archive lacks."),
+    (
+        "spp_backup_pitr_archive_behind_seconds",
+        "Seconds of the server's newest changes the WAL archive lacks (-1: it vouches for no recent second yet).",
+    ),
     ("spp_backup_pitr_window_start_timestamp_seconds", "Unix time of the oldest second that can be restored."),
     ("spp_backup_pitr_window_end_timestamp_seconds", "Unix time of the newest second that can be restored."),
     ("spp_backup_pitr_slot_retained_bytes", "WAL the replication slot keeps on the database server, in bytes."),
@@ -95,7 +98,10 @@ PITR_METRICS = (
 )
 STANDBY_METRICS = (
     ("spp_backup_standby_streaming", "1 when the standby is streaming, else 0."),
-    ("spp_backup_standby_replay_lag_bytes", "WAL the standby has not replayed yet, in bytes (-1: not visible)."),
+    (
+        "spp_backup_standby_replay_lag_bytes",
+        "WAL the standby has not replayed yet, in bytes (-1: not visible, or nothing replayed reported yet).",
+    ),
     ("spp_backup_standby_replay_lag_seconds", "How far behind the standby replays, in seconds (-1: not visible)."),
 )
 
@@ -114,7 +120,7 @@ def pitr_rows(servers, now):
                 labels,
                 {
                     "spp_backup_pitr_receiving": 1 if server.receiving else 0,
-                    "spp_backup_pitr_archive_behind_seconds": float(server.behind_seconds or 0.0),
+                    "spp_backup_pitr_archive_behind_seconds": -1.0 if server._behind() is None else server._behind(),
                     "spp_backup_pitr_window_start_timestamp_seconds": timestamp(server.window_start),
                     "spp_backup_pitr_window_end_timestamp_seconds": timestamp(server.window_end),
                     "spp_backup_pitr_slot_retained_bytes": float(server.slot_retained_bytes or 0.0),
@@ -133,11 +139,11 @@ def pitr_rows(servers, now):
                     % (labels, label_value(standby.get("name")), label_value(standby.get("client"))),
                     {
                         "spp_backup_standby_streaming": 1 if standby.get("state") == "streaming" else 0,
-                        "spp_backup_standby_replay_lag_bytes": int(standby.get("replay_lag_bytes") or 0)
-                        if visible
+                        "spp_backup_standby_replay_lag_bytes": int(standby["replay_lag_bytes"])
+                        if visible and standby.get("replay_lag_bytes") is not None
                         else -1,
                         "spp_backup_standby_replay_lag_seconds": float(standby.get("replay_lag_seconds") or 0.0)
-                        if visible
+                        if visible and standby.get("replay_lag_bytes") is not None
                         else -1.0,
                     },
                 )
@@ -155,7 +161,8 @@ def _family(lines, metrics, rows):
 
 def render(policies, servers=None, now=None):
     """The Prometheus text exposition (format 0.0.4) of ``policies`` and of the protected ``servers``
-    (spp.backup.pitr.server) with their standbys."""
+    (spp.backup.pitr.server) with their standbys, as of ``now`` (naive UTC; default: now)."""
+    now = now or fields.Datetime.now()
     rows = [
         ('policy="%s",database="%s"' % (label_value(policy.name), label_value(policy.database)), policy_samples(policy))
         for policy in policies

@@ -106,6 +106,11 @@ class SppBackupPitrServer(models.Model):
         windows = self._report().get("destinations") or {}
         return sorted(windows, key=lambda where: (not (windows[where] or {}).get("ranges"), where))
 
+    def _behind(self):
+        """Seconds the archive is behind the server, or None when it vouches for no recent second yet."""
+        value = (self._report().get("receiver") or {}).get("archive_behind_seconds")
+        return float(value) if isinstance(value, (int, float)) else None
+
     def _databases(self):
         return [name for name in self._report().get("databases") or [] if isinstance(name, str)]
 
@@ -156,8 +161,11 @@ class SppBackupPitrServer(models.Model):
                     )
             server.window_text = "\n".join(lines) or False
             server.databases_text = ", ".join(server._databases()) or False
-            behind = server.behind_seconds
-            server.behind_text = _("%s behind", human_duration(behind)) if server.receiving or behind else False
+            behind = server._behind()
+            if behind is None:
+                server.behind_text = _("unknown: the archive vouches for no recent second yet")
+            else:
+                server.behind_text = _("%s behind", human_duration(behind))
             server.standbys_text = "\n".join(server._standby_lines()) or _("none streams from this server")
             if server.slot_status and server.slot_retained_bytes:
                 server.slot_text = _(

@@ -117,6 +117,11 @@ class TestPitrServer(PitrCase):
         self.assertEqual(samples["spp_backup_standby_replay_lag_bytes{%s}" % standby], "8192")
         self.assertEqual(samples["spp_backup_standby_streaming{%s}" % standby], "1")
         self.assertFalse(self.server.last_drill_id)
+        # An archive that vouches for no recent second yet is not "0 s behind".
+        self.report({"receiver": {"receiving": True}})
+        self.assertEqual(self.server.behind_text, "unknown: the archive vouches for no recent second yet")
+        text = render(self.env["spp.backup.policy"], self.server)
+        self.assertIn("spp_backup_pitr_archive_behind_seconds{%s} -1.0" % labels, text)
 
     def test_times_are_shown_in_the_users_time_zone(self):
         shown = self.server.with_context(tz="Asia/Manila")

@@ -116,7 +116,12 @@ class PitrService:
         self.retry_after = 0.0
         # Called with status() after every pass (the worker writes it into the databases it serves).
         self.report = None
+        # Set to report now (after a base backup, when the receiver stopped): the reporter thread writes it.
+        self.report_now = threading.Event()
+        self.base_running = False
         self._windows, self._windows_due = {}, 0.0
+        # One read of the windows at a time: an older read never replaces a newer one.
+        self._windows_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings, pgc, data_dir, log=None):
@@ -156,6 +161,13 @@ class PitrService:
     def take_base_backup(self, why):
         self.log("Taking a base backup: %s" % why)
         gaps = len(self.receiver.gaps)
+        self.base_running = True
+        try:
+            self._take_base_backup(gaps)
+        finally:
+            self.base_running = False
+
+    def _take_base_backup(self, gaps):
         basebackup.take_base_backup(
             self.pgc,
             self.destinations,
@@ -177,8 +189,12 @@ class PitrService:
     def windows(self, force=False):
         """What each destination can restore to: {location: {ranges, gaps, problems, bases, newest_base,
         databases, error}}, times as ISO 8601 UTC; read again every WINDOW_SECONDS."""
-        if not force and time.monotonic() < self._windows_due:
-            return self._windows
+        with self._windows_lock:
+            if not force and time.monotonic() < self._windows_due:
+                return self._windows
+            return self._read_windows()
+
+    def _read_windows(self):
         found = {}
         for location, storage in self.destinations.items():
             try:
@@ -217,7 +233,12 @@ class PitrService:
                 continue
             if not win["ranges"]:
                 problems.append("destination %s: no second can be restored from it yet" % location)
-            problems += ["destination %s: %s" % (location, text) for text in win["problems"]]
+            problems += [
+                "destination %s: %s" % (location, text)
+                for text in win["problems"]
+                # The one being written has no base.json until its last byte is stored.
+                if not (self.base_running and "is not complete" in text)
+            ]
             problems += ["destination %s: WAL missing from %s" % (location, text) for text in win["gaps"]]
         databases = sorted({name for win in windows.values() for name in win.get("databases") or []})
         newest = [win["newest_base"] for win in windows.values() if win.get("newest_base")]
@@ -262,8 +283,13 @@ class PitrService:
             self.log("Could not report the state of continuous protection: %s" % exc)
 
     def _report_every(self, stop):
-        """Report every CHECK_SECONDS from a thread of its own: a base backup that takes an hour is no silence."""
-        while not stop.wait(CHECK_SECONDS):
+        """Report every CHECK_SECONDS, and when asked (``report_now``), from a thread of its own: a base backup that
+        takes an hour is no silence, and a database that is slow to write to never holds protection up."""
+        while not stop.is_set():
+            self.report_now.wait(CHECK_SECONDS)
+            self.report_now.clear()
+            if stop.is_set():
+                break
             self._report()
 
     def run(self, stop):
@@ -279,7 +305,7 @@ class PitrService:
                     error = thread.errors[0] if thread.errors else None
                     self.receiver_error = "the WAL receiver stopped: %s" % (error or "no detail")
                     self.log("%s; starting it again in %d s" % (self.receiver_error, pause))
-                    self._report()
+                    self.report_now.set()
                     if stop.wait(pause):
                         break
                     pause = min(RECEIVER_PAUSE_MAX, pause * 2)
@@ -294,15 +320,16 @@ class PitrService:
                             self.take_base_backup(why)
                             self.base_error = None
                             self.windows(force=True)
-                            self._report()
+                            self.report_now.set()
                     except Exception as exc:  # told and tried again later; the receiver goes on
                         self.base_error = "base backup failed: %s" % exc
                         self.retry_after = time.monotonic() + BASE_RETRY_SECONDS
                         self.log("Base backup failed (tried again in %d min): %s" % (BASE_RETRY_SECONDS // 60, exc))
-                        self._report()
+                        self.report_now.set()
                 stop.wait(CHECK_SECONDS if self.receiver.system_id else 1.0)
         finally:
             receiver_stop.set()
+            self.report_now.set()
             thread.join(120)
             reporter.join(5)
 

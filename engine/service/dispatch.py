@@ -173,6 +173,8 @@ def _pitr_restore(plan, ctx, serving_db, progress, log):
         options.get("target_db"), serving_db, ctx.settings, replace=bool(options.get("replace"))
     )
     storage, keys = _pitr_archive(plan.location, ctx)
+    # The scratch cluster goes where this worker's odoo.conf says (pitr_tmp_dir), never where a plan says.
+    options["tmp_dir"] = ctx.settings.get("pitr_tmp_dir") or None
     restore_options = RestoreOptions(
         pg=ctx.pg, identities=ctx.identities, data_dir=ctx.data_dir, settings=ctx.settings, **options
     )
@@ -203,6 +205,7 @@ def _pitr_drill(plan, ctx, serving_db, progress, log):
         keys,
         moment=plan.to_time,
         system_id=plan.system_id,
+        tmp_dir=ctx.settings.get("pitr_tmp_dir") or None,
         neutralize_modules=plan.neutralize_modules,
         progress=progress,
         log=log,

@@ -323,8 +323,15 @@ class Worker:
             def allowed(names, served=name):
                 return [n for n in names or [] if scope.database_allowed(n, served, self.ctx.settings)]
 
+            problems = list(status.get("problems") or [])
+            if status.get("destinations") and name not in (status.get("databases") or []):
+                problems.append(
+                    "database %s is in no base backup yet: it can be restored to a second only after the next one"
+                    % name
+                )
             seen = dict(
                 status,
+                problems=problems,
                 databases=allowed(status.get("databases")),
                 destinations={
                     where: dict(win, databases=allowed(win.get("databases")))
@@ -333,8 +340,10 @@ class Worker:
             )
             try:
                 with contextlib.closing(connect(self.ctx.pg, name)) as conn, conn.cursor() as cr:
+                    # An upgrade of the addon holds the table: this report waits a little, then gives way.
+                    cr.execute("SET lock_timeout = '5s'; SET statement_timeout = '30s'")
                     write_pitr_status(cr, seen)
-            except (psycopg2.Error, PreflightError) as exc:
+            except Exception as exc:  # that database misses this report; the others get theirs
                 _logger.warning("Cannot record the state of continuous protection in %s: %s", name, exc)
 
     def _wait(self, seconds):

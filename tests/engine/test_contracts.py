@@ -281,3 +281,49 @@ def test_states_and_names_are_written_once():
     script = Path(ROOT, "static/src/js/run_live.js").read_text(encoding="utf-8")
     assert 'addChannel("%s")' % protocol.BUS_CHANNEL in script
     assert 'subscribe("%s"' % protocol.BUS_TYPE in script
+
+
+def test_the_worker_reports_into_each_database_what_its_scope_allows(pgconf, dbs):
+    """report_pitr writes the report into every served database (the table Odoo reads, upserted by system id):
+    each hears of the databases its scope allows only, and of itself when no base backup holds it yet."""
+    from engine.core.config import Settings
+    from engine.service.dispatch import WorkerContext
+    from engine.service.worker import Worker
+
+    served = [dbs.name("served"), dbs.name("served")]
+    for name in served:
+        query("postgres", 'CREATE DATABASE "%s"' % name)
+        query(
+            name,
+            "CREATE TABLE spp_backup_pitr_server (id serial PRIMARY KEY, system_id varchar UNIQUE, name varchar, "
+            "receiving boolean, behind_seconds float, receive_lag_bytes float, slot_status varchar, "
+            "slot_retained_bytes float, window_start timestamp, window_end timestamp, problems text, "
+            "status_json text, reported_at timestamp, create_date timestamp, write_date timestamp)",
+        )
+    settings = Settings(pg=pgconf, section={})
+    worker = Worker(WorkerContext(settings=settings, pg=pgconf, data_dir=None))
+    worker.conns = dict.fromkeys(served)
+    window = {"ranges": [["2026-12-01T00:00:00Z", "2026-12-07T00:00:00Z"]], "databases": [served[0], "hr"]}
+    status = {
+        "system_id": 7400000000000000009,
+        "server": "db:5432",
+        "receiver": {"receiving": True, "archive_behind_seconds": 2.5},
+        "destinations": {"/srv/pitr": window},
+        "databases": [served[0], "hr"],
+        "problems": ["the archive is 400 s behind the server (limit 300 s)"],
+    }
+    for _round in range(2):  # the second report updates the same row
+        worker.report_pitr(status)
+    first, second = (
+        query(name, "SELECT system_id, problems, status_json, window_end, behind_seconds FROM spp_backup_pitr_server")
+        for name in served
+    )
+    assert len(first) == len(second) == 1
+    assert first[0][0] == "7400000000000000009" and first[0][4] == 2.5
+    assert str(first[0][3]) == "2026-12-07 00:00:00"
+    assert json.loads(first[0][2])["databases"] == [served[0]], "hr is outside the first database's scope"
+    assert first[0][1] == "the archive is 400 s behind the server (limit 300 s)"
+    assert json.loads(second[0][2])["databases"] == [], "neither the first database nor hr is the second's"
+    assert second[0][1].endswith(
+        "database %s is in no base backup yet: it can be restored to a second only after the next one" % served[1]
+    )

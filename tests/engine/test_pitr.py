@@ -521,7 +521,7 @@ def test_copies_to_a_folder_and_to_s3_and_a_restore_from_s3(cluster15, tmp_path,
 
 
 def test_the_worker_service_takes_base_backups_on_schedule_and_keeps_only_the_window(
-    cluster15, tmp_path, keys, monkeypatch
+    cluster15, tmp_path, keys, monkeypatch, reachable
 ):
     monkeypatch.setattr(service_mod, "CHECK_SECONDS", 0.3)
     monkeypatch.setattr(service_mod, "WINDOW_SECONDS", 0.6)
@@ -538,7 +538,8 @@ def test_the_worker_service_takes_base_backups_on_schedule_and_keeps_only_the_wi
             "pitr_window_days": "0.00003",  # about 2.6 s
             "pitr_partial_seconds": "0.5",
             "pitr_spool": str(tmp_path / "spool"),
-            "pitr_tmp_dir": str(tmp_path),
+            # Base backups stage there, and restores and drills queued by Odoo make their scratch clusters there.
+            "pitr_tmp_dir": reachable(),
         },
     )
     service = service_mod.PitrService.from_settings(settings, cluster15.pgconfig(), str(tmp_path))
