@@ -75,7 +75,11 @@ class SppBackupPitrServer(models.Model):
     slot_text = fields.Char(compute="_compute_texts", string="Slot")
     standbys_text = fields.Text(compute="_compute_texts", string="Streaming standbys")
     last_drill_id = fields.Many2one("spp.backup.drill", compute="_compute_last_drill", string="Last drill to a second")
-    last_drill_verdict = fields.Selection(related="last_drill_id.verdict", string="Last drill")
+    last_drill_verdict = fields.Selection(
+        [("passed", "Passed"), ("failed", "Failed"), ("pending", "Not finished")],
+        compute="_compute_last_drill",
+        string="Last drill",
+    )
 
     compat.sql_constraints(locals(), [("system_id_unique", "UNIQUE (system_id)", "One record per PostgreSQL server.")])
 
@@ -207,7 +211,9 @@ class SppBackupPitrServer(models.Model):
     def _compute_last_drill(self):
         Drill = self.env["spp.backup.drill"]
         for server in self:
-            server.last_drill_id = Drill.search([("pitr_server_id", "=", server.id)], order="id desc", limit=1)
+            drill = Drill.search([("pitr_server_id", "=", server.id)], order="id desc", limit=1)
+            server.last_drill_id = drill
+            server.last_drill_verdict = drill.verdict or False
 
     # ---------------------------------------------------------------- alerts
 
