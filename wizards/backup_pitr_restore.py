@@ -80,13 +80,14 @@ class SppBackupPitrRestoreWizard(models.TransientModel):
                     server.name,
                 )
             )
-        db_name = self.env.cr.dbname if self.env.cr.dbname in databases else (databases[0] if databases else False)
+        db_name = self.env.cr.dbname if self.env.cr.dbname in databases else databases[0]
         values = {
             "server_id": server.id,
             "location": location,
             "source_db_name": db_name,
-            "to_time": ranges[-1][1].replace(microsecond=0) if ranges else False,
-            "target_db": self._suggest_name(db_name) if db_name else False,
+            # _ranges() gives whole seconds already.
+            "to_time": ranges[-1][1] if ranges else False,
+            "target_db": self._suggest_name(db_name),
         }
         wizard = self._server_create(values)
         return wizard._reopen()
